@@ -1,0 +1,44 @@
+# trustserve: `make up` runs the whole stack, `make test` runs the whole suite.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+HOME_DIR ?= $(HOME)/.trustserve
+DEBS := redis-server swtpm swtpm-tools tpm2-tools libtss2-dev openssl
+
+.PHONY: up test lint bench venv debs clean
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+# Debian packages the suite needs: a real Redis, a real software TPM and the TSS library.
+debs:
+	@missing=""; for p in $(DEBS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+up: debs venv
+	$(BIN)/trustserve up
+
+lint: venv
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+	$(BIN)/mypy --strict src
+
+test: debs venv
+	$(MAKE) lint
+	$(BIN)/pytest -q
+
+bench: debs venv
+	$(BIN)/python bench/serving.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info
