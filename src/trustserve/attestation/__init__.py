@@ -1,0 +1,24 @@
+"""Remote attestation: evidence providers, verifiers and the release policy.
+
+See docs/attestation.md. The public API::
+
+    make_provider(name, home, **options) -> EvidenceProvider
+    verify_evidence(evidence, expected_report_data, policy, now, *, collateral=None) -> Claims
+    Policy.from_yaml / load / default / development / from_json, policy.check / to_json
+"""
+
+from trustserve.attestation.base import Claims, Evidence, EvidenceProvider, Verifier
+from trustserve.attestation.policy import MeasurementSet, Policy
+from trustserve.attestation.registry import make_provider, make_verifier, verify_evidence
+
+__all__ = [
+    "Claims",
+    "Evidence",
+    "EvidenceProvider",
+    "MeasurementSet",
+    "Policy",
+    "Verifier",
+    "make_provider",
+    "make_verifier",
+    "verify_evidence",
+]

@@ -1,0 +1,316 @@
+"""Which verified claims are acceptable: the release policy, loaded from YAML.
+
+Defaults are strict: simulated evidence and debug TEEs are refused, the TCB must
+be ``UpToDate``, no advisory is accepted, evidence may be at most 300 s old, and
+an empty measurement list refuses everything. Every refusal raises
+``AttestationRefused`` naming the claim that failed.
+
+Example::
+
+    allow_simulated: false
+    accepted_tcb_statuses: [UpToDate]
+    max_evidence_age_s: 300
+    measurements:
+      - {tee: tdx, mrtd: "91eb2b44...", rtmr0: "44c0197b..."}
+      - {tee: sgx, mrsigner: "815f42f1...", isv_prod_id: 0, isv_svn_min: 1}
+      - {tee: tpm, pcrs: {"0": "d0c3...", "7": "65ca..."}}
+      - {tee: sim, sim_measurement: "5a1c..."}
+    tpm_ak_public_keys: ["-----BEGIN PUBLIC KEY-----\\n..."]
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+from trustserve.attestation.base import Claims
+from trustserve.errors import AttestationRefused, ConfigError
+
+# The hex-valued measurement fields a policy may pin, per TEE (the claim names).
+HEX_FIELDS: dict[str, frozenset[str]] = {
+    "tdx": frozenset(
+        {"mrtd", "rtmr0", "rtmr1", "rtmr2", "rtmr3", "mr_seam", "mr_signer_seam"}
+        | {"mr_config_id", "mr_owner", "mr_owner_config"}
+    ),
+    "sgx": frozenset({"mrenclave", "mrsigner"}),
+    "tpm": frozenset(),
+    "sim": frozenset({"sim_measurement"}),
+}
+INT_FIELDS: dict[str, frozenset[str]] = {"sgx": frozenset({"isv_prod_id", "isv_svn_min"})}
+# A set must pin at least one of these, or it would accept any code of that TEE.
+_REQUIRED: dict[str, frozenset[str]] = {
+    "tdx": frozenset({"mrtd"}),
+    "sgx": frozenset({"mrenclave", "mrsigner"}),
+}
+# TEEs without a TCB status of their own (a TPM quote says nothing about firmware currency).
+NO_TCB_STATUS = frozenset({"tpm", "sim"})
+CLOCK_SKEW_S = 30.0
+
+_KEYS = {
+    "allow_simulated",
+    "allow_debug",
+    "accepted_tcb_statuses",
+    "accepted_advisories",
+    "max_evidence_age_s",
+    "measurements",
+    "tpm_ak_public_keys",
+    "sim_platform_keys",
+}
+
+
+@dataclass(frozen=True)
+class MeasurementSet:
+    """One allowed set: every value listed must match (``isv_svn_min`` is a lower bound)."""
+
+    tee: str
+    values: dict[str, str | int] = field(default_factory=dict)
+    pcrs: dict[int, str] = field(default_factory=dict)
+
+    def first_mismatch(self, claims: Claims) -> str | None:
+        """The name of the first claim this set does not accept, or None if it matches."""
+        got = claims.measurements
+        for name, want in self.values.items():
+            if name == "isv_svn_min":
+                svn = got.get("isv_svn", "")
+                if not svn.isdigit() or int(svn) < int(want):
+                    return "isv_svn"
+            elif got.get(name, "").lower() != str(want):
+                return name
+        for index, digest in self.pcrs.items():
+            if got.get(f"pcr{index}", "").lower() != digest:
+                return f"pcr{index}"
+        return None
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"tee": self.tee, **self.values}
+        if self.pcrs:
+            out["pcrs"] = {str(i): d for i, d in self.pcrs.items()}
+        return out
+
+
+@dataclass(frozen=True)
+class Policy:
+    allow_simulated: bool = False
+    allow_debug: bool = False
+    accepted_tcb_statuses: tuple[str, ...] = ("UpToDate",)
+    accepted_advisories: tuple[str, ...] = ()
+    max_evidence_age_s: float = 300.0
+    measurements: tuple[MeasurementSet, ...] = ()
+    tpm_ak_public_keys: tuple[str, ...] = ()
+    sim_platform_keys: tuple[str, ...] = ()
+
+    # ---- construction ----
+
+    @classmethod
+    def default(cls) -> Policy:
+        """The strict policy: with no allowed measurements it refuses everything."""
+        return cls()
+
+    @classmethod
+    def development(cls, home: Path | None = None) -> Policy:
+        """For ``trustserve up``: accepts sim evidence (and nothing hardware-backed).
+
+        With ``home``, only the sim platform key of that installation is trusted;
+        without it, any sim key is (sim evidence proves nothing anyway).
+        """
+        keys: tuple[str, ...] = ()
+        if home is not None:
+            from trustserve.attestation.sim import platform_public_key
+
+            keys = (platform_public_key(home).hex(),)
+        return cls(
+            allow_simulated=True, measurements=(MeasurementSet("sim"),), sim_platform_keys=keys
+        )
+
+    @classmethod
+    def from_yaml(cls, text: str) -> Policy:
+        try:
+            raw = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"policy is not valid YAML: {exc}") from None
+        return cls.from_mapping({} if raw is None else raw)
+
+    @classmethod
+    def load(cls, path: Path | str) -> Policy:
+        try:
+            text = Path(path).read_text()
+        except OSError as exc:
+            raise ConfigError(f"cannot read policy {path}: {exc.strerror}") from None
+        return cls.from_yaml(text)
+
+    @classmethod
+    def from_json(cls, raw: Any) -> Policy:
+        if isinstance(raw, str | bytes):
+            try:
+                raw = json.loads(raw)
+            except ValueError:
+                raise ConfigError("policy is not valid JSON") from None
+        return cls.from_mapping(raw)
+
+    @classmethod
+    def from_mapping(cls, raw: Any) -> Policy:
+        if not isinstance(raw, dict):
+            raise ConfigError("policy must be a mapping")
+        unknown = sorted(set(raw) - _KEYS)
+        if unknown:
+            raise ConfigError(
+                f"unknown policy key(s) {', '.join(map(str, unknown))}; "
+                f"known: {', '.join(sorted(_KEYS))}"
+            )
+        sets = raw.get("measurements", [])
+        if not isinstance(sets, list):
+            raise ConfigError("policy key measurements must be a list")
+        return cls(
+            allow_simulated=_bool(raw, "allow_simulated", False),
+            allow_debug=_bool(raw, "allow_debug", False),
+            accepted_tcb_statuses=_strings(raw, "accepted_tcb_statuses", ("UpToDate",)),
+            accepted_advisories=_strings(raw, "accepted_advisories", ()),
+            max_evidence_age_s=_positive(raw, "max_evidence_age_s", 300.0),
+            measurements=tuple(_measurement_set(i, s) for i, s in enumerate(sets)),
+            tpm_ak_public_keys=tuple(_pem(k) for k in _strings(raw, "tpm_ak_public_keys", ())),
+            sim_platform_keys=tuple(
+                _hex(k, 32, "sim_platform_keys entry")
+                for k in _strings(raw, "sim_platform_keys", ())
+            ),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "allow_simulated": self.allow_simulated,
+            "allow_debug": self.allow_debug,
+            "accepted_tcb_statuses": list(self.accepted_tcb_statuses),
+            "accepted_advisories": list(self.accepted_advisories),
+            "max_evidence_age_s": self.max_evidence_age_s,
+            "measurements": [m.to_json() for m in self.measurements],
+            "tpm_ak_public_keys": list(self.tpm_ak_public_keys),
+            "sim_platform_keys": list(self.sim_platform_keys),
+        }
+
+    # ---- the decision ----
+
+    def check(self, claims: Claims, now: float) -> None:
+        """Return if the claims are acceptable; raise AttestationRefused naming the claim."""
+        if claims.tee not in HEX_FIELDS:
+            raise AttestationRefused("tee", f"no policy can accept {claims.tee!r} evidence")
+        if claims.tee == "sim" and not self.allow_simulated:
+            raise AttestationRefused(
+                "tee", "simulated evidence (not hardware-protected); policy lacks allow_simulated"
+            )
+        if claims.debug and not self.allow_debug:
+            raise AttestationRefused("debug", "the TEE runs in debug mode")
+        if claims.tee not in NO_TCB_STATUS and claims.tcb_status not in self.accepted_tcb_statuses:
+            raise AttestationRefused(
+                "tcb_status",
+                f"{claims.tcb_status} is not one of {', '.join(self.accepted_tcb_statuses)}",
+            )
+        refused = sorted(set(claims.advisories) - set(self.accepted_advisories))
+        if refused:
+            raise AttestationRefused("advisories", f"not accepted: {', '.join(refused)}")
+        if claims.issued_at is not None:
+            age = now - claims.issued_at
+            if age > self.max_evidence_age_s:
+                raise AttestationRefused(
+                    "issued_at", f"evidence is {age:.0f} s old; at most {self.max_evidence_age_s:g}"
+                )
+            if age < -CLOCK_SKEW_S:
+                raise AttestationRefused("issued_at", "evidence is dated in the future")
+        self._check_measurements(claims)
+
+    def _check_measurements(self, claims: Claims) -> None:
+        candidates = [m for m in self.measurements if m.tee == claims.tee]
+        if not candidates:
+            raise AttestationRefused("measurements", f"policy allows no {claims.tee} measurements")
+        misses = [m.first_mismatch(claims) for m in candidates]
+        if None in misses:
+            return
+        names = sorted({str(m) for m in misses})
+        claim = names[0] if len(names) == 1 else "measurements"
+        raise AttestationRefused(
+            claim, f"{', '.join(names)} not in any allowed {claims.tee} measurement set"
+        )
+
+
+def _bool(raw: dict[str, Any], key: str, default: bool) -> bool:
+    value = raw.get(key, default)
+    if not isinstance(value, bool):
+        raise ConfigError(f"policy key {key} must be true or false")
+    return value
+
+
+def _strings(raw: dict[str, Any], key: str, default: tuple[str, ...]) -> tuple[str, ...]:
+    value = raw.get(key, list(default))
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"policy key {key} must be a list of strings")
+    return tuple(value)
+
+
+def _positive(raw: dict[str, Any], key: str, default: float) -> float:
+    value = raw.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        raise ConfigError(f"policy key {key} must be a positive number")
+    return float(value)
+
+
+def _hex(value: Any, size: int | None, what: str) -> str:
+    if not isinstance(value, str):
+        raise ConfigError(f"{what} must be a quoted hex string")
+    try:
+        data = bytes.fromhex(value)
+    except ValueError:
+        raise ConfigError(f"{what} is not valid hex") from None
+    if size is not None and len(data) != size:
+        raise ConfigError(f"{what} must be {size} bytes, got {len(data)}")
+    return data.hex()
+
+
+def _pem(text: str) -> str:
+    try:
+        load_pem_public_key(text.encode())
+    except ValueError:
+        raise ConfigError("tpm_ak_public_keys entry is not a PEM public key") from None
+    return text
+
+
+def _measurement_set(index: int, raw: Any) -> MeasurementSet:
+    where = f"measurements[{index}]"
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where} must be a mapping")
+    tee = raw.get("tee")
+    if tee not in HEX_FIELDS:
+        raise ConfigError(f"{where}.tee must be one of {', '.join(HEX_FIELDS)}")
+    allowed = (
+        HEX_FIELDS[tee] | INT_FIELDS.get(tee, frozenset()) | ({"pcrs"} if tee == "tpm" else set())
+    )
+    unknown = sorted(set(raw) - allowed - {"tee"})
+    if unknown:
+        raise ConfigError(
+            f"{where}: unknown key(s) {', '.join(map(str, unknown))} for {tee}; "
+            f"known: {', '.join(sorted(allowed))}"
+        )
+    values: dict[str, str | int] = {}
+    for key, value in raw.items():
+        if key in HEX_FIELDS[tee]:
+            values[key] = _hex(value, None, f"{where}.{key}")
+        elif key in INT_FIELDS.get(tee, ()):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ConfigError(f"{where}.{key} must be a non-negative integer")
+            values[key] = value
+    pcrs: dict[int, str] = {}
+    if "pcrs" in raw:
+        if not isinstance(raw["pcrs"], dict) or not raw["pcrs"]:
+            raise ConfigError(f"{where}.pcrs must be a non-empty mapping of PCR index to hex")
+        for index_raw, digest in raw["pcrs"].items():
+            if not str(index_raw).isdigit() or not 0 <= int(index_raw) <= 23:
+                raise ConfigError(f"{where}.pcrs: {index_raw!r} is not a PCR index 0..23")
+            pcrs[int(index_raw)] = _hex(digest, None, f"{where}.pcrs.{index_raw}")
+    required = _REQUIRED.get(tee)
+    if required and not required & set(values):
+        raise ConfigError(f"{where} must name {' or '.join(sorted(required))} for {tee}")
+    if tee == "tpm" and not pcrs:
+        raise ConfigError(f"{where} must name pcrs for tpm")
+    return MeasurementSet(tee, values, pcrs)

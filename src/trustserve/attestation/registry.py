@@ -1,0 +1,94 @@
+"""The one place that picks a provider by name and a verifier by evidence kind."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Any
+
+from trustserve.attestation._common import check_report_data
+from trustserve.attestation.base import Claims, Evidence, EvidenceProvider, Verifier
+from trustserve.attestation.policy import Policy
+from trustserve.errors import AttestationRefused, ConfigError
+
+# provider name -> "module:factory"; the factory takes (home, **options).
+PROVIDERS = {
+    "sim": "trustserve.attestation.sim:SimProvider",
+    "tpm": "trustserve.attestation.tpm:provider",
+    "tdx": "trustserve.attestation.tsm:tdx_provider",
+    "sev-snp": "trustserve.attestation.tsm:sev_snp_provider",
+    "sgx": "trustserve.attestation.gramine:provider",
+}
+
+
+def _load(ref: str) -> Any:
+    module, _, attr = ref.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def make_provider(name: str, home: Path, **options: Any) -> EvidenceProvider:
+    """The evidence provider called ``name`` (sim, tpm, tdx, sev-snp, sgx).
+
+    Options: tpm ``tcti`` (e.g. ``"swtpm:host=127.0.0.1,port=2321"``) and ``pcrs``
+    (list of PCR indices); tdx/sev-snp ``root`` (the configfs-tsm report dir,
+    default /sys/kernel/config/tsm/report); sgx ``attestation_dir`` (default
+    /dev/attestation).
+    """
+    if name not in PROVIDERS:
+        raise ConfigError(f"unknown attestation provider {name!r}; one of {', '.join(PROVIDERS)}")
+    factory = _load(PROVIDERS[name])
+    if name == "sim":
+        options = {}
+    provider: EvidenceProvider = factory(home, **options)
+    return provider
+
+
+def make_verifier(
+    kind: str,
+    policy: Policy,
+    *,
+    collateral: dict[str, Any] | None = None,
+    pccs_url: str | None = None,
+) -> Verifier:
+    """The verifier for evidence of ``kind``, configured from ``policy`` where it needs trust roots.
+
+    For sgx/tdx, collateral comes from ``collateral``, else from the evidence
+    itself, else from ``pccs_url``.
+    """
+    if kind == "sim":
+        from trustserve.attestation.sim import SimVerifier
+
+        return SimVerifier(policy.sim_platform_keys)
+    if kind == "tpm":
+        from trustserve.attestation.tpm import TpmVerifier
+
+        return TpmVerifier(policy.tpm_ak_public_keys)
+    if kind in ("sgx", "tdx"):
+        from trustserve.attestation.dcap import DcapVerifier
+
+        return DcapVerifier(collateral=collateral, pccs_url=pccs_url)
+    raise AttestationRefused("tee", f"no verifier for {kind!r} evidence")
+
+
+def verify_evidence(
+    evidence: Evidence,
+    expected_report_data: bytes | None,
+    policy: Policy,
+    now: float,
+    *,
+    collateral: dict[str, Any] | None = None,
+    pccs_url: str | None = None,
+) -> Claims:
+    """Verify ``evidence`` and apply ``policy``; return the claims if both accept it.
+
+    Raises AttestationRefused (naming the claim) or BadRequest (malformed evidence).
+    """
+    if evidence.kind == "sim" and not policy.allow_simulated:
+        raise AttestationRefused(
+            "tee", "simulated evidence (not hardware-protected); policy lacks allow_simulated"
+        )
+    verifier = make_verifier(evidence.kind, policy, collateral=collateral, pccs_url=pccs_url)
+    claims = verifier.verify(evidence, expected_report_data, now)
+    check_report_data(claims.report_data, expected_report_data)
+    policy.check(claims, now)
+    return claims

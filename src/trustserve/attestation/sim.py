@@ -1,0 +1,158 @@
+"""The ``sim`` provider and verifier: software-only evidence for development and CI.
+
+Nothing here is hardware-protected. The provider signs a statement with an
+Ed25519 *platform key* made once per installation (``<home>/attestation/
+sim_platform_key``, mode 0600). Every policy refuses sim evidence unless it says
+``allow_simulated: true``.
+
+The statement (canonical JSON, signed as bytes) carries the report data, the
+issue time and ``sim_measurement`` = SHA-256 over ``"trustserve-sim\\0" ||
+trustserve version || "\\0" || platform public key``: stable for one installation
+and one release, so a policy that lists it pins both.
+
+Trust: the verifier accepts signatures by the public keys it is given (a
+policy's ``sim_platform_keys``); given none, it accepts any key, the signature
+then only proving integrity (pin ``sim_measurement`` or the key to do better).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+from trustserve import __version__, files
+from trustserve.attestation._common import check_report_data, normalize_report_data, require
+from trustserve.attestation.base import Claims, Evidence, b64, unb64
+from trustserve.errors import AttestationRefused, BadRequest
+
+KEY_FILE = Path("attestation") / "sim_platform_key"
+_DOMAIN = b"trustserve-sim\0"
+
+
+def _load_or_create_key(home: Path) -> Ed25519PrivateKey:
+    path = home / KEY_FILE
+    if path.exists():
+        raw = path.read_bytes()
+        if len(raw) == 32:
+            return Ed25519PrivateKey.from_private_bytes(raw)
+        raise BadRequest(f"sim platform key {path} is corrupt (expected 32 bytes)")
+    key = Ed25519PrivateKey.generate()
+    files.write_secret(path, key.private_bytes_raw())
+    return key
+
+
+def _raw_public(key: Ed25519PublicKey) -> bytes:
+    return key.public_bytes(Encoding.Raw, PublicFormat.Raw)
+
+
+def platform_public_key(home: Path) -> bytes:
+    """The raw (32-byte) public platform key of the installation at ``home``."""
+    return _raw_public(_load_or_create_key(home).public_key())
+
+
+def sim_measurement(public_key: bytes, version: str = __version__) -> str:
+    return hashlib.sha256(_DOMAIN + version.encode() + b"\0" + public_key).hexdigest()
+
+
+class SimProvider:
+    name = "sim"
+
+    def __init__(self, home: Path) -> None:
+        self._key = _load_or_create_key(home)
+
+    def make(self, report_data: bytes) -> Evidence:
+        public = _raw_public(self._key.public_key())
+        statement = {
+            "tee": "sim",
+            "report_data": normalize_report_data(report_data).hex(),
+            "issued_at": time.time(),
+            "trustserve_version": __version__,
+            "sim_measurement": sim_measurement(public),
+        }
+        body = json.dumps(statement, sort_keys=True, separators=(",", ":")).encode()
+        return Evidence(
+            "sim",
+            {
+                "statement": b64(body),
+                "signature": b64(self._key.sign(body)),
+                "public_key": public.hex(),
+            },
+        )
+
+
+class SimVerifier:
+    def __init__(self, trusted_keys: Sequence[str] = ()) -> None:
+        self._trusted = [bytes.fromhex(k) for k in trusted_keys]
+
+    def verify(self, evidence: Evidence, expected_report_data: bytes | None, now: float) -> Claims:
+        if evidence.kind != "sim":
+            raise BadRequest(f"sim verifier given {evidence.kind} evidence")
+        body = unb64(evidence.data.get("statement"), "statement")
+        signature = unb64(evidence.data.get("signature"), "signature")
+        public = _parse_public(evidence.data.get("public_key"))
+        if self._trusted and not any(hmac.compare_digest(public, k) for k in self._trusted):
+            raise AttestationRefused("platform_key", "sim platform key is not a trusted one")
+        try:
+            Ed25519PublicKey.from_public_bytes(public).verify(signature, body)
+        except InvalidSignature:
+            raise AttestationRefused("signature", "sim evidence signature is invalid") from None
+        statement = _parse_statement(body)
+        report_data = bytes.fromhex(statement["report_data"])
+        check_report_data(report_data, expected_report_data)
+        if statement["sim_measurement"] != sim_measurement(public, statement["trustserve_version"]):
+            raise AttestationRefused("sim_measurement", "does not belong to the signing key")
+        return Claims(
+            tee="sim",
+            measurements={"sim_measurement": statement["sim_measurement"]},
+            tcb_status="Simulated",
+            advisories=(),
+            debug=False,
+            report_data=report_data,
+            issued_at=float(statement["issued_at"]),
+            extra={
+                "platform_key": public.hex(),
+                "trustserve_version": statement["trustserve_version"],
+            },
+        )
+
+
+def _parse_public(raw: Any) -> bytes:
+    if not isinstance(raw, str):
+        raise BadRequest("sim evidence field public_key must be a hex string")
+    try:
+        public = bytes.fromhex(raw)
+    except ValueError:
+        raise BadRequest("sim evidence field public_key is not hex") from None
+    if len(public) != 32:
+        raise BadRequest("sim evidence field public_key must be 32 bytes")
+    return public
+
+
+def _parse_statement(body: bytes) -> dict[str, Any]:
+    try:
+        statement = json.loads(body)
+    except ValueError:
+        raise BadRequest("sim statement is not JSON") from None
+    if not isinstance(statement, dict) or statement.get("tee") != "sim":
+        raise BadRequest("sim statement must be an object with tee 'sim'")
+    require(statement, "report_data", str, "sim")
+    require(statement, "trustserve_version", str, "sim")
+    require(statement, "sim_measurement", str, "sim")
+    issued_at = statement.get("issued_at")
+    if isinstance(issued_at, bool) or not isinstance(issued_at, int | float):
+        raise BadRequest("sim statement field issued_at must be a number")
+    try:
+        if len(bytes.fromhex(statement["report_data"])) != 64:
+            raise BadRequest("sim statement report_data must be 64 bytes")
+    except ValueError:
+        raise BadRequest("sim statement report_data is not hex") from None
+    return statement
