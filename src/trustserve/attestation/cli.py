@@ -1,0 +1,116 @@
+"""``trustserve attest`` (make evidence) and ``trustserve verify`` (check it against a policy).
+
+``verify`` prints a JSON object with the verdict and, when the evidence itself
+verified, its claims; it exits 0 accepted, 1 refused, 2 unusable input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from trustserve import files
+from trustserve.attestation.base import Claims, Evidence
+from trustserve.attestation.policy import Policy
+from trustserve.attestation.registry import PROVIDERS, make_provider, make_verifier
+from trustserve.errors import AttestationRefused, BadRequest, ConfigError
+
+
+def register(subparsers: Any) -> None:
+    attest = subparsers.add_parser("attest", help="make attestation evidence for report data")
+    attest.add_argument("--provider", required=True, choices=sorted(PROVIDERS))
+    attest.add_argument("--report-data", required=True, help="hex, at most 64 bytes")
+    attest.add_argument("-o", "--output", required=True, type=Path, help="evidence JSON file")
+    attest.add_argument("--home", type=Path, help="trustserve home (sim platform key)")
+    attest.add_argument("--tcti", help="tpm: TCTI, e.g. swtpm:host=127.0.0.1,port=2321")
+    attest.add_argument("--pcrs", help="tpm: comma-separated PCR indices (default 0-7)")
+    attest.add_argument("--tsm-root", type=Path, help="tdx/sev-snp: configfs-tsm report dir")
+    attest.add_argument("--attestation-dir", type=Path, help="sgx: Gramine /dev/attestation")
+    attest.set_defaults(func=_attest)
+
+    verify = subparsers.add_parser("verify", help="verify evidence against a policy")
+    verify.add_argument("evidence", type=Path, help="evidence JSON file")
+    verify.add_argument("--policy", required=True, type=Path, help="policy YAML file")
+    verify.add_argument("--now", type=float, help="verify as of this unix time (default: now)")
+    verify.add_argument("--collateral", type=Path, help="sgx/tdx: collateral JSON file")
+    verify.add_argument("--pccs-url", help="sgx/tdx: fetch collateral from this PCCS")
+    verify.add_argument("--report-data", help="hex the evidence must be bound to")
+    verify.set_defaults(func=_verify)
+
+
+def _hex_arg(text: str, what: str) -> bytes:
+    try:
+        return bytes.fromhex(text)
+    except ValueError:
+        raise BadRequest(f"{what} is not hex") from None
+
+
+def _home(args: argparse.Namespace) -> Path:
+    if args.home is not None:
+        return Path(args.home)
+    from trustserve.config import default_home
+
+    return default_home()
+
+
+def _attest(args: argparse.Namespace) -> int:
+    options: dict[str, Any] = {}
+    if args.tcti:
+        options["tcti"] = args.tcti
+    if args.pcrs:
+        try:
+            options["pcrs"] = [int(p) for p in args.pcrs.split(",")]
+        except ValueError:
+            raise ConfigError("--pcrs must be comma-separated integers") from None
+    if args.tsm_root:
+        options["root"] = args.tsm_root
+    if args.attestation_dir:
+        options["attestation_dir"] = args.attestation_dir
+    provider = make_provider(args.provider, _home(args), **options)
+    evidence = provider.make(_hex_arg(args.report_data, "--report-data"))
+    files.write_atomic(args.output, json.dumps(evidence.to_json(), indent=2).encode() + b"\n")
+    if evidence.kind == "sim":
+        print("trustserve: warning: sim evidence is not hardware-protected", file=sys.stderr)
+    return 0
+
+
+def _read_json(path: Path, what: str) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except OSError as exc:
+        raise BadRequest(f"cannot read {what} {path}: {exc.strerror}") from None
+    except ValueError:
+        raise BadRequest(f"{what} {path} is not JSON") from None
+
+
+def _verify(args: argparse.Namespace) -> int:
+    evidence = Evidence.from_json(_read_json(args.evidence, "evidence"))
+    policy = Policy.load(args.policy)
+    collateral = _read_json(args.collateral, "collateral") if args.collateral else None
+    if collateral is not None and not isinstance(collateral, dict):
+        raise BadRequest("collateral must be a JSON object")
+    expected = _hex_arg(args.report_data, "--report-data") if args.report_data else None
+    now = time.time() if args.now is None else args.now
+    claims: Claims | None = None
+    try:
+        verifier = make_verifier(
+            evidence.kind, policy, collateral=collateral, pccs_url=args.pccs_url
+        )
+        claims = verifier.verify(evidence, expected, now)
+        policy.check(claims, now)
+    except AttestationRefused as exc:
+        _print(claims, {"verdict": "refused", "claim": exc.claim, "detail": exc.detail})
+        return 1
+    _print(claims, {"verdict": "accepted"})
+    return 0
+
+
+def _print(claims: Claims | None, verdict: dict[str, Any]) -> None:
+    out = dict(verdict)
+    if claims is not None:
+        out["claims"] = claims.to_json()
+    print(json.dumps(out, indent=2))
