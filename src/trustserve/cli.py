@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import logging
 import sys
 from collections.abc import Callable, Sequence
 
 from trustserve.errors import TrustserveError
+from trustserve.logs import setup as setup_logging
 
 # Each module has ``register(subparsers)``; a subcommand sets ``func(args) -> int``.
 COMMAND_MODULES = (
@@ -39,10 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    setup_logging(args.verbose)
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         return func(args)

@@ -61,6 +61,10 @@ class Broker(Protocol):
 
     async def depth(self, queue: str) -> int: ...
 
+    async def consumers(self, queue: str) -> int:
+        """How many workers are taking from ``queue`` (a model is ready when > 0)."""
+        ...
+
     async def close(self) -> None: ...
 
 

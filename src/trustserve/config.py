@@ -1,0 +1,51 @@
+"""Settings of a trustserve deployment, with the secure defaults in one place."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+def default_home() -> Path:
+    return Path(os.environ.get("TRUSTSERVE_HOME") or Path.home() / ".trustserve")
+
+
+@dataclass
+class Settings:
+    home: Path = field(default_factory=default_home)
+    model_store: Path | None = None
+    host: str = "127.0.0.1"
+    inference_port: int = 8080
+    management_host: str = "127.0.0.1"
+    management_port: int = 8081
+    metrics_port: int = 8082
+    tls: bool = True
+    broker_url: str | None = None
+    workers_per_model: int = 1
+    engine: str = "onnxruntime"
+    engine_threads: int = field(default_factory=lambda: os.cpu_count() or 1)
+    max_queue: int = 1024
+    max_deliveries: int = 3
+    request_timeout_s: float = 30.0
+    max_body_bytes: int = 64 * 1024 * 1024
+
+    @property
+    def store(self) -> Path:
+        return self.model_store or self.home / "models"
+
+    @property
+    def run_dir(self) -> Path:
+        return self.home / "run"
+
+    @property
+    def tls_dir(self) -> Path:
+        return self.home / "tls"
+
+    @property
+    def token_file(self) -> Path:
+        return self.home / "management.token"
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls else "http"

@@ -1,0 +1,50 @@
+"""ONNX Runtime engine: loads a model from bytes in memory, never from a file."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnxruntime as ort
+
+from trustserve.archive import Manifest
+from trustserve.engines.base import Tensors
+from trustserve.errors import ArchiveError
+
+
+class OnnxRuntimeEngine:
+    name = "onnxruntime"
+
+    def __init__(self, model_bytes: bytes, manifest: Manifest, threads: int) -> None:
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        try:
+            self._session = ort.InferenceSession(
+                model_bytes, sess_options=opts, providers=["CPUExecutionProvider"]
+            )
+        except Exception as exc:  # ORT raises its own untyped errors
+            raise ArchiveError(f"model '{manifest.name}' does not load: {exc}") from None
+        check_io(manifest, [i.name for i in self._session.get_inputs()], self.output_names())
+        self._outputs = [o.name for o in manifest.outputs]
+
+    def output_names(self) -> list[str]:
+        return [o.name for o in self._session.get_outputs()]
+
+    def infer(self, inputs: Tensors) -> Tensors:
+        results = self._session.run(self._outputs, inputs)
+        return {n: np.asarray(r) for n, r in zip(self._outputs, results, strict=True)}
+
+
+def check_io(manifest: Manifest, inputs: list[str], outputs: list[str]) -> None:
+    """The manifest must name exactly the model's inputs, and outputs the model has."""
+    problems = []
+    if sorted(inputs) != sorted(t.name for t in manifest.inputs):
+        problems.append(
+            f"model inputs are {sorted(inputs)}, manifest says "
+            f"{sorted(t.name for t in manifest.inputs)}"
+        )
+    if missing := {t.name for t in manifest.outputs} - set(outputs):
+        problems.append(f"manifest outputs {sorted(missing)} are not model outputs {outputs}")
+    if problems:
+        raise ArchiveError(f"model '{manifest.name}': " + "; ".join(problems))

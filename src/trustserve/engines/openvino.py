@@ -1,0 +1,36 @@
+"""OpenVINO engine (the ``openvino`` extra): reads the ONNX model from bytes in memory."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from trustserve.archive import Manifest
+from trustserve.engines.base import Tensors
+from trustserve.engines.onnx import check_io
+from trustserve.errors import ArchiveError, ConfigError
+
+
+class OpenVinoEngine:
+    name = "openvino"
+
+    def __init__(self, model_bytes: bytes, manifest: Manifest, threads: int) -> None:
+        try:
+            import openvino as ov
+        except ImportError:
+            msg = "engine 'openvino' needs: pip install 'trustserve[openvino]'"
+            raise ConfigError(msg) from None
+        core = ov.Core()
+        try:
+            model = core.read_model(model=model_bytes, weights=b"")
+        except Exception as exc:  # OpenVINO raises RuntimeError subclasses of its own
+            raise ArchiveError(f"model '{manifest.name}' does not load: {exc}") from None
+        inputs = [p.get_any_name() for p in model.inputs]
+        outputs = [p.get_any_name() for p in model.outputs]
+        check_io(manifest, inputs, outputs)
+        config = {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "THROUGHPUT"}
+        self._compiled = core.compile_model(model, "CPU", config)
+        self._outputs = [o.name for o in manifest.outputs]
+
+    def infer(self, inputs: Tensors) -> Tensors:
+        result = self._compiled(inputs)
+        return {n: np.asarray(result[n]) for n in self._outputs}

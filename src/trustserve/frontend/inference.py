@@ -1,0 +1,216 @@
+"""The inference API: Open Inference Protocol v2 and TorchServe-compatible predictions.
+
+The frontend checks what it can from the model's public manifest, hands each
+request to the broker as one job, and turns the worker's answer into the
+response format the client asked for.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from trustserve import __version__
+from trustserve.broker.base import Broker, Job, Outcome
+from trustserve.errors import BadRequest, PayloadTooLarge, TrustserveError
+from trustserve.frontend.metrics import Metrics
+from trustserve.frontend.registry import ModelEntry, ModelRegistry
+from trustserve.frontend.responses import error_response, handle_error, json_response, status_error
+from trustserve.tensors import (
+    check_against,
+    encode_binary,
+    encode_response,
+    parse_request,
+    parse_response,
+)
+
+EXTENSIONS = ["binary_tensor_data", "model_repository"]
+
+
+class InferenceApi:
+    def __init__(
+        self,
+        registry: ModelRegistry,
+        broker: Broker,
+        metrics: Metrics,
+        *,
+        timeout_s: float = 30.0,
+        max_body_bytes: int = 64 * 1024 * 1024,
+    ) -> None:
+        self.registry = registry
+        self.broker = broker
+        self.metrics = metrics
+        self.timeout_s = timeout_s
+        self.max_body_bytes = max_body_bytes
+
+    def app(self) -> Starlette:
+        v = "/v2/models/{model}/versions/{version}"
+        m = "/v2/models/{model}"
+        routes = [
+            Route("/v2", self.server_metadata),
+            Route("/v2/health/live", self.live),
+            Route("/v2/health/ready", self.ready),
+            Route(m, self.model_metadata),
+            Route(v, self.model_metadata),
+            Route(m + "/ready", self.model_ready),
+            Route(v + "/ready", self.model_ready),
+            Route(m + "/infer", self.infer, methods=["POST"]),
+            Route(v + "/infer", self.infer, methods=["POST"]),
+            Route("/ping", self.ping),
+            Route("/predictions/{model}", self.predict, methods=["POST"]),
+            Route("/predictions/{model}/{version}", self.predict, methods=["POST"]),
+        ]
+        return Starlette(routes=routes, exception_handlers={Exception: handle_error})
+
+    # -- health and metadata -------------------------------------------------
+
+    async def server_metadata(self, request: Request) -> Response:
+        return json_response(
+            {"name": "trustserve", "version": __version__, "extensions": EXTENSIONS}
+        )
+
+    async def live(self, request: Request) -> Response:
+        return json_response({"live": True})
+
+    async def ready(self, request: Request) -> Response:
+        entries = self.registry.entries()
+        missing = [e.queue for e in entries if not await self.broker.consumers(e.queue)]
+        if missing:
+            return json_response({"ready": False, "waiting_for": missing}, 503)
+        return json_response({"ready": True})
+
+    async def ping(self, request: Request) -> Response:
+        ready = (await self.ready(request)).status_code == 200
+        return json_response({"status": "Healthy" if ready else "Unhealthy"}, 200 if ready else 500)
+
+    def _entry(self, request: Request) -> ModelEntry:
+        return self.registry.resolve(
+            request.path_params["model"], request.path_params.get("version")
+        )
+
+    async def model_metadata(self, request: Request) -> Response:
+        entry = self._entry(request)
+        m = entry.manifest
+        return json_response(
+            {
+                "name": m.name,
+                "versions": self.registry.versions(m.name),
+                "platform": m.platform,
+                "inputs": [t.to_json() for t in m.inputs],
+                "outputs": [t.to_json() for t in m.outputs],
+            }
+        )
+
+    async def model_ready(self, request: Request) -> Response:
+        entry = self._entry(request)
+        if await self.broker.consumers(entry.queue):
+            return json_response({"name": entry.manifest.name, "ready": True})
+        return json_response({"error": f"model '{entry.manifest.name}' has no worker ready"}, 400)
+
+    # -- inference -----------------------------------------------------------
+
+    async def body(self, request: Request) -> bytes:
+        declared = request.headers.get("content-length")
+        if declared is not None:
+            if not declared.isdigit():
+                raise BadRequest("Content-Length must be a number")
+            if int(declared) > self.max_body_bytes:
+                raise PayloadTooLarge(f"request body over the {self.max_body_bytes}-byte limit")
+        chunks = []
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > self.max_body_bytes:
+                raise PayloadTooLarge(f"request body over the {self.max_body_bytes}-byte limit")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    async def submit(
+        self, entry: ModelEntry, kind: str, payload: bytes, meta: dict[str, Any]
+    ) -> Outcome:
+        job = Job(
+            id=uuid.uuid4().hex,
+            queue=entry.queue,
+            kind=kind,
+            payload=payload,
+            deadline=time.time() + self.timeout_s,
+            meta=meta,
+        )
+        return await self.broker.submit(job)
+
+    async def infer(self, request: Request) -> Response:
+        started = time.perf_counter()
+        name = request.path_params["model"]
+        status, meta = 500, {}
+        try:
+            entry = self._entry(request)
+            body = await self.body(request)
+            req = parse_request(body, request.headers.get("inference-header-content-length"))
+            check_against(req, entry.manifest)
+            payload, head_len = encode_binary({}, "inputs", req.inputs)
+            outcome = await self.submit(entry, "v2", payload, {"header_length": head_len})
+            status, meta = outcome.status, outcome.meta
+            if status != 200:
+                return status_error(status, outcome.payload.decode(errors="replace"))
+            return self._v2_response(entry, outcome, req.id, req.outputs, req.binary_output_default)
+        except TrustserveError as exc:
+            status = exc.status
+            return error_response(exc)
+        finally:
+            self.metrics.observe(name, "v2", status, time.perf_counter() - started, meta)
+
+    def _v2_response(
+        self,
+        entry: ModelEntry,
+        outcome: Outcome,
+        rid: str | None,
+        wanted: Any,
+        binary_default: bool,
+    ) -> Response:
+        _, tensors = parse_response(outcome.payload, outcome.meta.get("header_length"))
+        if wanted:
+            by_name = {t.name: t for t in tensors}
+            tensors = [by_name[o.name] for o in wanted]
+            binary = {o.name: o.binary for o in wanted}
+        else:
+            binary = {t.name: binary_default for t in tensors}
+        header: dict[str, Any] = {
+            "model_name": entry.manifest.name,
+            "model_version": entry.manifest.version,
+        }
+        if rid is not None:
+            header["id"] = rid
+        body, head_len = encode_response(header, tensors, binary)
+        if head_len is None:
+            return Response(body, media_type="application/json")
+        return Response(
+            body,
+            media_type="application/octet-stream",
+            headers={"Inference-Header-Content-Length": str(head_len)},
+        )
+
+    async def predict(self, request: Request) -> Response:
+        started = time.perf_counter()
+        name = request.path_params["model"]
+        status, meta = 500, {}
+        try:
+            entry = self._entry(request)
+            body = await self.body(request)
+            if not body:
+                raise BadRequest("request body is empty: send an image or JSON")
+            outcome = await self.submit(entry, "torchserve", body, {})
+            status, meta = outcome.status, outcome.meta
+            if status != 200:
+                return status_error(status, outcome.payload.decode(errors="replace"))
+            return Response(outcome.payload, media_type="application/json")
+        except TrustserveError as exc:
+            status = exc.status
+            return error_response(exc)
+        finally:
+            self.metrics.observe(name, "torchserve", status, time.perf_counter() - started, meta)

@@ -1,0 +1,148 @@
+"""The management API (TorchServe-style): register, list, describe, scale, unregister.
+
+Bound to 127.0.0.1 by default and closed without the bearer token that ``up``
+keeps in ``$TRUSTSERVE_HOME/management.token``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import time
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from trustserve.broker.base import Broker
+from trustserve.errors import BadRequest, Unauthorized
+from trustserve.frontend.registry import ModelEntry, ModelRegistry
+from trustserve.frontend.responses import error_response, handle_error, json_response
+from trustserve.supervisor import WorkerSupervisor
+
+MAX_WORKERS = 64
+DRAIN_S = 30.0  # requests already accepted are answered before the workers stop
+
+
+class BearerToken:
+    """Refuses any request without ``Authorization: Bearer <token>`` (constant-time compare)."""
+
+    def __init__(self, app: ASGIApp, token: str) -> None:
+        self.app = app
+        self.token = token.encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            given = b""
+            for key, value in scope["headers"]:
+                if key == b"authorization" and value.startswith(b"Bearer "):
+                    given = value[7:]
+            if not hmac.compare_digest(given, self.token):
+                response = error_response(Unauthorized("missing or wrong management token"))
+                response.headers["WWW-Authenticate"] = "Bearer"
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def _count(request: Request, name: str, default: int) -> int:
+    raw = request.query_params.get(name)
+    if raw is None:
+        return default
+    if not raw.isdigit() or int(raw) > MAX_WORKERS:
+        raise BadRequest(f"{name} must be an integer from 0 to {MAX_WORKERS}")
+    return int(raw)
+
+
+class ManagementApi:
+    def __init__(
+        self,
+        registry: ModelRegistry,
+        broker: Broker,
+        supervisor: WorkerSupervisor,
+        default_workers: int,
+    ) -> None:
+        self.registry = registry
+        self.broker = broker
+        self.supervisor = supervisor
+        self.default_workers = default_workers
+
+    def app(self, token: str) -> ASGIApp:
+        routes = [
+            Route("/models", self.list_models, methods=["GET"]),
+            Route("/models", self.register, methods=["POST"]),
+            Route("/models/{model}", self.describe, methods=["GET"]),
+            Route("/models/{model}/{version}", self.describe, methods=["GET"]),
+            Route("/models/{model}", self.scale, methods=["PUT"]),
+            Route("/models/{model}/{version}", self.scale, methods=["PUT"]),
+            Route("/models/{model}", self.unregister, methods=["DELETE"]),
+            Route("/models/{model}/{version}", self.unregister, methods=["DELETE"]),
+        ]
+        app = Starlette(routes=routes, exception_handlers={Exception: handle_error})
+        return BearerToken(app, token)
+
+    async def list_models(self, request: Request) -> Response:
+        models = [
+            {"modelName": e.manifest.name, "modelVersion": e.manifest.version, "modelUrl": e.url}
+            for e in self.registry.entries()
+        ]
+        return json_response({"models": models})
+
+    async def register(self, request: Request) -> Response:
+        url = request.query_params.get("url")
+        if not url:
+            raise BadRequest("register needs ?url=<archive in the model store>")
+        workers = _count(request, "initial_workers", self.default_workers)
+        entry = self.registry.register(url, workers)
+        await self.supervisor.scale(entry, workers)
+        m = entry.manifest
+        return json_response(
+            {"status": f'Model "{m.name}" Version: {m.version} registered with {workers} workers'}
+        )
+
+    def _entry(self, request: Request) -> ModelEntry:
+        return self.registry.resolve(
+            request.path_params["model"], request.path_params.get("version")
+        )
+
+    async def describe(self, request: Request) -> Response:
+        entry = self._entry(request)
+        return json_response([await self._description(entry)])
+
+    async def _description(self, entry: ModelEntry) -> dict[str, Any]:
+        m = entry.manifest
+        return {
+            "modelName": m.name,
+            "modelVersion": m.version,
+            "modelUrl": entry.url,
+            "encrypted": entry.encrypted,
+            "minWorkers": entry.min_workers,
+            "batchSize": m.max_batch_size,
+            "maxBatchDelay": m.max_batch_delay_ms,
+            "queueDepth": await self.broker.depth(entry.queue),
+            "readyWorkers": await self.broker.consumers(entry.queue),
+            "workers": [
+                {"pid": s.pid, "restarts": s.restarts} for s in self.supervisor.workers(entry.queue)
+            ],
+            "inputs": [t.to_json() for t in m.inputs],
+            "outputs": [t.to_json() for t in m.outputs],
+        }
+
+    async def scale(self, request: Request) -> Response:
+        entry = self._entry(request)
+        n = _count(request, "min_worker", entry.min_workers)
+        await self.supervisor.scale(entry, n)
+        return json_response({"status": f"model {entry.manifest.name} scaled to {n} workers"})
+
+    async def unregister(self, request: Request) -> Response:
+        entry = self._entry(request)
+        self.registry.unregister(entry.manifest.name, entry.manifest.version)
+        deadline = time.monotonic() + DRAIN_S
+        while await self.broker.depth(entry.queue) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        await self.supervisor.stop(entry.queue)
+        m = entry.manifest
+        return json_response({"status": f'Model "{m.name}" version {m.version} unregistered'})

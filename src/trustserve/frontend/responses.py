@@ -1,0 +1,38 @@
+"""The one place errors become HTTP responses: status from the error, body ``{"error": ...}``."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+
+from trustserve.errors import TrustserveError, Unavailable
+
+log = logging.getLogger(__name__)
+
+
+def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(
+        orjson.dumps(body), status_code=status, headers=headers, media_type="application/json"
+    )
+
+
+def error_response(exc: TrustserveError) -> Response:
+    headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, Unavailable) else None
+    return json_response({"error": str(exc)}, exc.status, headers)
+
+
+def status_error(status: int, message: str) -> Response:
+    """An error a worker reported for one request, passed on as it is."""
+    headers = {"Retry-After": "1"} if status == 503 else None
+    return json_response({"error": message}, status, headers)
+
+
+async def handle_error(request: Request, exc: Exception) -> Response:
+    if isinstance(exc, TrustserveError):
+        return error_response(exc)
+    log.exception("unexpected error on %s %s", request.method, request.url.path)
+    return json_response({"error": "internal server error"}, 500)

@@ -1,0 +1,145 @@
+"""The whole serving stack in one process: broker, worker supervisor and the three HTTP ports."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+from starlette.types import ASGIApp
+
+from trustserve.broker.embedded import EmbeddedBroker
+from trustserve.config import Settings
+from trustserve.files import read_or_create_token
+from trustserve.frontend.inference import InferenceApi
+from trustserve.frontend.management import ManagementApi
+from trustserve.frontend.metrics import Metrics
+from trustserve.frontend.registry import ModelRegistry
+from trustserve.supervisor import WorkerSupervisor
+from trustserve.tls import TlsFiles, ensure_local_ca
+
+log = logging.getLogger("trustserve")
+
+
+class _Server(uvicorn.Server):
+    """A uvicorn server that leaves signals to the stack (three servers share one loop)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+class Stack:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.metrics = Metrics()
+        self.registry = ModelRegistry(settings.store)
+        self.broker = EmbeddedBroker(settings.max_queue, settings.max_deliveries)
+        self.socket = settings.run_dir / "broker.sock"
+        self.supervisor = WorkerSupervisor(
+            [
+                "--broker",
+                f"unix:{self.socket}",
+                "--engine",
+                settings.engine,
+                "--threads",
+                str(settings.engine_threads),
+                "--home",
+                str(settings.home),
+            ]
+        )
+        self.tls: TlsFiles | None = None
+        self._servers: list[_Server] = []
+
+    def _server(self, app: ASGIApp, host: str, port: int) -> _Server:
+        tls = self.tls
+        config = uvicorn.Config(
+            app,
+            host=host,
+            port=port,
+            http="httptools",
+            loop="none",
+            access_log=False,
+            log_level="warning",
+            lifespan="off",
+            ssl_certfile=str(tls.cert) if tls else None,
+            ssl_keyfile=str(tls.key) if tls else None,
+            timeout_keep_alive=30,
+            backlog=2048,
+        )
+        return _Server(config)
+
+    async def run(self) -> None:
+        s = self.settings
+        if s.tls:
+            self.tls = ensure_local_ca(s.tls_dir)
+        else:
+            log.warning(
+                "!!! TLS is OFF (--insecure-http): requests and results cross the network in clear"
+            )
+        token = read_or_create_token(s.token_file)
+        await self.broker.serve_workers(self.socket)
+        for entry in self.registry.scan(s.workers_per_model):
+            await self.supervisor.scale(entry, entry.min_workers)
+        inference = InferenceApi(
+            self.registry,
+            self.broker,
+            self.metrics,
+            timeout_s=s.request_timeout_s,
+            max_body_bytes=s.max_body_bytes,
+        )
+        management = ManagementApi(self.registry, self.broker, self.supervisor, s.workers_per_model)
+        metrics_app = Starlette(routes=[Route("/metrics", self.metrics_endpoint)])
+        self._servers = [
+            self._server(inference.app(), s.host, s.inference_port),
+            self._server(management.app(token), s.management_host, s.management_port),
+            self._server(metrics_app, s.management_host, s.metrics_port),
+        ]
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self.stop)
+        try:
+            await asyncio.gather(*(srv.serve() for srv in self._servers))
+        finally:
+            await self.supervisor.stop_all()
+            await self.broker.close()
+
+    async def metrics_endpoint(self, request: Request) -> Response:
+        for entry in self.registry.entries():
+            self.metrics.workers.labels(entry.manifest.name).set(
+                len(self.supervisor.workers(entry.queue))
+            )
+        return await self.metrics.endpoint(request)
+
+    def stop(self) -> None:
+        for srv in self._servers:
+            srv.should_exit = True
+
+
+def banner(settings: Settings, models: list[str]) -> str:
+    s = settings
+    base = f"{s.scheme}://localhost:{s.inference_port}"
+    ca = f" --cacert {s.tls_dir / 'ca.pem'}" if s.tls else ""
+    token = Path(s.token_file)
+    lines = [
+        "trustserve is up",
+        f"  inference   {base}  (Open Inference Protocol v2, TorchServe /predictions)",
+        f"  management  {s.scheme}://{s.management_host}:{s.management_port}"
+        f"  (bearer token in {token})",
+        f"  metrics     {s.scheme}://{s.management_host}:{s.metrics_port}/metrics",
+        f"  models      {', '.join(models) or '(none)'}",
+        "try:",
+        f"  curl{ca} {base}/v2/models/digits",
+        f"  curl{ca} -X POST {base}/predictions/digits -H 'Content-Type: application/json' "
+        "-d '[0,0,5,13,9,1,0,0,0,0,13,15,10,15,5,0,0,3,15,2,0,11,8,0,0,4,12,0,0,8,8,0,"
+        "0,5,8,0,0,9,8,0,0,4,11,0,1,12,7,0,0,2,14,5,10,12,0,0,0,0,6,13,10,0,0,0]'",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,142 @@
+"""``trustserve up``, ``serve`` and ``worker``: running the stack."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+from pathlib import Path
+from typing import Any
+
+from trustserve.config import Settings, default_home
+
+log = logging.getLogger("trustserve")
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    s = Settings(home=Path(args.home) if args.home else default_home())
+    s.model_store = Path(args.model_store) if args.model_store else None
+    s.host = args.host
+    s.inference_port, s.management_port, s.metrics_port = (
+        args.port,
+        args.management_port,
+        args.metrics_port,
+    )
+    s.tls = not args.insecure_http
+    s.workers_per_model = args.workers
+    s.engine = args.engine
+    if args.threads:
+        s.engine_threads = args.threads
+    s.request_timeout_s = args.timeout
+    s.max_queue = args.max_queue
+    s.max_body_bytes = args.max_body_mb * 1024 * 1024
+    return s
+
+
+def _serve_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--home", help="state directory (default $TRUSTSERVE_HOME or ~/.trustserve)")
+    p.add_argument("--model-store", help="directory of model archives (default HOME/models)")
+    p.add_argument("--host", default="127.0.0.1", help="inference address (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8080, help="inference port")
+    p.add_argument("--management-port", type=int, default=8081)
+    p.add_argument("--metrics-port", type=int, default=8082)
+    p.add_argument("--insecure-http", action="store_true", help="serve plain HTTP (NOT secure)")
+    p.add_argument("--workers", type=int, default=1, help="worker processes per model")
+    p.add_argument("--engine", default="onnxruntime", choices=["onnxruntime", "openvino"])
+    p.add_argument(
+        "--threads", type=int, default=0, help="engine threads per worker (0: all cores)"
+    )
+    p.add_argument("--timeout", type=float, default=30.0, help="request deadline in seconds")
+    p.add_argument("--max-queue", type=int, default=1024, help="queued requests per model")
+    p.add_argument("--max-body-mb", type=int, default=64, help="request body limit in MiB")
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    store = settings.store
+    store.mkdir(parents=True, exist_ok=True)
+    from trustserve.models.demo import build_demo_models
+
+    build_demo_models(store)
+    return _run(settings)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    return _run(_settings(args))
+
+
+def _run(settings: Settings) -> int:
+    from trustserve.frontend.server import Stack, banner
+
+    stack = Stack(settings)
+
+    async def main() -> None:
+        task = asyncio.create_task(stack.run())
+        await asyncio.sleep(0.5)
+        if not task.done():
+            names = sorted({e.manifest.name for e in stack.registry.entries()})
+            print(banner(settings, names), flush=True)
+        await task
+
+    _asyncio_run(main())
+    return 0
+
+
+def _asyncio_run(coro: Any) -> None:
+    try:
+        import uvloop
+
+        uvloop.run(coro)
+    except ImportError:
+        asyncio.run(coro)
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from trustserve.worker.main import run
+
+    if args.workers <= 1:
+        return run(args)
+    from trustserve import archive
+    from trustserve.frontend.registry import ModelEntry
+    from trustserve.supervisor import WorkerSupervisor
+
+    head = archive.read_header(Path(args.archive))
+    entry = ModelEntry(
+        head.manifest, Path(args.archive), args.archive, head.encrypted, args.workers
+    )
+    passthrough = ["--broker", args.broker, "--engine", args.engine, "--threads", str(args.threads)]
+    if args.home:
+        passthrough += ["--home", args.home]
+    if args.kms:
+        passthrough += ["--kms", args.kms]
+    supervisor = WorkerSupervisor(passthrough, dict(os.environ))
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            asyncio.get_running_loop().add_signal_handler(sig, stop.set)
+        await supervisor.scale(entry, args.workers)
+        try:
+            await stop.wait()
+        finally:
+            await supervisor.stop_all()
+
+    asyncio.run(main())
+    return 0
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("up", help="build the demo models and run the whole stack (embedded)")
+    _serve_options(p)
+    p.set_defaults(func=cmd_up)
+    p = sub.add_parser("serve", help="run the stack on the archives in the model store")
+    _serve_options(p)
+    p.set_defaults(func=cmd_serve)
+    p = sub.add_parser("worker", help="run worker processes for one model against a broker")
+    from trustserve.worker.main import add_arguments
+
+    add_arguments(p)
+    p.add_argument("--workers", type=int, default=1, help="worker processes to run")
+    p.set_defaults(func=cmd_worker)

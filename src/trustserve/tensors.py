@@ -1,0 +1,259 @@
+"""Open Inference Protocol v2 tensors: JSON and the binary tensor data extension.
+
+A request or response body is a JSON header, optionally followed by raw tensor
+bytes; ``Inference-Header-Content-Length`` says where the JSON ends. The same
+binary encoding is what travels through the broker between frontend and worker.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import orjson
+
+from trustserve.archive import DATATYPES, Manifest, TensorSpec
+from trustserve.errors import InvalidInput
+
+Array = npt.NDArray[Any]
+_DTYPES = {k: np.dtype(v) for k, v in DATATYPES.items()}
+_NAMES = {v: k for k, v in _DTYPES.items()}
+
+
+@dataclass
+class Tensor:
+    name: str
+    datatype: str
+    shape: tuple[int, ...]
+    data: Array
+
+
+@dataclass
+class RequestedOutput:
+    name: str
+    binary: bool
+
+
+@dataclass
+class InferRequest:
+    inputs: list[Tensor]
+    outputs: list[RequestedOutput] | None = None
+    id: str | None = None
+    binary_output_default: bool = False
+    parameters: dict[str, Any] = field(default_factory=dict)
+
+
+def datatype_of(array: Array) -> str:
+    try:
+        return _NAMES[array.dtype]
+    except KeyError:
+        raise InvalidInput(f"unsupported tensor dtype {array.dtype}") from None
+
+
+def _json(data: bytes | memoryview, what: str) -> Any:
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidInput(f"{what} is not valid JSON: {exc}") from None
+
+
+def split_body(body: bytes, header_length: str | None) -> tuple[Any, memoryview]:
+    """The JSON header and the binary tail of a body."""
+    view = memoryview(body)
+    if header_length is None:
+        return _json(view, "request body"), view[len(view) :]
+    try:
+        n = int(header_length)
+    except ValueError:
+        raise InvalidInput("Inference-Header-Content-Length must be an integer") from None
+    if not 0 < n <= len(view):
+        raise InvalidInput(
+            f"Inference-Header-Content-Length {n} does not fit the body of {len(view)} bytes"
+        )
+    return _json(view[:n], "inference header"), view[n:]
+
+
+def _shape(raw: Any, where: str) -> tuple[int, ...]:
+    if not isinstance(raw, list) or not all(
+        isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in raw
+    ):
+        raise InvalidInput(f"{where}: shape must be a list of non-negative integers")
+    return tuple(raw)
+
+
+def _tensors(items: Any, binary: memoryview, where: str) -> tuple[list[Tensor], int]:
+    if not isinstance(items, list):
+        raise InvalidInput(f"'{where}' must be a list")
+    offset = 0
+    out: list[Tensor] = []
+    for i, raw in enumerate(items):
+        if not isinstance(raw, dict) or not isinstance(raw.get("name"), str):
+            raise InvalidInput(f"{where}[{i}] must be an object with a string 'name'")
+        name = raw["name"]
+        dtype_name = raw.get("datatype")
+        if dtype_name not in _DTYPES:
+            raise InvalidInput(f"{where} '{name}': datatype {dtype_name!r} is not supported")
+        dtype = _DTYPES[dtype_name]
+        shape = _shape(raw.get("shape"), f"{where} '{name}'")
+        count = math.prod(shape)
+        params = raw.get("parameters") or {}
+        if not isinstance(params, dict):
+            raise InvalidInput(f"{where} '{name}': parameters must be an object")
+        size = params.get("binary_data_size")
+        if size is not None:
+            if not isinstance(size, int) or size < 0:
+                raise InvalidInput(f"{where} '{name}': binary_data_size must be an integer")
+            if size != count * dtype.itemsize:
+                raise InvalidInput(
+                    f"{where} '{name}': binary_data_size {size} does not match shape "
+                    f"{list(shape)} of {dtype_name} ({count * dtype.itemsize} bytes)"
+                )
+            if offset + size > len(binary):
+                raise InvalidInput(
+                    f"{where} '{name}': binary data ends after {len(binary)} bytes, "
+                    f"{offset + size} needed"
+                )
+            array = np.frombuffer(binary[offset : offset + size], dtype=dtype).reshape(shape)
+            offset += size
+        elif "data" in raw:
+            array = _from_json_data(raw["data"], dtype, shape, f"{where} '{name}'")
+        else:
+            raise InvalidInput(f"{where} '{name}' has neither 'data' nor binary_data_size")
+        out.append(Tensor(name, dtype_name, shape, array))
+    return out, offset
+
+
+def _from_json_data(data: Any, dtype: np.dtype[Any], shape: tuple[int, ...], where: str) -> Array:
+    try:
+        array = np.asarray(data, dtype=dtype)
+    except (TypeError, ValueError, OverflowError):
+        raise InvalidInput(f"{where}: data does not hold {dtype} values") from None
+    if array.size != math.prod(shape):
+        raise InvalidInput(
+            f"{where}: data has {array.size} elements but shape {list(shape)} needs "
+            f"{math.prod(shape)}"
+        )
+    return array.reshape(shape)
+
+
+def parse_request(body: bytes, header_length: str | None) -> InferRequest:
+    header, binary = split_body(body, header_length)
+    if not isinstance(header, dict):
+        raise InvalidInput("inference request must be a JSON object")
+    inputs, used = _tensors(header.get("inputs"), binary, "inputs")
+    if not inputs:
+        raise InvalidInput("'inputs' must not be empty")
+    if used != len(binary):
+        raise InvalidInput(
+            f"binary data is {len(binary)} bytes but the inputs account for {used} bytes"
+        )
+    params = header.get("parameters") or {}
+    if not isinstance(params, dict):
+        raise InvalidInput("'parameters' must be an object")
+    default_binary = bool(params.get("binary_data_output", False))
+    outputs = None
+    if header.get("outputs") is not None:
+        if not isinstance(header["outputs"], list):
+            raise InvalidInput("'outputs' must be a list")
+        outputs = []
+        for raw in header["outputs"]:
+            if not isinstance(raw, dict) or not isinstance(raw.get("name"), str):
+                raise InvalidInput("each requested output must be an object with a 'name'")
+            p = raw.get("parameters") or {}
+            outputs.append(RequestedOutput(raw["name"], bool(p.get("binary_data", default_binary))))
+    rid = header.get("id")
+    return InferRequest(
+        inputs, outputs, str(rid) if rid is not None else None, default_binary, params
+    )
+
+
+def check_against(request: InferRequest, manifest: Manifest) -> None:
+    """Every input the model needs, with its datatype and shape; nothing else."""
+    specs = {s.name: s for s in manifest.inputs}
+    given = {t.name for t in request.inputs}
+    if unknown := given - specs.keys():
+        raise InvalidInput(
+            f"unknown input(s) {sorted(unknown)}; model '{manifest.name}' takes {sorted(specs)}"
+        )
+    if missing := specs.keys() - given:
+        raise InvalidInput(f"missing input(s) {sorted(missing)} for model '{manifest.name}'")
+    batch: int | None = None
+    for t in request.inputs:
+        spec = specs[t.name]
+        if t.datatype != spec.datatype:
+            raise InvalidInput(
+                f"input '{t.name}': datatype {t.datatype} given, model expects {spec.datatype}"
+            )
+        _check_shape(t, spec)
+        if batch is not None and t.shape[0] != batch:
+            raise InvalidInput("all inputs must have the same batch size")
+        batch = t.shape[0]
+    if batch is not None and not 1 <= batch <= manifest.max_batch_size:
+        raise InvalidInput(f"batch size {batch} is outside 1..{manifest.max_batch_size}")
+    if request.outputs:
+        names = {s.name for s in manifest.outputs}
+        for out in request.outputs:
+            if out.name not in names:
+                raise InvalidInput(f"unknown output '{out.name}'; model has {sorted(names)}")
+
+
+def _check_shape(t: Tensor, spec: TensorSpec) -> None:
+    ok = len(t.shape) == len(spec.shape) and all(
+        s in (-1, d) for s, d in zip(spec.shape, t.shape, strict=True)
+    )
+    if not ok:
+        raise InvalidInput(
+            f"input '{t.name}': shape {list(t.shape)} does not match model shape "
+            f"{list(spec.shape)} (-1 is any size)"
+        )
+
+
+def encode_binary(header: dict[str, Any], key: str, tensors: list[Tensor]) -> tuple[bytes, int]:
+    """Header JSON with every tensor as binary data; returns (body, header length)."""
+    entries = []
+    chunks = []
+    for t in tensors:
+        raw = np.ascontiguousarray(t.data).tobytes()
+        entries.append(
+            {
+                "name": t.name,
+                "datatype": t.datatype,
+                "shape": list(t.shape),
+                "parameters": {"binary_data_size": len(raw)},
+            }
+        )
+        chunks.append(raw)
+    head = orjson.dumps({**header, key: entries})
+    return b"".join([head, *chunks]), len(head)
+
+
+def encode_response(
+    header: dict[str, Any], tensors: list[Tensor], binary: dict[str, bool]
+) -> tuple[bytes, int | None]:
+    """A v2 response: tensors named in ``binary`` with True go as binary data."""
+    entries: list[dict[str, Any]] = []
+    chunks: list[bytes] = []
+    for t in tensors:
+        entry: dict[str, Any] = {"name": t.name, "datatype": t.datatype, "shape": list(t.shape)}
+        if binary.get(t.name, False):
+            raw = np.ascontiguousarray(t.data).tobytes()
+            entry["parameters"] = {"binary_data_size": len(raw)}
+            chunks.append(raw)
+        else:
+            entry["data"] = t.data.reshape(-1).tolist()
+        entries.append(entry)
+    head = orjson.dumps({**header, "outputs": entries}, option=orjson.OPT_SERIALIZE_NUMPY)
+    if not chunks:
+        return head, None
+    return b"".join([head, *chunks]), len(head)
+
+
+def parse_response(body: bytes, header_length: int | None) -> tuple[dict[str, Any], list[Tensor]]:
+    header, binary = split_body(body, None if header_length is None else str(header_length))
+    if not isinstance(header, dict):
+        raise InvalidInput("inference response must be a JSON object")
+    tensors, _ = _tensors(header.get("outputs", []), binary, "outputs")
+    return header, tensors

@@ -1,0 +1,107 @@
+"""The local certificate authority ``up`` creates on first start, and TLS contexts.
+
+``$TRUSTSERVE_HOME/tls/ca.pem`` is the CA clients trust; the server certificate
+names localhost, 127.0.0.1, ::1 and this host's name. Private keys are 0600.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import socket
+import ssl
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from trustserve.files import write_atomic, write_secret
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    ca: Path
+    cert: Path
+    key: Path
+
+
+def _name(common: str) -> x509.Name:
+    return x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "trustserve local"),
+            x509.NameAttribute(NameOID.COMMON_NAME, common),
+        ]
+    )
+
+
+def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
+def issue_local_ca(directory: Path, hosts: list[str] | None = None, days: int = 825) -> TlsFiles:
+    """A fresh CA and a server certificate it signs (both new keys)."""
+    now = dt.datetime.now(dt.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = _name("trustserve local CA")
+    ca_cert = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=days))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(False, False, False, False, False, True, True, False, False), True
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    names = hosts or ["localhost", "127.0.0.1", "::1", socket.gethostname()]
+    alt: list[x509.GeneralName] = []
+    for h in dict.fromkeys(names):
+        try:
+            alt.append(x509.IPAddress(ipaddress.ip_address(h)))
+        except ValueError:
+            alt.append(x509.DNSName(h))
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(_name(names[0]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=days))
+        .add_extension(x509.SubjectAlternativeName(alt), critical=False)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    files = TlsFiles(directory / "ca.pem", directory / "server.pem", directory / "server-key.pem")
+    write_secret(directory / "ca-key.pem", _pem_key(ca_key))
+    write_secret(files.key, _pem_key(key))
+    write_atomic(files.cert, cert.public_bytes(serialization.Encoding.PEM))
+    write_atomic(files.ca, ca_cert.public_bytes(serialization.Encoding.PEM))
+    return files
+
+
+def ensure_local_ca(directory: Path) -> TlsFiles:
+    files = TlsFiles(directory / "ca.pem", directory / "server.pem", directory / "server-key.pem")
+    if files.ca.exists() and files.cert.exists() and files.key.exists():
+        return files
+    return issue_local_ca(directory)
+
+
+def client_context(ca: Path) -> ssl.SSLContext:
+    """Verifies the server against ``ca`` (hostname included); TLS 1.2 at least."""
+    ctx = ssl.create_default_context(cafile=str(ca))
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    return ctx

@@ -1,0 +1,3 @@
+from trustserve.worker.main import main
+
+raise SystemExit(main())
