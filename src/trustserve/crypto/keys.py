@@ -1,0 +1,136 @@
+"""Serving key pairs (HPKE, with key ids and rotation), the broker key, and their signed list.
+
+``ServingKeySet`` is what the KMS releases as the ``"serving"`` key (JSON bytes:
+every key still accepted, current first, with private halves) and what a
+worker uses to find the key a sealed request names. The public list, signed by
+the KMS identity (Ed25519), is what clients fetch in the attestation bundle.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from trustserve.crypto import hpke
+from trustserve.errors import BadRequest, Expired, UnknownKeyId
+
+BROKER_KEY_SIZE = 32
+
+
+def new_key_id(prefix: str) -> str:
+    return f"{prefix}-{secrets.token_hex(8)}"
+
+
+def new_broker_key() -> bytes:
+    """A random AES-256 key for standard-mode broker payloads."""
+    return AESGCM.generate_key(bit_length=256)
+
+
+@dataclass(frozen=True)
+class ServingKey:
+    key_id: str
+    public_key: bytes
+    not_after: float
+    private_key: bytes | None = None
+
+    @classmethod
+    def generate(cls, not_after: float) -> ServingKey:
+        private, public = hpke.generate_keypair()
+        return cls(new_key_id("srv"), public, not_after, private)
+
+    def public_json(self) -> dict[str, Any]:
+        return {
+            "key_id": self.key_id,
+            "suite": hpke.SUITE_NAME,
+            "public_key": _b64(self.public_key),
+            "not_after": self.not_after,
+        }
+
+    def __repr__(self) -> str:
+        return f"ServingKey({self.key_id!r}, not_after={self.not_after})"
+
+
+@dataclass(frozen=True)
+class ServingKeySet:
+    """Accepted serving keys, current first."""
+
+    keys: tuple[ServingKey, ...]
+
+    @property
+    def current(self) -> ServingKey:
+        return self.keys[0]
+
+    def find(self, key_id: str, now: float) -> ServingKey:
+        """The key called ``key_id``; UnknownKeyId (naming the current one) or Expired."""
+        for key in self.keys:
+            if key.key_id == key_id:
+                if now > key.not_after:
+                    raise Expired(f"serving key {key_id} expired; current is {self.current.key_id}")
+                return key
+        raise UnknownKeyId(f"unknown serving key id {key_id!r}; current is {self.current.key_id}")
+
+    def to_bytes(self) -> bytes:
+        """JSON with the private halves (secret: only ever sent sealed)."""
+        items = [{**k.public_json(), "private_key": _b64(k.private_key or b"")} for k in self.keys]
+        return json.dumps({"keys": items}).encode()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> ServingKeySet:
+        try:
+            raw = json.loads(data)
+            keys = tuple(
+                ServingKey(
+                    str(k["key_id"]),
+                    _unb64(k["public_key"]),
+                    float(k["not_after"]),
+                    _unb64(k["private_key"]) or None,
+                )
+                for k in raw["keys"]
+            )
+        except (ValueError, KeyError, TypeError):
+            raise BadRequest("serving key set is malformed") from None
+        if not keys:
+            raise BadRequest("serving key set is empty")
+        return cls(keys)
+
+
+def sign_serving_keys(
+    identity: Ed25519PrivateKey, keys: ServingKeySet, issued_at: float
+) -> dict[str, str]:
+    """The public serving keys as canonical JSON, signed: ``{"payload", "signature"}`` base64."""
+    body = {"issued_at": issued_at, "keys": [k.public_json() for k in keys.keys]}
+    payload = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+    return {"payload": _b64(payload), "signature": _b64(identity.sign(payload))}
+
+
+def verify_serving_keys(identity_public_key: bytes, signed: Any) -> dict[str, Any]:
+    """The signed payload (``issued_at``, ``keys``) if the identity signed it; else BadRequest."""
+    try:
+        payload = _unb64(signed["payload"])
+        signature = _unb64(signed["signature"])
+        Ed25519PublicKey.from_public_bytes(identity_public_key).verify(signature, payload)
+        body = json.loads(payload)
+    except InvalidSignature:
+        raise BadRequest("serving keys are not signed by the KMS identity") from None
+    except (ValueError, KeyError, TypeError):
+        raise BadRequest("signed serving keys are malformed") from None
+    if not isinstance(body, dict) or not isinstance(body.get("keys"), list):
+        raise BadRequest("signed serving keys are malformed")
+    return body
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def _unb64(text: Any) -> bytes:
+    if not isinstance(text, str):
+        raise TypeError("expected base64 text")
+    return base64.b64decode(text, validate=True)

@@ -1,0 +1,191 @@
+"""Where the root key lives: a ``KeyStore`` holds it wrapped by an operator secret.
+
+Two protectors wrap it:
+
+* ``PassphraseProtector`` (``TRUSTSERVE_KMS_PASSPHRASE``): argon2id (argon2-cffi)
+  with a random 16-byte salt stored beside the wrapped key, then AES-256-GCM.
+* ``KeyFileProtector`` (``TRUSTSERVE_KMS_KEY_FILE``): HKDF-SHA256 over the
+  file's bytes (at least 32) with a random salt, then AES-256-GCM.
+
+The stored blob is JSON: method, KDF parameters, salt, nonce, ciphertext. A
+``KeyStore`` only loads and stores that blob, so an HSM or cloud KMS can take
+the place of ``FileKeyStore`` later.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Protocol
+
+from argon2.low_level import Type, hash_secret_raw
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from trustserve import files
+from trustserve.crypto.keywrap import RootKey
+from trustserve.errors import ConfigError
+
+WRONG_SECRET = "wrong KMS passphrase or key file"  # noqa: S105 (a message)
+PASSPHRASE_ENV = "TRUSTSERVE_KMS_PASSPHRASE"  # noqa: S105 (a variable name)
+KEY_FILE_ENV = "TRUSTSERVE_KMS_KEY_FILE"
+_AAD = b"trustserve-kms-root-key-v1"
+MIN_KEY_FILE = 32
+
+
+class KeyStore(Protocol):
+    """Holds the wrapped root key (bytes it does not interpret)."""
+
+    def load(self) -> bytes | None: ...
+
+    def store(self, blob: bytes) -> None: ...
+
+
+class FileKeyStore:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def load(self) -> bytes | None:
+        try:
+            return self.path.read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def store(self, blob: bytes) -> None:
+        files.write_secret(self.path, blob)
+
+
+class Protector(Protocol):
+    """Wraps the root key under an operator secret, and unwraps it."""
+
+    method: str
+
+    def wrap(self, root_key: bytes) -> dict[str, Any]: ...
+
+    def unwrap(self, blob: dict[str, Any]) -> bytes: ...
+
+
+class PassphraseProtector:
+    method = "argon2id"
+
+    def __init__(
+        self, passphrase: str, time_cost: int = 3, memory_cost_kib: int = 65536, lanes: int = 2
+    ) -> None:
+        if not passphrase:
+            raise ConfigError(f"{PASSPHRASE_ENV} is empty")
+        self._secret = passphrase.encode()
+        self._params = {"t": time_cost, "m": memory_cost_kib, "p": lanes}
+
+    def __repr__(self) -> str:
+        return "PassphraseProtector(<secret>)"
+
+    def _derive(self, salt: bytes, params: Mapping[str, Any]) -> bytes:
+        try:
+            t, m, p = int(params["t"]), int(params["m"]), int(params["p"])
+        except (KeyError, TypeError, ValueError):
+            raise ConfigError("KMS root key file: bad argon2id parameters") from None
+        return hash_secret_raw(self._secret, salt, t, m, p, 32, Type.ID)
+
+    def wrap(self, root_key: bytes) -> dict[str, Any]:
+        salt = os.urandom(16)
+        return _seal(self._derive(salt, self._params), root_key, {"salt": salt, **self._params})
+
+    def unwrap(self, blob: dict[str, Any]) -> bytes:
+        return _open(self._derive(_field(blob, "salt"), blob), blob)
+
+
+class KeyFileProtector:
+    method = "key-file"
+
+    def __init__(self, path: Path) -> None:
+        try:
+            secret = path.read_bytes()
+        except OSError as exc:
+            raise ConfigError(f"cannot read KMS key file {path}: {exc.strerror}") from None
+        if len(secret) < MIN_KEY_FILE:
+            raise ConfigError(f"KMS key file {path} must hold at least {MIN_KEY_FILE} bytes")
+        self._secret = secret
+
+    def __repr__(self) -> str:
+        return "KeyFileProtector(<secret>)"
+
+    def _derive(self, salt: bytes) -> bytes:
+        hkdf = HKDF(algorithm=hashes.SHA256(), length=32, salt=salt, info=_AAD)
+        return hkdf.derive(self._secret)
+
+    def wrap(self, root_key: bytes) -> dict[str, Any]:
+        salt = os.urandom(32)
+        return _seal(self._derive(salt), root_key, {"salt": salt})
+
+    def unwrap(self, blob: dict[str, Any]) -> bytes:
+        return _open(self._derive(_field(blob, "salt")), blob)
+
+
+def create_key_file(path: Path) -> None:
+    """Write a new random key file (0600) for ``KeyFileProtector``."""
+    if path.exists():
+        raise ConfigError(f"{path} exists; refusing to overwrite a key file")
+    files.write_secret(path, os.urandom(MIN_KEY_FILE))
+
+
+def protector_from_env(environ: Mapping[str, str] | None = None) -> Protector:
+    env = os.environ if environ is None else environ
+    passphrase, key_file = env.get(PASSPHRASE_ENV), env.get(KEY_FILE_ENV)
+    if passphrase and key_file:
+        raise ConfigError(f"set only one of {PASSPHRASE_ENV} and {KEY_FILE_ENV}")
+    if passphrase:
+        return PassphraseProtector(passphrase)
+    if key_file:
+        return KeyFileProtector(Path(key_file))
+    raise ConfigError(f"the KMS needs {PASSPHRASE_ENV} or {KEY_FILE_ENV} to unlock its root key")
+
+
+def unlock(store: KeyStore, protector: Protector) -> RootKey:
+    """The root key from ``store``; made and stored the first time. Wrong secret: ConfigError."""
+    blob = store.load()
+    if blob is None:
+        root, raw = RootKey.generate()
+        store.store(json.dumps({"method": protector.method, **protector.wrap(raw)}).encode())
+        return root
+    try:
+        parsed = json.loads(blob)
+    except ValueError:
+        raise ConfigError("KMS root key file is damaged (not JSON)") from None
+    if not isinstance(parsed, dict):
+        raise ConfigError("KMS root key file is damaged")
+    method = parsed.get("method")
+    if method != protector.method:
+        env = PASSPHRASE_ENV if method == PassphraseProtector.method else KEY_FILE_ENV
+        raise ConfigError(f"{WRONG_SECRET}: the root key is protected by {method}; set {env}")
+    return RootKey(protector.unwrap(parsed))
+
+
+def _seal(wrapping_key: bytes, root_key: bytes, params: dict[str, Any]) -> dict[str, Any]:
+    nonce = os.urandom(12)
+    ciphertext = AESGCM(wrapping_key).encrypt(nonce, root_key, _AAD)
+    out = {k: _b64(v) if isinstance(v, bytes) else v for k, v in params.items()}
+    return {**out, "nonce": _b64(nonce), "ciphertext": _b64(ciphertext)}
+
+
+def _open(wrapping_key: bytes, blob: dict[str, Any]) -> bytes:
+    nonce, ciphertext = _field(blob, "nonce"), _field(blob, "ciphertext")
+    try:
+        return AESGCM(wrapping_key).decrypt(nonce, ciphertext, _AAD)
+    except (InvalidTag, ValueError):
+        raise ConfigError(WRONG_SECRET) from None
+
+
+def _field(blob: dict[str, Any], name: str) -> bytes:
+    try:
+        return base64.b64decode(blob[name], validate=True)
+    except (KeyError, TypeError, ValueError):
+        raise ConfigError(f"KMS root key file is damaged (field {name})") from None
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()

@@ -1,0 +1,136 @@
+"""Key release protocol pieces: challenges, the request, and how keys travel back.
+
+1. ``POST /v1/challenge`` -> ``{"nonce": b64 (32 random bytes), "expires_at": unix time}``;
+   a nonce is good once, for ``CHALLENGE_TTL`` seconds.
+2. The requester makes an ephemeral X25519 key pair and evidence over
+   ``report_data = SHA-512(nonce || public_key)`` (32 + 32 bytes in, exactly
+   64 bytes out: the TEE report-data size).
+3. ``POST /v1/release`` with ``{"nonce", "public_key", "evidence", "key_ids"}``
+   (``key_ids``: model key ids, ``"serving"``, ``"broker"``).
+4. The answer is ``{"key_ids": [...], "sealed": b64}``: HPKE-sealed (info
+   ``RELEASE_INFO``, aad = the nonce) to the ephemeral key, the plaintext being
+   JSON ``{key_id: b64(key bytes)}``. ``"serving"`` is a ``ServingKeySet`` as
+   JSON bytes; ``"broker"`` is the 32-byte AES key; a model key id gives its
+   Tink keyset bytes.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from trustserve.attestation.base import Evidence
+from trustserve.crypto import hpke
+from trustserve.errors import BadRequest, CannotOpenSealed, Forbidden
+
+CHALLENGE_TTL = 60.0
+NONCE_SIZE = 32
+MAX_KEYS = 64
+RELEASE_INFO = b"trustserve-kms-release-v1"
+SERVING = "serving"
+BROKER = "broker"
+
+
+def release_report_data(nonce: bytes, public_key: bytes) -> bytes:
+    """The 64 bytes the requester's evidence must carry: SHA-512(nonce || public key)."""
+    return hashlib.sha512(nonce + public_key).digest()
+
+
+class Challenges:
+    """Single-use nonces with a time to live, kept in this process's memory."""
+
+    def __init__(self, ttl: float = CHALLENGE_TTL, limit: int = 100_000) -> None:
+        self.ttl = ttl
+        self._limit = limit
+        self._open: dict[bytes, float] = {}
+        self._lock = threading.Lock()
+
+    def issue(self, now: float) -> tuple[bytes, float]:
+        nonce = os.urandom(NONCE_SIZE)
+        with self._lock:
+            self._prune(now)
+            if len(self._open) >= self._limit:
+                self._open.pop(next(iter(self._open)))
+            self._open[nonce] = now + self.ttl
+        return nonce, now + self.ttl
+
+    def consume(self, nonce: bytes, now: float) -> str | None:
+        """None if ``nonce`` was issued, unused and fresh (it is used up now); else why not."""
+        with self._lock:
+            expires = self._open.pop(nonce, None)
+        if expires is None:
+            return "unknown or already used"
+        if now > expires:
+            return "expired"
+        return None
+
+    def _prune(self, now: float) -> None:
+        for nonce in [n for n, t in self._open.items() if t < now]:
+            del self._open[nonce]
+
+
+@dataclass(frozen=True)
+class ReleaseRequest:
+    nonce: bytes
+    public_key: bytes
+    evidence: Evidence
+    key_ids: tuple[str, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "nonce": _b64(self.nonce),
+            "public_key": _b64(self.public_key),
+            "evidence": self.evidence.to_json(),
+            "key_ids": list(self.key_ids),
+        }
+
+    @classmethod
+    def from_json(cls, raw: Any) -> ReleaseRequest:
+        if not isinstance(raw, dict):
+            raise BadRequest("release request must be a JSON object")
+        nonce = _unb64(raw.get("nonce"), "nonce")
+        public_key = hpke.check_public_key(_unb64(raw.get("public_key"), "public_key"))
+        key_ids = raw.get("key_ids")
+        if (
+            not isinstance(key_ids, list)
+            or not key_ids
+            or len(key_ids) > MAX_KEYS
+            or not all(isinstance(k, str) and 0 < len(k) <= 200 for k in key_ids)
+        ):
+            raise BadRequest(f"key_ids must be a list of 1 to {MAX_KEYS} key id strings")
+        return cls(nonce, public_key, Evidence.from_json(raw.get("evidence")), tuple(key_ids))
+
+
+def seal_keys(public_key: bytes, nonce: bytes, keys: dict[str, bytes]) -> dict[str, Any]:
+    plaintext = json.dumps({k: _b64(v) for k, v in keys.items()}).encode()
+    sealed = hpke.seal(public_key, plaintext, aad=nonce, info=RELEASE_INFO)
+    return {"key_ids": list(keys), "sealed": _b64(sealed)}
+
+
+def open_keys(private_key: bytes, nonce: bytes, response: Any) -> dict[str, bytes]:
+    """The released keys from a release response; Forbidden if it cannot be opened."""
+    try:
+        sealed = _unb64(response["sealed"], "sealed")
+        plaintext = hpke.open(private_key, sealed, aad=nonce, info=RELEASE_INFO)
+        raw = json.loads(plaintext)
+        return {str(k): base64.b64decode(v, validate=True) for k, v in raw.items()}
+    except (CannotOpenSealed, BadRequest, KeyError, TypeError, ValueError, AttributeError):
+        raise Forbidden("key release answer cannot be opened") from None
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def _unb64(text: Any, what: str) -> bytes:
+    if not isinstance(text, str):
+        raise BadRequest(f"{what} must be a base64 string")
+    try:
+        return base64.b64decode(text, validate=True)
+    except ValueError:
+        raise BadRequest(f"{what} is not valid base64") from None

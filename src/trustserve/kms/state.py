@@ -1,0 +1,222 @@
+"""The KMS state on disk: every key wrapped by the root key, in ``<home>/kms/``.
+
+Files: ``root-key.json`` (the root key wrapped by the operator secret, via the
+``FileKeyStore``), ``state.json`` (identity, serving, broker and model keys,
+each wrapped under the root key with its key id as associated data), ``lock``
+(an ``fcntl`` lock every writer holds while it reads, changes and atomically
+replaces ``state.json``; other processes wait, so none loses another's write).
+"""
+
+from __future__ import annotations
+
+import base64
+import fcntl
+import json
+import secrets
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from trustserve import files
+from trustserve.archive import NAME_RE
+from trustserve.crypto import model_encryption
+from trustserve.crypto.keys import ServingKey, ServingKeySet, new_broker_key, new_key_id
+from trustserve.crypto.rootkey import FileKeyStore, KeyStore, Protector, unlock
+from trustserve.errors import BadRequest, ConfigError, NotFound
+
+T = TypeVar("T")
+DAY = 86400.0
+_FORMAT = 1
+
+
+def kms_dir(home: Path) -> Path:
+    return home / "kms"
+
+
+@contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """An exclusive lock across processes (and across threads, each opening its own fd)."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+class KmsState:
+    """Keys under the root key. Every read sees the file as it is now (other writers included)."""
+
+    def __init__(
+        self,
+        home: Path,
+        protector: Protector,
+        keystore: KeyStore | None = None,
+        serving_key_lifetime: float = 30 * DAY,
+    ) -> None:
+        self.dir = kms_dir(home)
+        self.path = self.dir / "state.json"
+        self.lock_path = self.dir / "lock"
+        self.lifetime = serving_key_lifetime
+        store = keystore or FileKeyStore(self.dir / "root-key.json")
+        with self.locked():
+            if self.path.exists() and store.load() is None:
+                raise ConfigError(f"KMS state {self.path} exists but its root key is missing")
+            self._root = unlock(store, protector)
+            if not self.path.exists():
+                self._write(self._initial(time.time()))
+        self._check_root()
+
+    # ---- plumbing ----
+
+    def locked(self) -> Any:
+        return file_lock(self.lock_path)
+
+    def read(self) -> dict[str, Any]:
+        try:
+            raw = json.loads(self.path.read_bytes())
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"KMS state {self.path} is unreadable: {exc}") from None
+        if not isinstance(raw, dict) or raw.get("format") != _FORMAT:
+            raise ConfigError(f"KMS state {self.path} has an unknown format")
+        return raw
+
+    def _write(self, state: dict[str, Any]) -> None:
+        files.write_secret(self.path, json.dumps(state, indent=1, sort_keys=True).encode())
+
+    def update(self, change: Callable[[dict[str, Any]], T]) -> T:
+        """Apply ``change`` to the current state under the lock and store the result atomically."""
+        with self.locked():
+            state = self.read()
+            result = change(state)
+            self._write(state)
+            return result
+
+    def _wrap(self, key: bytes, purpose: str, key_id: str) -> str:
+        return _b64(self._root.wrap(key, purpose, key_id))
+
+    def _unwrap(self, entry: dict[str, Any], purpose: str, key_id: str) -> bytes:
+        return self._root.unwrap(_unb64(entry["wrapped"]), purpose, key_id)
+
+    def _check_root(self) -> None:
+        """The root key must open this state (a root key file from elsewhere would not)."""
+        self.identity_key()
+
+    def _initial(self, now: float) -> dict[str, Any]:
+        identity = Ed25519PrivateKey.generate()
+        identity_id = new_key_id("id")
+        broker_id = new_key_id("brk")
+        return {
+            "format": _FORMAT,
+            "identity": {
+                "key_id": identity_id,
+                "public_key": _b64(identity.public_key().public_bytes_raw()),
+                "wrapped": self._wrap(identity.private_bytes_raw(), "identity", identity_id),
+            },
+            "serving": [self._serving_entry(ServingKey.generate(now + self.lifetime), now)],
+            "broker": {
+                "key_id": broker_id,
+                "wrapped": self._wrap(new_broker_key(), "broker", broker_id),
+            },
+            "models": {},
+        }
+
+    def _serving_entry(self, key: ServingKey, now: float) -> dict[str, Any]:
+        assert key.private_key is not None
+        return {
+            "key_id": key.key_id,
+            "public_key": _b64(key.public_key),
+            "not_after": key.not_after,
+            "created_at": now,
+            "wrapped": self._wrap(key.private_key, "serving", key.key_id),
+        }
+
+    # ---- keys ----
+
+    def identity_key(self) -> Ed25519PrivateKey:
+        entry = self.read()["identity"]
+        return Ed25519PrivateKey.from_private_bytes(
+            self._unwrap(entry, "identity", entry["key_id"])
+        )
+
+    def identity_public_key(self) -> bytes:
+        return _unb64(self.read()["identity"]["public_key"])
+
+    def broker_key(self) -> tuple[str, bytes]:
+        entry = self.read()["broker"]
+        return entry["key_id"], self._unwrap(entry, "broker", entry["key_id"])
+
+    def serving_keys(self, now: float, private: bool = True) -> ServingKeySet:
+        """The serving keys still valid at ``now``, current first."""
+        entries = self.read()["serving"]
+        keys = [
+            ServingKey(
+                e["key_id"],
+                _unb64(e["public_key"]),
+                float(e["not_after"]),
+                self._unwrap(e, "serving", e["key_id"]) if private else None,
+            )
+            for i, e in enumerate(entries)
+            if i == 0 or float(e["not_after"]) >= now
+        ]
+        return ServingKeySet(tuple(keys))
+
+    def rotate_serving_key(self, now: float, grace: float = DAY) -> ServingKey:
+        """A new current key; the previous one is accepted until ``now + grace`` at most."""
+        key = ServingKey.generate(now + self.lifetime)
+
+        def change(state: dict[str, Any]) -> None:
+            previous = state["serving"][0]
+            previous["not_after"] = min(float(previous["not_after"]), now + grace)
+            state["serving"] = [self._serving_entry(key, now), previous]
+
+        self.update(change)
+        return key
+
+    def create_model_key(self, model: str, version: str, now: float) -> str:
+        """The key id of ``model`` ``version``'s data key, made if there is none yet."""
+        for name, what in ((model, "model name"), (version, "model version")):
+            if not NAME_RE.match(name):
+                raise BadRequest(f"{what} {name!r} must match {NAME_RE.pattern}")
+
+        def change(state: dict[str, Any]) -> str:
+            for key_id, entry in state["models"].items():
+                if entry["model"] == model and entry["version"] == version:
+                    return str(key_id)
+            key_id = f"model-{model}-{version}-{secrets.token_hex(4)}"
+            wrapped = self._wrap(model_encryption.new_data_key(), "model", key_id)
+            state["models"][key_id] = {
+                "model": model,
+                "version": version,
+                "created_at": now,
+                "wrapped": wrapped,
+            }
+            return key_id
+
+        return self.update(change)
+
+    def model_key(self, key_id: str) -> bytes:
+        entry = self.read()["models"].get(key_id)
+        if entry is None:
+            raise NotFound(f"unknown key id {key_id!r}")
+        return self._unwrap(entry, "model", key_id)
+
+    def model_keys(self) -> dict[str, dict[str, Any]]:
+        """Public metadata of every model key."""
+        return {
+            key_id: {k: v for k, v in entry.items() if k != "wrapped"}
+            for key_id, entry in self.read()["models"].items()
+        }
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def _unb64(text: str) -> bytes:
+    return base64.b64decode(text)
