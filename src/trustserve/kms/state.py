@@ -147,6 +147,14 @@ class KmsState:
     def identity_public_key(self) -> bytes:
         return _unb64(self.read()["identity"]["public_key"])
 
+    @staticmethod
+    def public_identity(path: Path) -> bytes:
+        """The identity public key from a state file, without unlocking anything."""
+        try:
+            return _unb64(json.loads(path.read_bytes())["identity"]["public_key"])
+        except (OSError, ValueError, KeyError, TypeError):
+            raise ConfigError(f"KMS state {path} is unreadable") from None
+
     def broker_key(self) -> tuple[str, bytes]:
         entry = self.read()["broker"]
         return entry["key_id"], self._unwrap(entry, "broker", entry["key_id"])

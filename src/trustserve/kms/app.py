@@ -1,0 +1,118 @@
+"""The KMS over HTTPS: an ASGI app around a ``KmsService``.
+
+Public (attestation is the guard):
+    POST /v1/challenge          -> {"nonce", "expires_at"}
+    POST /v1/release            ReleaseRequest JSON -> {"key_ids", "sealed"}
+    GET  /v1/attestation        the attestation bundle (needs an evidence provider)
+    GET  /v1/serving-keys       public serving keys, current first
+    GET  /healthz
+Management (``Authorization: Bearer <token>``, the token in ``<home>/kms/admin.token``):
+    POST /v1/keys/models        {"model", "version", "public_key"} -> {"key_id", "sealed"}
+                                (the data key HPKE-sealed to ``public_key``)
+    GET  /v1/keys/models        public metadata of every model key
+    POST /v1/keys/serving/rotate -> the new current serving key (public)
+"""
+
+from __future__ import annotations
+
+import base64
+import hmac
+from typing import Any
+
+import orjson
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from trustserve import files
+from trustserve.attestation import EvidenceProvider
+from trustserve.crypto import hpke
+from trustserve.errors import BadRequest, NotFound, PayloadTooLarge, TrustserveError, Unauthorized
+from trustserve.frontend.responses import handle_error, json_response
+from trustserve.kms.service import KmsService
+
+MAX_BODY = 4 * 1024 * 1024
+PROVISION_INFO = b"trustserve-kms-provision-v1"
+
+
+def admin_token(service: KmsService) -> str:
+    return files.read_or_create_token(service.state.dir / "admin.token")
+
+
+async def _json(request: Request) -> Any:
+    body = await request.body()
+    if len(body) > MAX_BODY:
+        raise PayloadTooLarge("request body too large")
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise BadRequest("request body is not valid JSON") from None
+
+
+def create_app(
+    service: KmsService, provider: EvidenceProvider | None = None, token: str | None = None
+) -> Starlette:
+    """The KMS ASGI app; ``token`` guards management (default: ``admin_token(service)``)."""
+    expected = (token or admin_token(service)).encode()
+
+    def authorize(request: Request) -> None:
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given.encode(), expected):
+            raise Unauthorized("management needs a valid bearer token")
+
+    async def challenge(request: Request) -> Response:
+        return json_response(service.challenge())
+
+    async def release(request: Request) -> Response:
+        body = await _json(request)
+        return json_response(await run_in_threadpool(service.release, body))
+
+    async def attestation(request: Request) -> Response:
+        if provider is None:
+            raise NotFound("this KMS has no evidence provider configured")
+        return json_response(await run_in_threadpool(service.attestation_bundle, provider))
+
+    async def serving_keys(request: Request) -> Response:
+        return json_response({"keys": service.serving_public_keys()})
+
+    async def create_model_key(request: Request) -> Response:
+        authorize(request)
+        body = await _json(request)
+        if not isinstance(body, dict):
+            raise BadRequest("body must be a JSON object")
+        model, version = str(body.get("model", "")), str(body.get("version", ""))
+        public_key = body.get("public_key")
+        if not isinstance(public_key, str):
+            raise BadRequest("public_key (base64 X25519) is required")
+        try:
+            recipient = base64.b64decode(public_key, validate=True)
+        except ValueError:
+            raise BadRequest("public_key is not valid base64") from None
+        key_id, data_key = await run_in_threadpool(service.provision_model_key, model, version)
+        sealed = hpke.seal(recipient, data_key, aad=key_id.encode(), info=PROVISION_INFO)
+        return json_response({"key_id": key_id, "sealed": base64.b64encode(sealed).decode()})
+
+    async def list_model_keys(request: Request) -> Response:
+        authorize(request)
+        return json_response({"keys": service.state.model_keys()})
+
+    async def rotate(request: Request) -> Response:
+        authorize(request)
+        return json_response(await run_in_threadpool(service.rotate_serving_key))
+
+    async def healthz(request: Request) -> Response:
+        return json_response({"status": "ok"})
+
+    routes = [
+        Route("/v1/challenge", challenge, methods=["POST"]),
+        Route("/v1/release", release, methods=["POST"]),
+        Route("/v1/attestation", attestation, methods=["GET"]),
+        Route("/v1/serving-keys", serving_keys, methods=["GET"]),
+        Route("/v1/keys/models", create_model_key, methods=["POST"]),
+        Route("/v1/keys/models", list_model_keys, methods=["GET"]),
+        Route("/v1/keys/serving/rotate", rotate, methods=["POST"]),
+        Route("/healthz", healthz, methods=["GET"]),
+    ]
+    return Starlette(routes=routes, exception_handlers={TrustserveError: handle_error})

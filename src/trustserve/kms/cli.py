@@ -1,0 +1,117 @@
+"""``trustserve kms``: run the key service, rotate the serving key, verify the audit log.
+
+The root key is unlocked with ``TRUSTSERVE_KMS_PASSPHRASE`` or
+``TRUSTSERVE_KMS_KEY_FILE`` (never a command-line argument).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from trustserve.attestation import Policy, make_provider
+from trustserve.attestation.registry import PROVIDERS
+from trustserve.config import default_home
+from trustserve.crypto.rootkey import create_key_file
+from trustserve.kms import audit
+from trustserve.kms.service import KmsService
+from trustserve.kms.state import KmsState, kms_dir
+
+log = logging.getLogger("trustserve.kms")
+
+
+def register(subparsers: Any) -> None:
+    kms = subparsers.add_parser("kms", help="the key service (KMS)")
+    sub = kms.add_subparsers(dest="kms_command", required=True, metavar="ACTION")
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--home", type=Path, help="state directory (default $TRUSTSERVE_HOME)")
+
+    serve = sub.add_parser("serve", help="run the KMS over HTTPS")
+    common(serve)
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8443)
+    serve.add_argument("--cert", type=Path, help="TLS certificate (PEM)")
+    serve.add_argument("--key", type=Path, help="TLS private key (PEM)")
+    serve.add_argument("--insecure-http", action="store_true", help="plain HTTP (tests only)")
+    serve.add_argument("--policy", type=Path, help="release policy YAML (default: strict)")
+    serve.add_argument(
+        "--allow-sim", action="store_true", help="development: release to sim evidence"
+    )
+    serve.add_argument("--provider", choices=sorted(PROVIDERS), help="KMS's own evidence")
+    serve.set_defaults(func=_serve)
+
+    rotate = sub.add_parser("rotate-serving-key", help="make a new current serving key")
+    common(rotate)
+    rotate.set_defaults(func=_rotate)
+
+    key_file = sub.add_parser("init-key-file", help="write a new random KMS key file (0600)")
+    key_file.add_argument("path", type=Path)
+    key_file.set_defaults(func=_init_key_file)
+
+    audit_p = sub.add_parser("audit", help="the audit log")
+    audit_sub = audit_p.add_subparsers(dest="audit_command", required=True, metavar="ACTION")
+    verify = audit_sub.add_parser("verify", help="check the hash chain and the signed head")
+    common(verify)
+    verify.set_defaults(func=_audit_verify)
+
+
+def _home(args: argparse.Namespace) -> Path:
+    return Path(args.home) if args.home is not None else default_home()
+
+
+def _policy(args: argparse.Namespace, home: Path) -> Policy:
+    if args.policy is not None:
+        return Policy.load(args.policy)
+    if args.allow_sim:
+        return Policy.development(home)
+    return Policy.default()
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from trustserve.kms.app import create_app
+
+    home = _home(args)
+    service = KmsService.from_env(home, _policy(args, home))
+    provider = make_provider(args.provider, home) if args.provider else None
+    ssl: dict[str, Any] = {}
+    if not args.insecure_http:
+        if args.cert is None or args.key is None:
+            from trustserve.tls import ensure_local_ca
+
+            tls = ensure_local_ca(home / "tls")
+            args.cert, args.key = tls.cert, tls.key
+        ssl = {"ssl_certfile": str(args.cert), "ssl_keyfile": str(args.key)}
+    log.info("KMS on %s:%d (state in %s)", args.host, args.port, kms_dir(home))
+    uvicorn.run(create_app(service, provider), host=args.host, port=args.port, **ssl)
+    return 0
+
+
+def _rotate(args: argparse.Namespace) -> int:
+    service = KmsService.from_env(_home(args), Policy.default())
+    print(json.dumps(service.rotate_serving_key(), indent=2))
+    return 0
+
+
+def _init_key_file(args: argparse.Namespace) -> int:
+    create_key_file(args.path)
+    print(f"wrote {args.path}; set TRUSTSERVE_KMS_KEY_FILE={args.path}")
+    return 0
+
+
+def _audit_verify(args: argparse.Namespace) -> int:
+    """Needs no secret: the head is checked with the identity public key."""
+    directory = kms_dir(_home(args))
+    state = directory / "state.json"
+    if not state.exists():
+        print(f"no KMS state in {directory}")
+        return 2
+    public_key = KmsState.public_identity(state)
+    report = audit.verify(directory, public_key)
+    print(report)
+    return 0 if report.ok else 1

@@ -1,0 +1,124 @@
+"""A synchronous client for the KMS: key release for workers, provisioning for model owners."""
+
+from __future__ import annotations
+
+import base64
+import ssl
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import httpx
+
+from trustserve import archive
+from trustserve.attestation import EvidenceProvider
+from trustserve.crypto import hpke, model_encryption
+from trustserve.errors import (
+    BadRequest,
+    Conflict,
+    Forbidden,
+    NotFound,
+    TrustserveError,
+    Unauthorized,
+    Unavailable,
+)
+from trustserve.kms.app import PROVISION_INFO
+from trustserve.kms.release import ReleaseRequest, open_keys, release_report_data
+
+_ERRORS: dict[int, type[TrustserveError]] = {
+    400: BadRequest,
+    401: Unauthorized,
+    403: Forbidden,
+    404: NotFound,
+    409: Conflict,
+}
+
+
+class KmsClient:
+    def __init__(
+        self,
+        base_url: str,
+        ca_file: Path | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        token: str | None = None,
+        timeout: float = 30.0,
+    ) -> None:
+        verify: ssl.SSLContext | bool = True
+        if ssl_context is not None:
+            verify = ssl_context
+        elif ca_file is not None:
+            verify = ssl.create_default_context(cafile=str(ca_file))
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._http = httpx.Client(
+            base_url=base_url.rstrip("/"), verify=verify, timeout=timeout, headers=headers
+        )
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> KmsClient:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def _call(self, method: str, path: str, body: Any = None) -> Any:
+        try:
+            response = self._http.request(method, path, json=body)
+        except httpx.HTTPError as exc:
+            raise Unavailable(f"KMS at {self._http.base_url} unreachable: {exc}") from None
+        if response.status_code >= 400:
+            try:
+                message = str(response.json().get("error"))
+            except ValueError:
+                message = response.text[:200]
+            raise _ERRORS.get(response.status_code, TrustserveError)(f"KMS: {message}")
+        return response.json()
+
+    def release(self, provider: EvidenceProvider, key_ids: list[str]) -> dict[str, bytes]:
+        """Prove this process with ``provider`` and receive ``key_ids`` (model ids, "serving",
+        "broker"): challenge, ephemeral key, evidence, release, unwrap."""
+        nonce = base64.b64decode(self._call("POST", "/v1/challenge")["nonce"])
+        private, public = hpke.generate_keypair()
+        evidence = provider.make(release_report_data(nonce, public))
+        request = ReleaseRequest(nonce, public, evidence, tuple(key_ids))
+        keys = open_keys(private, nonce, self._call("POST", "/v1/release", request.to_json()))
+        if sorted(keys) != sorted(set(key_ids)):
+            raise Forbidden("KMS released other keys than asked for")
+        return keys
+
+    def attestation_bundle(self) -> dict[str, Any]:
+        bundle: dict[str, Any] = self._call("GET", "/v1/attestation")
+        return bundle
+
+    def provision_model_key(self, model: str, version: str) -> tuple[str, bytes]:
+        """Key id and data key for ``model`` ``version`` (management token needed)."""
+        private, public = hpke.generate_keypair()
+        body = {"model": model, "version": version, "public_key": base64.b64encode(public).decode()}
+        answer = self._call("POST", "/v1/keys/models", body)
+        key_id = str(answer["key_id"])
+        sealed = base64.b64decode(answer["sealed"])
+        return key_id, hpke.open(private, sealed, aad=key_id.encode(), info=PROVISION_INFO)
+
+    def rotate_serving_key(self) -> dict[str, Any]:
+        key: dict[str, Any] = self._call("POST", "/v1/keys/serving/rotate")
+        return key
+
+
+def fetch_model_key(client: KmsClient, provider: EvidenceProvider, key_id: str) -> bytes:
+    return client.release(provider, [key_id])[key_id]
+
+
+def open_archive(client: KmsClient, provider: EvidenceProvider, path: Path) -> bytes:
+    """The plaintext model of the encrypted archive at ``path``, in memory only.
+
+    The worker's one-liner: read, fetch the key named in its header, decrypt.
+    """
+    model_archive = archive.load(path)
+    if model_archive.encryption is None:
+        raise BadRequest(f"{path.name} is not an encrypted archive")
+    key_id = str(model_archive.encryption.get("key_id", ""))
+    data_key = fetch_model_key(client, provider, key_id)
+    return model_encryption.decrypt_archive(model_archive, data_key)
