@@ -75,6 +75,11 @@ def _attest(args: argparse.Namespace) -> int:
     files.write_atomic(args.output, json.dumps(evidence.to_json(), indent=2).encode() + b"\n")
     if evidence.kind == "sim":
         print("trustserve: warning: sim evidence is not hardware-protected", file=sys.stderr)
+    if evidence.kind == "tpm":
+        from trustserve.attestation.tpm import ak_public_pem
+
+        print("TPM attestation key (pin it in tpm_ak_public_keys):", file=sys.stderr)
+        print(ak_public_pem(evidence), file=sys.stderr, end="")
     return 0
 
 

@@ -243,3 +243,15 @@ def _check_selection(selection: Any, bank: str, indices: set[int]) -> None:
         quoted |= {8 * n + b for n, byte in enumerate(bitmap) for b in range(8) if byte >> b & 1}
     if quoted != indices:
         raise AttestationRefused("pcrs", "the reported PCRs are not the quoted ones")
+
+
+def ak_public_pem(evidence: Evidence) -> str:
+    """The PEM public key of the AK that signed TPM ``evidence`` (to pin in a policy)."""
+    from tpm2_pytss import TPMT_PUBLIC, TSS2_Exception
+
+    try:
+        ak, _ = TPMT_PUBLIC.unmarshal(unb64(evidence.data.get("ak_public"), "ak_public"))
+        pem: bytes = ak.to_pem()
+    except (TSS2_Exception, ValueError, TypeError) as exc:
+        raise BadRequest(f"tpm evidence ak_public is malformed: {exc}") from None
+    return pem.decode()

@@ -1,0 +1,212 @@
+"""SGX and TDX verification on genuine Intel quotes (tests/data/attestation), through dcap-qvl."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from attestation_data import (
+    SGX_MRENCLAVE,
+    SGX_REPORT_DATA,
+    SGX_TIME,
+    TDX_MRTD,
+    TDX_TIME,
+    collateral,
+    quote_bytes,
+    quote_evidence,
+)
+
+from trustserve.attestation import Policy, verify_evidence
+from trustserve.errors import AttestationRefused, BadRequest
+
+TDX_POLICY = Policy.from_yaml(f'measurements: [{{tee: tdx, mrtd: "{TDX_MRTD}"}}]')
+SGX_LISTED = f'measurements: [{{tee: sgx, mrenclave: "{SGX_MRENCLAVE}"}}]\n'
+SGX_ACCEPTING = Policy.from_yaml(
+    SGX_LISTED
+    + "accepted_tcb_statuses: [UpToDate, ConfigurationAndSWHardeningNeeded]\n"
+    + "accepted_advisories: [INTEL-SA-00289, INTEL-SA-00615]\n"
+)
+
+
+def refusal(evidence, policy, now, **kwargs):  # type: ignore[no-untyped-def]
+    with pytest.raises(AttestationRefused) as info:
+        verify_evidence(evidence, None, policy, now, **kwargs)
+    return info.value
+
+
+def test_tdx_quote_accepted_under_a_policy_listing_its_mrtd() -> None:
+    claims = verify_evidence(
+        quote_evidence("tdx", "tdx_quote"),
+        None,
+        TDX_POLICY,
+        TDX_TIME,
+        collateral=collateral("tdx_quote"),
+    )
+    assert claims.tee == "tdx"
+    assert claims.measurements["mrtd"] == TDX_MRTD
+    assert claims.tcb_status == "UpToDate"
+    assert claims.advisories == ()
+    assert claims.debug is False
+    assert set(claims.measurements) >= {"rtmr0", "rtmr1", "rtmr2", "rtmr3"}
+
+
+def test_tdx_quote_refused_under_a_policy_listing_another_mrtd() -> None:
+    other = ("00" if TDX_MRTD[:2] != "00" else "11") + TDX_MRTD[2:]
+    policy = Policy.from_yaml(f'measurements: [{{tee: tdx, mrtd: "{other}"}}]')
+    error = refusal(
+        quote_evidence("tdx", "tdx_quote"), policy, TDX_TIME, collateral=collateral("tdx_quote")
+    )
+    assert error.claim == "mrtd"
+
+
+def test_tdx_quote_refused_when_rtmr_differs_from_the_policy() -> None:
+    policy = Policy.from_yaml(
+        f'measurements: [{{tee: tdx, mrtd: "{TDX_MRTD}", rtmr3: "{"ab" * 48}"}}]'
+    )
+    error = refusal(
+        quote_evidence("tdx", "tdx_quote"), policy, TDX_TIME, collateral=collateral("tdx_quote")
+    )
+    assert error.claim == "rtmr3"
+
+
+@pytest.mark.parametrize("offset", [184, 600, 1000])  # MRTD, report data, signature area
+def test_tdx_quote_with_one_byte_flipped_is_refused(offset: int) -> None:
+    quote = bytearray(quote_bytes("tdx_quote"))
+    quote[offset] ^= 0x01
+    evidence = quote_evidence("tdx", "tdx_quote", bytes(quote))
+    with pytest.raises((AttestationRefused, BadRequest)):
+        verify_evidence(evidence, None, TDX_POLICY, TDX_TIME, collateral=collateral("tdx_quote"))
+
+
+def test_flipped_mrtd_byte_breaks_the_signature() -> None:
+    quote = bytearray(quote_bytes("tdx_quote"))
+    quote[184] ^= 0x01
+    error = refusal(
+        quote_evidence("tdx", "tdx_quote", bytes(quote)),
+        TDX_POLICY,
+        TDX_TIME,
+        collateral=collateral("tdx_quote"),
+    )
+    assert error.claim == "signature"
+
+
+def test_sgx_quote_refused_under_the_default_tcb_policy() -> None:
+    error = refusal(
+        quote_evidence("sgx", "sgx_quote"),
+        Policy.from_yaml(SGX_LISTED),
+        SGX_TIME,
+        collateral=collateral("sgx_quote"),
+    )
+    assert error.claim == "tcb_status"
+    assert "ConfigurationAndSWHardeningNeeded" in error.detail
+
+
+def test_sgx_quote_refused_under_the_default_policy() -> None:
+    error = refusal(
+        quote_evidence("sgx", "sgx_quote"),
+        Policy.default(),
+        SGX_TIME,
+        collateral=collateral("sgx_quote"),
+    )
+    assert error.claim == "tcb_status"
+
+
+def test_sgx_quote_accepted_when_the_policy_lists_its_status_and_advisories() -> None:
+    claims = verify_evidence(
+        quote_evidence("sgx", "sgx_quote"),
+        SGX_REPORT_DATA,
+        SGX_ACCEPTING,
+        SGX_TIME,
+        collateral=collateral("sgx_quote"),
+    )
+    assert claims.tee == "sgx"
+    assert claims.tcb_status == "ConfigurationAndSWHardeningNeeded"
+    assert claims.advisories == ("INTEL-SA-00289", "INTEL-SA-00615")
+    assert claims.measurements["mrenclave"] == SGX_MRENCLAVE
+    assert claims.report_data.rstrip(b"\0") == SGX_REPORT_DATA
+
+
+def test_sgx_quote_refused_when_one_advisory_is_not_accepted() -> None:
+    policy = Policy.from_yaml(
+        SGX_LISTED
+        + "accepted_tcb_statuses: [ConfigurationAndSWHardeningNeeded]\n"
+        + "accepted_advisories: [INTEL-SA-00289]\n"
+    )
+    error = refusal(
+        quote_evidence("sgx", "sgx_quote"), policy, SGX_TIME, collateral=collateral("sgx_quote")
+    )
+    assert error.claim == "advisories"
+    assert "INTEL-SA-00615" in error.detail
+
+
+def test_sgx_quote_refused_when_bound_to_other_report_data() -> None:
+    with pytest.raises(AttestationRefused) as info:
+        verify_evidence(
+            quote_evidence("sgx", "sgx_quote"),
+            b"another nonce",
+            SGX_ACCEPTING,
+            SGX_TIME,
+            collateral=collateral("sgx_quote"),
+        )
+    assert info.value.claim == "report_data"
+
+
+def test_sgx_quote_refused_by_svn_and_product_id_rules() -> None:
+    base = (
+        "accepted_tcb_statuses: [ConfigurationAndSWHardeningNeeded]\n"
+        "accepted_advisories: [INTEL-SA-00289, INTEL-SA-00615]\n"
+    )
+    policy = Policy.from_yaml(
+        base + f'measurements: [{{tee: sgx, mrenclave: "{SGX_MRENCLAVE}", isv_svn_min: 1}}]'
+    )
+    error = refusal(
+        quote_evidence("sgx", "sgx_quote"), policy, SGX_TIME, collateral=collateral("sgx_quote")
+    )
+    assert error.claim == "isv_svn"
+
+
+@pytest.mark.parametrize(
+    ("kind", "name", "policy"),
+    [("tdx", "tdx_quote", TDX_POLICY), ("sgx", "sgx_quote", SGX_ACCEPTING)],
+)
+def test_quotes_refused_at_the_current_time_because_collateral_expired(
+    kind: str, name: str, policy: Policy
+) -> None:
+    error = refusal(quote_evidence(kind, name), policy, time.time(), collateral=collateral(name))
+    assert error.claim == "collateral"
+    assert "Expired" in error.detail
+
+
+def test_outdated_tdx_quote_is_refused() -> None:
+    with pytest.raises(AttestationRefused):
+        verify_evidence(
+            quote_evidence("tdx", "tdx_quote_outdated"),
+            None,
+            TDX_POLICY,
+            TDX_TIME,
+            collateral=collateral("tdx_quote_outdated"),
+        )
+
+
+def test_collateral_carried_in_the_evidence_is_used() -> None:
+    evidence = quote_evidence("tdx", "tdx_quote")
+    evidence.data["collateral"] = collateral("tdx_quote")
+    assert verify_evidence(evidence, None, TDX_POLICY, TDX_TIME).tee == "tdx"
+
+
+def test_quote_without_any_collateral_is_unusable_input() -> None:
+    with pytest.raises(BadRequest, match="collateral"):
+        verify_evidence(quote_evidence("tdx", "tdx_quote"), None, TDX_POLICY, TDX_TIME)
+
+
+def test_sgx_quote_labelled_as_tdx_is_refused() -> None:
+    error = refusal(
+        quote_evidence("tdx", "sgx_quote"), TDX_POLICY, SGX_TIME, collateral=collateral("sgx_quote")
+    )
+    assert error.claim == "tee"
+
+
+def test_garbage_instead_of_a_quote_is_unusable_input() -> None:
+    evidence = quote_evidence("tdx", "tdx_quote", b"not a quote at all")
+    with pytest.raises(BadRequest):
+        verify_evidence(evidence, None, TDX_POLICY, TDX_TIME, collateral=collateral("tdx_quote"))
