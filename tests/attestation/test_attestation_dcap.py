@@ -210,3 +210,20 @@ def test_garbage_instead_of_a_quote_is_unusable_input() -> None:
     evidence = quote_evidence("tdx", "tdx_quote", b"not a quote at all")
     with pytest.raises(BadRequest):
         verify_evidence(evidence, None, TDX_POLICY, TDX_TIME, collateral=collateral("tdx_quote"))
+
+
+def test_an_unreachable_pccs_refuses_rather_than_accepts() -> None:
+    """No network here: a PCCS URL on a closed local port shows the fetch path fails closed."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    error = refusal(
+        quote_evidence("tdx", "tdx_quote"),
+        TDX_POLICY,
+        TDX_TIME,
+        pccs_url=f"http://127.0.0.1:{port}/sgx/certification/v4/",
+    )
+    assert error.claim == "collateral"
+    assert str(port) in error.detail
