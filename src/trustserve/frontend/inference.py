@@ -21,7 +21,12 @@ from trustserve.broker.base import Broker, Job, Outcome
 from trustserve.errors import BadRequest, PayloadTooLarge, TrustserveError
 from trustserve.frontend.metrics import Metrics
 from trustserve.frontend.registry import ModelEntry, ModelRegistry
-from trustserve.frontend.responses import error_response, handle_error, json_response, status_error
+from trustserve.frontend.responses import (
+    EXCEPTION_HANDLERS,
+    error_response,
+    json_response,
+    status_error,
+)
 from trustserve.tensors import (
     check_against,
     encode_binary,
@@ -66,7 +71,7 @@ class InferenceApi:
             Route("/predictions/{model}", self.predict, methods=["POST"]),
             Route("/predictions/{model}/{version}", self.predict, methods=["POST"]),
         ]
-        return Starlette(routes=routes, exception_handlers={Exception: handle_error})
+        return Starlette(routes=routes, exception_handlers=EXCEPTION_HANDLERS)
 
     # -- health and metadata -------------------------------------------------
 

@@ -20,7 +20,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from trustserve.broker.base import Broker
 from trustserve.errors import BadRequest, Unauthorized
 from trustserve.frontend.registry import ModelEntry, ModelRegistry
-from trustserve.frontend.responses import error_response, handle_error, json_response
+from trustserve.frontend.responses import EXCEPTION_HANDLERS, error_response, json_response
 from trustserve.supervisor import WorkerSupervisor
 
 MAX_WORKERS = 64
@@ -81,7 +81,7 @@ class ManagementApi:
             Route("/models/{model}", self.unregister, methods=["DELETE"]),
             Route("/models/{model}/{version}", self.unregister, methods=["DELETE"]),
         ]
-        app = Starlette(routes=routes, exception_handlers={Exception: handle_error})
+        app = Starlette(routes=routes, exception_handlers=EXCEPTION_HANDLERS)
         return BearerToken(app, token)
 
     async def list_models(self, request: Request) -> Response:

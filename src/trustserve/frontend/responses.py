@@ -36,3 +36,8 @@ async def handle_error(request: Request, exc: Exception) -> Response:
         return error_response(exc)
     log.exception("unexpected error on %s %s", request.method, request.url.path)
     return json_response({"error": "internal server error"}, 500)
+
+
+# Our own errors are answered where they happen (Starlette's ExceptionMiddleware);
+# anything else is a bug: logged with its traceback and answered 500.
+EXCEPTION_HANDLERS: dict[Any, Any] = {TrustserveError: handle_error, Exception: handle_error}

@@ -1,0 +1,208 @@
+"""Shared test helpers: free ports, a tiny model, and a real trustserve stack in a subprocess."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import numpy as np
+import onnx
+from onnx import TensorProto, helper
+
+from trustserve import archive
+from trustserve.files import write_atomic
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def tiny_onnx() -> bytes:
+    """y = 2x + 1 and s = sum(x) over a row: small enough to test the serving path fast."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])
+    s = helper.make_tensor_value_info("s", TensorProto.FLOAT, ["N", 1])
+    two = helper.make_tensor("two", TensorProto.FLOAT, [], [2.0])
+    one = helper.make_tensor("one", TensorProto.FLOAT, [], [1.0])
+    axes = helper.make_tensor("axes", TensorProto.INT64, [1], [1])
+    nodes = [
+        helper.make_node("Mul", ["x", "two"], ["x2"]),
+        helper.make_node("Add", ["x2", "one"], ["y"]),
+        helper.make_node("ReduceSum", ["x", "axes"], ["s"], keepdims=1),
+    ]
+    graph = helper.make_graph(nodes, "tiny", [x], [y, s], initializer=[two, one, axes])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return bytes(model.SerializeToString())
+
+
+def tiny_manifest(name: str = "tiny", version: str = "1", **kw: object) -> archive.Manifest:
+    raw = {
+        "name": name,
+        "version": version,
+        "inputs": [{"name": "x", "datatype": "FP32", "shape": [-1, 4]}],
+        "outputs": [
+            {"name": "y", "datatype": "FP32", "shape": [-1, 4]},
+            {"name": "s", "datatype": "FP32", "shape": [-1, 1]},
+        ],
+        "max_batch_size": 8,
+        "max_batch_delay_ms": 2,
+        **kw,
+    }
+    return archive.Manifest.from_json(raw)
+
+
+def write_tiny(store: Path, name: str = "tiny", version: str = "1") -> Path:
+    path = store / f"{name}-{version}.tsm"
+    write_atomic(path, archive.pack(tiny_manifest(name, version), tiny_onnx()))
+    return path
+
+
+def tiny_expected(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    return 2 * x + 1, x.sum(axis=1, keepdims=True)
+
+
+@dataclass
+class RunningStack:
+    process: subprocess.Popen[bytes]
+    home: Path
+    store: Path
+    port: int
+    management_port: int
+    metrics_port: int
+    log: Path
+
+    @property
+    def ca(self) -> Path:
+        return self.home / "tls" / "ca.pem"
+
+    @property
+    def url(self) -> str:
+        return f"https://localhost:{self.port}"
+
+    @property
+    def management_url(self) -> str:
+        return f"https://127.0.0.1:{self.management_port}"
+
+    @property
+    def token(self) -> str:
+        return (self.home / "management.token").read_text().strip()
+
+    def client(self, **kw: object) -> httpx.Client:
+        return httpx.Client(base_url=self.url, verify=str(self.ca), timeout=60, **kw)  # type: ignore[arg-type]
+
+    def management(self) -> httpx.Client:
+        return httpx.Client(
+            base_url=self.management_url,
+            verify=str(self.ca),
+            timeout=60,
+            headers={"Authorization": f"Bearer {self.token}"},
+        )
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def start_stack(
+    home: Path, store: Path, *extra: str, command: str = "serve", ready_timeout: float = 120
+) -> RunningStack:
+    ports = [free_port() for _ in range(3)]
+    log = home / "stack.log"
+    home.mkdir(parents=True, exist_ok=True)
+    args = [
+        sys.executable,
+        "-m",
+        "trustserve.cli",
+        command,
+        "--home",
+        str(home),
+        "--model-store",
+        str(store),
+        "--port",
+        str(ports[0]),
+        "--management-port",
+        str(ports[1]),
+        "--metrics-port",
+        str(ports[2]),
+        "--threads",
+        "1",
+        *extra,
+    ]
+    with log.open("wb") as out:
+        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=dict(os.environ))
+    stack = RunningStack(proc, home, store, ports[0], ports[1], ports[2], log)
+    deadline = time.monotonic() + ready_timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"stack exited with {proc.returncode}:\n{log.read_text()}")
+        try:
+            with stack.client() as c:
+                if c.get("/v2/health/ready").status_code == 200:
+                    return stack
+        except (httpx.TransportError, OSError):
+            pass
+        time.sleep(0.3)
+    stack.stop()
+    raise RuntimeError(f"stack not ready in {ready_timeout}s:\n{log.read_text()}")
+
+
+def tiny_image_onnx() -> bytes:
+    """Mean colour of an 8x8 RGB image: a classifier whose answer a test can predict."""
+    x = helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, 8, 8])
+    y = helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 3])
+    shape = helper.make_tensor("shape", TensorProto.INT64, [2], [0, 3])
+    nodes = [
+        helper.make_node("GlobalAveragePool", ["input"], ["pooled"]),
+        helper.make_node("Reshape", ["pooled", "shape"], ["mean"]),
+        helper.make_node("Mul", ["mean", "ten"], ["logits"]),
+    ]
+    ten = helper.make_tensor("ten", TensorProto.FLOAT, [], [10.0])
+    graph = helper.make_graph(nodes, "colour", [x], [y], initializer=[shape, ten])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return bytes(model.SerializeToString())
+
+
+def write_colour(store: Path) -> Path:
+    manifest = archive.Manifest.from_json(
+        {
+            "name": "colour",
+            "version": "1",
+            "inputs": [{"name": "input", "datatype": "FP32", "shape": [-1, 3, 8, 8]}],
+            "outputs": [{"name": "logits", "datatype": "FP32", "shape": [-1, 3]}],
+            "max_batch_size": 4,
+            "max_batch_delay_ms": 2,
+            "preprocessing": {"resize": 8, "crop": 8, "mean": [0, 0, 0], "std": [1, 1, 1]},
+            "labels": ["red", "green", "blue"],
+        }
+    )
+    path = store / "colour.tsm"
+    write_atomic(path, archive.pack(manifest, tiny_image_onnx()))
+    return path
+
+
+def png(colour: tuple[int, int, int], size: int = 32, fmt: str = "PNG") -> bytes:
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (size, size), colour).save(buf, format=fmt)
+    return buf.getvalue()
