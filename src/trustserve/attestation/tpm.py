@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import importlib.util
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -69,6 +70,8 @@ class TpmProvider:
     ) -> None:
         if bank not in _BANKS:
             raise ConfigError(f"tpm PCR bank must be one of {', '.join(_BANKS)}")
+        if importlib.util.find_spec("tpm2_pytss") is None:
+            raise ConfigError("the tpm provider needs tpm2-pytss: pip install 'trustserve[tpm]'")
         if not pcrs or any(not 0 <= p <= 23 for p in pcrs):
             raise ConfigError("tpm pcrs must be a non-empty list of indices 0..23")
         self._tcti = tcti
