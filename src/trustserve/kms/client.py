@@ -23,7 +23,7 @@ from trustserve.errors import (
     Unavailable,
 )
 from trustserve.kms.app import PROVISION_INFO
-from trustserve.kms.release import ReleaseRequest, open_keys, release_report_data
+from trustserve.kms.release import make_request, open_keys
 
 _ERRORS: dict[int, type[TrustserveError]] = {
     400: BadRequest,
@@ -81,9 +81,7 @@ class KmsClient:
         """Prove this process with ``provider`` and receive ``key_ids`` (model ids, "serving",
         "broker"): challenge, ephemeral key, evidence, release, unwrap."""
         nonce = base64.b64decode(self._call("POST", "/v1/challenge")["nonce"])
-        private, public = hpke.generate_keypair()
-        evidence = provider.make(release_report_data(nonce, public))
-        request = ReleaseRequest(nonce, public, evidence, tuple(key_ids))
+        private, request = make_request(nonce, provider, key_ids)
         keys = open_keys(private, nonce, self._call("POST", "/v1/release", request.to_json()))
         if sorted(keys) != sorted(set(key_ids)):
             raise Forbidden("KMS released other keys than asked for")

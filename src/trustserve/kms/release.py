@@ -24,7 +24,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-from trustserve.attestation.base import Evidence
+from trustserve.attestation.base import Evidence, EvidenceProvider
 from trustserve.crypto import hpke
 from trustserve.errors import BadRequest, CannotOpenSealed, Forbidden
 
@@ -104,6 +104,15 @@ class ReleaseRequest:
         ):
             raise BadRequest(f"key_ids must be a list of 1 to {MAX_KEYS} key id strings")
         return cls(nonce, public_key, Evidence.from_json(raw.get("evidence")), tuple(key_ids))
+
+
+def make_request(
+    nonce: bytes, provider: EvidenceProvider, key_ids: list[str]
+) -> tuple[bytes, ReleaseRequest]:
+    """The requester's side of step 2-3: an ephemeral private key and the request to send."""
+    private, public = hpke.generate_keypair()
+    evidence = provider.make(release_report_data(nonce, public))
+    return private, ReleaseRequest(nonce, public, evidence, tuple(key_ids))
 
 
 def seal_keys(public_key: bytes, nonce: bytes, keys: dict[str, bytes]) -> dict[str, Any]:
