@@ -32,6 +32,7 @@ def _settings(args: argparse.Namespace) -> Settings:
     s.request_timeout_s = args.timeout
     s.max_queue = args.max_queue
     s.max_body_bytes = args.max_body_mb * 1024 * 1024
+    s.broker_url = args.broker
     return s
 
 
@@ -43,7 +44,14 @@ def _serve_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--management-port", type=int, default=8081)
     p.add_argument("--metrics-port", type=int, default=8082)
     p.add_argument("--insecure-http", action="store_true", help="serve plain HTTP (NOT secure)")
-    p.add_argument("--workers", type=int, default=1, help="worker processes per model")
+    p.add_argument(
+        "--broker",
+        default=None,
+        help="rediss://HOST:PORT/?... to scale out (default: the embedded broker)",
+    )
+    p.add_argument(
+        "--workers", type=int, default=1, help="local worker processes per model (0: none)"
+    )
     p.add_argument("--engine", default="onnxruntime", choices=["onnxruntime", "openvino"])
     p.add_argument(
         "--threads", type=int, default=0, help="engine threads per worker (0: all cores)"

@@ -21,4 +21,35 @@ async def connect_job_source(url: str, queue: str) -> JobSource:
     raise ConfigError(f"unknown broker URL {url!r}: use unix:PATH or rediss://HOST:PORT")
 
 
-__all__ = ["Broker", "Job", "JobSource", "Outcome", "connect_job_source", "queue_name"]
+async def open_broker(
+    url: str | None, socket: Path, max_queue: int, max_deliveries: int
+) -> tuple[Broker, str]:
+    """The frontend side of the broker, and the URL its workers connect to.
+
+    ``url`` None is the embedded broker, reached by local workers over ``socket``.
+    """
+    if url is None:
+        from trustserve.broker.embedded import EmbeddedBroker
+
+        embedded = EmbeddedBroker(max_queue, max_deliveries)
+        await embedded.serve_workers(socket)
+        return embedded, f"unix:{socket}"
+    if url.startswith(("redis://", "rediss://")):
+        from trustserve.broker.redis import RedisStreamsBroker
+
+        broker = await RedisStreamsBroker.connect(
+            url, max_queue=max_queue, max_deliveries=max_deliveries
+        )
+        return broker, url
+    raise ConfigError(f"unknown broker URL {url!r}: use rediss://HOST:PORT (or none: embedded)")
+
+
+__all__ = [
+    "Broker",
+    "Job",
+    "JobSource",
+    "Outcome",
+    "connect_job_source",
+    "open_broker",
+    "queue_name",
+]

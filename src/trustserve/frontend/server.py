@@ -16,7 +16,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
-from trustserve.broker.embedded import EmbeddedBroker
+from trustserve.broker import Broker, open_broker
 from trustserve.config import Settings
 from trustserve.files import read_or_create_token
 from trustserve.frontend.inference import InferenceApi
@@ -42,12 +42,9 @@ class Stack:
         self.settings = settings
         self.metrics = Metrics()
         self.registry = ModelRegistry(settings.store)
-        self.broker = EmbeddedBroker(settings.max_queue, settings.max_deliveries)
-        self.socket = settings.run_dir / "broker.sock"
+        self.broker: Broker
         self.supervisor = WorkerSupervisor(
             [
-                "--broker",
-                f"unix:{self.socket}",
                 "--engine",
                 settings.engine,
                 "--threads",
@@ -86,7 +83,10 @@ class Stack:
                 "!!! TLS is OFF (--insecure-http): requests and results cross the network in clear"
             )
         token = read_or_create_token(s.token_file)
-        await self.broker.serve_workers(self.socket)
+        self.broker, worker_url = await open_broker(
+            s.broker_url, s.run_dir / "broker.sock", s.max_queue, s.max_deliveries
+        )
+        self.supervisor.worker_args += ["--broker", worker_url]
         for entry in self.registry.scan(s.workers_per_model):
             await self.supervisor.scale(entry, entry.min_workers)
         inference = InferenceApi(

@@ -1,0 +1,46 @@
+"""Broker implementations under one contract: each param yields a BrokerPair."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from trustserve.broker.base import Broker, JobSource
+from trustserve.broker.embedded import EmbeddedBroker, SocketJobSource
+
+
+@dataclass
+class BrokerPair:
+    """A frontend-side broker and a way to connect worker-side job sources to it."""
+
+    broker: Broker
+    connect: Callable[[str], Awaitable[JobSource]]
+
+
+async def embedded_pair(tmp_path: Path, max_queue: int) -> AsyncIterator[BrokerPair]:
+    broker = EmbeddedBroker(max_queue=max_queue, max_deliveries=2)
+    sock = tmp_path / "run" / "broker.sock"
+    await broker.serve_workers(sock)
+    sources: list[JobSource] = []
+
+    async def connect(queue: str) -> JobSource:
+        source = await SocketJobSource.connect(sock, queue)
+        sources.append(source)
+        return source
+
+    yield BrokerPair(broker, connect)
+    for s in sources:
+        await s.close()
+    await broker.close()
+
+
+BROKERS: dict[str, Callable[[Path, int], AsyncIterator[BrokerPair]]] = {"embedded": embedded_pair}
+
+
+@pytest.fixture(params=sorted(BROKERS))
+async def pair(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[BrokerPair]:
+    async for p in BROKERS[request.param](tmp_path, 4):
+        yield p
