@@ -18,10 +18,16 @@ def still_serving(stack: RunningStack) -> None:
         assert r.status_code == 200, r.text
 
 
-def bad(name: str = "x", datatype: str = "FP32", shape: list[int] | None = None, data: object = None) -> bytes:
+def bad(
+    name: str = "x", datatype: str = "FP32", shape: list[int] | None = None, data: object = None
+) -> bytes:
     shape = shape or [1, 4]
     return json.dumps(
-        {"inputs": [{"name": name, "datatype": datatype, "shape": shape, "data": data or [1, 2, 3, 4]}]}
+        {
+            "inputs": [
+                {"name": name, "datatype": datatype, "shape": shape, "data": data or [1, 2, 3, 4]}
+            ]
+        }
     ).encode()
 
 
@@ -31,7 +37,11 @@ CASES = {
     "wrong datatype": (bad(datatype="INT32"), 400, "datatype INT32 given"),
     "wrong shape": (bad(shape=[1, 5], data=[1, 2, 3, 4, 5]), 400, "does not match model shape"),
     "data count does not fit shape": (bad(shape=[2, 4]), 400, "needs 8"),
-    "batch over the model's maximum": (bad(shape=[9, 4], data=list(range(36))), 400, "batch size 9"),
+    "batch over the model's maximum": (
+        bad(shape=[9, 4], data=list(range(36))),
+        400,
+        "batch size 9",
+    ),
     "non-numeric data": (bad(data=["a", "b", "c", "d"]), 400, "does not hold"),
     "inputs missing": (b'{"outputs": []}', 400, "'inputs' must be a list"),
 }
@@ -41,7 +51,9 @@ CASES = {
 def test_bad_json_requests(tiny_stack: RunningStack, case: str) -> None:
     body, status, words = CASES[case]
     with tiny_stack.client() as c:
-        r = c.post("/v2/models/tiny/infer", content=body, headers={"Content-Type": "application/json"})
+        r = c.post(
+            "/v2/models/tiny/infer", content=body, headers={"Content-Type": "application/json"}
+        )
     assert r.status_code == status, r.text
     assert words in r.json()["error"]
     still_serving(tiny_stack)
@@ -56,7 +68,16 @@ def test_binary_header_length_that_does_not_match_the_body(
 ) -> None:
     x = np.ones((1, 4), np.float32)
     head = json.dumps(
-        {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 4], "parameters": {"binary_data_size": 16}}]}
+        {
+            "inputs": [
+                {
+                    "name": "x",
+                    "datatype": "FP32",
+                    "shape": [1, 4],
+                    "parameters": {"binary_data_size": 16},
+                }
+            ]
+        }
     ).encode()
     with tiny_stack.client() as c:
         r = c.post(
@@ -71,7 +92,16 @@ def test_binary_header_length_that_does_not_match_the_body(
 
 def test_binary_size_that_does_not_match_the_tensor(tiny_stack: RunningStack) -> None:
     head = json.dumps(
-        {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 4], "parameters": {"binary_data_size": 12}}]}
+        {
+            "inputs": [
+                {
+                    "name": "x",
+                    "datatype": "FP32",
+                    "shape": [1, 4],
+                    "parameters": {"binary_data_size": 12},
+                }
+            ]
+        }
     ).encode()
     with tiny_stack.client() as c:
         r = c.post(

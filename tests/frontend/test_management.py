@@ -62,7 +62,9 @@ def test_list_and_describe(tiny_stack: RunningStack) -> None:
         ("missing.tsm", 404),
     ],
 )
-def test_register_refuses_anything_outside_the_store(tiny_stack: RunningStack, url: str, status: int) -> None:
+def test_register_refuses_anything_outside_the_store(
+    tiny_stack: RunningStack, url: str, status: int
+) -> None:
     (tiny_stack.store.parent / "outside.tsm").write_bytes(b"x")
     with tiny_stack.management() as m:
         r = m.post("/models", params={"url": url})
@@ -87,7 +89,9 @@ def test_register_scale_unregister(tiny_stack: RunningStack) -> None:
         wait_ready(tiny_stack, "tiny", "2")
         with tiny_stack.client() as c:
             assert c.get("/v2/models/tiny").json()["versions"] == ["1", "2"]
-            body = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 4], "data": [0, 0, 0, 1]}]}
+            body = {
+                "inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 4], "data": [0, 0, 0, 1]}]
+            }
             r = c.post("/v2/models/tiny/infer", json=body)
             assert r.json()["model_version"] == "2"  # the greatest numeric version is the default
 

@@ -13,7 +13,9 @@ from tests.support import RunningStack, tiny_expected
 
 def json_request(x: np.ndarray, **extra: object) -> dict[str, object]:
     return {
-        "inputs": [{"name": "x", "datatype": "FP32", "shape": list(x.shape), "data": x.ravel().tolist()}],
+        "inputs": [
+            {"name": "x", "datatype": "FP32", "shape": list(x.shape), "data": x.ravel().tolist()}
+        ],
         **extra,
     }
 
@@ -29,7 +31,9 @@ def outputs_of(r: httpx.Response) -> dict[str, np.ndarray]:
             out[o["name"]] = np.array(o["data"], dtype=np.float32).reshape(o["shape"])
         else:
             n = o["parameters"]["binary_data_size"]
-            out[o["name"]] = np.frombuffer(body[offset : offset + n], np.float32).reshape(o["shape"])
+            out[o["name"]] = np.frombuffer(body[offset : offset + n], np.float32).reshape(
+                o["shape"]
+            )
             offset += n
     return out
 
@@ -66,7 +70,12 @@ def test_binary_request_and_selected_binary_output(tiny_stack: RunningStack) -> 
     head = json.dumps(
         {
             "inputs": [
-                {"name": "x", "datatype": "FP32", "shape": [3, 4], "parameters": {"binary_data_size": x.nbytes}}
+                {
+                    "name": "x",
+                    "datatype": "FP32",
+                    "shape": [3, 4],
+                    "parameters": {"binary_data_size": x.nbytes},
+                }
             ],
             "outputs": [{"name": "s", "parameters": {"binary_data": True}}, {"name": "y"}],
         }
@@ -81,7 +90,9 @@ def test_binary_request_and_selected_binary_output(tiny_stack: RunningStack) -> 
     assert "inference-header-content-length" in r.headers
     header = json.loads(r.content[: int(r.headers["inference-header-content-length"])])
     assert [o["name"] for o in header["outputs"]] == ["s", "y"]
-    assert "binary_data_size" in header["outputs"][0]["parameters"] and "data" in header["outputs"][1]
+    assert (
+        "binary_data_size" in header["outputs"][0]["parameters"] and "data" in header["outputs"][1]
+    )
     out = outputs_of(r)
     y, s = tiny_expected(x)
     np.testing.assert_allclose(out["y"], y, rtol=1e-6)
@@ -91,19 +102,25 @@ def test_binary_request_and_selected_binary_output(tiny_stack: RunningStack) -> 
 def test_binary_data_output_parameter_makes_every_output_binary(tiny_stack: RunningStack) -> None:
     x = np.ones((1, 4), np.float32)
     with tiny_stack.client() as c:
-        r = c.post("/v2/models/tiny/infer", json=json_request(x, parameters={"binary_data_output": True}))
+        r = c.post(
+            "/v2/models/tiny/infer", json=json_request(x, parameters={"binary_data_output": True})
+        )
     assert r.status_code == 200
     header = json.loads(r.content[: int(r.headers["inference-header-content-length"])])
     assert all("binary_data_size" in o["parameters"] for o in header["outputs"])
     np.testing.assert_allclose(outputs_of(r)["y"], [[3, 3, 3, 3]])
 
 
-def test_concurrent_requests_are_batched_and_each_gets_its_own_answer(tiny_stack: RunningStack) -> None:
+def test_concurrent_requests_are_batched_and_each_gets_its_own_answer(
+    tiny_stack: RunningStack,
+) -> None:
     import concurrent.futures
 
     rows = [np.full((1, 4), i, np.float32) for i in range(24)]
     with tiny_stack.client() as c, concurrent.futures.ThreadPoolExecutor(12) as pool:
-        results = list(pool.map(lambda x: c.post("/v2/models/tiny/infer", json=json_request(x)), rows))
+        results = list(
+            pool.map(lambda x: c.post("/v2/models/tiny/infer", json=json_request(x)), rows)
+        )
     for x, r in zip(rows, results, strict=True):
         assert r.status_code == 200
         np.testing.assert_allclose(outputs_of(r)["y"], 2 * x + 1)
