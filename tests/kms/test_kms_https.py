@@ -1,0 +1,179 @@
+"""The KMS over real TLS on 127.0.0.1 (uvicorn in a thread), driven by ``KmsClient``."""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import uvicorn
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from tests.kms.conftest import MakeService
+from trustserve import archive
+from trustserve.archive import Manifest, TensorSpec
+from trustserve.attestation import EvidenceProvider, Policy
+from trustserve.errors import Forbidden, NotFound, Unauthorized, Unavailable
+from trustserve.kms.app import admin_token, create_app
+from trustserve.kms.bundle import verify_bundle
+from trustserve.kms.client import KmsClient, fetch_model_key, open_archive
+from trustserve.kms.service import KmsService
+from trustserve.kms.tools import encrypt_model_file
+
+
+def _throwaway_ca(directory: Path) -> tuple[Path, Path, Path]:
+    """A fresh CA and a server certificate for 127.0.0.1, made for this test only."""
+    now = dt.datetime.now(dt.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "test CA")])
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=1))
+        .not_valid_after(now + dt.timedelta(hours=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(False, False, False, False, False, True, True, False, False), True
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=1))
+        .not_valid_after(now + dt.timedelta(hours=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            False,
+        )
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), False
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    paths = directory / "ca.pem", directory / "server.pem", directory / "server-key.pem"
+    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    paths[1].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    paths[2].write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return paths
+
+
+@dataclass
+class Running:
+    url: str
+    ca: Path
+    token: str
+    service: KmsService
+
+
+@pytest.fixture
+def running(make_service: MakeService, sim: EvidenceProvider, tmp_path: Path) -> Iterator[Running]:
+    service = make_service(Policy.development())
+    ca, cert, key = _throwaway_ca(tmp_path)
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    config = uvicorn.Config(
+        create_app(service, sim),
+        ssl_certfile=str(cert),
+        ssl_keyfile=str(key),
+        log_level="warning",
+        lifespan="off",
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert time.monotonic() < deadline, "KMS did not start"
+        time.sleep(0.02)
+    yield Running(f"https://127.0.0.1:{port}", ca, admin_token(service), service)
+    server.should_exit = True
+    thread.join(timeout=10)
+    sock.close()
+
+
+def test_release_over_tls(running: Running, sim: EvidenceProvider) -> None:
+    key_id = running.service.create_model_key("m", "1")
+    with KmsClient(running.url, ca_file=running.ca) as client:
+        keys = client.release(sim, [key_id, "broker"])
+        assert keys[key_id] == running.service.model_key(key_id)
+        assert fetch_model_key(client, sim, key_id) == keys[key_id]
+        with pytest.raises(NotFound):
+            client.release(sim, ["model-unknown-1-00000000"])
+
+
+def test_refusal_over_tls_is_a_bare_403(running: Running, sim: EvidenceProvider) -> None:
+    key_id = running.service.create_model_key("m", "1")
+    running.service.policy = Policy.default()
+    with KmsClient(running.url, ca_file=running.ca) as client, pytest.raises(Forbidden) as refused:
+        client.release(sim, [key_id])
+    assert str(refused.value) == "KMS: key release refused"
+
+
+def test_client_refuses_a_server_outside_its_ca(running: Running, tmp_path: Path) -> None:
+    other = tmp_path / "other"
+    other.mkdir()
+    other_ca, _, _ = _throwaway_ca(other)
+    with KmsClient(running.url, ca_file=other_ca) as client, pytest.raises(Unavailable) as failed:
+        client.attestation_bundle()
+    assert "CERTIFICATE_VERIFY_FAILED" in str(failed.value)
+
+
+def test_owner_encrypts_and_worker_opens_over_tls(
+    running: Running, sim: EvidenceProvider, tmp_path: Path, home: Path
+) -> None:
+    manifest = Manifest(
+        "enc", "3", (TensorSpec("x", "FP32", (-1, 2)),), (TensorSpec("y", "FP32", (-1, 2)),)
+    )
+    model = os.urandom(300_000)
+    plain = tmp_path / "plain.tsm"
+    plain.write_bytes(archive.pack(manifest, model))
+    encrypted = tmp_path / "enc.tsm"
+    with KmsClient(running.url, ca_file=running.ca, token=running.token) as owner:
+        key_id = encrypt_model_file(plain, encrypted, owner)
+        assert encrypt_model_file(plain, tmp_path / "again.tsm", owner) == key_id
+    assert archive.read_header(encrypted).encryption == {
+        "scheme": "tink-streaming-aead/AES256_GCM_HKDF_1MB",
+        "key_id": key_id,
+    }
+    assert model[:4096] not in encrypted.read_bytes()
+    with KmsClient(running.url, ca_file=running.ca) as worker:
+        assert open_archive(worker, sim, encrypted) == model
+        bundle = worker.attestation_bundle()
+    claims, keys, _ = verify_bundle(bundle, Policy.development(home), time.time())
+    assert claims.tee == "sim" and keys
+
+
+def test_management_needs_the_token(running: Running) -> None:
+    with KmsClient(running.url, ca_file=running.ca, token="not-the-token") as client:
+        with pytest.raises(Unauthorized):
+            client.provision_model_key("m", "1")
+        with pytest.raises(Unauthorized):
+            client.rotate_serving_key()
+    with KmsClient(running.url, ca_file=running.ca, token=running.token) as client:
+        assert client.rotate_serving_key()["key_id"].startswith("srv-")
