@@ -84,22 +84,13 @@ def decrypt_archive(model_archive: ModelArchive, data_key: bytes) -> bytes:
     if enc.get("scheme") != SCHEME:
         raise ArchiveError(f"unsupported archive encryption scheme {enc.get('scheme')!r}")
     primitive = _primitive(data_key)
-    out = bytearray(len(model_archive.payload))
-    view = memoryview(out)
-    size = 0
     try:
         source = io.BytesIO(model_archive.payload)
         with primitive.new_decrypting_stream(source, model_archive.header_bytes) as stream:
-            while True:
-                n = stream.readinto(view[size:])
-                if not n:
-                    break
-                size += n
+            plaintext: bytes = stream.read()
     except tink.TinkError:
         raise ArchiveError(
             f"model {model_archive.manifest.name} archive cannot be decrypted: wrong key, "
             "or the archive was tampered with, truncated or reordered"
         ) from None
-    del view
-    del out[size:]
-    return bytes(out)
+    return plaintext
