@@ -1,0 +1,124 @@
+"""Sealed inference: what only the client and an attested worker can read.
+
+Request: ``hpke.seal(serving public key, inner, aad=route)`` where ``inner`` is
+``u32 length | JSON {issued_at, nonce, response_key, header_length} | v2 body``
+and ``route`` names model, version and key id, so a sealed request cannot be
+replayed against another model or key. Response: AES-256-GCM under the
+client's fresh response key, with the route and the request nonce as
+associated data, so a response cannot be swapped between requests.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import struct
+import time
+from dataclasses import dataclass
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from trustserve.crypto import hpke
+from trustserve.errors import CannotOpenSealed
+
+CONTENT_TYPE = "application/trustserve-sealed"
+KEY_ID_HEADER = "Trustserve-Key-Id"
+REQUEST_INFO = b"trustserve sealed request v1"
+_LEN = struct.Struct(">I")
+_NO_HEADER = 0xFFFFFFFF
+NONCE_SIZE = 16
+IV_SIZE = 12
+
+
+@dataclass(frozen=True)
+class Route:
+    """What a sealed message is bound to; an empty version means the model's default."""
+
+    model: str
+    version: str
+    key_id: str
+
+    def aad(self) -> bytes:
+        return json.dumps(
+            {"v": 1, "model": self.model, "version": self.version, "key_id": self.key_id},
+            sort_keys=True,
+            separators=(",", ":"),
+        ).encode()
+
+
+@dataclass(frozen=True)
+class ResponseKey:
+    """What the client keeps to open the answer to one request."""
+
+    key: bytes
+    nonce: bytes
+
+
+@dataclass(frozen=True)
+class OpenedRequest:
+    body: bytes
+    header_length: int | None
+    issued_at: float
+    reply: ResponseKey
+
+
+def seal_request(
+    public_key: bytes,
+    route: Route,
+    body: bytes,
+    header_length: int | None,
+    now: float | None = None,
+) -> tuple[bytes, ResponseKey]:
+    reply = ResponseKey(AESGCM.generate_key(bit_length=256), os.urandom(NONCE_SIZE))
+    head = json.dumps(
+        {
+            "issued_at": time.time() if now is None else now,
+            "nonce": base64.b64encode(reply.nonce).decode(),
+            "response_key": base64.b64encode(reply.key).decode(),
+            "header_length": header_length,
+        }
+    ).encode()
+    inner = _LEN.pack(len(head)) + head + body
+    return hpke.seal(public_key, inner, aad=route.aad(), info=REQUEST_INFO), reply
+
+
+def open_request(private_key: bytes, route: Route, sealed: bytes) -> OpenedRequest:
+    """Any failure, including a well-sealed message of the wrong shape, is CannotOpenSealed."""
+    inner = hpke.open(private_key, sealed, aad=route.aad(), info=REQUEST_INFO)
+    try:
+        (n,) = _LEN.unpack_from(inner)
+        head = json.loads(inner[_LEN.size : _LEN.size + n])
+        key = base64.b64decode(head["response_key"], validate=True)
+        nonce = base64.b64decode(head["nonce"], validate=True)
+        issued_at = float(head["issued_at"])
+        hl = head.get("header_length")
+        header_length = None if hl is None else int(hl)
+    except (struct.error, ValueError, KeyError, TypeError):
+        raise CannotOpenSealed() from None
+    if len(key) != 32 or len(nonce) != NONCE_SIZE:
+        raise CannotOpenSealed()
+    body = inner[_LEN.size + n :]
+    return OpenedRequest(body, header_length, issued_at, ResponseKey(key, nonce))
+
+
+def seal_response(
+    reply: ResponseKey, route: Route, body: bytes, header_length: int | None
+) -> bytes:
+    iv = os.urandom(IV_SIZE)
+    plain = _LEN.pack(_NO_HEADER if header_length is None else header_length) + body
+    return iv + AESGCM(reply.key).encrypt(iv, plain, route.aad() + reply.nonce)
+
+
+def open_response(reply: ResponseKey, route: Route, sealed: bytes) -> tuple[bytes, int | None]:
+    if len(sealed) < IV_SIZE + _LEN.size + 16:
+        raise CannotOpenSealed()
+    try:
+        plain = AESGCM(reply.key).decrypt(
+            sealed[:IV_SIZE], sealed[IV_SIZE:], route.aad() + reply.nonce
+        )
+    except InvalidTag:
+        raise CannotOpenSealed() from None
+    (hl,) = _LEN.unpack_from(plain)
+    return plain[_LEN.size :], None if hl == _NO_HEADER else hl
