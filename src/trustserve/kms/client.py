@@ -109,14 +109,22 @@ def fetch_model_key(client: KmsClient, provider: EvidenceProvider, key_id: str) 
     return client.release(provider, [key_id])[key_id]
 
 
-def open_archive(client: KmsClient, provider: EvidenceProvider, path: Path) -> bytes:
-    """The plaintext model of the encrypted archive at ``path``, in memory only.
+def decrypt_model(
+    client: KmsClient, provider: EvidenceProvider, model_archive: archive.ModelArchive
+) -> bytes:
+    """The plaintext model of a parsed encrypted archive, in memory only.
 
-    The worker's one-liner: read, fetch the key named in its header, decrypt.
+    The worker's one-liner: fetch the key named in the archive header, decrypt.
+    Raises Forbidden if this process's evidence is refused (it cannot serve the
+    model then), NotFound if the KMS has no such key, ArchiveError on tampering.
     """
-    model_archive = archive.load(path)
     if model_archive.encryption is None:
-        raise BadRequest(f"{path.name} is not an encrypted archive")
+        raise BadRequest(f"model {model_archive.manifest.name} archive is not encrypted")
     key_id = str(model_archive.encryption.get("key_id", ""))
     data_key = fetch_model_key(client, provider, key_id)
     return model_encryption.decrypt_archive(model_archive, data_key)
+
+
+def open_archive(client: KmsClient, provider: EvidenceProvider, path: Path) -> bytes:
+    """``decrypt_model`` for the archive file at ``path``."""
+    return decrypt_model(client, provider, archive.load(path))
