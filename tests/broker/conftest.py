@@ -37,7 +37,35 @@ async def embedded_pair(tmp_path: Path, max_queue: int) -> AsyncIterator[BrokerP
     await broker.close()
 
 
-BROKERS: dict[str, Callable[[Path, int], AsyncIterator[BrokerPair]]] = {"embedded": embedded_pair}
+async def redis_pair(tmp_path: Path, max_queue: int) -> AsyncIterator[BrokerPair]:
+    """A real redis-server (TLS with client certificates, ACL user, appendonly)."""
+    from tests.broker.redis_server import RedisServer
+    from trustserve.broker.redis import RedisStreamsBroker
+
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    url = server.url(visibility_s="0.5")
+    broker = await RedisStreamsBroker.connect(url, max_queue=max_queue, max_deliveries=2)
+    sources: list[JobSource] = []
+
+    async def connect(queue: str) -> JobSource:
+        source = await RedisStreamsBroker.connect(url, consumer_queue=queue)
+        sources.append(source)
+        return source
+
+    try:
+        yield BrokerPair(broker, connect)
+        for s in sources:
+            await s.close()
+        await broker.close()
+    finally:
+        server.stop()
+
+
+BROKERS: dict[str, Callable[[Path, int], AsyncIterator[BrokerPair]]] = {
+    "embedded": embedded_pair,
+    "redis": redis_pair,
+}
 
 
 @pytest.fixture(params=sorted(BROKERS))

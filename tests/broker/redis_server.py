@@ -1,0 +1,150 @@
+"""Real redis-server processes on loopback with TLS (mutual) and an ACL user, for tests.
+
+Certificates and the password are generated per server; the password lives in a
+0600 file and reaches redis.conf only as a SHA-256 hash. ``default`` is disabled.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import secrets
+import shutil
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlencode
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from tests.support import free_port
+from trustserve.files import write_atomic, write_secret
+from trustserve.tls import TlsFiles, issue_local_ca
+
+USER = "trustserve"
+# What the broker needs, on its own keys only.
+ACL = (
+    "~trustserve:* resetchannels -@all +@stream +@sortedset +@scripting "
+    "+@connection +multi +exec +discard +ping +time +expire +del -@dangerous"
+)
+
+
+def client_cert(tls: TlsFiles, directory: Path, name: str = "client") -> tuple[Path, Path]:
+    """A client certificate signed by the test CA (for Redis ``tls-auth-clients yes``)."""
+    ca_key = serialization.load_pem_private_key((tls.ca.parent / "ca-key.pem").read_bytes(), None)
+    assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
+    ca_cert = x509.load_pem_x509_certificate(tls.ca.read_bytes())
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / f"{name}.pem", directory / f"{name}-key.pem"
+    write_atomic(cert_path, cert.public_bytes(serialization.Encoding.PEM))
+    write_secret(
+        key_path,
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        ),
+    )
+    return cert_path, key_path
+
+
+@dataclass
+class RedisServer:
+    """One redis-server: TLS only (no plain port), appendonly, ``trustserve`` ACL user."""
+
+    directory: Path
+    port: int = field(default_factory=free_port)
+    process: subprocess.Popen[bytes] | None = None
+
+    def __post_init__(self) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.tls = issue_local_ca(self.directory / "tls", ["localhost", "127.0.0.1"])
+        self.client_cert, self.client_key = client_cert(self.tls, self.directory / "tls")
+        self.password_file = self.directory / "redis-password"
+        password = secrets.token_urlsafe(24)
+        write_secret(self.password_file, password.encode())
+        digest = hashlib.sha256(password.encode()).hexdigest()
+        data = self.directory / "data"
+        data.mkdir(exist_ok=True)
+        conf = [
+            "bind 127.0.0.1",
+            "port 0",
+            f"tls-port {self.port}",
+            f"tls-cert-file {self.tls.cert}",
+            f"tls-key-file {self.tls.key}",
+            f"tls-ca-cert-file {self.tls.ca}",
+            "tls-auth-clients yes",
+            f"dir {data}",
+            "appendonly yes",
+            "appendfsync always",
+            'save ""',
+            "user default off",
+            f"user {USER} on #{digest} {ACL}",
+            f"logfile {self.directory / 'redis.log'}",
+        ]
+        self.conf = self.directory / "redis.conf"
+        write_secret(self.conf, ("\n".join(conf) + "\n").encode())
+
+    def url(self, *, host: str = "localhost", **params: str) -> str:
+        query = {
+            "ca": str(self.tls.ca),
+            "cert": str(self.client_cert),
+            "key": str(self.client_key),
+            "password_file": str(self.password_file),
+            **params,
+        }
+        return f"rediss://{USER}@{host}:{self.port}/0?{urlencode(query)}"
+
+    def start(self, timeout: float = 10) -> None:
+        binary = shutil.which("redis-server")
+        assert binary, "redis-server is not installed (make debs)"
+        self.process = subprocess.Popen(
+            [binary, str(self.conf)], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"redis-server exited: {self.log()}")
+            try:
+                socket.create_connection(("127.0.0.1", self.port), 0.2).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError(f"redis-server not listening after {timeout}s: {self.log()}")
+
+    def log(self) -> str:
+        path = self.directory / "redis.log"
+        return path.read_text()[-2000:] if path.exists() else ""
+
+    def stop(self, kill: bool = False) -> None:
+        """SIGTERM (Redis flushes its AOF) or, with ``kill``, SIGKILL."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        if kill:
+            self.process.kill()
+        else:
+            self.process.terminate()
+        self.process.wait(10)
+
+    def restart(self, down_s: float = 0.0) -> None:
+        self.stop()
+        time.sleep(down_s)
+        self.start()
