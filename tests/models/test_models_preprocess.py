@@ -31,7 +31,7 @@ def pixels(x: np.ndarray) -> np.ndarray:
 
 
 def png_header_only(width: int, height: int) -> bytes:
-    """A PNG that declares a size in its header and holds no pixels (a decompression bomb's shape)."""
+    """A PNG declaring a size in its header and holding no pixels (a bomb's shape)."""
 
     def chunk(kind: bytes, data: bytes) -> bytes:
         body = kind + data

@@ -1,4 +1,4 @@
-"""The resnet50 demo model: ResNet-50 v1.5 topology, FP32 and INT8 archives, finite spread logits."""
+"""The resnet50 demo model: v1.5 topology, FP32 and INT8 archives, finite and spread logits."""
 
 from __future__ import annotations
 
@@ -32,7 +32,10 @@ def test_fp32_graph_is_resnet50_v1_5(demo_store: dict[str, Path]) -> None:
     inp, out = model.graph.input[0], model.graph.output[0]
     assert inp.name == "input" and out.name == "logits"
     assert [d.dim_param or d.dim_value for d in inp.type.tensor_type.shape.dim] == [
-        "N", 3, 224, 224
+        "N",
+        3,
+        224,
+        224,
     ]
     assert [d.dim_param or d.dim_value for d in out.type.tensor_type.shape.dim] == ["N", 1000]
     # 53 convolutions; stride 2 on the 7x7 stem, on three 3x3s (v1.5) and three 1x1 projections.
