@@ -81,6 +81,7 @@ class RunningStack:
     management_port: int
     metrics_port: int
     log: Path
+    kms_port: int
 
     @property
     def ca(self) -> Path:
@@ -120,9 +121,15 @@ class RunningStack:
 
 
 def start_stack(
-    home: Path, store: Path, *extra: str, command: str = "serve", ready_timeout: float = 120
+    home: Path,
+    store: Path,
+    *extra: str,
+    command: str = "serve",
+    dev: bool = True,
+    ready_timeout: float = 120,
 ) -> RunningStack:
-    ports = [free_port() for _ in range(3)]
+    """``dev``: the embedded KMS with simulated attestation (broker payloads encrypted)."""
+    ports = [free_port() for _ in range(4)]
     log = home / "stack.log"
     home.mkdir(parents=True, exist_ok=True)
     args = [
@@ -142,11 +149,12 @@ def start_stack(
         str(ports[2]),
         "--threads",
         "1",
+        *(["--dev", "--kms-port", str(ports[3])] if dev else []),
         *extra,
     ]
     with log.open("wb") as out:
         proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=dict(os.environ))
-    stack = RunningStack(proc, home, store, ports[0], ports[1], ports[2], log)
+    stack = RunningStack(proc, home, store, ports[0], ports[1], ports[2], log, ports[3])
     deadline = time.monotonic() + ready_timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:

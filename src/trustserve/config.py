@@ -29,6 +29,10 @@ class Settings:
     max_deliveries: int = 3
     request_timeout_s: float = 30.0
     max_body_bytes: int = 64 * 1024 * 1024
+    dev: bool = False
+    kms_url: str | None = None
+    kms_port: int = 8083
+    attestation: str = "sim"
 
     @property
     def store(self) -> Path:

@@ -13,6 +13,7 @@ from typing import Any
 from trustserve.config import Settings, default_home
 
 log = logging.getLogger("trustserve")
+DEMO_ARCHIVES = ("resnet50", "resnet50-fp32", "digits")
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -33,6 +34,10 @@ def _settings(args: argparse.Namespace) -> Settings:
     s.max_queue = args.max_queue
     s.max_body_bytes = args.max_body_mb * 1024 * 1024
     s.broker_url = args.broker
+    s.dev = args.dev
+    s.kms_url = args.kms
+    s.kms_port = args.kms_port
+    s.attestation = args.attestation
     return s
 
 
@@ -59,26 +64,54 @@ def _serve_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--timeout", type=float, default=30.0, help="request deadline in seconds")
     p.add_argument("--max-queue", type=int, default=1024, help="queued requests per model")
     p.add_argument("--max-body-mb", type=int, default=64, help="request body limit in MiB")
+    p.add_argument("--kms", default=None, help="key service URL (default: none; --dev: embedded)")
+    p.add_argument("--kms-port", type=int, default=8083, help="port of the embedded KMS")
+    p.add_argument(
+        "--dev",
+        action="store_true",
+        help="embedded KMS with simulated attestation: NOTHING is hardware-protected",
+    )
+    p.add_argument(
+        "--attestation",
+        default="sim",
+        choices=["sim", "tpm", "tdx", "sev-snp", "sgx"],
+        help="evidence provider of this frontend and its workers",
+    )
 
 
 def cmd_up(args: argparse.Namespace) -> int:
+    """Development: demo models built locally, encrypted into the store by an embedded KMS."""
     settings = _settings(args)
-    store = settings.store
-    store.mkdir(parents=True, exist_ok=True)
+    settings.dev = True
+    from trustserve.kms.embedded import development_kms
+    from trustserve.kms.tools import encrypt_model_file
     from trustserve.models.demo import build_demo_models
 
-    build_demo_models(store)
-    return _run(settings)
+    demo = build_demo_models(Path(args.demo_dir) if args.demo_dir else demo_cache())
+    service = development_kms(settings.home)
+    settings.store.mkdir(parents=True, exist_ok=True)
+    for name in DEMO_ARCHIVES:
+        target = settings.store / demo[name].name
+        if not target.exists():
+            encrypt_model_file(demo[name], target, service)
+            print(f"encrypted {name} into {target}", flush=True)
+    return _run(settings, service)
+
+
+def demo_cache() -> Path:
+    """Plaintext demo models are the model owner's: kept outside TRUSTSERVE_HOME."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "trustserve" / "demo-models"
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
     return _run(_settings(args))
 
 
-def _run(settings: Settings) -> int:
+def _run(settings: Settings, kms: Any = None) -> int:
     from trustserve.frontend.server import Stack, banner
 
-    stack = Stack(settings)
+    stack = Stack(settings, kms)
 
     async def main() -> None:
         task = asyncio.create_task(stack.run())
@@ -138,6 +171,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 def register(sub: Any) -> None:
     p = sub.add_parser("up", help="build the demo models and run the whole stack (embedded)")
     _serve_options(p)
+    p.add_argument("--demo-dir", help="where the plaintext demo models are built (a cache)")
     p.set_defaults(func=cmd_up)
     p = sub.add_parser("serve", help="run the stack on the archives in the model store")
     _serve_options(p)

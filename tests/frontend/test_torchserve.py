@@ -23,7 +23,7 @@ def test_image_classifier_answers_top_k_labels(
         r = c.post("/predictions/colour", content=png(colour, fmt=fmt))
     assert r.status_code == 200, r.text
     probs = r.json()
-    assert list(probs)[0] == label
+    assert next(iter(probs)) == label
     assert set(probs) == {"red", "green", "blue"}
     assert abs(sum(probs.values()) - 1) < 1e-3
 

@@ -51,7 +51,7 @@ def test_any_flipped_byte_is_detected() -> None:
     for i in (0, 31, 32, len(sealed) // 2, len(sealed) - 1):
         bad = bytearray(sealed)
         bad[i] ^= 1
-        with pytest.raises(CannotOpenSealed, match="^cannot open sealed request$"):
+        with pytest.raises(CannotOpenSealed, match=r"^cannot open sealed request$"):
             open_request(private, ROUTE, bytes(bad))
     answer = bytearray(seal_response(reply, ROUTE, b"out", 1))
     answer[-1] ^= 0x80

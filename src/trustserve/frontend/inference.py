@@ -18,7 +18,17 @@ from starlette.routing import Route
 
 from trustserve import __version__
 from trustserve.broker.base import Broker, Job, Outcome
-from trustserve.errors import BadRequest, PayloadTooLarge, TrustserveError
+from trustserve.crypto.sealing import CONTENT_TYPE as SEALED_TYPE
+from trustserve.crypto.sealing import KEY_ID_HEADER
+from trustserve.errors import (
+    BadRequest,
+    NotFound,
+    PayloadTooLarge,
+    TrustserveError,
+    Unavailable,
+    UnknownKeyId,
+)
+from trustserve.frontend.keys import FrontendKeys
 from trustserve.frontend.metrics import Metrics
 from trustserve.frontend.registry import ModelEntry, ModelRegistry
 from trustserve.frontend.responses import (
@@ -35,7 +45,8 @@ from trustserve.tensors import (
     parse_response,
 )
 
-EXTENSIONS = ["binary_tensor_data", "model_repository"]
+EXTENSIONS = ["binary_tensor_data", "model_repository", "trustserve_sealed"]
+ATTESTATION_PATH = "/v2/trustserve/attestation"
 
 
 class InferenceApi:
@@ -47,7 +58,9 @@ class InferenceApi:
         *,
         timeout_s: float = 30.0,
         max_body_bytes: int = 64 * 1024 * 1024,
+        keys: FrontendKeys | None = None,
     ) -> None:
+        self.keys = keys
         self.registry = registry
         self.broker = broker
         self.metrics = metrics
@@ -67,6 +80,7 @@ class InferenceApi:
             Route(v + "/ready", self.model_ready),
             Route(m + "/infer", self.infer, methods=["POST"]),
             Route(v + "/infer", self.infer, methods=["POST"]),
+            Route(ATTESTATION_PATH, self.attestation),
             Route("/ping", self.ping),
             Route("/predictions/{model}", self.predict, methods=["POST"]),
             Route("/predictions/{model}/{version}", self.predict, methods=["POST"]),
@@ -89,6 +103,12 @@ class InferenceApi:
         if missing:
             return json_response({"ready": False, "waiting_for": missing}, 503)
         return json_response({"ready": True})
+
+    async def attestation(self, request: Request) -> Response:
+        """The KMS's attestation bundle: what a client verifies before it seals anything."""
+        if self.keys is None:
+            raise NotFound("this server runs without a key service: no sealed inference")
+        return json_response(await self.keys.bundle())
 
     async def ping(self, request: Request) -> Response:
         ready = (await self.ready(request)).status_code == 200
@@ -156,6 +176,12 @@ class InferenceApi:
         try:
             entry = self._entry(request)
             body = await self.body(request)
+            if request.headers.get("content-type", "").startswith(SEALED_TYPE):
+                outcome = await self._sealed(request, entry, body)
+                status, meta = outcome.status, outcome.meta
+                if status != 200:
+                    return status_error(status, outcome.payload.decode(errors="replace"))
+                return Response(outcome.payload, media_type=SEALED_TYPE)
             req = parse_request(body, request.headers.get("inference-header-content-length"))
             check_against(req, entry.manifest)
             payload, head_len = encode_binary({}, "inputs", req.inputs)
@@ -169,6 +195,22 @@ class InferenceApi:
             return error_response(exc)
         finally:
             self.metrics.observe(name, "v2", status, time.perf_counter() - started, meta)
+
+    async def _sealed(self, request: Request, entry: ModelEntry, body: bytes) -> Outcome:
+        """Routed on the clear model name; the body goes to the broker as it came."""
+        if self.keys is None:
+            raise BadRequest("this server has no key service: send a standard request")
+        key_id = request.headers.get(KEY_ID_HEADER)
+        known = await self.keys.serving_key_ids()
+        if not known:
+            raise Unavailable("the key service holds no valid serving key")
+        if key_id not in known:
+            raise UnknownKeyId(
+                f"unknown serving key id {key_id!r}; the current key id is {known[0]!r}: "
+                f"fetch {ATTESTATION_PATH} again"
+            )
+        version = request.path_params.get("version", "")
+        return await self.submit(entry, "sealed", body, {"key_id": key_id, "version": version})
 
     def _v2_response(
         self,

@@ -82,8 +82,11 @@ class ModelRegistry:
         return versions[version]
 
     def default_version(self, name: str) -> str:
-        """The greatest numeric version; a model with none numeric uses its greatest name."""
-        return max(self._models[name], key=_version_key)
+        """The version whose manifest says ``extra.default_version: true``; else the greatest
+        numeric version; else the greatest name."""
+        versions = self._models[name]
+        marked = [v for v, e in versions.items() if e.manifest.extra.get("default_version")]
+        return max(marked or versions, key=_version_key)
 
     def versions(self, name: str) -> list[str]:
         return sorted(self._models.get(name, {}), key=_version_key)

@@ -16,13 +16,20 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
+from trustserve.attestation import make_provider
 from trustserve.broker import Broker, open_broker
+from trustserve.broker.encrypted import EncryptingBroker
 from trustserve.config import Settings
 from trustserve.files import read_or_create_token
 from trustserve.frontend.inference import InferenceApi
+from trustserve.frontend.keys import FrontendKeys
 from trustserve.frontend.management import ManagementApi
 from trustserve.frontend.metrics import Metrics
 from trustserve.frontend.registry import ModelRegistry
+from trustserve.kms.app import create_app
+from trustserve.kms.client import KmsClient
+from trustserve.kms.embedded import development_kms
+from trustserve.kms.service import KmsService
 from trustserve.supervisor import WorkerSupervisor
 from trustserve.tls import TlsFiles, ensure_local_ca
 
@@ -38,8 +45,9 @@ class _Server(uvicorn.Server):
 
 
 class Stack:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, kms: KmsService | None = None) -> None:
         self.settings = settings
+        self.kms = kms
         self.metrics = Metrics()
         self.registry = ModelRegistry(settings.store)
         self.broker: Broker
@@ -56,8 +64,7 @@ class Stack:
         self.tls: TlsFiles | None = None
         self._servers: list[_Server] = []
 
-    def _server(self, app: ASGIApp, host: str, port: int) -> _Server:
-        tls = self.tls
+    def _server(self, app: ASGIApp, host: str, port: int, tls: TlsFiles | None) -> _Server:
         config = uvicorn.Config(
             app,
             host=host,
@@ -76,16 +83,44 @@ class Stack:
 
     async def run(self) -> None:
         s = self.settings
+        tls_files = ensure_local_ca(s.tls_dir)
         if s.tls:
-            self.tls = ensure_local_ca(s.tls_dir)
+            self.tls = tls_files
         else:
             log.warning(
-                "!!! TLS is OFF (--insecure-http): requests and results cross the network in clear"
+                "!!! TLS is OFF (--insecure-http): clients' data crosses the network in clear"
             )
         token = read_or_create_token(s.token_file)
-        self.broker, worker_url = await open_broker(
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self.stop)
+        tasks = []
+        keys = None
+        kms_url = s.kms_url
+        if kms_url is None and (s.dev or self.kms is not None):
+            service = self.kms or development_kms(s.home)
+            provider = make_provider(s.attestation, s.home)
+            kms_server = self._server(
+                create_app(service, provider), "127.0.0.1", s.kms_port, tls_files
+            )
+            tasks.append(asyncio.create_task(kms_server.serve()))
+            self._servers.append(kms_server)
+            while not kms_server.started:
+                if tasks[0].done():
+                    await tasks[0]
+                await asyncio.sleep(0.02)
+            kms_url = f"https://127.0.0.1:{s.kms_port}"
+        broker, worker_url = await open_broker(
             s.broker_url, s.run_dir / "broker.sock", s.max_queue, s.max_deliveries
         )
+        self.broker = broker
+        if kms_url is not None:
+            client = KmsClient(kms_url, ca_file=tls_files.ca)
+            keys = FrontendKeys(client, make_provider(s.attestation, s.home))
+            self.broker = EncryptingBroker(broker, await keys.broker_key())
+            self.supervisor.worker_args += ["--kms", kms_url, "--attestation", s.attestation]
+        else:
+            log.warning("!!! no key service: broker payloads are NOT encrypted (plaintext mode)")
         self.supervisor.worker_args += ["--broker", worker_url]
         for entry in self.registry.scan(s.workers_per_model):
             await self.supervisor.scale(entry, entry.min_workers)
@@ -95,19 +130,19 @@ class Stack:
             self.metrics,
             timeout_s=s.request_timeout_s,
             max_body_bytes=s.max_body_bytes,
+            keys=keys,
         )
         management = ManagementApi(self.registry, self.broker, self.supervisor, s.workers_per_model)
         metrics_app = Starlette(routes=[Route("/metrics", self.metrics_endpoint)])
-        self._servers = [
-            self._server(inference.app(), s.host, s.inference_port),
-            self._server(management.app(token), s.management_host, s.management_port),
-            self._server(metrics_app, s.management_host, s.metrics_port),
+        servers = [
+            self._server(inference.app(), s.host, s.inference_port, self.tls),
+            self._server(management.app(token), s.management_host, s.management_port, self.tls),
+            self._server(metrics_app, s.management_host, s.metrics_port, self.tls),
         ]
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, self.stop)
+        self._servers += servers
+        tasks += [asyncio.create_task(srv.serve()) for srv in servers]
         try:
-            await asyncio.gather(*(srv.serve() for srv in self._servers))
+            await asyncio.gather(*tasks)
         finally:
             await self.supervisor.stop_all()
             await self.broker.close()
@@ -129,7 +164,15 @@ def banner(settings: Settings, models: list[str]) -> str:
     base = f"{s.scheme}://localhost:{s.inference_port}"
     ca = f" --cacert {s.tls_dir / 'ca.pem'}" if s.tls else ""
     token = Path(s.token_file)
-    lines = [
+    lines = []
+    if s.dev and s.attestation == "sim":
+        lines += [
+            "!" * 78,
+            "!! DEVELOPMENT MODE: attestation is SIMULATED and the KMS root key sits on this disk.",
+            "!! NOTHING here is hardware-protected. Do not serve real data this way.",
+            "!" * 78,
+        ]
+    lines += [
         "trustserve is up",
         f"  inference   {base}  (Open Inference Protocol v2, TorchServe /predictions)",
         f"  management  {s.scheme}://{s.management_host}:{s.management_port}"

@@ -17,9 +17,11 @@ import orjson
 
 from trustserve.archive import DATATYPES, Manifest
 from trustserve.broker.base import Job
+from trustserve.crypto.sealing import CONTENT_TYPE, ResponseKey, Route, seal_response
 from trustserve.engines.base import Tensors
 from trustserve.errors import InvalidInput
 from trustserve.tensors import Tensor, check_against, datatype_of, encode_binary, parse_request
+from trustserve.worker.sealed import SealedReader
 
 TOP_K = 5
 
@@ -29,11 +31,24 @@ class Decoded:
     job: Job
     inputs: Tensors
     rows: int
+    reply: tuple[ResponseKey, Route] | None = None
 
 
-def decode(job: Job, manifest: Manifest, preprocess: Callable[[bytes], Any] | None) -> Decoded:
-    if job.kind == "v2":
-        request = parse_request(job.payload, str(job.meta["header_length"]))
+def decode(
+    job: Job,
+    manifest: Manifest,
+    preprocess: Callable[[bytes], Any] | None,
+    sealed: SealedReader | None = None,
+) -> Decoded:
+    reply = None
+    if job.kind in ("v2", "sealed"):
+        body, header_length = job.payload, job.meta.get("header_length")
+        if job.kind == "sealed":
+            if sealed is None:
+                raise InvalidInput("this worker holds no serving key for sealed requests")
+            opened, route = sealed.open(job)
+            body, header_length, reply = opened.body, opened.header_length, (opened.reply, route)
+        request = parse_request(body, None if header_length is None else str(header_length))
         check_against(request, manifest)
         inputs = {t.name: t.data for t in request.inputs}
     elif job.kind == "torchserve":
@@ -41,7 +56,7 @@ def decode(job: Job, manifest: Manifest, preprocess: Callable[[bytes], Any] | No
     else:
         raise InvalidInput(f"this worker cannot read requests of kind {job.kind!r}")
     rows = next(iter(inputs.values())).shape[0]
-    return Decoded(job, inputs, rows)
+    return Decoded(job, inputs, rows, reply)
 
 
 def _torchserve_inputs(
@@ -107,8 +122,9 @@ def split(run: list[Decoded], outputs: Tensors) -> list[Tensors]:
     return parts
 
 
-def encode_answer(job: Job, manifest: Manifest, outputs: Tensors) -> tuple[bytes, dict[str, Any]]:
+def encode_answer(d: Decoded, manifest: Manifest, outputs: Tensors) -> tuple[bytes, dict[str, Any]]:
     """Response bytes for one job and the clear facts the frontend needs to pass them on."""
+    job = d.job
     if job.kind == "torchserve":
         return orjson.dumps(_torchserve_answer(manifest, outputs)), {
             "content_type": "application/json"
@@ -117,6 +133,9 @@ def encode_answer(job: Job, manifest: Manifest, outputs: Tensors) -> tuple[bytes
     body, head_len = encode_binary(
         {"model_name": manifest.name, "model_version": manifest.version}, "outputs", tensors
     )
+    if d.reply is not None:
+        reply, route = d.reply
+        return seal_response(reply, route, body, head_len), {"content_type": CONTENT_TYPE}
     return body, {"header_length": head_len}
 
 

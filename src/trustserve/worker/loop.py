@@ -14,6 +14,7 @@ from trustserve.broker.base import Job, JobSource, Outcome
 from trustserve.engines.base import Engine, Tensors
 from trustserve.errors import TrustserveError
 from trustserve.worker.batching import Decoded, concat, decode, encode_answer, plan, split
+from trustserve.worker.sealed import SealedReader
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +27,9 @@ class WorkerLoop:
         manifest: Manifest,
         engine: Engine,
         preprocess: Callable[[bytes], Any] | None = None,
+        sealed: SealedReader | None = None,
     ) -> None:
+        self.sealed = sealed
         self.source = source
         self.queue = queue
         self.manifest = manifest
@@ -63,7 +66,7 @@ class WorkerLoop:
             infer_ms = (time.perf_counter() - start) * 1000
             rows = sum(d.rows for d in run)
             for d, out in zip(run, split(run, outputs), strict=True):
-                body, meta = encode_answer(d.job, self.manifest, out)
+                body, meta = encode_answer(d, self.manifest, out)
                 meta.update(
                     inference_ms=infer_ms,
                     queue_ms=max(0.0, (taken_at - d.job.enqueued_at) * 1000),
@@ -72,7 +75,7 @@ class WorkerLoop:
                 await self.source.answer(d.job, Outcome(d.job.id, 200, body, meta))
 
     def _decode(self, job: Job) -> Decoded:
-        return decode(job, self.manifest, self.preprocess)
+        return decode(job, self.manifest, self.preprocess, self.sealed)
 
     def _infer(self, run: list[Decoded]) -> Tensors:
         return self.engine.infer(concat(run))

@@ -18,23 +18,19 @@ from pathlib import Path
 from typing import Any
 
 from trustserve import archive
-from trustserve.broker import connect_job_source
+from trustserve.broker import JobSource, connect_job_source
 from trustserve.broker.base import queue_name
+from trustserve.broker.encrypted import DecryptingJobSource
+from trustserve.config import default_home
 from trustserve.engines import load_engine
 from trustserve.errors import TrustserveError
 from trustserve.logs import setup as setup_logging
+from trustserve.worker.keys import key_ring
 from trustserve.worker.loop import WorkerLoop
+from trustserve.worker.replay import ReplayGuard, SqliteNonceStore
+from trustserve.worker.sealed import SealedReader
 
 log = logging.getLogger("trustserve.worker")
-
-
-def model_bytes(model: archive.ModelArchive, args: argparse.Namespace) -> bytes:
-    """The plaintext model, in memory only."""
-    if not model.encrypted:
-        return model.payload
-    from trustserve.worker.keys import decrypt_with_released_key
-
-    return decrypt_with_released_key(model, args)
 
 
 def preprocessor(manifest: archive.Manifest) -> Callable[[bytes], Any] | None:
@@ -46,18 +42,30 @@ def preprocessor(manifest: archive.Manifest) -> Callable[[bytes], Any] | None:
 
 
 async def serve(args: argparse.Namespace) -> int:
+    home = Path(args.home) if args.home else default_home()
     model = archive.load(Path(args.archive))
     manifest = model.manifest
-    engine = load_engine(args.engine, model_bytes(model, args), manifest, args.threads)
-    del model
+    ca = Path(args.ca) if args.ca else home / "tls" / "ca.pem"
+    keys = key_ring(args.kms, home, args.attestation, ca if ca.exists() else None)
+    plaintext = await asyncio.to_thread(keys.obtain, model)
+    engine = load_engine(args.engine, plaintext, manifest, args.threads)
+    del model, plaintext
     queue = queue_name(manifest.name, manifest.version)
-    source = await connect_job_source(args.broker, queue)
+    source: JobSource = await connect_job_source(args.broker, queue)
+    if keys.broker is not None:
+        source = DecryptingJobSource(source, keys.broker)
+    sealed = None
+    if keys.serving is not None:
+        nonces = SqliteNonceStore(
+            Path(args.nonce_db) if args.nonce_db else home / "run" / "nonces.db"
+        )
+        sealed = SealedReader(keys, ReplayGuard(nonces, args.replay_window), manifest)
     log.info("worker %d ready: %s, %s, %d threads", os.getpid(), queue, args.engine, args.threads)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    worker = WorkerLoop(source, queue, manifest, engine, preprocessor(manifest))
+    worker = WorkerLoop(source, queue, manifest, engine, preprocessor(manifest), sealed)
     try:
         await worker.run(stop)
     except (asyncio.IncompleteReadError, ConnectionError):
@@ -74,8 +82,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--broker", required=True, help="unix:PATH (embedded) or rediss://HOST:PORT")
     p.add_argument("--engine", default="onnxruntime", help="onnxruntime or openvino")
     p.add_argument("--threads", type=int, default=max(1, os.cpu_count() or 1))
-    p.add_argument("--home", default=None, help="TRUSTSERVE_HOME (keys, attestation)")
-    p.add_argument("--kms", default=None, help="KMS URL for encrypted archives")
+    p.add_argument("--home", default=None, help="TRUSTSERVE_HOME (TLS CA, nonce store)")
+    p.add_argument("--kms", default=None, help="KMS URL: keys are released to this worker there")
+    p.add_argument("--ca", default=None, help="CA file for the KMS (default HOME/tls/ca.pem)")
+    p.add_argument(
+        "--attestation",
+        default="sim",
+        choices=["sim", "tpm", "tdx", "sev-snp", "sgx"],
+        help="evidence provider (sim is for development: the KMS must opt in)",
+    )
+    p.add_argument("--replay-window", type=float, default=300.0, help="sealed freshness, seconds")
+    p.add_argument("--nonce-db", default=None, help="nonce store shared by this host's workers")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -1,0 +1,49 @@
+"""What the frontend learns from the KMS: the public attestation bundle, and the broker key.
+
+The bundle is public (clients verify it themselves); the frontend caches it
+briefly and reads the current serving key ids from it, so that a request
+sealed to an unknown key is answered with the key id to use instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import time
+from typing import Any
+
+from trustserve.attestation import EvidenceProvider
+from trustserve.errors import Unavailable
+from trustserve.kms.client import KmsClient
+from trustserve.kms.release import BROKER
+
+BUNDLE_TTL_S = 30.0
+
+
+class FrontendKeys:
+    def __init__(self, client: KmsClient, provider: EvidenceProvider) -> None:
+        self.client = client
+        self.provider = provider
+        self._bundle: tuple[float, dict[str, Any]] | None = None
+        self._lock = asyncio.Lock()
+
+    async def broker_key(self) -> bytes:
+        keys = await asyncio.to_thread(self.client.release, self.provider, [BROKER])
+        return keys[BROKER]
+
+    async def bundle(self) -> dict[str, Any]:
+        async with self._lock:
+            if self._bundle is None or time.monotonic() - self._bundle[0] > BUNDLE_TTL_S:
+                try:
+                    fresh = await asyncio.to_thread(self.client.attestation_bundle)
+                except Exception as exc:  # the KMS unreachable or failing: say so, 503
+                    raise Unavailable(f"key service unavailable: {type(exc).__name__}") from None
+                self._bundle = (time.monotonic(), fresh)
+            return self._bundle[1]
+
+    async def serving_key_ids(self) -> list[str]:
+        """Key ids the KMS currently signs (current first); unverified: only for routing hints."""
+        signed = (await self.bundle())["serving_keys"]
+        body = json.loads(base64.b64decode(signed["payload"]))
+        return [str(k["key_id"]) for k in body["keys"] if float(k["not_after"]) > time.time()]

@@ -1,0 +1,69 @@
+"""Freshness and single use of sealed requests, shared by every worker that serves them.
+
+A sealed request carries its issue time and a random nonce. A worker refuses it
+when it is older than the window (or from the future beyond a small skew), and
+when its nonce was seen before by any worker sharing the same ``NonceStore``.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from pathlib import Path
+from typing import Protocol
+
+from trustserve.errors import Expired, Replayed
+
+CLOCK_SKEW_S = 30.0
+
+
+class NonceStore(Protocol):
+    def first_use(self, nonce: bytes, expires_at: float) -> bool:
+        """True the first time ``nonce`` is offered before it expires, False after."""
+        ...
+
+
+class SqliteNonceStore:
+    """Nonces in a SQLite file: shared by worker processes on one machine."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._db = sqlite3.connect(str(path), timeout=10, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS nonces (nonce BLOB PRIMARY KEY, expires REAL NOT NULL)"
+        )
+        self._inserts = 0
+
+    def first_use(self, nonce: bytes, expires_at: float) -> bool:
+        self._inserts += 1
+        if self._inserts % 1000 == 0:
+            self._db.execute("DELETE FROM nonces WHERE expires < ?", (time.time(),))
+        try:
+            self._db.execute("INSERT INTO nonces VALUES (?, ?)", (nonce, expires_at))
+        except sqlite3.IntegrityError:
+            row = self._db.execute(
+                "SELECT expires FROM nonces WHERE nonce = ?", (nonce,)
+            ).fetchone()
+            if row and row[0] < time.time():
+                self._db.execute(
+                    "UPDATE nonces SET expires = ? WHERE nonce = ?", (expires_at, nonce)
+                )
+                return True
+            return False
+        return True
+
+
+class ReplayGuard:
+    def __init__(self, store: NonceStore, window_s: float) -> None:
+        self.store = store
+        self.window_s = window_s
+
+    def check(self, issued_at: float, nonce: bytes, now: float | None = None) -> None:
+        now = time.time() if now is None else now
+        if issued_at < now - self.window_s or issued_at > now + CLOCK_SKEW_S:
+            raise Expired(
+                f"sealed request is outside the {self.window_s:.0f} s freshness window; seal anew"
+            )
+        if not self.store.first_use(nonce, issued_at + self.window_s + CLOCK_SKEW_S):
+            raise Replayed("sealed request was already received (replay)")
