@@ -49,6 +49,7 @@ def test_fp32_graph_is_resnet50_v1_5(demo_store: dict[str, Path]) -> None:
 def test_fp32_and_int8_archives(demo_store: dict[str, Path]) -> None:
     fp32 = archive.load(demo_store["resnet50-fp32"])
     int8 = archive.load(demo_store["resnet50"])
+    assert demo_store["resnet50-int8"] == demo_store["resnet50"]
     assert (fp32.manifest.name, fp32.manifest.version) == ("resnet50", "fp32")
     assert (int8.manifest.name, int8.manifest.version) == ("resnet50", "int8")
     assert int8.manifest.extra["default_version"] is True

@@ -42,8 +42,8 @@ def build_demo_models(
 ) -> dict[str, Path]:
     """Write the demo archives and ONNX files (skipping valid ones); returns them by name.
 
-    Keys: ``digits``, ``resnet50-fp32``, ``resnet50`` (INT8, only with ``int8``),
-    and ``onnx/<file stem>`` for each raw ONNX model.
+    Keys: ``digits``, ``resnet50-fp32``, ``resnet50`` and its alias ``resnet50-int8``
+    (only with ``int8``), and ``onnx/<file stem>`` for each raw ONNX model.
     """
     say: Log = log or (lambda _msg: None)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -121,7 +121,7 @@ def _resnet_fp32(out: Path, say: Log) -> dict[str, Path]:
 def _resnet_int8(out: Path, say: Log, progress: bool) -> dict[str, Path]:
     tsm, raw = out / "resnet50.tsm", out / "onnx/resnet50-int8.onnx"
     fp32 = out / "onnx/resnet50-fp32.onnx"
-    paths = {"resnet50": tsm, "onnx/resnet50-int8": raw}
+    paths = {"resnet50": tsm, "resnet50-int8": tsm, "onnx/resnet50-int8": raw}
     if _current(tsm, raw):
         say(f"resnet50 int8: up to date ({tsm})")
         return paths
