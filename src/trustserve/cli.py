@@ -16,6 +16,7 @@ COMMAND_MODULES = (
     "trustserve.models.cli",
     "trustserve.attestation.cli",
     "trustserve.kms.cli",
+    "trustserve.client.cli",
 )
 
 

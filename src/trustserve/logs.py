@@ -10,3 +10,5 @@ def setup(verbose: bool = False) -> None:
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # a line per HTTP call (KMS challenge/release, bundle fetches) is noise, not news
+    logging.getLogger("httpx").setLevel(logging.DEBUG if verbose else logging.WARNING)

@@ -61,7 +61,7 @@ class WorkerSupervisor:
         await asyncio.gather(*(self.stop(q) for q in list(self._slots)))
 
     async def _keep_running(self, slot: WorkerSlot) -> None:
-        backoff = 1.0
+        backoff = 0.5
         while not slot.stopping:
             args = [
                 *self.worker_args,
@@ -75,17 +75,18 @@ class WorkerSupervisor:
             code = await slot.process.wait()
             if slot.stopping:
                 return
-            ran = time.monotonic() - slot.started_at
-            backoff = 1.0 if ran > 60 else min(backoff * 2, 30.0)
+            if time.monotonic() - slot.started_at > 60:
+                backoff = 0.5  # it had been running fine: restart at once
             slot.restarts += 1
             log.warning(
-                "worker for %s (pid %s) exited with %s; restarting in %.0f s",
+                "worker for %s (pid %s) exited with %s; restarting in %.1f s",
                 slot.entry.queue,
                 slot.process.pid,
                 code,
                 backoff,
             )
             await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 30.0)
 
     async def _stop(self, slot: WorkerSlot) -> None:
         slot.stopping = True

@@ -79,3 +79,8 @@ class JobSource(Protocol):
     async def answer(self, job: Job, outcome: Outcome) -> None: ...
 
     async def close(self) -> None: ...
+
+
+def broker_failure(job_id: str, message: str) -> Outcome:
+    """An answer the broker itself gives (no worker could): clear text, marked as the broker's."""
+    return Outcome(job_id, 500, message.encode(), {"broker": True})

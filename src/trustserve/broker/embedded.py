@@ -18,7 +18,7 @@ from collections import deque
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from trustserve.broker.base import Job, Outcome
+from trustserve.broker.base import Job, Outcome, broker_failure
 from trustserve.broker.wire import (
     frame,
     job_from,
@@ -108,7 +108,7 @@ class EmbeddedBroker:
                 if job.deliveries >= self.max_deliveries:
                     log.warning("job %s failed on %d workers", job.id, job.deliveries)
                     self._resolve(
-                        Outcome(job.id, 500, b"request failed on every worker that took it")
+                        broker_failure(job.id, "request failed on every worker that took it")
                     )
                 else:
                     q.jobs.appendleft(job)

@@ -17,7 +17,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from trustserve.broker.base import Broker, Job, JobSource, Outcome
-from trustserve.errors import CannotOpenSealed
+from trustserve.errors import CannotOpenSealed, TrustserveError
 
 _IV = 12
 
@@ -50,7 +50,12 @@ class EncryptingBroker:
         aad = _aad(job.id, job.queue, "job") + job.kind.encode()
         sealed = replace(job, payload=self.cipher.seal(job.payload, aad))
         outcome = await self.inner.submit(sealed)
-        payload = self.cipher.open(outcome.payload, _aad(job.id, job.queue, "outcome"))
+        if outcome.meta.get("broker") and outcome.status != 200:
+            return outcome  # the broker's own failure notice: no worker data in it
+        try:
+            payload = self.cipher.open(outcome.payload, _aad(job.id, job.queue, "outcome"))
+        except CannotOpenSealed:
+            raise TrustserveError("an answer from the broker failed authentication") from None
         return replace(outcome, payload=payload)
 
     async def depth(self, queue: str) -> int:

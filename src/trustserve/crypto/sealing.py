@@ -58,6 +58,9 @@ class ResponseKey:
 
 @dataclass(frozen=True)
 class OpenedRequest:
+    """``kind`` is ``v2`` (tensors) or ``raw`` (a body as the TorchServe API takes it)."""
+
+    kind: str
     body: bytes
     header_length: int | None
     issued_at: float
@@ -70,6 +73,7 @@ def seal_request(
     body: bytes,
     header_length: int | None,
     now: float | None = None,
+    kind: str = "v2",
 ) -> tuple[bytes, ResponseKey]:
     reply = ResponseKey(AESGCM.generate_key(bit_length=256), os.urandom(NONCE_SIZE))
     head = json.dumps(
@@ -78,6 +82,7 @@ def seal_request(
             "nonce": base64.b64encode(reply.nonce).decode(),
             "response_key": base64.b64encode(reply.key).decode(),
             "header_length": header_length,
+            "kind": kind,
         }
     ).encode()
     inner = _LEN.pack(len(head)) + head + body
@@ -95,12 +100,13 @@ def open_request(private_key: bytes, route: Route, sealed: bytes) -> OpenedReque
         issued_at = float(head["issued_at"])
         hl = head.get("header_length")
         header_length = None if hl is None else int(hl)
+        kind = str(head.get("kind", "v2"))
     except (struct.error, ValueError, KeyError, TypeError):
         raise CannotOpenSealed() from None
-    if len(key) != 32 or len(nonce) != NONCE_SIZE:
+    if len(key) != 32 or len(nonce) != NONCE_SIZE or kind not in ("v2", "raw"):
         raise CannotOpenSealed()
     body = inner[_LEN.size + n :]
-    return OpenedRequest(body, header_length, issued_at, ResponseKey(key, nonce))
+    return OpenedRequest(kind, body, header_length, issued_at, ResponseKey(key, nonce))
 
 
 def seal_response(

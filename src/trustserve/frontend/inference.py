@@ -201,7 +201,7 @@ class InferenceApi:
         if self.keys is None:
             raise BadRequest("this server has no key service: send a standard request")
         key_id = request.headers.get(KEY_ID_HEADER)
-        known = await self.keys.serving_key_ids()
+        known = await self.keys.serving_key_ids(expect=key_id)
         if not known:
             raise Unavailable("the key service holds no valid serving key")
         if key_id not in known:

@@ -19,6 +19,7 @@ from trustserve.kms.client import KmsClient
 from trustserve.kms.release import BROKER
 
 BUNDLE_TTL_S = 30.0
+MIN_REFRESH_S = 1.0
 
 
 class FrontendKeys:
@@ -32,9 +33,10 @@ class FrontendKeys:
         keys = await asyncio.to_thread(self.client.release, self.provider, [BROKER])
         return keys[BROKER]
 
-    async def bundle(self) -> dict[str, Any]:
+    async def bundle(self, refresh: bool = False) -> dict[str, Any]:
         async with self._lock:
-            if self._bundle is None or time.monotonic() - self._bundle[0] > BUNDLE_TTL_S:
+            age = time.monotonic() - self._bundle[0] if self._bundle else float("inf")
+            if age > BUNDLE_TTL_S or (refresh and age > MIN_REFRESH_S) or self._bundle is None:
                 try:
                     fresh = await asyncio.to_thread(self.client.attestation_bundle)
                 except Exception as exc:  # the KMS unreachable or failing: say so, 503
@@ -42,8 +44,18 @@ class FrontendKeys:
                 self._bundle = (time.monotonic(), fresh)
             return self._bundle[1]
 
-    async def serving_key_ids(self) -> list[str]:
-        """Key ids the KMS currently signs (current first); unverified: only for routing hints."""
-        signed = (await self.bundle())["serving_keys"]
-        body = json.loads(base64.b64decode(signed["payload"]))
+    async def serving_key_ids(self, expect: str | None = None) -> list[str]:
+        """Key ids the KMS currently signs (current first); unverified: only for routing hints.
+
+        If ``expect`` is not among them the bundle is fetched again (a key may have just
+        been rotated in), at most once a second.
+        """
+        ids = self._ids(await self.bundle())
+        if expect is not None and expect not in ids:
+            ids = self._ids(await self.bundle(refresh=True))
+        return ids
+
+    @staticmethod
+    def _ids(bundle: dict[str, Any]) -> list[str]:
+        body = json.loads(base64.b64decode(bundle["serving_keys"]["payload"]))
         return [str(k["key_id"]) for k in body["keys"] if float(k["not_after"]) > time.time()]

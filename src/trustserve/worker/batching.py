@@ -28,9 +28,12 @@ TOP_K = 5
 
 @dataclass
 class Decoded:
+    """A job's input tensors; ``answer`` says how to answer it (``v2`` or ``torchserve``)."""
+
     job: Job
     inputs: Tensors
     rows: int
+    answer: str
     reply: tuple[ResponseKey, Route] | None = None
 
 
@@ -40,23 +43,23 @@ def decode(
     preprocess: Callable[[bytes], Any] | None,
     sealed: SealedReader | None = None,
 ) -> Decoded:
-    reply = None
-    if job.kind in ("v2", "sealed"):
-        body, header_length = job.payload, job.meta.get("header_length")
-        if job.kind == "sealed":
-            if sealed is None:
-                raise InvalidInput("this worker holds no serving key for sealed requests")
-            opened, route = sealed.open(job)
-            body, header_length, reply = opened.body, opened.header_length, (opened.reply, route)
+    kind, body, header_length, reply = job.kind, job.payload, job.meta.get("header_length"), None
+    if kind == "sealed":
+        if sealed is None:
+            raise InvalidInput("this worker holds no serving key for sealed requests")
+        opened, route = sealed.open(job)
+        kind = "v2" if opened.kind == "v2" else "torchserve"
+        body, header_length, reply = opened.body, opened.header_length, (opened.reply, route)
+    if kind == "v2":
         request = parse_request(body, None if header_length is None else str(header_length))
         check_against(request, manifest)
         inputs = {t.name: t.data for t in request.inputs}
-    elif job.kind == "torchserve":
-        inputs = _torchserve_inputs(job.payload, manifest, preprocess)
+    elif kind == "torchserve":
+        inputs = _torchserve_inputs(body, manifest, preprocess)
     else:
-        raise InvalidInput(f"this worker cannot read requests of kind {job.kind!r}")
+        raise InvalidInput(f"this worker cannot read requests of kind {kind!r}")
     rows = next(iter(inputs.values())).shape[0]
-    return Decoded(job, inputs, rows, reply)
+    return Decoded(job, inputs, rows, kind, reply)
 
 
 def _torchserve_inputs(
@@ -124,19 +127,19 @@ def split(run: list[Decoded], outputs: Tensors) -> list[Tensors]:
 
 def encode_answer(d: Decoded, manifest: Manifest, outputs: Tensors) -> tuple[bytes, dict[str, Any]]:
     """Response bytes for one job and the clear facts the frontend needs to pass them on."""
-    job = d.job
-    if job.kind == "torchserve":
-        return orjson.dumps(_torchserve_answer(manifest, outputs)), {
-            "content_type": "application/json"
-        }
-    tensors = [Tensor(n, datatype_of(a), tuple(a.shape), a) for n, a in outputs.items()]
-    body, head_len = encode_binary(
-        {"model_name": manifest.name, "model_version": manifest.version}, "outputs", tensors
-    )
+    head_len: int | None = None
+    if d.answer == "torchserve":
+        body = orjson.dumps(_torchserve_answer(manifest, outputs))
+        meta: dict[str, Any] = {"content_type": "application/json"}
+    else:
+        tensors = [Tensor(n, datatype_of(a), tuple(a.shape), a) for n, a in outputs.items()]
+        header = {"model_name": manifest.name, "model_version": manifest.version}
+        body, head_len = encode_binary(header, "outputs", tensors)
+        meta = {"header_length": head_len}
     if d.reply is not None:
         reply, route = d.reply
         return seal_response(reply, route, body, head_len), {"content_type": CONTENT_TYPE}
-    return body, {"header_length": head_len}
+    return body, meta
 
 
 def _torchserve_answer(manifest: Manifest, outputs: Tensors) -> Any:

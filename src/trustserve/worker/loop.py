@@ -54,6 +54,9 @@ class WorkerLoop:
                 decoded.append(await loop.run_in_executor(self._executor, self._decode, job))
             except TrustserveError as exc:
                 await self._fail(job, exc.status, str(exc))
+            except Exception:
+                log.exception("reading a %s request failed", job.kind)
+                await self._fail(job, 500, "the worker could not read this request")
         for run in plan(decoded, self.manifest.max_batch_size):
             start = time.perf_counter()
             try:

@@ -8,6 +8,7 @@ when its nonce was seen before by any worker sharing the same ``NonceStore``.
 from __future__ import annotations
 
 import sqlite3
+import threading
 import time
 from pathlib import Path
 from typing import Protocol
@@ -28,7 +29,11 @@ class SqliteNonceStore:
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self._db = sqlite3.connect(str(path), timeout=10, isolation_level=None)
+        # used from the worker's engine thread, made on its event loop thread: one lock guards it
+        self._db = sqlite3.connect(
+            str(path), timeout=10, isolation_level=None, check_same_thread=False
+        )
+        self._lock = threading.Lock()
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS nonces (nonce BLOB PRIMARY KEY, expires REAL NOT NULL)"
@@ -36,6 +41,10 @@ class SqliteNonceStore:
         self._inserts = 0
 
     def first_use(self, nonce: bytes, expires_at: float) -> bool:
+        with self._lock:
+            return self._first_use(nonce, expires_at)
+
+    def _first_use(self, nonce: bytes, expires_at: float) -> bool:
         self._inserts += 1
         if self._inserts % 1000 == 0:
             self._db.execute("DELETE FROM nonces WHERE expires < ?", (time.time(),))

@@ -1,0 +1,96 @@
+"""``trustserve predict``: one request from the command line, sealed unless told otherwise."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from trustserve.attestation import Policy
+from trustserve.client.sdk import TrustserveClient
+from trustserve.client.verify import ClientPolicy
+from trustserve.config import default_home
+from trustserve.errors import InvalidInput
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
+
+
+def client_policy(args: argparse.Namespace) -> ClientPolicy:
+    if args.policy:
+        kms = Policy.load(Path(args.policy))
+    elif args.allow_simulated:
+        print(
+            "trustserve: WARNING: accepting SIMULATED attestation: the server is not "
+            "proven to run in a TEE",
+            file=sys.stderr,
+        )
+        kms = Policy.development()
+    else:
+        kms = Policy.default()
+    workers = None
+    if args.require_workers:
+        workers = yaml.safe_load(Path(args.require_workers).read_text())
+        if not isinstance(workers, list):
+            raise InvalidInput("--require-workers must be a YAML list of measurement sets")
+    return ClientPolicy(kms, workers, allow_simulated_workers=args.allow_simulated)
+
+
+def top_k(outputs: dict[str, Any], k: int) -> dict[str, Any]:
+    shown: dict[str, Any] = {}
+    for name, array in outputs.items():
+        a = np.asarray(array)
+        if a.ndim == 2 and a.shape[1] > k:
+            shown[name] = [
+                {str(int(i)): round(float(row[i]), 6) for i in np.argsort(-row)[:k]} for row in a
+            ]
+        else:
+            shown[name] = a.tolist()
+    return shown
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    path = Path(args.input)
+    if not path.is_file():
+        raise InvalidInput(f"input {path} is not a file")
+    ca = Path(args.ca) if args.ca else default_home() / "tls" / "ca.pem"
+    policy = None if args.standard else client_policy(args)
+    with TrustserveClient(
+        args.url, policy=policy, ca=ca if ca.exists() else None, sealed=not args.standard
+    ) as client:
+        if path.suffix.lower() == ".npy":
+            array = np.load(path, allow_pickle=False)
+            meta = client._http.get(f"/v2/models/{args.model}").json()
+            name = meta["inputs"][0]["name"]
+            answer: Any = top_k(client.infer(args.model, {name: array}, args.version), args.top_k)
+        elif path.suffix.lower() in IMAGE_SUFFIXES or path.suffix.lower() == ".json":
+            answer = client.predict(args.model, path.read_bytes(), args.version)
+        else:
+            raise InvalidInput("input must be an image (.jpg/.png), a .npy array or a .json file")
+    print(json.dumps(answer, indent=2))
+    return 0
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("predict", help="send one request (sealed by default) and print the answer")
+    p.add_argument("url", help="e.g. https://localhost:8080")
+    p.add_argument("model")
+    p.add_argument("input", help="an image, a .npy array or a .json body")
+    p.add_argument("--version", default=None)
+    p.add_argument("--standard", action="store_true", help="an ordinary (not sealed) request")
+    p.add_argument("--ca", help="CA to verify the server (default $TRUSTSERVE_HOME/tls/ca.pem)")
+    p.add_argument("--policy", help="YAML policy the KMS evidence must satisfy")
+    p.add_argument(
+        "--allow-simulated",
+        action="store_true",
+        help="accept simulated attestation (development only: proves nothing)",
+    )
+    p.add_argument(
+        "--require-workers", help="YAML list: the only worker measurements the KMS may admit"
+    )
+    p.add_argument("--top-k", type=int, default=5)
+    p.set_defaults(func=cmd_predict)

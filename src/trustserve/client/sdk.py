@@ -1,0 +1,237 @@
+"""The trustserve client: numpy in, numpy out; sealed end to end by default.
+
+Sealed: fetch the attestation bundle, verify it against the client's policy,
+HPKE-seal the request to the verified serving key, open the sealed answer.
+Standard: an ordinary Open Inference Protocol request over verified TLS. The
+request building and answer reading are shared by the sync and async clients;
+only the transport differs.
+"""
+
+from __future__ import annotations
+
+import ssl
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import numpy.typing as npt
+
+from trustserve.client.verify import ClientPolicy, ServingTarget, verify
+from trustserve.crypto.sealing import (
+    CONTENT_TYPE,
+    KEY_ID_HEADER,
+    ResponseKey,
+    Route,
+    open_response,
+    seal_request,
+)
+from trustserve.errors import TrustserveError
+from trustserve.tensors import Tensor, datatype_of, encode_binary, parse_response
+
+ATTESTATION_PATH = "/v2/trustserve/attestation"
+Arrays = dict[str, npt.NDArray[Any]]
+
+
+class ServerError(TrustserveError):
+    """The server answered with an error; ``status`` is its HTTP status."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(f"{status}: {message}")
+        self.status = status
+        self.message = message
+
+
+@dataclass
+class Prepared:
+    path: str
+    body: bytes
+    headers: dict[str, str]
+    route: Route | None = None
+    reply: ResponseKey | None = None
+    raw: bool = False
+
+
+def _path(model: str, version: str | None, raw: bool) -> str:
+    if raw:
+        return f"/predictions/{model}" + (f"/{version}" if version else "")
+    return f"/v2/models/{model}" + (f"/versions/{version}" if version else "") + "/infer"
+
+
+def _v2_body(inputs: Arrays) -> tuple[bytes, int]:
+    tensors = [
+        Tensor(n, datatype_of(a), tuple(a.shape), np.ascontiguousarray(a))
+        for n, a in inputs.items()
+    ]
+    return encode_binary({"parameters": {"binary_data_output": True}}, "inputs", tensors)
+
+
+def prepare(
+    model: str,
+    version: str | None,
+    inputs: Arrays | None,
+    raw: bytes | None,
+    target: ServingTarget | None,
+) -> Prepared:
+    """``inputs`` as v2 tensors, or ``raw`` as the TorchServe API takes it; sealed if ``target``."""
+    is_raw = raw is not None
+    if raw is not None:
+        body, head_len = raw, None
+    else:
+        assert inputs is not None
+        body, head_len = _v2_body(inputs)
+    if target is None:
+        headers = {} if head_len is None else {"Inference-Header-Content-Length": str(head_len)}
+        return Prepared(_path(model, version, is_raw), body, headers, raw=is_raw)
+    route = Route(model, version or "", target.key_id)
+    sealed, reply = seal_request(
+        target.public_key, route, body, head_len, kind="raw" if is_raw else "v2"
+    )
+    headers = {"Content-Type": CONTENT_TYPE, KEY_ID_HEADER: target.key_id}
+    return Prepared(_path(model, version, False), sealed, headers, route, reply, is_raw)
+
+
+def read_answer(prepared: Prepared, response: httpx.Response) -> Any:
+    """Arrays for a v2 request; the JSON answer for a raw one. ServerError on an error status."""
+    if response.status_code != 200:
+        try:
+            message = str(response.json().get("error", response.text))
+        except ValueError:
+            message = response.text
+        raise ServerError(response.status_code, message)
+    body = response.content
+    head_len: int | None = None
+    if prepared.reply is not None and prepared.route is not None:
+        body, head_len = open_response(prepared.reply, prepared.route, body)
+    elif "inference-header-content-length" in response.headers:
+        head_len = int(response.headers["inference-header-content-length"])
+    if prepared.raw:
+        import orjson
+
+        return orjson.loads(body)
+    _, tensors = parse_response(body, head_len)
+    return {t.name: t.data for t in tensors}
+
+
+def _stale_key(exc: ServerError) -> bool:
+    return exc.status == 400 and "unknown serving key id" in exc.message
+
+
+def _tls(ca: Path | str | None) -> ssl.SSLContext | bool:
+    return ssl.create_default_context(cafile=str(ca)) if ca else True
+
+
+class TrustserveClient:
+    def __init__(
+        self,
+        url: str,
+        *,
+        policy: ClientPolicy | None = None,
+        ca: Path | str | None = None,
+        sealed: bool = True,
+        timeout: float = 60.0,
+    ) -> None:
+        if sealed and policy is None:
+            raise ValueError("sealed requests need a ClientPolicy to verify the server against")
+        self.policy = policy
+        self.sealed = sealed
+        self._http = httpx.Client(base_url=url.rstrip("/"), verify=_tls(ca), timeout=timeout)
+        self._target: ServingTarget | None = None
+
+    def verify(self, refresh: bool = False) -> ServingTarget:
+        """Fetch and verify the attestation bundle; nothing is sent before this succeeds."""
+        if self._target is None or refresh:
+            assert self.policy is not None
+            r = self._http.get(ATTESTATION_PATH)
+            if r.status_code != 200:
+                raise ServerError(r.status_code, r.text)
+            self._target = verify(r.json(), self.policy)
+        return self._target
+
+    def infer(self, model: str, inputs: Arrays, version: str | None = None) -> Arrays:
+        answer: Arrays = self._send(model, version, inputs, None)
+        return answer
+
+    def predict(self, model: str, body: bytes, version: str | None = None) -> Any:
+        """A raw body (image bytes or JSON), as TorchServe takes it: top-k for classifiers."""
+        return self._send(model, version, None, body)
+
+    def _send(
+        self, model: str, version: str | None, inputs: Arrays | None, raw: bytes | None
+    ) -> Any:
+        for attempt in (0, 1):
+            target = self.verify(refresh=attempt > 0) if self.sealed else None
+            p = prepare(model, version, inputs, raw, target)
+            try:
+                return read_answer(p, self._http.post(p.path, content=p.body, headers=p.headers))
+            except ServerError as exc:
+                if not (self.sealed and attempt == 0 and _stale_key(exc)):
+                    raise
+        raise AssertionError("unreachable")
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> TrustserveClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class AsyncTrustserveClient:
+    def __init__(
+        self,
+        url: str,
+        *,
+        policy: ClientPolicy | None = None,
+        ca: Path | str | None = None,
+        sealed: bool = True,
+        timeout: float = 60.0,
+    ) -> None:
+        if sealed and policy is None:
+            raise ValueError("sealed requests need a ClientPolicy to verify the server against")
+        self.policy = policy
+        self.sealed = sealed
+        self._http = httpx.AsyncClient(base_url=url.rstrip("/"), verify=_tls(ca), timeout=timeout)
+        self._target: ServingTarget | None = None
+
+    async def verify(self, refresh: bool = False) -> ServingTarget:
+        if self._target is None or refresh:
+            assert self.policy is not None
+            r = await self._http.get(ATTESTATION_PATH)
+            if r.status_code != 200:
+                raise ServerError(r.status_code, r.text)
+            self._target = verify(r.json(), self.policy)
+        return self._target
+
+    async def infer(self, model: str, inputs: Arrays, version: str | None = None) -> Arrays:
+        answer: Arrays = await self._send(model, version, inputs, None)
+        return answer
+
+    async def predict(self, model: str, body: bytes, version: str | None = None) -> Any:
+        return await self._send(model, version, None, body)
+
+    async def _send(
+        self, model: str, version: str | None, inputs: Arrays | None, raw: bytes | None
+    ) -> Any:
+        for attempt in (0, 1):
+            target = await self.verify(refresh=attempt > 0) if self.sealed else None
+            p = prepare(model, version, inputs, raw, target)
+            try:
+                response = await self._http.post(p.path, content=p.body, headers=p.headers)
+                return read_answer(p, response)
+            except ServerError as exc:
+                if not (self.sealed and attempt == 0 and _stale_key(exc)):
+                    raise
+        raise AssertionError("unreachable")
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> AsyncTrustserveClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
