@@ -104,6 +104,7 @@ class RedisServer:
         write_secret(self.conf, ("\n".join(conf) + "\n").encode())
 
     def url(self, *, host: str = "localhost", **params: str) -> str:
+        """The broker URL for this server; ``name=""`` leaves a parameter out."""
         query = {
             "ca": str(self.tls.ca),
             "cert": str(self.client_cert),
@@ -111,6 +112,7 @@ class RedisServer:
             "password_file": str(self.password_file),
             **params,
         }
+        query = {k: v for k, v in query.items() if v}  # "" leaves a parameter out
         return f"rediss://{USER}@{host}:{self.port}/0?{urlencode(query)}"
 
     def start(self, timeout: float = 10) -> None:

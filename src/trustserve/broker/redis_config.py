@@ -14,13 +14,14 @@ import logging
 import os
 import ssl
 import stat
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from redis import exceptions as rx
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Connection, Redis, SSLConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
@@ -51,7 +52,7 @@ class RedisConfig:
         return f"{'rediss' if self.tls else 'redis'}://{self.host}:{self.port}/{self.db}"
 
     def client_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments for ``redis.asyncio.Redis`` (timeouts set by the caller)."""
+        """Connection-pool keyword arguments (timeouts set by the caller)."""
         kw: dict[str, Any] = {
             "host": self.host,
             "port": self.port,
@@ -60,16 +61,35 @@ class RedisConfig:
             "password": self.password,
         }
         if self.tls:
-            kw.update(
-                ssl=True,
-                ssl_cert_reqs="required",
-                ssl_check_hostname=True,
-                ssl_min_version=ssl.TLSVersion.TLSv1_2,
-                ssl_ca_certs=str(self.ca) if self.ca else None,
-                ssl_certfile=str(self.cert) if self.cert else None,
-                ssl_keyfile=str(self.key) if self.key else None,
-            )
+            kw["connection_class"] = _tls_connection(self.tls_context())
         return kw
+
+    def tls_context(self) -> ssl.SSLContext:
+        """Verifies the server (certificate and host name) against ``ca`` only, if given.
+
+        One context for all connections: building one per connection (what redis-py
+        does) loads the system CA bundle each time and makes bursts of connections slow.
+        """
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        try:
+            if self.ca:
+                ctx.load_verify_locations(cafile=str(self.ca))
+            else:
+                ctx.load_default_certs()
+            if self.cert and self.key:
+                ctx.load_cert_chain(str(self.cert), str(self.key))
+        except (ssl.SSLError, OSError) as exc:
+            raise ConfigError(f"broker URL: cannot use ca=/cert=/key= ({exc})") from None
+        return ctx
+
+
+def _tls_connection(ctx: ssl.SSLContext) -> type[SSLConnection]:
+    class TlsConnection(SSLConnection):
+        def _connection_arguments(self) -> Mapping[str, Any]:
+            return {**Connection._connection_arguments(self), "ssl": ctx}
+
+    return TlsConnection
 
 
 def _file(params: dict[str, list[str]], name: str) -> Path | None:
@@ -161,15 +181,23 @@ def parse_redis_url(url: str, env: dict[str, str] | None = None) -> RedisConfig:
     return config
 
 
-def open_client(config: RedisConfig) -> Redis:
-    # Short timeouts and one immediate retry (a connection broken by a Redis restart
-    # is replaced once); anything longer would hold clients that should get a 503.
-    return Redis(
-        **config.client_kwargs(),
+def open_client(config: RedisConfig, max_connections: int = 32) -> Redis:
+    """A client whose commands fail fast while Redis is away, and which reconnects.
+
+    A bounded pool (callers wait for a free connection instead of opening hundreds of
+    TLS connections at once); short timeouts and one immediate retry, so that a
+    connection broken by a Redis restart is replaced once, and anything else becomes
+    a 503 at once instead of holding the client.
+    """
+    pool = BlockingConnectionPool(
+        max_connections=max_connections,
+        timeout=2,
         socket_timeout=5,
-        socket_connect_timeout=1,
+        socket_connect_timeout=1.5,
         retry=Retry(NoBackoff(), 1, supported_errors=(rx.ConnectionError,)),
+        **config.client_kwargs(),
     )
+    return Redis.from_pool(pool)
 
 
 async def check_connection(client: Redis, config: RedisConfig) -> None:
@@ -189,6 +217,15 @@ async def check_connection(client: Redis, config: RedisConfig) -> None:
             raise ConfigError(
                 f"TLS to Redis at {config.where}: the server certificate does not verify "
                 f"against {config.ca or 'the system CAs'} (check ca= and the host name)"
+            ) from None
+        # TLS 1.3: a server that wants a client certificate refuses after the handshake,
+        # with an alert or by just closing the connection.
+        if "CERTIFICATE_REQUIRED" in text or (
+            config.tls and config.cert is None and "reset by peer" in text
+        ):
+            raise ConfigError(
+                f"Redis at {config.where} closed the TLS connection: it probably requires a "
+                "client certificate (add cert= and key= to the broker URL)"
             ) from None
         if "SSL" in text or "TLS" in text:
             raise ConfigError(f"TLS to Redis at {config.where} failed: {text}") from None
