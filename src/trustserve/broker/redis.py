@@ -33,7 +33,7 @@ import orjson
 from redis import exceptions as rx
 from redis.asyncio import Redis
 
-from trustserve.broker.base import Job, Outcome
+from trustserve.broker.base import Job, Outcome, broker_failure
 from trustserve.broker.redis_config import (
     RedisConfig,
     check_connection,
@@ -152,7 +152,7 @@ class _Redis:
     ) -> None:
         log.warning("job %s failed on %d workers: dead-lettered", job.id, deliveries)
         message = f"request failed on every worker that took it ({deliveries} deliveries)"
-        outcome = Outcome(job.id, 500, message.encode(), {"error": True})
+        outcome = broker_failure(job.id, message)
         stream = self.keys.stream(queue)
         async with self.client.pipeline(transaction=True) as pipe:
             pipe.xadd(

@@ -118,6 +118,11 @@ def _stale_key(exc: ServerError) -> bool:
     return exc.status == 400 and "unknown serving key id" in exc.message
 
 
+def _fresh(refresh: bool) -> dict[str, str]:
+    """Asks the frontend for a bundle fresh from the KMS (it may cache one briefly)."""
+    return {"Cache-Control": "no-cache"} if refresh else {}
+
+
 def _tls(ca: Path | str | None) -> ssl.SSLContext | bool:
     return ssl.create_default_context(cafile=str(ca)) if ca else True
 
@@ -143,7 +148,7 @@ class TrustserveClient:
         """Fetch and verify the attestation bundle; nothing is sent before this succeeds."""
         if self._target is None or refresh:
             assert self.policy is not None
-            r = self._http.get(ATTESTATION_PATH)
+            r = self._http.get(ATTESTATION_PATH, headers=_fresh(refresh))
             if r.status_code != 200:
                 raise ServerError(r.status_code, r.text)
             self._target = verify(r.json(), self.policy)
@@ -200,7 +205,7 @@ class AsyncTrustserveClient:
     async def verify(self, refresh: bool = False) -> ServingTarget:
         if self._target is None or refresh:
             assert self.policy is not None
-            r = await self._http.get(ATTESTATION_PATH)
+            r = await self._http.get(ATTESTATION_PATH, headers=_fresh(refresh))
             if r.status_code != 200:
                 raise ServerError(r.status_code, r.text)
             self._target = verify(r.json(), self.policy)

@@ -108,7 +108,8 @@ class InferenceApi:
         """The KMS's attestation bundle: what a client verifies before it seals anything."""
         if self.keys is None:
             raise NotFound("this server runs without a key service: no sealed inference")
-        return json_response(await self.keys.bundle())
+        refresh = "no-cache" in request.headers.get("cache-control", "")
+        return json_response(await self.keys.bundle(refresh=refresh))
 
     async def ping(self, request: Request) -> Response:
         ready = (await self.ready(request)).status_code == 200

@@ -20,7 +20,7 @@ from trustserve.kms.client import KmsClient
 from trustserve.kms.release import BROKER, SERVING
 
 log = logging.getLogger(__name__)
-REFRESH_AFTER_S = 5.0
+REFRESH_AFTER_S = 1.0  # a worker asks the KMS again for new serving keys at most this often
 
 
 class KeyRing:

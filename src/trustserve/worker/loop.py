@@ -38,12 +38,25 @@ class WorkerLoop:
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="engine")
 
     async def run(self, stop: asyncio.Event) -> None:
+        """Until ``stop``: a batch being processed is finished, a pending take is abandoned
+        (the broker hands anything it had taken to another worker)."""
         delay = self.manifest.max_batch_delay_ms / 1000
-        while not stop.is_set():
-            jobs = await self.source.take(self.queue, self.manifest.max_batch_size, delay)
-            if jobs:
-                await self.process(jobs)
-        self._executor.shutdown(wait=False)
+        stopping = asyncio.ensure_future(stop.wait())
+        try:
+            while not stop.is_set():
+                take = asyncio.ensure_future(
+                    self.source.take(self.queue, self.manifest.max_batch_size, delay)
+                )
+                await asyncio.wait({take, stopping}, return_when=asyncio.FIRST_COMPLETED)
+                if not take.done():
+                    take.cancel()
+                    break
+                jobs = take.result()
+                if jobs:
+                    await self.process(jobs)
+        finally:
+            stopping.cancel()
+            self._executor.shutdown(wait=False)
 
     async def process(self, jobs: list[Job]) -> None:
         loop = asyncio.get_running_loop()
