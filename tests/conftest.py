@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -21,3 +23,14 @@ def tiny_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStac
     stack = start_stack(root / "home", store, "--max-body-mb", "1")
     yield stack
     stack.stop()
+
+
+@pytest.fixture(scope="session")
+def demo_store(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """resnet50 (FP32 and INT8) and digits, built from scratch once per session (about 30 s)."""
+    from trustserve.models.demo import build_demo_models
+
+    start = time.monotonic()
+    paths = build_demo_models(tmp_path_factory.mktemp("demo-models"), int8=True, log=print)
+    print(f"demo models built in {time.monotonic() - start:.1f}s")
+    return paths

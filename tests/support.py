@@ -127,6 +127,7 @@ def start_stack(
     command: str = "serve",
     dev: bool = True,
     ready_timeout: float = 120,
+    env: dict[str, str] | None = None,
 ) -> RunningStack:
     """``dev``: the embedded KMS with simulated attestation (broker payloads encrypted)."""
     ports = [free_port() for _ in range(4)]
@@ -153,7 +154,9 @@ def start_stack(
         *extra,
     ]
     with log.open("wb") as out:
-        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=dict(os.environ))
+        proc = subprocess.Popen(
+            args, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
+        )
     stack = RunningStack(proc, home, store, ports[0], ports[1], ports[2], log, ports[3])
     deadline = time.monotonic() + ready_timeout
     while time.monotonic() < deadline:

@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass, field
 
 from trustserve.frontend.registry import ModelEntry
+from trustserve.worker.main import EXIT_UNSERVABLE
 
 log = logging.getLogger(__name__)
 STOP_GRACE_S = 10.0
@@ -44,7 +45,10 @@ class WorkerSupervisor:
         return list(self._slots.get(queue, []))
 
     async def scale(self, entry: ModelEntry, n: int) -> None:
+        """Run ``n`` workers for ``entry``; asking again after a load failure tries afresh."""
         slots = self._slots.setdefault(entry.queue, [])
+        slots[:] = [s for s in slots if s.task is None or not s.task.done()]
+        entry.failed = None
         while len(slots) < n:
             slot = WorkerSlot(entry)
             slot.task = asyncio.create_task(self._keep_running(slot))
@@ -74,6 +78,14 @@ class WorkerSupervisor:
             slot.started_at = time.monotonic()
             code = await slot.process.wait()
             if slot.stopping:
+                return
+            if code == EXIT_UNSERVABLE:
+                slot.entry.failed = (
+                    f"model {slot.entry.manifest.name} version {slot.entry.manifest.version} "
+                    "cannot be served: its archive did not open or its key was refused "
+                    "(the worker log says which)"
+                )
+                log.error("%s", slot.entry.failed)
                 return
             if time.monotonic() - slot.started_at > 60:
                 backoff = 0.5  # it had been running fine: restart at once

@@ -160,6 +160,8 @@ class InferenceApi:
     async def submit(
         self, entry: ModelEntry, kind: str, payload: bytes, meta: dict[str, Any]
     ) -> Outcome:
+        if entry.failed and not await self.broker.consumers(entry.queue):
+            raise Unavailable(entry.failed, retry_after=60)
         job = Job(
             id=uuid.uuid4().hex,
             queue=entry.queue,

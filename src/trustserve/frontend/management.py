@@ -119,6 +119,7 @@ class ManagementApi:
             "modelVersion": m.version,
             "modelUrl": entry.url,
             "encrypted": entry.encrypted,
+            "failed": entry.failed,
             "minWorkers": entry.min_workers,
             "batchSize": m.max_batch_size,
             "maxBatchDelay": m.max_batch_delay_ms,

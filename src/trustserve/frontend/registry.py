@@ -21,6 +21,7 @@ class ModelEntry:
     url: str
     encrypted: bool
     min_workers: int
+    failed: str | None = None  # set when its workers cannot load it
 
     @property
     def queue(self) -> str:

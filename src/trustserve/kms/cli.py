@@ -17,13 +17,16 @@ from trustserve.attestation.registry import PROVIDERS
 from trustserve.config import default_home
 from trustserve.crypto.rootkey import create_key_file
 from trustserve.kms import audit
+from trustserve.kms.client import KmsClient
 from trustserve.kms.service import KmsService
 from trustserve.kms.state import KmsState, kms_dir
+from trustserve.kms.tools import encrypt_model_file
 
 log = logging.getLogger("trustserve.kms")
 
 
 def register(subparsers: Any) -> None:
+    _register_encrypt(subparsers)
     kms = subparsers.add_parser("kms", help="the key service (KMS)")
     sub = kms.add_subparsers(dest="kms_command", required=True, metavar="ACTION")
 
@@ -57,6 +60,35 @@ def register(subparsers: Any) -> None:
     verify = audit_sub.add_parser("verify", help="check the hash chain and the signed head")
     common(verify)
     verify.set_defaults(func=_audit_verify)
+
+
+def _register_encrypt(subparsers: Any) -> None:
+    from trustserve.models.cli import model_subparsers
+
+    p = model_subparsers(subparsers).add_parser(
+        "encrypt", help="encrypt an archive under a model key the KMS makes and keeps"
+    )
+    p.add_argument("src", help="a plaintext archive (.tsm)")
+    p.add_argument("-o", "--output", required=True, help="the encrypted archive to write")
+    p.add_argument("--kms", help="KMS URL (default: the KMS state under --home, in-process)")
+    p.add_argument("--ca", help="CA file for the KMS (default HOME/tls/ca.pem)")
+    p.add_argument("--token-file", help="KMS management token (default HOME/kms/admin.token)")
+    p.add_argument("--home", help="TRUSTSERVE_HOME")
+    p.set_defaults(func=_encrypt)
+
+
+def _encrypt(args: argparse.Namespace) -> int:
+    home = _home(args)
+    if args.kms:
+        token_file = Path(args.token_file) if args.token_file else home / "kms" / "admin.token"
+        ca = Path(args.ca) if args.ca else home / "tls" / "ca.pem"
+        with KmsClient(args.kms, ca_file=ca, token=token_file.read_text().strip()) as client:
+            key_id = encrypt_model_file(Path(args.src), Path(args.output), client, progress=True)
+    else:
+        service = KmsService.from_env(home, Policy.default())
+        key_id = encrypt_model_file(Path(args.src), Path(args.output), service, progress=True)
+    print(f"{args.output}: encrypted under {key_id}")
+    return 0
 
 
 def _home(args: argparse.Namespace) -> Path:

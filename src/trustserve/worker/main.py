@@ -23,7 +23,7 @@ from trustserve.broker.base import queue_name
 from trustserve.broker.encrypted import DecryptingJobSource
 from trustserve.config import default_home
 from trustserve.engines import load_engine
-from trustserve.errors import TrustserveError
+from trustserve.errors import ArchiveError, Forbidden, NotFound, TrustserveError
 from trustserve.logs import setup as setup_logging
 from trustserve.worker.keys import key_ring
 from trustserve.worker.loop import WorkerLoop
@@ -95,9 +95,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--nonce-db", default=None, help="nonce store shared by this host's workers")
 
 
+EXIT_UNSERVABLE = 3  # the supervisor does not restart a worker that exits with this
+
+
 def run(args: argparse.Namespace) -> int:
     try:
         return asyncio.run(serve(args))
+    except (ArchiveError, Forbidden, NotFound) as exc:
+        log.error("worker cannot serve %s: %s", args.archive, exc)
+        return EXIT_UNSERVABLE
     except TrustserveError as exc:
         log.error("worker cannot start: %s", exc)
         return 2
