@@ -12,7 +12,7 @@ quantization pre-processing (shape inference, graph optimisation).
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,10 +73,13 @@ def quantize_model(
     total: int | None = None,
     progress: bool = True,
     reduce_range: bool = False,
+    keep_fp32: Sequence[str] = (),
 ) -> int:
     """Quantize ``model_in`` to ``model_out`` (QDQ, per-channel U8S8); returns samples used.
 
-    ``calibration`` yields FP32 batches for the model's single input.
+    ``calibration`` yields FP32 batches for the model's single input. Nodes named in
+    ``keep_fp32`` stay in FP32 (a classifier's last layer: its logits are not clipped
+    to the range seen in calibration).
     """
     model = onnx.load(str(model_in), load_external_data=False)
     name, _ = model_input(model)
@@ -98,6 +101,7 @@ def quantize_model(
             reduce_range=reduce_range,
             activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
+            nodes_to_exclude=list(keep_fp32),
             calibrate_method=CalibrationMethod.MinMax,
             extra_options={"CalibTensorRangeSymmetric": False, "CalibMaxIntermediateOutputs": 8},
             calibration_cache_path=Path(tmp) / "calibration.cache",
