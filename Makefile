@@ -37,8 +37,13 @@ test: debs venv
 	$(MAKE) lint
 	$(BIN)/pytest -q
 
-bench: debs venv
-	$(BIN)/python bench/serving.py
+$(VENV)/.bench: pyproject.toml | $(VENV)/.installed
+	$(BIN)/pip install -q -e '.[test,bench]'
+	touch $@
+
+# One run of every configuration, side by side (about 15 minutes; TorchServe gets its own venv).
+bench: debs venv $(VENV)/.bench
+	cd bench && ../$(BIN)/python run.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

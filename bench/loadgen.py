@@ -11,6 +11,7 @@ import asyncio
 import resource
 import ssl
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 
@@ -58,7 +59,7 @@ async def _read_response(reader: asyncio.StreamReader) -> int:
 async def run_load(
     host: str,
     port: int,
-    request: bytes,
+    request: bytes | Iterator[bytes],
     *,
     in_flight: int,
     duration_s: float,
@@ -66,10 +67,14 @@ async def run_load(
     ssl_context: ssl.SSLContext | None,
     server_hostname: str = "localhost",
 ) -> LoadResult:
+    """``request``: one request sent again and again, or an iterator of single-use ones
+    (sealed requests: a replay is refused); the run ends early if the iterator does."""
     latencies: list[float] = []
     errors = 0
     counting = False
     stop_at = 0.0
+    fixed = request if isinstance(request, bytes) else None
+    pool = None if isinstance(request, bytes) else request
 
     async def connection() -> None:
         nonlocal errors
@@ -77,8 +82,11 @@ async def run_load(
         reader, writer = await asyncio.open_connection(host, port, limit=1 << 22, **kw)  # type: ignore[arg-type]
         try:
             while not stop_at or time.perf_counter() < stop_at:
+                data = fixed if fixed is not None else next(pool, None)  # type: ignore[arg-type]
+                if data is None:
+                    break
                 t0 = time.perf_counter()
-                writer.write(request)
+                writer.write(data)
                 status = await _read_response(reader)
                 if counting:
                     if status == 200:

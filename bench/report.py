@@ -1,0 +1,170 @@
+"""Turn a results dict from bench/run.py into docs/benchmarks.md and PNG plots."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+
+def _ratio(value: float | None, base: float | None) -> str:
+    return f"{value / base:.2f}" if value and base else "-"
+
+
+def _find(rows: list[dict[str, Any]], prefix: str) -> float | None:
+    for r in rows:
+        if r["name"].startswith(prefix) and "img_s" in r:
+            return float(r["img_s"])
+    return None
+
+
+def plots(res: dict[str, Any], out: Path) -> list[str]:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return []
+    made = []
+    if res.get("batch_sweep"):
+        fig, ax = plt.subplots(figsize=(5, 3.2))
+        xs = [r["batch"] for r in res["batch_sweep"]]
+        ax.plot(xs, [r["img_s"] for r in res["batch_sweep"]], marker="o")
+        ax.set(xlabel="batch size", ylabel="images / s", title="raw ONNX Runtime INT8")
+        fig.tight_layout()
+        fig.savefig(out / "batch_sweep.png", dpi=110)
+        made.append("batch_sweep.png")
+    if res.get("inflight_sweep"):
+        fig, ax = plt.subplots(figsize=(5, 3.2))
+        xs = [r["in_flight"] for r in res["inflight_sweep"]]
+        ax.plot(xs, [r["img_s"] for r in res["inflight_sweep"]], marker="o", label="images / s")
+        ax2 = ax.twinx()
+        ax2.plot(
+            xs, [r["p99_ms"] for r in res["inflight_sweep"]], color="C1", marker="x", label="p99 ms"
+        )
+        ax.set(xlabel="requests in flight", ylabel="images / s", title="served INT8 (HTTPS)")
+        ax2.set_ylabel("p99 latency (ms)")
+        fig.tight_layout()
+        fig.savefig(out / "inflight_sweep.png", dpi=110)
+        made.append("inflight_sweep.png")
+    rows = [r for r in res.get("raw", []) + res.get("served", []) if "img_s" in r]
+    if rows:
+        fig, ax = plt.subplots(figsize=(7, 0.45 * len(rows) + 1))
+        ax.barh([r["name"] for r in rows][::-1], [r["img_s"] for r in rows][::-1])
+        ax.set(xlabel="images / s", title="resnet50, one run")
+        fig.tight_layout()
+        fig.savefig(out / "throughput.png", dpi=110)
+        made.append("throughput.png")
+    return made
+
+
+def write_report(res: dict[str, Any], results_dir: Path, doc: Path) -> None:
+    base = _find(res["raw"], "raw onnxruntime INT8")
+    lines = [
+        "# Benchmarks",
+        "",
+        "Produced by `make bench` (`bench/run.py`); every figure below comes from one run.",
+        f"Run: {res['when']}, {res['machine']}, {res['cpus']} CPUs; engine threads "
+        f"{res['threads']}; {res['seconds']:.0f} s per point; load: {res['in_flight']} requests "
+        "in flight, one image",
+        "(602,112 bytes of FP32) per request, binary v2 tensors, a low-CPU closed-loop client",
+        "(`bench/loadgen.py`: prebuilt requests over keep-alive TLS). Ratios are to raw ONNX",
+        "Runtime INT8 at batch 16 in this run. The machine is a shared 2-core VM: compare",
+        "ratios within a run, not absolute figures across runs.",
+        "",
+        "| configuration | img/s | ÷ raw ORT INT8 | p50 ms | p99 ms | client CPU |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in res["raw"] + res["served"]:
+        if "img_s" not in r:
+            lines.append(f"| {r['name']} | failed: {r.get('error', '')} | | | | |")
+            continue
+        lat = (
+            f"{r['p50_ms']:.0f} | {r['p99_ms']:.0f} | {r['client_cpu']:.0%}"
+            if "p50_ms" in r
+            else "- | - | -"
+        )
+        lines.append(f"| {r['name']} | {r['img_s']:.1f} | {_ratio(r['img_s'], base)} | {lat} |")
+    served8 = _find(res["served"], "served INT8 (HTTPS")
+    served32 = _find(res["served"], "served FP32")
+    sealed = _find(res["served"], "served sealed")
+    redis = _find(res["served"], "served INT8 over Redis")
+    peer = _find(res["served"], "TorchServe")
+    seal = res.get("sealing", {})
+    checks = [
+        ("served INT8 / raw (issue 2: ≥ 0.90)", _ratio(served8, base)),
+        ("served INT8 / served FP32 (issue 7: ≥ 3.5)", _ratio(served8, served32)),
+        ("served sealed / raw (issues 5, 7: ≥ 0.90)", _ratio(sealed, base)),
+        ("served over Redis / raw (issue 6: ≥ 0.85)", _ratio(redis, base)),
+        ("trustserve sealed / TorchServe plain (issue 7: ≥ 1.2)", _ratio(sealed, peer)),
+        ("served INT8 / TorchServe plain", _ratio(served8, peer)),
+    ]
+    if seal:
+        checks.append(
+            (
+                f"sealing + opening a {seal['bytes']:,}-byte request and its answer, p50 "
+                "(issue 5: < 1 ms)",
+                f"{seal['p50_ms']:.2f} ms (p99 {seal['p99_ms']:.2f})",
+            )
+        )
+    if "decrypt_load" in res:
+        d = res["decrypt_load"]
+        checks.append(
+            (
+                f"decrypt + load of the {d['mb']:.0f} MB resnet50 FP32 archive (issue 3: < 0.5 s)",
+                f"{d['decrypt_load_s']:.3f} s (decrypt {d['decrypt_s']:.3f} s; "
+                f"with reading the file {d['total_s']:.3f} s)",
+            )
+        )
+    if "digits" in res:
+        g = res["digits"]
+        checks.append(
+            (
+                "digits held-out accuracy FP32 → INT8 (issue 7: drop ≤ 0.5 points)",
+                f"{100 * g['fp32']:.2f}% → {100 * g['int8']:.2f}% "
+                f"(drop {100 * (g['fp32'] - g['int8']):.2f})",
+            )
+        )
+    lines += ["", "## Targets", "", "| figure | this run |", "|---|---|"]
+    lines += [f"| {k} | {v} |" for k, v in checks]
+    if res.get("batch_sweep"):
+        lines += [
+            "",
+            "## Raw ONNX Runtime INT8 against batch size",
+            "",
+            "| batch | img/s |",
+            "|---|---|",
+        ]
+        lines += [f"| {r['batch']} | {r['img_s']:.1f} |" for r in res["batch_sweep"]]
+    if res.get("inflight_sweep"):
+        lines += [
+            "",
+            "## Served INT8 against requests in flight",
+            "",
+            "| in flight | img/s | p50 ms | p99 ms | client CPU |",
+            "|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| {r['in_flight']} | {r['img_s']:.1f} | {r['p50_ms']:.0f} | {r['p99_ms']:.0f} | "
+            f"{r['client_cpu']:.0%} |"
+            for r in res["inflight_sweep"]
+        ]
+    if res.get("failures"):
+        lines += ["", "## Steps that failed in this run", ""]
+        lines += [f"* {f['step']}: `{f['error']}`" for f in res["failures"]]
+    made = plots(res, results_dir)
+    if made:
+        lines += ["", "## Plots", ""]
+        lines += [f"![{m}](../bench/results/{m})" for m in made]
+    lines += [
+        "",
+        "## Notes",
+        "",
+        "* TorchServe runs in its own venv (`bench/.torchserve-venv`, with the CPU build of",
+        "  PyTorch it imports) and serves the same INT8 ONNX file through an ONNX Runtime",
+        "  handler (`bench/torchserve_handler.py`) over plain HTTP with batch 16 / 5 ms;",
+        "  trustserve's figures are over HTTPS with the broker payloads encrypted.",
+        "* The served configurations run the `--dev` stack: embedded KMS, simulated",
+        "  attestation, broker key encryption on.",
+    ]
+    doc.write_text("\n".join(lines) + "\n")

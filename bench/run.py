@@ -1,0 +1,313 @@
+"""`make bench`: every configuration side by side, measured in one run on this machine.
+
+    .venv/bin/python bench/run.py [--seconds 15] [--skip-torchserve] [--skip-redis]
+
+Raw engines (ONNX Runtime, OpenVINO; FP32, INT8; batch sweep), served through the
+HTTPS frontend (FP32, INT8, sealed INT8, INT8 over Redis; in-flight sweep), and the
+TorchServe 0.12 peer on the same INT8 model. Every throughput is also given as a
+ratio to raw ONNX Runtime INT8 at batch 16 from this same run. Writes
+bench/results/results.json, PNG plots and docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import platform
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from common import RESULTS, ROOT, demo_models, raw_engine, served, tls_context, v2_binary_body
+from loadgen import LoadResult, build_request, run_load
+from report import write_report
+from tqdm import tqdm
+
+from tests.support import RunningStack, free_port
+
+IMAGE = np.random.default_rng(2).standard_normal((1, 3, 224, 224)).astype(np.float32)
+
+
+def load(
+    host: str,
+    port: int,
+    request: Any,
+    in_flight: int,
+    seconds: float,
+    ctx: Any = None,
+) -> LoadResult:
+    return asyncio.run(
+        run_load(
+            host,
+            port,
+            request,
+            in_flight=in_flight,
+            duration_s=seconds,
+            warmup_s=4,
+            ssl_context=ctx,
+        )
+    )
+
+
+def v2_request(stack: RunningStack, model: str) -> bytes:
+    body, hlen = v2_binary_body("input", IMAGE)
+    headers = {
+        "Inference-Header-Content-Length": str(hlen),
+        "Content-Type": "application/octet-stream",
+    }
+    return build_request(f"localhost:{stack.port}", f"/v2/models/{model}/infer", body, headers)
+
+
+def sealed_requests(stack: RunningStack, model: str, count: int) -> list[bytes]:
+    from trustserve.attestation import Policy
+    from trustserve.client import ClientPolicy, TrustserveClient
+    from trustserve.client.sdk import prepare
+
+    with TrustserveClient(
+        stack.url, policy=ClientPolicy(Policy.development(stack.home)), ca=stack.ca
+    ) as c:
+        target = c.verify()
+    out = []
+    for _ in range(count):
+        p = prepare(model, None, {"input": IMAGE}, None, target)
+        out.append(build_request(f"localhost:{stack.port}", p.path, p.body, p.headers))
+    return out
+
+
+def sealing_latency(samples: int = 300) -> dict[str, float]:
+    """Client seal + worker open + worker seal of the answer + client open, for one image."""
+    from trustserve.crypto import hpke
+    from trustserve.crypto.sealing import (
+        Route,
+        open_request,
+        open_response,
+        seal_request,
+        seal_response,
+    )
+
+    private, public = hpke.generate_keypair()
+    route = Route("resnet50", "", "kid")
+    body, hlen = v2_binary_body("input", IMAGE)
+    answer = np.zeros(4096, np.uint8).tobytes()
+    times = []
+    for _ in range(samples):
+        t0 = time.perf_counter()
+        sealed, reply = seal_request(public, route, body, hlen)
+        opened = open_request(private, route, sealed)
+        back = seal_response(opened.reply, route, answer, 100)
+        open_response(reply, route, back)
+        times.append((time.perf_counter() - t0) * 1000)
+    return {
+        "bytes": len(body),
+        "p50_ms": float(np.percentile(times, 50)),
+        "p99_ms": float(np.percentile(times, 99)),
+    }
+
+
+def decrypt_and_load(plain_archive: Path, repeats: int = 5) -> dict[str, float]:
+    """Encrypt the FP32 archive with a throwaway KMS, then time what a worker does with it."""
+    import onnxruntime as ort
+
+    from trustserve import archive
+    from trustserve.attestation import Policy
+    from trustserve.crypto.model_encryption import decrypt_archive
+    from trustserve.kms.embedded import development_kms
+    from trustserve.kms.tools import encrypt_model_file
+
+    with tempfile.TemporaryDirectory() as tmp:
+        service = development_kms(Path(tmp) / "home", Policy.default())
+        enc = Path(tmp) / "enc.tsm"
+        key_id = encrypt_model_file(plain_archive, enc, service)
+        key = service.model_key(key_id)
+        best: dict[str, float] = {}
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            parsed = archive.load(enc)
+            t1 = time.perf_counter()
+            model = decrypt_archive(parsed, key)
+            t2 = time.perf_counter()
+            ort.InferenceSession(model, providers=["CPUExecutionProvider"])
+            t3 = time.perf_counter()
+            run = {"decrypt_s": t2 - t1, "decrypt_load_s": t3 - t1, "total_s": t3 - t0}
+            if not best or run["decrypt_load_s"] < best["decrypt_load_s"]:
+                best = run
+        return {**best, "mb": len(model) / 1e6}
+
+
+def digits_accuracy(models: dict[str, Path]) -> dict[str, float]:
+    import onnxruntime as ort
+
+    from trustserve.models.digits import digits_split
+
+    split = digits_split()
+    out = {}
+    for key, label in (("onnx/digits", "fp32"), ("onnx/digits-int8", "int8")):
+        sess = ort.InferenceSession(str(models[key]), providers=["CPUExecutionProvider"])
+        logits = sess.run(None, {"input": split.x_test})[0]
+        out[label] = float((logits.argmax(axis=1) == split.y_test).mean())
+    return out
+
+
+def row(name: str, r: LoadResult, **extra: Any) -> dict[str, Any]:
+    return {
+        "name": name,
+        "img_s": r.rps,
+        "p50_ms": r.percentile(50),
+        "p99_ms": r.percentile(99),
+        "errors": r.errors,
+        "client_cpu": r.client_cpu_share,
+        **extra,
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--seconds", type=float, default=15)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--in-flight", type=int, default=32)
+    p.add_argument("--skip-torchserve", action="store_true")
+    p.add_argument("--skip-redis", action="store_true")
+    p.add_argument("--skip-openvino", action="store_true")
+    args = p.parse_args()
+    t, secs, inflight = args.threads, args.seconds, args.in_flight
+    models = demo_models()
+    int8, fp32 = models["resnet50"], models["resnet50-fp32"]
+    res: dict[str, Any] = {
+        "when": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "machine": platform.platform(),
+        "cpus": __import__("os").cpu_count(),
+        "threads": t,
+        "seconds": secs,
+        "in_flight": inflight,
+        "raw": [],
+        "batch_sweep": [],
+        "served": [],
+        "inflight_sweep": [],
+    }
+    steps: list[tuple[str, Callable[[], None]]] = []
+
+    def add(name: str) -> Callable[[Callable[[], None]], Callable[[], None]]:
+        def deco(fn: Callable[[], None]) -> Callable[[], None]:
+            steps.append((name, fn))
+            return fn
+
+        return deco
+
+    @add("raw onnxruntime")
+    def _raw_ort() -> None:
+        for label, path in (("FP32", fp32), ("INT8", int8)):
+            res["raw"].append(
+                {
+                    "name": f"raw onnxruntime {label}",
+                    "img_s": raw_engine("onnxruntime", path, 16, t, secs),
+                }
+            )
+        for b in (1, 4, 8, 16, 32):
+            res["batch_sweep"].append(
+                {"batch": b, "img_s": raw_engine("onnxruntime", int8, b, t, secs / 2)}
+            )
+
+    if not args.skip_openvino:
+
+        @add("raw openvino")
+        def _raw_ov() -> None:
+            for label, path in (("FP32", fp32), ("INT8", int8)):
+                try:
+                    v = raw_engine("openvino", path, 16, t, secs)
+                except Exception as exc:  # not installed or failed: recorded, not fatal
+                    res["raw"].append({"name": f"raw openvino {label}", "error": str(exc)[:200]})
+                    continue
+                res["raw"].append({"name": f"raw openvino {label}", "img_s": v})
+
+    @add("served FP32 / INT8 / sealed")
+    def _served() -> None:
+        with served([fp32], "--threads", str(t), name="fp32") as s:
+            r = load("127.0.0.1", s.port, v2_request(s, "resnet50"), inflight, secs, tls_context(s))
+            res["served"].append(row("served FP32 (HTTPS, binary v2)", r))
+        with served([int8], "--threads", str(t), name="int8") as s:
+            r = load("127.0.0.1", s.port, v2_request(s, "resnet50"), inflight, secs, tls_context(s))
+            res["served"].append(row("served INT8 (HTTPS, binary v2)", r))
+            for n in (1, 8, 16, 32, 64):
+                r = load(
+                    "127.0.0.1", s.port, v2_request(s, "resnet50"), n, secs / 2, tls_context(s)
+                )
+                res["inflight_sweep"].append(row(f"{n} in flight", r, in_flight=n))
+            raw8 = next(x["img_s"] for x in res["raw"] if x["name"] == "raw onnxruntime INT8")
+            count = int(raw8 * (secs + 4) * 1.6) + 2 * inflight
+            pool = sealed_requests(s, "resnet50", count)
+            r = load("127.0.0.1", s.port, iter(pool), inflight, secs, tls_context(s))
+            res["served"].append(row("served sealed INT8 (HTTPS, HPKE)", r, sent=count))
+
+    if not args.skip_redis:
+
+        @add("served INT8 over Redis")
+        def _redis() -> None:
+            from tests.broker.redis_server import RedisServer
+
+            with tempfile.TemporaryDirectory() as tmp:
+                server = RedisServer(Path(tmp))
+                server.start()
+                try:
+                    with served(
+                        [int8], "--threads", str(t), "--broker", server.url(), name="redis"
+                    ) as s:
+                        r = load(
+                            "127.0.0.1",
+                            s.port,
+                            v2_request(s, "resnet50"),
+                            inflight,
+                            secs,
+                            tls_context(s),
+                        )
+                        res["served"].append(row("served INT8 over Redis Streams (TLS+ACL)", r))
+                finally:
+                    server.stop()
+
+    if not args.skip_torchserve:
+
+        @add("TorchServe peer")
+        def _torchserve() -> None:
+            from torchserve_peer import torchserve
+
+            port = free_port()
+            with torchserve(models["onnx/resnet50-int8"], RESULTS / "run" / "torchserve", port, t):
+                req = build_request(
+                    f"127.0.0.1:{port}",
+                    "/predictions/resnet50",
+                    IMAGE.tobytes(),
+                    {"Content-Type": "application/octet-stream"},
+                )
+                r = load("127.0.0.1", port, req, inflight, secs)
+                res["served"].append(row("TorchServe 0.12 + ORT handler INT8 (plain HTTP)", r))
+
+    @add("sealing latency")
+    def _sealing() -> None:
+        res["sealing"] = sealing_latency()
+
+    @add("decrypt + load")
+    def _decrypt() -> None:
+        res["decrypt_load"] = decrypt_and_load(fp32)
+
+    @add("digits INT8 accuracy")
+    def _digits() -> None:
+        res["digits"] = digits_accuracy(models)
+
+    for name, fn in tqdm(steps, desc="bench", unit="step"):
+        tqdm.write(f"-- {name}")
+        try:
+            fn()
+        except Exception as exc:  # one broken configuration must not void the rest
+            tqdm.write(f"   failed: {exc!r}")
+            res.setdefault("failures", []).append({"step": name, "error": repr(exc)[:300]})
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "results.json").write_text(json.dumps(res, indent=2))
+    write_report(res, RESULTS, ROOT / "docs" / "benchmarks.md")
+    print((ROOT / "docs" / "benchmarks.md").read_text())
+
+
+if __name__ == "__main__":
+    main()
