@@ -59,3 +59,33 @@ def open(private_key: bytes, sealed: bytes, aad: bytes = b"", info: bytes = b"")
         return bytes(context.open(view[ENC_SIZE:], aad=aad))  # type: ignore[arg-type]
     except (PyHPKEError, ValueError):
         raise CannotOpenSealed() from None
+
+
+def seal_exporting(
+    public_key: bytes, plaintext: bytes, aad: bytes, info: bytes, exporter: bytes, length: int
+) -> tuple[bytes, bytes]:
+    """``seal``, plus a secret exported from the same context (RFC 9180, section 5.3).
+
+    Returns ``(enc || ciphertext, secret)``: the recipient derives the same secret with
+    ``open_exporting``, so it can key a bulk cipher for data too large to pass through
+    HPKE's own single-shot API cheaply.
+    """
+    recipient = SUITE.kem.deserialize_public_key(check_public_key(public_key))
+    enc, context = SUITE.create_sender_context(recipient, info=info)
+    sealed = bytes(enc) + bytes(context.seal(plaintext, aad=aad))
+    return sealed, bytes(context.export(exporter, length))
+
+
+def open_exporting(
+    private_key: bytes, sealed: bytes, aad: bytes, info: bytes, exporter: bytes, length: int
+) -> tuple[bytes, bytes]:
+    """The plaintext of ``seal_exporting`` and the same exported secret; CannotOpenSealed else."""
+    if len(sealed) < ENC_SIZE + 16 or len(private_key) != KEY_SIZE:
+        raise CannotOpenSealed()
+    try:
+        key = KEMKey.from_pyca_cryptography_key(X25519PrivateKey.from_private_bytes(private_key))
+        context = SUITE.create_recipient_context(sealed[:ENC_SIZE], key, info=info)
+        plaintext = bytes(context.open(sealed[ENC_SIZE:], aad=aad))
+        return plaintext, bytes(context.export(exporter, length))
+    except (PyHPKEError, ValueError):
+        raise CannotOpenSealed() from None

@@ -1,11 +1,14 @@
 """Sealed inference: what only the client and an attested worker can read.
 
-Request: ``hpke.seal(serving public key, inner, aad=route)`` where ``inner`` is
-``u32 length | JSON {issued_at, nonce, response_key, header_length} | v2 body``
-and ``route`` names model, version and key id, so a sealed request cannot be
-replayed against another model or key. Response: AES-256-GCM under the
-client's fresh response key, with the route and the request nonce as
-associated data, so a response cannot be swapped between requests.
+Request: ``u32 n | head | body`` where ``head`` (``n`` bytes) is
+``hpke.seal(serving public key, JSON {issued_at, nonce, response_key,
+header_length, kind}, aad=route)`` and ``body`` is ``iv | AES-256-GCM(v2 body)``
+under a key exported from the same HPKE context (RFC 9180 secret export), with
+the route as associated data too. ``route`` names model, version and key id,
+so a sealed request cannot be replayed against another model or key.
+Response: AES-256-GCM under the client's fresh response key, with the route and
+the request nonce as associated data, so a response cannot be swapped between
+requests.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from trustserve.errors import CannotOpenSealed
 CONTENT_TYPE = "application/trustserve-sealed"
 KEY_ID_HEADER = "Trustserve-Key-Id"
 REQUEST_INFO = b"trustserve sealed request v1"
+BODY_EXPORTER = b"trustserve sealed request body key"
 _LEN = struct.Struct(">I")
 _NO_HEADER = 0xFFFFFFFF
 NONCE_SIZE = 16
@@ -85,27 +89,42 @@ def seal_request(
             "kind": kind,
         }
     ).encode()
-    inner = _LEN.pack(len(head)) + head + body
-    return hpke.seal(public_key, inner, aad=route.aad(), info=REQUEST_INFO), reply
+    aad = route.aad()
+    sealed_head, body_key = hpke.seal_exporting(
+        public_key, head, aad, REQUEST_INFO, BODY_EXPORTER, 32
+    )
+    iv = os.urandom(IV_SIZE)
+    sealed_body = AESGCM(body_key).encrypt(iv, body, aad)
+    return b"".join([_LEN.pack(len(sealed_head)), sealed_head, iv, sealed_body]), reply
 
 
 def open_request(private_key: bytes, route: Route, sealed: bytes) -> OpenedRequest:
     """Any failure, including a well-sealed message of the wrong shape, is CannotOpenSealed."""
-    inner = hpke.open(private_key, sealed, aad=route.aad(), info=REQUEST_INFO)
+    if len(sealed) < _LEN.size:
+        raise CannotOpenSealed()
+    (n,) = _LEN.unpack_from(sealed)
+    view = memoryview(sealed)
+    head_end = _LEN.size + n
+    if len(sealed) < head_end + IV_SIZE + 16:
+        raise CannotOpenSealed()
+    aad = route.aad()
+    inner, body_key = hpke.open_exporting(
+        private_key, bytes(view[_LEN.size : head_end]), aad, REQUEST_INFO, BODY_EXPORTER, 32
+    )
     try:
-        (n,) = _LEN.unpack_from(inner)
-        head = json.loads(inner[_LEN.size : _LEN.size + n])
+        head = json.loads(inner)
         key = base64.b64decode(head["response_key"], validate=True)
         nonce = base64.b64decode(head["nonce"], validate=True)
         issued_at = float(head["issued_at"])
         hl = head.get("header_length")
         header_length = None if hl is None else int(hl)
         kind = str(head.get("kind", "v2"))
-    except (struct.error, ValueError, KeyError, TypeError):
+        iv = view[head_end : head_end + IV_SIZE]
+        body = AESGCM(body_key).decrypt(bytes(iv), view[head_end + IV_SIZE :], aad)
+    except (ValueError, KeyError, TypeError, InvalidTag):
         raise CannotOpenSealed() from None
     if len(key) != 32 or len(nonce) != NONCE_SIZE or kind not in ("v2", "raw"):
         raise CannotOpenSealed()
-    body = inner[_LEN.size + n :]
     return OpenedRequest(kind, body, header_length, issued_at, ResponseKey(key, nonce))
 
 
