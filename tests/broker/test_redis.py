@@ -149,6 +149,30 @@ async def test_dead_letters_keep_the_job_facts_but_not_its_payload(redis: RedisS
     await broker.close()
 
 
+async def test_a_job_whose_workers_vanish_is_dead_lettered(redis: RedisServer) -> None:
+    """Workers that stop dead (no close, no heartbeat, no lease renewal: as after kill -9):
+    the job is reclaimed after the visibility timeout, then dead-lettered with a 500."""
+    url = redis.url(visibility_s="0.3")
+    broker = await RedisStreamsBroker.connect(url, max_deliveries=2)
+    task = asyncio.create_task(broker.submit(job(timeout=20)))
+    ghosts = []
+    for delivery in (1, 2):
+        ghost = await RedisStreamsBroker.connect(url, consumer_queue="m:1")
+        taken: list[Job] = []
+        while not taken:
+            taken = await ghost.take("m:1", 8, 0)
+        assert taken[0].deliveries == delivery
+        assert ghost._task is not None
+        ghost._task.cancel()  # dead from here on
+        ghosts.append(ghost)
+    outcome = await asyncio.wait_for(task, 10)
+    assert outcome.status == 500 and b"every worker" in outcome.payload
+    assert await broker.depth("m:1") == 0
+    for g in ghosts:
+        await g.client.aclose()
+    await broker.close()
+
+
 async def test_redis_down_answers_503_fast_and_recovers_by_itself(redis: RedisServer) -> None:
     url = redis.url()
     broker = await RedisStreamsBroker.connect(url)

@@ -99,11 +99,12 @@ class _Redis:
         self.config = config
         self.keys = _Keys(config.prefix)
         self.visibility_ms = int(config.visibility_s * 1000)
-        self._warned_at = 0.0
+        self._warned_at: dict[str, float] = {}
 
     def _warn(self, what: str, exc: Exception) -> None:
-        if time.monotonic() - self._warned_at > 10:
-            self._warned_at = time.monotonic()
+        """Log a failure, each kind at most every 10 s (an outage must not flood the log)."""
+        if time.monotonic() - self._warned_at.get(what, -60.0) > 10:
+            self._warned_at[what] = time.monotonic()
             log.warning("Redis at %s: %s failed (%s)", self.config.where, what, exc)
 
     async def _ensure_group(self, queue: str) -> None:
