@@ -79,10 +79,11 @@ class RedisServer:
     directory: Path
     port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
+    addresses: list[str] = field(default_factory=lambda: ["127.0.0.1"])
 
     def __post_init__(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
-        self.tls = issue_local_ca(self.directory / "tls", ["localhost", "127.0.0.1"])
+        self.tls = issue_local_ca(self.directory / "tls", ["localhost", *self.addresses])
         self.client_cert, self.client_key = client_cert(self.tls, self.directory / "tls")
         self.password_file = self.directory / "redis-password"
         password = secrets.token_urlsafe(24)
@@ -91,7 +92,7 @@ class RedisServer:
         data = self.directory / "data"
         data.mkdir(exist_ok=True)
         conf = [
-            "bind 127.0.0.1",
+            f"bind {' '.join(self.addresses)}",
             "port 0",
             f"tls-port {self.port}",
             f"tls-cert-file {self.tls.cert}",
