@@ -77,6 +77,7 @@ class Stack:
             ssl_certfile=str(tls.cert) if tls else None,
             ssl_keyfile=str(tls.key) if tls else None,
             timeout_keep_alive=30,
+            timeout_graceful_shutdown=10,
             backlog=2048,
         )
         return _Server(config)
@@ -96,6 +97,8 @@ class Stack:
             loop.add_signal_handler(sig, self.stop)
         tasks = []
         keys = None
+        kms_server: _Server | None = None
+        kms_task: asyncio.Task[None] | None = None
         kms_url = s.kms_url
         if kms_url is None and (s.dev or self.kms is not None):
             service = self.kms or development_kms(s.home)
@@ -103,11 +106,10 @@ class Stack:
             kms_server = self._server(
                 create_app(service, provider), "127.0.0.1", s.kms_port, tls_files
             )
-            tasks.append(asyncio.create_task(kms_server.serve()))
-            self._servers.append(kms_server)
+            kms_task = asyncio.create_task(kms_server.serve())
             while not kms_server.started:
-                if tasks[0].done():
-                    await tasks[0]
+                if kms_task.done():
+                    await kms_task
                 await asyncio.sleep(0.02)
             kms_url = f"https://127.0.0.1:{s.kms_port}"
         broker, worker_url = await open_broker(
@@ -144,8 +146,14 @@ class Stack:
         try:
             await asyncio.gather(*tasks)
         finally:
+            # front doors first, then the workers, then the key service they talk to
             await self.supervisor.stop_all()
             await self.broker.close()
+            if keys is not None:
+                keys.client.close()
+            if kms_server is not None and kms_task is not None:
+                kms_server.should_exit = True
+                await kms_task
 
     async def metrics_endpoint(self, request: Request) -> Response:
         for entry in self.registry.entries():
