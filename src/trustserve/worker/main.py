@@ -27,7 +27,7 @@ from trustserve.errors import ArchiveError, Forbidden, NotFound, TrustserveError
 from trustserve.logs import setup as setup_logging
 from trustserve.worker.keys import key_ring
 from trustserve.worker.loop import WorkerLoop
-from trustserve.worker.replay import ReplayGuard, SqliteNonceStore
+from trustserve.worker.replay import ReplayGuard, nonce_store
 from trustserve.worker.sealed import SealedReader
 
 log = logging.getLogger("trustserve.worker")
@@ -56,9 +56,7 @@ async def serve(args: argparse.Namespace) -> int:
         source = DecryptingJobSource(source, keys.broker)
     sealed = None
     if keys.serving is not None:
-        nonces = SqliteNonceStore(
-            Path(args.nonce_db) if args.nonce_db else home / "run" / "nonces.db"
-        )
+        nonces = nonce_store(args.broker, home, asyncio.get_running_loop())
         sealed = SealedReader(keys, ReplayGuard(nonces, args.replay_window), manifest)
     log.info("worker %d ready: %s, %s, %d threads", os.getpid(), queue, args.engine, args.threads)
     stop = asyncio.Event()
@@ -92,7 +90,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="evidence provider (sim is for development: the KMS must opt in)",
     )
     p.add_argument("--replay-window", type=float, default=300.0, help="sealed freshness, seconds")
-    p.add_argument("--nonce-db", default=None, help="nonce store shared by this host's workers")
 
 
 EXIT_UNSERVABLE = 3  # the supervisor does not restart a worker that exits with this

@@ -7,13 +7,16 @@ when its nonce was seen before by any worker sharing the same ``NonceStore``.
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import threading
 import time
 from pathlib import Path
 from typing import Protocol
 
-from trustserve.errors import Expired, Replayed
+from redis.exceptions import RedisError
+
+from trustserve.errors import Expired, Replayed, Unavailable
 
 CLOCK_SKEW_S = 30.0
 
@@ -76,3 +79,38 @@ class ReplayGuard:
             )
         if not self.store.first_use(nonce, issued_at + self.window_s + CLOCK_SKEW_S):
             raise Replayed("sealed request was already received (replay)")
+
+
+class RedisNonceStore:
+    """Nonces in Redis (``SET NX`` with an expiry): shared by workers on every host.
+
+    The worker reads requests in its engine thread; the Redis client lives on its
+    event loop, which is free while that thread works, so each check is handed to it.
+    """
+
+    def __init__(self, url: str, loop: asyncio.AbstractEventLoop) -> None:
+        from trustserve.broker.redis_config import open_client, parse_redis_url
+
+        self.config = parse_redis_url(url)
+        self._client = open_client(self.config, max_connections=4)
+        self._loop = loop
+
+    def first_use(self, nonce: bytes, expires_at: float) -> bool:
+        key = f"{self.config.prefix}:nonce:{nonce.hex()}"
+        ttl_ms = max(1, int((expires_at - time.time()) * 1000))
+
+        async def claim() -> bool:
+            return bool(await self._client.set(key, b"1", nx=True, px=ttl_ms))
+
+        done = asyncio.run_coroutine_threadsafe(claim(), self._loop)
+        try:
+            return done.result(timeout=5)
+        except (TimeoutError, OSError, RedisError):
+            raise Unavailable("the nonce store (Redis) is unreachable; retry") from None
+
+
+def nonce_store(broker_url: str, home: Path, loop: asyncio.AbstractEventLoop) -> NonceStore:
+    """Redis when the broker is Redis (workers may be on many hosts), else a file on this host."""
+    if broker_url.startswith(("redis://", "rediss://")):
+        return RedisNonceStore(broker_url, loop)
+    return SqliteNonceStore(home / "run" / "nonces.db")
