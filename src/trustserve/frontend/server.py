@@ -192,5 +192,8 @@ def banner(settings: Settings, models: list[str]) -> str:
         f"  curl{ca} -X POST {base}/predictions/digits -H 'Content-Type: application/json' "
         "-d '[0,0,5,13,9,1,0,0,0,0,13,15,10,15,5,0,0,3,15,2,0,11,8,0,0,4,12,0,0,8,8,0,"
         "0,5,8,0,0,9,8,0,0,4,11,0,1,12,7,0,0,2,14,5,10,12,0,0,0,0,6,13,10,0,0,0]'",
+        "  # sealed end to end (verifies the attestation first; sim accepted only when asked):",
+        f"  trustserve predict {base} resnet50 IMAGE.jpg"
+        + (" --allow-simulated" if s.dev and s.attestation == "sim" else ""),
     ]
     return "\n".join(lines)
