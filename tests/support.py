@@ -110,6 +110,16 @@ class RunningStack:
             headers={"Authorization": f"Bearer {self.token}"},
         )
 
+    def wait_model_ready(self, model: str, version: str | None = None, timeout: float = 60) -> None:
+        path = f"/v2/models/{model}" + (f"/versions/{version}" if version else "") + "/ready"
+        deadline = time.monotonic() + timeout
+        with self.client() as c:
+            while time.monotonic() < deadline:
+                if c.get(path).status_code == 200:
+                    return
+                time.sleep(0.2)
+        raise AssertionError(f"{model} never became ready:\n{self.log.read_text()[-3000:]}")
+
     def stop(self) -> None:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)

@@ -2,22 +2,10 @@
 
 from __future__ import annotations
 
-import time
-
 import httpx
 import pytest
 
 from tests.support import RunningStack, write_tiny
-
-
-def wait_ready(stack: RunningStack, name: str, version: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    with stack.client() as c:
-        while time.monotonic() < deadline:
-            if c.get(f"/v2/models/{name}/versions/{version}/ready").status_code == 200:
-                return
-            time.sleep(0.2)
-    raise AssertionError(f"{name}:{version} never became ready")
 
 
 def test_management_requires_the_token(tiny_stack: RunningStack) -> None:
@@ -86,7 +74,7 @@ def test_register_scale_unregister(tiny_stack: RunningStack) -> None:
         r = m.post("/models", params={"url": "tiny-2.tsm", "initial_workers": "1"})
         assert r.status_code == 200, r.text
         assert m.post("/models", params={"url": "tiny-2.tsm"}).status_code == 409
-        wait_ready(tiny_stack, "tiny", "2")
+        tiny_stack.wait_model_ready("tiny", "2")
         with tiny_stack.client() as c:
             assert c.get("/v2/models/tiny").json()["versions"] == ["1", "2"]
             body = {

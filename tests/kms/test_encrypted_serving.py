@@ -47,16 +47,6 @@ def register(stack: RunningStack, url: str) -> dict[str, object]:
         return dict(r.json())
 
 
-def wait_ready(stack: RunningStack, model: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    with stack.client() as c:
-        while time.monotonic() < deadline:
-            if c.get(f"/v2/models/{model}/ready").status_code == 200:
-                return
-            time.sleep(0.2)
-    raise AssertionError(f"{model} never became ready:\n{stack.log.read_text()[-3000:]}")
-
-
 def weight_runs(onnx_path: Path, size: int = 32) -> list[bytes]:
     """Windows of the model's largest weight tensors: none may be found on disk."""
     model = onnx.load(str(onnx_path))
@@ -73,7 +63,7 @@ def test_encrypted_digits_answers_like_the_plaintext_model_and_leaves_no_plainte
     head = archive.read_header(enc)
     assert head.encrypted and head.encryption is not None and head.encryption["key_id"]
     register(stack, enc.name)
-    wait_ready(stack, "digits")
+    stack.wait_model_ready("digits")
 
     x = np.random.default_rng().uniform(0, 16, (5, 64)).astype(np.float32)
     body = {

@@ -12,7 +12,7 @@ from __future__ import annotations
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import httpx
 import numpy as np
@@ -127,7 +127,12 @@ def _tls(ca: Path | str | None) -> ssl.SSLContext | bool:
     return ssl.create_default_context(cafile=str(ca)) if ca else True
 
 
-class TrustserveClient:
+H = TypeVar("H", httpx.Client, httpx.AsyncClient)
+
+
+class _Base(Generic[H]):
+    """What the sync and async clients share: the policy, the mode, the verified target."""
+
     def __init__(
         self,
         url: str,
@@ -141,8 +146,18 @@ class TrustserveClient:
             raise ValueError("sealed requests need a ClientPolicy to verify the server against")
         self.policy = policy
         self.sealed = sealed
-        self._http = httpx.Client(base_url=url.rstrip("/"), verify=_tls(ca), timeout=timeout)
         self._target: ServingTarget | None = None
+        self._http: H = self._open(url.rstrip("/"), _tls(ca), timeout)
+
+    def _open(self, base_url: str, verify: ssl.SSLContext | bool, timeout: float) -> H:
+        raise NotImplementedError
+
+
+class TrustserveClient(_Base[httpx.Client]):
+    """Sync client; ``policy`` is what the server's attestation must satisfy (sealed mode)."""
+
+    def _open(self, base_url: str, verify: ssl.SSLContext | bool, timeout: float) -> httpx.Client:
+        return httpx.Client(base_url=base_url, verify=verify, timeout=timeout)
 
     def verify(self, refresh: bool = False) -> ServingTarget:
         """Fetch and verify the attestation bundle; nothing is sent before this succeeds."""
@@ -185,22 +200,13 @@ class TrustserveClient:
         self.close()
 
 
-class AsyncTrustserveClient:
-    def __init__(
-        self,
-        url: str,
-        *,
-        policy: ClientPolicy | None = None,
-        ca: Path | str | None = None,
-        sealed: bool = True,
-        timeout: float = 60.0,
-    ) -> None:
-        if sealed and policy is None:
-            raise ValueError("sealed requests need a ClientPolicy to verify the server against")
-        self.policy = policy
-        self.sealed = sealed
-        self._http = httpx.AsyncClient(base_url=url.rstrip("/"), verify=_tls(ca), timeout=timeout)
-        self._target: ServingTarget | None = None
+class AsyncTrustserveClient(_Base[httpx.AsyncClient]):
+    """The same as ``TrustserveClient``, for asyncio."""
+
+    def _open(
+        self, base_url: str, verify: ssl.SSLContext | bool, timeout: float
+    ) -> httpx.AsyncClient:
+        return httpx.AsyncClient(base_url=base_url, verify=verify, timeout=timeout)
 
     async def verify(self, refresh: bool = False) -> ServingTarget:
         if self._target is None or refresh:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from starlette.applications import Starlette
@@ -45,6 +46,9 @@ from trustserve.tensors import (
     parse_response,
 )
 
+# a handler answers with the worker's outcome and how to turn a successful one into a response
+Answer = tuple[Outcome, Callable[[Outcome], Response]]
+Handler = Callable[[Request, "ModelEntry", bytes], Awaitable[Answer]]
 EXTENSIONS = ["binary_tensor_data", "model_repository", "trustserve_sealed"]
 ATTESTATION_PATH = "/v2/trustserve/attestation"
 
@@ -173,31 +177,46 @@ class InferenceApi:
         return await self.broker.submit(job)
 
     async def infer(self, request: Request) -> Response:
+        return await self._measured(request, "v2", self._infer)
+
+    async def predict(self, request: Request) -> Response:
+        return await self._measured(request, "torchserve", self._predict)
+
+    async def _measured(self, request: Request, api: str, handler: Handler) -> Response:
+        """Run ``handler`` for the request's model and body; every outcome goes to metrics."""
         started = time.perf_counter()
-        name = request.path_params["model"]
         status, meta = 500, {}
         try:
             entry = self._entry(request)
-            body = await self.body(request)
-            if request.headers.get("content-type", "").startswith(SEALED_TYPE):
-                outcome = await self._sealed(request, entry, body)
-                status, meta = outcome.status, outcome.meta
-                if status != 200:
-                    return status_error(status, outcome.payload.decode(errors="replace"))
-                return Response(outcome.payload, media_type=SEALED_TYPE)
-            req = parse_request(body, request.headers.get("inference-header-content-length"))
-            check_against(req, entry.manifest)
-            payload, head_len = encode_binary({}, "inputs", req.inputs)
-            outcome = await self.submit(entry, "v2", payload, {"header_length": head_len})
+            outcome, render = await handler(request, entry, await self.body(request))
             status, meta = outcome.status, outcome.meta
             if status != 200:
                 return status_error(status, outcome.payload.decode(errors="replace"))
-            return self._v2_response(entry, outcome, req.id, req.outputs, req.binary_output_default)
+            return render(outcome)
         except TrustserveError as exc:
             status = exc.status
             return error_response(exc)
         finally:
-            self.metrics.observe(name, "v2", status, time.perf_counter() - started, meta)
+            name = request.path_params["model"]
+            self.metrics.observe(name, api, status, time.perf_counter() - started, meta)
+
+    async def _infer(self, request: Request, entry: ModelEntry, body: bytes) -> Answer:
+        if request.headers.get("content-type", "").startswith(SEALED_TYPE):
+            outcome = await self._sealed(request, entry, body)
+            return outcome, lambda o: Response(o.payload, media_type=SEALED_TYPE)
+        req = parse_request(body, request.headers.get("inference-header-content-length"))
+        check_against(req, entry.manifest)
+        payload, head_len = encode_binary({}, "inputs", req.inputs)
+        outcome = await self.submit(entry, "v2", payload, {"header_length": head_len})
+        return outcome, lambda o: self._v2_response(
+            entry, o, req.id, req.outputs, req.binary_output_default
+        )
+
+    async def _predict(self, request: Request, entry: ModelEntry, body: bytes) -> Answer:
+        if not body:
+            raise BadRequest("request body is empty: send an image or JSON")
+        outcome = await self.submit(entry, "torchserve", body, {})
+        return outcome, lambda o: Response(o.payload, media_type="application/json")
 
     async def _sealed(self, request: Request, entry: ModelEntry, body: bytes) -> Outcome:
         """Routed on the clear model name; the body goes to the broker as it came."""
@@ -244,23 +263,3 @@ class InferenceApi:
             media_type="application/octet-stream",
             headers={"Inference-Header-Content-Length": str(head_len)},
         )
-
-    async def predict(self, request: Request) -> Response:
-        started = time.perf_counter()
-        name = request.path_params["model"]
-        status, meta = 500, {}
-        try:
-            entry = self._entry(request)
-            body = await self.body(request)
-            if not body:
-                raise BadRequest("request body is empty: send an image or JSON")
-            outcome = await self.submit(entry, "torchserve", body, {})
-            status, meta = outcome.status, outcome.meta
-            if status != 200:
-                return status_error(status, outcome.payload.decode(errors="replace"))
-            return Response(outcome.payload, media_type="application/json")
-        except TrustserveError as exc:
-            status = exc.status
-            return error_response(exc)
-        finally:
-            self.metrics.observe(name, "torchserve", status, time.perf_counter() - started, meta)
