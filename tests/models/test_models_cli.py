@@ -228,3 +228,27 @@ def test_npy_sample_of_the_wrong_shape_is_refused(
     assert "bad.npy: shape [4, 63] is neither a sample [64] nor a stack of them" in (
         capsys.readouterr().err
     )
+
+
+def test_quantize_command_on_the_resnet50_demo_model(
+    demo_store: dict[str, Path], tmp_path: Path
+) -> None:
+    import onnx
+
+    from trustserve.cli import main
+    from trustserve.models.quantize import is_quantized
+
+    out = tmp_path / "resnet50-int8.onnx"
+    code = main(
+        [
+            "model",
+            "quantize",
+            str(demo_store["onnx/resnet50-fp32"]),
+            "-o",
+            str(out),
+            "--calibration",
+            "4",
+        ]
+    )
+    assert code == 0
+    assert is_quantized(onnx.load(str(out)))

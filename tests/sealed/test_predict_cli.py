@@ -1,0 +1,60 @@
+"""`trustserve predict` from the command line, against a real stack."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from tests.support import RunningStack, png
+
+
+def predict(stack: RunningStack, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "trustserve.cli",
+            "predict",
+            stack.url,
+            *args,
+            "--ca",
+            str(stack.ca),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"TRUSTSERVE_HOME": str(stack.home), "PATH": "/usr/bin:/bin"},
+    )
+
+
+def test_sealed_and_standard_give_the_same_top_k(tiny_stack: RunningStack, tmp_path: Path) -> None:
+    image = tmp_path / "red.png"
+    image.write_bytes(png((240, 20, 20)))
+    sealed = predict(tiny_stack, "colour", str(image), "--allow-simulated")
+    standard = predict(tiny_stack, "colour", str(image), "--standard")
+    assert sealed.returncode == 0, sealed.stderr
+    assert "SIMULATED" in sealed.stderr
+    assert json.loads(sealed.stdout) == json.loads(standard.stdout)
+    assert next(iter(json.loads(sealed.stdout))) == "red"
+
+
+def test_npy_input_prints_outputs(tiny_stack: RunningStack, tmp_path: Path) -> None:
+    x = tmp_path / "x.npy"
+    np.save(x, np.array([[1, 2, 3, 4]], np.float32))
+    out = predict(tiny_stack, "tiny", str(x), "--allow-simulated")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout) == {"y": [[3.0, 5.0, 7.0, 9.0]], "s": [[10.0]]}
+
+
+def test_without_a_policy_that_admits_the_server_nothing_is_sent(
+    tiny_stack: RunningStack, tmp_path: Path
+) -> None:
+    x = tmp_path / "x.npy"
+    np.save(x, np.ones((1, 4), np.float32))
+    out = predict(tiny_stack, "tiny", str(x))
+    assert out.returncode == 2
+    assert "tee" in out.stderr and "allow_simulated" in out.stderr
