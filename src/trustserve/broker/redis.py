@@ -100,12 +100,21 @@ class _Redis:
         self.keys = _Keys(config.prefix)
         self.visibility_ms = int(config.visibility_s * 1000)
         self._warned_at: dict[str, float] = {}
+        self.closing = False
 
     def _warn(self, what: str, exc: Exception) -> None:
         """Log a failure, each kind at most every 10 s (an outage must not flood the log)."""
         if time.monotonic() - self._warned_at.get(what, -60.0) > 10:
             self._warned_at[what] = time.monotonic()
             log.warning("Redis at %s: %s failed (%s)", self.config.where, what, exc)
+
+    async def _stop(self, tasks: list[asyncio.Task[None]]) -> None:
+        """Stop background loops; bounded, as redis-py may turn a cancellation into an error."""
+        self.closing = True
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=2)
 
     async def _ensure_group(self, queue: str) -> None:
         with contextlib.suppress(rx.ResponseError):  # BUSYGROUP: it exists
@@ -272,10 +281,7 @@ class RedisStreamsBroker(_Redis):
             return 0
 
     async def close(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await self._stop(self._tasks)
         for fut in self._waiting.values():
             if not fut.done():
                 fut.set_exception(Unavailable("server is shutting down"))
@@ -290,7 +296,7 @@ class RedisStreamsBroker(_Redis):
 
     async def _read_outcomes(self) -> None:
         last: bytes | str = "0-0"
-        while True:
+        while not self.closing:
             try:
                 got: Any = await self.client.xread({self._reply: last}, count=512, block=POLL_MS)
                 for _, entries in got or []:
@@ -307,7 +313,7 @@ class RedisStreamsBroker(_Redis):
 
     async def _janitor(self) -> None:
         """Answer jobs that every worker died on, even when no worker is left to notice."""
-        while True:
+        while not self.closing:
             await asyncio.sleep(max(0.1, self.config.visibility_s / 2))
             for queue in list(self._queues):
                 try:
@@ -343,7 +349,7 @@ class RedisJobSource(_Redis):
 
     async def _keep_alive(self) -> None:
         """Heartbeat, and renew the lease on jobs in flight (resets their idle time)."""
-        while True:
+        while not self.closing:
             await asyncio.sleep(min(1.0, self.config.visibility_s / 3))
             try:
                 await self._beat()
@@ -438,10 +444,7 @@ class RedisJobSource(_Redis):
 
     async def close(self) -> None:
         """Leave: jobs not answered become claimable at once; this worker is no longer live."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await self._stop([self._task] if self._task else [])
         with contextlib.suppress(rx.RedisError):
             ids: list[Any] = [t.entry_id for t in self._inflight.values()]
             if ids:
