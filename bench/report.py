@@ -72,30 +72,43 @@ def write_report(res: dict[str, Any], results_dir: Path, doc: Path) -> None:
         "Runtime INT8 at batch 16 in this run. The machine is a shared 2-core VM: compare",
         "ratios within a run, not absolute figures across runs.",
         "",
-        "| configuration | img/s | ÷ raw ORT INT8 | p50 ms | p99 ms | client CPU |",
-        "|---|---|---|---|---|---|",
+        "| configuration | img/s | ÷ raw ORT INT8 | ÷ adjacent raw | p50 ms | p99 ms "
+        "| client CPU |",
+        "|---|---|---|---|---|---|---|",
     ]
     for r in res["raw"] + res["served"]:
         if "img_s" not in r:
-            lines.append(f"| {r['name']} | failed: {r.get('error', '')} | | | | |")
+            lines.append(f"| {r['name']} | failed: {r.get('error', '')} | | | | | |")
             continue
+        adjacent = _ratio(r["img_s"], r.get("adjacent_raw"))
         lat = (
             f"{r['p50_ms']:.0f} | {r['p99_ms']:.0f} | {r['client_cpu']:.0%}"
             if "p50_ms" in r
             else "- | - | -"
         )
-        lines.append(f"| {r['name']} | {r['img_s']:.1f} | {_ratio(r['img_s'], base)} | {lat} |")
+        lines.append(
+            f"| {r['name']} | {r['img_s']:.1f} | {_ratio(r['img_s'], base)} | {adjacent} | {lat} |"
+        )
+
+    def adj(prefix: str) -> str:
+        """The figure against raw measured just before and after it (see the notes)."""
+        for r in res["served"]:
+            if r["name"].startswith(prefix) and "img_s" in r:
+                return f"{_ratio(r['img_s'], r.get('adjacent_raw'))} (whole-run raw: " + (
+                    f"{_ratio(r['img_s'], base)})"
+                )
+        return "-"
+
     served8 = _find(res["served"], "served INT8 (HTTPS")
     served32 = _find(res["served"], "served FP32")
     sealed = _find(res["served"], "served sealed")
-    redis = _find(res["served"], "served INT8 over Redis")
     peer = _find(res["served"], "TorchServe")
     seal = res.get("sealing", {})
     checks = [
-        ("served INT8 / raw (issue 2: ≥ 0.90)", _ratio(served8, base)),
+        ("served INT8 / raw (issue 2: ≥ 0.90)", adj("served INT8 (HTTPS")),
         ("served INT8 / served FP32 (issue 7: ≥ 3.5)", _ratio(served8, served32)),
-        ("served sealed / raw (issues 5, 7: ≥ 0.90)", _ratio(sealed, base)),
-        ("served over Redis / raw (issue 6: ≥ 0.85)", _ratio(redis, base)),
+        ("served sealed / raw (issues 5, 7: ≥ 0.90)", adj("served sealed")),
+        ("served over Redis / raw (issue 6: ≥ 0.85)", adj("served INT8 over Redis")),
         ("trustserve sealed / TorchServe plain (issue 7: ≥ 1.2)", _ratio(sealed, peer)),
         ("served INT8 / TorchServe plain", _ratio(served8, peer)),
     ]
@@ -166,5 +179,13 @@ def write_report(res: dict[str, Any], results_dir: Path, doc: Path) -> None:
         "  trustserve's figures are over HTTPS with the broker payloads encrypted.",
         "* The served configurations run the `--dev` stack: embedded KMS, simulated",
         "  attestation, broker key encryption on.",
+        "* *Adjacent raw*: this VM's speed drifts by tens of percent within minutes (raw ORT",
+        "  INT8 at batch 16 measured anywhere from 37 to 74 img/s on the same day), so each",
+        "  served figure is also divided by raw ORT INT8 measured right before and right",
+        "  after it; the whole-run ratio uses the raw figure from the start of the run.",
+        "* Where the CPU goes when served (measured with `/proc` during a 32-in-flight run):",
+        "  worker about 167% of a core (the engine's 2 threads, as raw), frontend about 15%",
+        "  (TLS, the broker-key AES-GCM, copies), load client about 4%: on 2 cores the",
+        "  frontend's and the client's share is what served loses to raw.",
     ]
     doc.write_text("\n".join(lines) + "\n")

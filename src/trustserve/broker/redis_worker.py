@@ -1,0 +1,175 @@
+"""The Redis Streams broker, a worker's side: take batches, keep them leased, answer."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+import uuid
+from dataclasses import replace
+from typing import Any
+
+from redis import exceptions as rx
+from redis.asyncio import Redis
+
+from trustserve.broker.base import Job, Outcome
+from trustserve.broker.redis_config import (
+    RedisConfig,
+)
+from trustserve.broker.redis_streams import (
+    GROUP,
+    LIVE_S,
+    POLL_MS,
+    RedisSide,
+    Taken,
+    job_fields,
+    put_outcome,
+)
+
+log = logging.getLogger(__name__)
+
+_HEARTBEAT = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[2]))
+redis.call('ZADD', KEYS[1], now, ARGV[1])
+redis.call('EXPIRE', KEYS[1], 3600)
+return 1
+"""
+
+
+class RedisJobSource(RedisSide):
+    """A worker's side: takes batches from one queue's consumer group."""
+
+    def __init__(self, client: Redis, config: RedisConfig, queue: str) -> None:
+        super().__init__(client, config)
+        self.queue = queue
+        self.stream = self.keys.stream(queue)
+        self.consumer = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self._inflight: dict[str, Taken] = {}
+        self._heartbeat = client.register_script(_HEARTBEAT)
+        self._next_reclaim = 0.0
+        self._task: asyncio.Task[None] | None = None
+
+    @classmethod
+    async def start(cls, client: Redis, config: RedisConfig, queue: str) -> RedisJobSource:
+        source = cls(client, config, queue)
+        with contextlib.suppress(rx.RedisError):
+            await source._ensure_group(queue)
+            await source._beat()
+        source._task = asyncio.create_task(source._keep_alive())
+        return source
+
+    async def _beat(self) -> None:
+        await self._heartbeat(keys=[self.keys.live(self.queue)], args=[self.consumer, LIVE_S])
+
+    async def _keep_alive(self) -> None:
+        """Heartbeat, and renew the lease on jobs in flight (resets their idle time)."""
+        while not self.closing:
+            await asyncio.sleep(min(1.0, self.config.visibility_s / 3))
+            try:
+                await self._beat()
+                ids: list[Any] = [t.entry_id for t in self._inflight.values()]
+                if ids:
+                    await self.client.xclaim(self.stream, GROUP, self.consumer, 0, ids, justid=True)
+            except rx.RedisError as exc:
+                self._warn("heartbeat", exc)
+
+    async def take(self, queue: str, max_items: int, max_delay_s: float) -> list[Job]:
+        try:
+            taken = await self._take(max_items, max_delay_s)
+        except rx.ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            with contextlib.suppress(rx.RedisError):
+                await self._ensure_group(queue)
+            return []
+        except (rx.ConnectionError, rx.TimeoutError) as exc:
+            self._warn("taking jobs", exc)
+            await asyncio.sleep(0.5)
+            return []
+        for t in taken:
+            self._inflight[t.job.id] = t
+        return [t.job for t in taken]
+
+    async def _take(self, max_items: int, max_delay_s: float) -> list[Taken]:
+        taken: list[Taken] = []
+        if time.monotonic() >= self._next_reclaim:
+            self._next_reclaim = time.monotonic() + self.config.visibility_s / 4
+            taken = await self.reclaim(self.queue, self.consumer, max_items, None)
+        wait_until: float | None = None
+        while len(taken) < max_items:
+            block: int | None = POLL_MS
+            if taken:
+                if wait_until is None:
+                    waited = time.time() - taken[0].job.enqueued_at
+                    wait_until = time.monotonic() + min(max_delay_s, max(0.0, max_delay_s - waited))
+                left_ms = int((wait_until - time.monotonic()) * 1000)
+                block = left_ms if left_ms >= 1 else None
+            got = await self._read(max_items - len(taken), block)
+            taken += got
+            if not got or block is None:
+                break
+        return taken
+
+    async def _read(self, count: int, block: int | None) -> list[Taken]:
+        got: Any = await self.client.xreadgroup(
+            GROUP, self.consumer, {self.stream: ">"}, count=count, block=block
+        )
+        taken: list[Taken] = []
+        expired: list[bytes] = []
+        now = time.time()
+        for _, entries in got or []:
+            for entry_id, raw in entries:
+                job, reply, _ = job_fields(raw)
+                if job.deadline <= now:
+                    expired.append(entry_id)  # its client got a 504 already
+                else:
+                    taken.append(Taken(replace(job, deliveries=1), entry_id, reply))
+        if expired:
+            async with self.client.pipeline(transaction=True) as pipe:
+                pipe.xack(self.stream, GROUP, *expired)
+                pipe.xdel(self.stream, *expired)
+                await pipe.execute()
+        return taken
+
+    async def answer(self, job: Job, outcome: Outcome) -> None:
+        """Route the outcome to its frontend, then ack and delete the job (one transaction).
+
+        While Redis is down this retries until the job's deadline; after that the job
+        stays pending and goes to another worker (its client already had a 504).
+        """
+        t = self._inflight.get(job.id)
+        if t is None:
+            return
+        while True:
+            try:
+                async with self.client.pipeline(transaction=True) as pipe:
+                    if time.time() < job.deadline:
+                        put_outcome(pipe, t.reply, outcome)
+                    pipe.xack(self.stream, GROUP, t.entry_id)
+                    pipe.xdel(self.stream, t.entry_id)
+                    await pipe.execute()
+                break
+            except (rx.ConnectionError, rx.TimeoutError) as exc:
+                self._warn("answering", exc)
+                if time.time() >= job.deadline:
+                    break
+                await asyncio.sleep(0.2)
+        self._inflight.pop(job.id, None)
+
+    async def close(self) -> None:
+        """Leave: jobs not answered become claimable at once; this worker is no longer live."""
+        await self._stop([self._task] if self._task else [])
+        with contextlib.suppress(rx.RedisError):
+            ids: list[Any] = [t.entry_id for t in self._inflight.values()]
+            if ids:
+                await self.client.xclaim(
+                    self.stream, GROUP, "released", 0, ids, idle=self.visibility_ms, justid=True
+                )
+            await self.client.zrem(self.keys.live(self.queue), self.consumer)
+            await self.client.xgroup_delconsumer(self.stream, GROUP, self.consumer)
+        await self.client.aclose()
