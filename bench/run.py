@@ -237,11 +237,17 @@ def main() -> None:
 
     @add("served FP32 / INT8 / sealed")
     def _served() -> None:
-        with served([fp32], "--threads", str(t), name="fp32") as s:
+        with served([fp32], "--threads", "1", "--workers", str(t), name="fp32") as s:
             req, ctx = v2_request(s, "resnet50"), tls_context(s)
             r = load("127.0.0.1", s.port, req, inflight, secs, ctx)
             res["served"].append(row("served FP32 (HTTPS, binary v2)", r))
-        with served([int8], "--threads", str(t), name="int8") as s:
+        with served([int8], "--threads", str(t), "--workers", "1", name="int8x1") as s:
+            req, ctx = v2_request(s, "resnet50"), tls_context(s)
+            measured(
+                f"served INT8, 1 worker x {t} threads",
+                lambda: load("127.0.0.1", s.port, req, inflight, secs, ctx),
+            )
+        with served([int8], "--threads", "1", "--workers", str(t), name="int8") as s:
             req, ctx = v2_request(s, "resnet50"), tls_context(s)
             measured(
                 "served INT8 (HTTPS, binary v2)",
@@ -272,7 +278,8 @@ def main() -> None:
                 server.start()
                 try:
                     url = server.url()
-                    with served([int8], "--threads", str(t), "--broker", url, name="redis") as s:
+                    redis_args = ["--threads", "1", "--workers", str(t), "--broker", url]
+                    with served([int8], *redis_args, name="redis") as s:
                         req, ctx = v2_request(s, "resnet50"), tls_context(s)
                         measured(
                             "served INT8 over Redis Streams (TLS+ACL)",
@@ -288,7 +295,8 @@ def main() -> None:
             from torchserve_peer import torchserve
 
             port = free_port()
-            with torchserve(models["onnx/resnet50-int8"], RESULTS / "run" / "torchserve", port, t):
+            work = RESULTS / "run" / "torchserve"
+            with torchserve(models["onnx/resnet50-int8"], work, port, threads=1, workers=t):
                 req = build_request(
                     f"127.0.0.1:{port}",
                     "/predictions/resnet50",
@@ -296,7 +304,7 @@ def main() -> None:
                     {"Content-Type": "application/octet-stream"},
                 )
                 measured(
-                    "TorchServe 0.12 + ORT handler INT8 (plain HTTP)",
+                    f"TorchServe 0.12 + ORT handler INT8, {t} workers x 1 thread (plain HTTP)",
                     lambda: load("127.0.0.1", port, req, inflight, secs),
                 )
 

@@ -39,7 +39,9 @@ def ensure_venv() -> Path:
 
 
 @contextmanager
-def torchserve(onnx_model: Path, work: Path, port: int, threads: int) -> Iterator[str]:
+def torchserve(
+    onnx_model: Path, work: Path, port: int, threads: int, workers: int
+) -> Iterator[str]:
     bin_dir = ensure_venv()
     shutil.rmtree(work, ignore_errors=True)
     store = work / "store"
@@ -61,10 +63,10 @@ def torchserve(onnx_model: Path, work: Path, port: int, threads: int) -> Iterato
                 f"management_address=http://127.0.0.1:{port + 1}",
                 f"metrics_address=http://127.0.0.1:{port + 2}",
                 "disable_token_authorization=true",
-                "default_workers_per_model=1",
+                f"default_workers_per_model={workers}",
                 "job_queue_size=1000",
                 'models={"resnet50": {"1.0": {"marName": "resnet50.mar", '
-                '"minWorkers": 1, "maxWorkers": 1, "batchSize": 16, '
+                f'"minWorkers": {workers}, "maxWorkers": {workers}, "batchSize": 16, '
                 '"maxBatchDelay": 5, "responseTimeout": 120}}}',
                 "load_models=resnet50.mar",
             ]

@@ -160,6 +160,7 @@ def start_stack(
         str(ports[2]),
         "--threads",
         "1",
+        *([] if "--workers" in extra else ["--workers", "1"]),
         *(["--dev", "--kms-port", str(ports[3])] if dev else []),
         *extra,
     ]

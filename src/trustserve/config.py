@@ -22,9 +22,12 @@ class Settings:
     metrics_port: int = 8082
     tls: bool = True
     broker_url: str | None = None
-    workers_per_model: int = 1
+    # Process parallelism beats intra-op threads on a busy host: one single-threaded
+    # worker per core served 15-18% more than one worker with a thread per core
+    # (docs/benchmarks.md); no barrier waits on a thread the frontend preempted.
+    workers_per_model: int = field(default_factory=lambda: os.cpu_count() or 1)
     engine: str = "onnxruntime"
-    engine_threads: int = field(default_factory=lambda: os.cpu_count() or 1)
+    engine_threads: int = 1
     max_queue: int = 1024
     max_deliveries: int = 3
     request_timeout_s: float = 30.0

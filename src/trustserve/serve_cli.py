@@ -26,10 +26,10 @@ def _settings(args: argparse.Namespace) -> Settings:
         args.metrics_port,
     )
     s.tls = not args.insecure_http
-    s.workers_per_model = args.workers
+    if args.workers is not None:
+        s.workers_per_model = args.workers
     s.engine = args.engine
-    if args.threads:
-        s.engine_threads = args.threads
+    s.engine_threads = args.threads
     s.request_timeout_s = args.timeout
     s.max_queue = args.max_queue
     s.max_body_bytes = args.max_body_mb * 1024 * 1024
@@ -55,12 +55,13 @@ def _serve_options(p: argparse.ArgumentParser) -> None:
         help="rediss://HOST:PORT/?... to scale out (default: the embedded broker)",
     )
     p.add_argument(
-        "--workers", type=int, default=1, help="local worker processes per model (0: none)"
+        "--workers",
+        type=int,
+        default=None,
+        help="local worker processes per model (default: one per core; 0: none)",
     )
     p.add_argument("--engine", default="onnxruntime", choices=["onnxruntime", "openvino"])
-    p.add_argument(
-        "--threads", type=int, default=0, help="engine threads per worker (0: all cores)"
-    )
+    p.add_argument("--threads", type=int, default=1, help="engine threads per worker (default 1)")
     p.add_argument("--timeout", type=float, default=30.0, help="request deadline in seconds")
     p.add_argument("--max-queue", type=int, default=1024, help="queued requests per model")
     p.add_argument("--max-body-mb", type=int, default=64, help="request body limit in MiB")

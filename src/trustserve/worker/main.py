@@ -79,7 +79,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--archive", required=True, help="model archive (.tsm) to serve")
     p.add_argument("--broker", required=True, help="unix:PATH (embedded) or rediss://HOST:PORT")
     p.add_argument("--engine", default="onnxruntime", help="onnxruntime or openvino")
-    p.add_argument("--threads", type=int, default=max(1, os.cpu_count() or 1))
+    p.add_argument("--threads", type=int, default=1, help="engine threads (default 1)")
     p.add_argument("--home", default=None, help="TRUSTSERVE_HOME (TLS CA, nonce store)")
     p.add_argument("--kms", default=None, help="KMS URL: keys are released to this worker there")
     p.add_argument("--ca", default=None, help="CA file for the KMS (default HOME/tls/ca.pem)")
