@@ -215,27 +215,23 @@ def _check_shape(t: Tensor, spec: TensorSpec) -> None:
 
 def encode_binary(header: dict[str, Any], key: str, tensors: list[Tensor]) -> tuple[bytes, int]:
     """Header JSON with every tensor as binary data; returns (body, header length)."""
-    entries = []
-    chunks = []
-    for t in tensors:
-        raw = np.ascontiguousarray(t.data).tobytes()
-        entries.append(
-            {
-                "name": t.name,
-                "datatype": t.datatype,
-                "shape": list(t.shape),
-                "parameters": {"binary_data_size": len(raw)},
-            }
-        )
-        chunks.append(raw)
-    head = orjson.dumps({**header, key: entries})
-    return b"".join([head, *chunks]), len(head)
+    body, head_len = encode_tensors(header, key, tensors, {t.name: True for t in tensors})
+    assert head_len is not None
+    return body, head_len
 
 
 def encode_response(
     header: dict[str, Any], tensors: list[Tensor], binary: dict[str, bool]
 ) -> tuple[bytes, int | None]:
     """A v2 response: tensors named in ``binary`` with True go as binary data."""
+    return encode_tensors(header, "outputs", tensors, binary)
+
+
+def encode_tensors(
+    header: dict[str, Any], key: str, tensors: list[Tensor], binary: dict[str, bool]
+) -> tuple[bytes, int | None]:
+    """``header`` plus the tensors under ``key``, each as JSON data or as binary data after
+    the JSON; returns the body and the header length (None when nothing is binary)."""
     entries: list[dict[str, Any]] = []
     chunks: list[bytes] = []
     for t in tensors:
@@ -247,7 +243,7 @@ def encode_response(
         else:
             entry["data"] = t.data.reshape(-1).tolist()
         entries.append(entry)
-    head = orjson.dumps({**header, "outputs": entries}, option=orjson.OPT_SERIALIZE_NUMPY)
+    head = orjson.dumps({**header, key: entries})
     if not chunks:
         return head, None
     return b"".join([head, *chunks]), len(head)

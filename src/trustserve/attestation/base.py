@@ -8,10 +8,10 @@ the job of a ``Policy`` (``trustserve.attestation.policy``).
 
 from __future__ import annotations
 
-import base64
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from trustserve import encoding
 from trustserve.errors import BadRequest
 
 REPORT_DATA_SIZE = 64
@@ -79,14 +79,8 @@ class Verifier(Protocol):
     ) -> Claims: ...
 
 
-def b64(data: bytes) -> str:
-    return base64.b64encode(data).decode()
-
-
 def unb64(text: Any, what: str) -> bytes:
-    if not isinstance(text, str):
-        raise BadRequest(f"evidence field {what} must be a base64 string")
-    try:
-        return base64.b64decode(text, validate=True)
-    except ValueError:
-        raise BadRequest(f"evidence field {what} is not valid base64") from None
+    return encoding.unb64(text, f"evidence field {what}")
+
+
+b64 = encoding.b64

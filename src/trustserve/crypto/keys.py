@@ -8,7 +8,6 @@ the KMS identity (Ed25519), is what clients fetch in the attestation bundle.
 
 from __future__ import annotations
 
-import base64
 import json
 import secrets
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from trustserve.crypto import hpke
+from trustserve.encoding import b64, unb64
 from trustserve.errors import BadRequest, Expired, UnknownKeyId
 
 BROKER_KEY_SIZE = 32
@@ -49,7 +49,7 @@ class ServingKey:
         return {
             "key_id": self.key_id,
             "suite": hpke.SUITE_NAME,
-            "public_key": _b64(self.public_key),
+            "public_key": b64(self.public_key),
             "not_after": self.not_after,
         }
 
@@ -78,7 +78,7 @@ class ServingKeySet:
 
     def to_bytes(self) -> bytes:
         """JSON with the private halves (secret: only ever sent sealed)."""
-        items = [{**k.public_json(), "private_key": _b64(k.private_key or b"")} for k in self.keys]
+        items = [{**k.public_json(), "private_key": b64(k.private_key or b"")} for k in self.keys]
         return json.dumps({"keys": items}).encode()
 
     @classmethod
@@ -88,13 +88,13 @@ class ServingKeySet:
             keys = tuple(
                 ServingKey(
                     str(k["key_id"]),
-                    _unb64(k["public_key"]),
+                    unb64(k["public_key"], "public_key"),
                     float(k["not_after"]),
-                    _unb64(k["private_key"]) or None,
+                    unb64(k["private_key"], "private_key") or None,
                 )
                 for k in raw["keys"]
             )
-        except (ValueError, KeyError, TypeError):
+        except (BadRequest, ValueError, KeyError, TypeError):
             raise BadRequest("serving key set is malformed") from None
         if not keys:
             raise BadRequest("serving key set is empty")
@@ -107,30 +107,20 @@ def sign_serving_keys(
     """The public serving keys as canonical JSON, signed: ``{"payload", "signature"}`` base64."""
     body = {"issued_at": issued_at, "keys": [k.public_json() for k in keys.keys]}
     payload = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
-    return {"payload": _b64(payload), "signature": _b64(identity.sign(payload))}
+    return {"payload": b64(payload), "signature": b64(identity.sign(payload))}
 
 
 def verify_serving_keys(identity_public_key: bytes, signed: Any) -> dict[str, Any]:
     """The signed payload (``issued_at``, ``keys``) if the identity signed it; else BadRequest."""
     try:
-        payload = _unb64(signed["payload"])
-        signature = _unb64(signed["signature"])
+        payload = unb64(signed["payload"], "payload")
+        signature = unb64(signed["signature"], "signature")
         Ed25519PublicKey.from_public_bytes(identity_public_key).verify(signature, payload)
         body = json.loads(payload)
     except InvalidSignature:
         raise BadRequest("serving keys are not signed by the KMS identity") from None
-    except (ValueError, KeyError, TypeError):
+    except (BadRequest, ValueError, KeyError, TypeError):
         raise BadRequest("signed serving keys are malformed") from None
     if not isinstance(body, dict) or not isinstance(body.get("keys"), list):
         raise BadRequest("signed serving keys are malformed")
     return body
-
-
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode()
-
-
-def _unb64(text: Any) -> bytes:
-    if not isinstance(text, str):
-        raise TypeError("expected base64 text")
-    return base64.b64decode(text, validate=True)

@@ -29,6 +29,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from trustserve import files
 from trustserve.crypto.keywrap import RootKey
+from trustserve.encoding import b64
 from trustserve.errors import ConfigError
 
 WRONG_SECRET = "wrong KMS passphrase or key file"  # noqa: S105 (a message)
@@ -168,8 +169,8 @@ def unlock(store: KeyStore, protector: Protector) -> RootKey:
 def _seal(wrapping_key: bytes, root_key: bytes, params: dict[str, Any]) -> dict[str, Any]:
     nonce = os.urandom(12)
     ciphertext = AESGCM(wrapping_key).encrypt(nonce, root_key, _AAD)
-    out = {k: _b64(v) if isinstance(v, bytes) else v for k, v in params.items()}
-    return {**out, "nonce": _b64(nonce), "ciphertext": _b64(ciphertext)}
+    out = {k: b64(v) if isinstance(v, bytes) else v for k, v in params.items()}
+    return {**out, "nonce": b64(nonce), "ciphertext": b64(ciphertext)}
 
 
 def _open(wrapping_key: bytes, blob: dict[str, Any]) -> bytes:
@@ -185,7 +186,3 @@ def _field(blob: dict[str, Any], name: str) -> bytes:
         return base64.b64decode(blob[name], validate=True)
     except (KeyError, TypeError, ValueError):
         raise ConfigError(f"KMS root key file is damaged (field {name})") from None
-
-
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode()

@@ -24,6 +24,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from trustserve.crypto import hpke
+from trustserve.encoding import b64
 from trustserve.errors import CannotOpenSealed
 
 CONTENT_TYPE = "application/trustserve-sealed"
@@ -83,8 +84,8 @@ def seal_request(
     head = json.dumps(
         {
             "issued_at": time.time() if now is None else now,
-            "nonce": base64.b64encode(reply.nonce).decode(),
-            "response_key": base64.b64encode(reply.key).decode(),
+            "nonce": b64(reply.nonce),
+            "response_key": b64(reply.key),
             "header_length": header_length,
             "kind": kind,
         }

@@ -20,6 +20,7 @@ from typing import Any
 
 from trustserve.attestation import Claims, Evidence, Policy, verify_evidence
 from trustserve.crypto.keys import verify_serving_keys
+from trustserve.encoding import b64
 from trustserve.errors import BadRequest
 
 _DOMAIN = b"trustserve-kms-bundle-v1\0"
@@ -42,7 +43,7 @@ def make_bundle(
 ) -> dict[str, Any]:
     return {
         "version": 1,
-        "identity_public_key": base64.b64encode(identity_public_key).decode(),
+        "identity_public_key": b64(identity_public_key),
         "evidence": evidence.to_json(),
         "serving_keys": signed_serving_keys,
         "release_policy": release_policy,

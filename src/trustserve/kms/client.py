@@ -13,6 +13,7 @@ import httpx
 from trustserve import archive
 from trustserve.attestation import EvidenceProvider
 from trustserve.crypto import hpke, model_encryption
+from trustserve.encoding import b64
 from trustserve.errors import (
     BadRequest,
     Conflict,
@@ -94,7 +95,7 @@ class KmsClient:
     def provision_model_key(self, model: str, version: str) -> tuple[str, bytes]:
         """Key id and data key for ``model`` ``version`` (management token needed)."""
         private, public = hpke.generate_keypair()
-        body = {"model": model, "version": version, "public_key": base64.b64encode(public).decode()}
+        body = {"model": model, "version": version, "public_key": b64(public)}
         answer = self._call("POST", "/v1/keys/models", body)
         key_id = str(answer["key_id"])
         sealed = base64.b64decode(answer["sealed"])

@@ -26,6 +26,7 @@ from typing import Any
 
 from trustserve.attestation.base import Evidence, EvidenceProvider
 from trustserve.crypto import hpke
+from trustserve.encoding import b64, unb64
 from trustserve.errors import BadRequest, CannotOpenSealed, Forbidden
 
 CHALLENGE_TTL = 60.0
@@ -83,8 +84,8 @@ class ReleaseRequest:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "nonce": _b64(self.nonce),
-            "public_key": _b64(self.public_key),
+            "nonce": b64(self.nonce),
+            "public_key": b64(self.public_key),
             "evidence": self.evidence.to_json(),
             "key_ids": list(self.key_ids),
         }
@@ -93,8 +94,8 @@ class ReleaseRequest:
     def from_json(cls, raw: Any) -> ReleaseRequest:
         if not isinstance(raw, dict):
             raise BadRequest("release request must be a JSON object")
-        nonce = _unb64(raw.get("nonce"), "nonce")
-        public_key = hpke.check_public_key(_unb64(raw.get("public_key"), "public_key"))
+        nonce = unb64(raw.get("nonce"), "nonce")
+        public_key = hpke.check_public_key(unb64(raw.get("public_key"), "public_key"))
         key_ids = raw.get("key_ids")
         if (
             not isinstance(key_ids, list)
@@ -116,30 +117,17 @@ def make_request(
 
 
 def seal_keys(public_key: bytes, nonce: bytes, keys: dict[str, bytes]) -> dict[str, Any]:
-    plaintext = json.dumps({k: _b64(v) for k, v in keys.items()}).encode()
+    plaintext = json.dumps({k: b64(v) for k, v in keys.items()}).encode()
     sealed = hpke.seal(public_key, plaintext, aad=nonce, info=RELEASE_INFO)
-    return {"key_ids": list(keys), "sealed": _b64(sealed)}
+    return {"key_ids": list(keys), "sealed": b64(sealed)}
 
 
 def open_keys(private_key: bytes, nonce: bytes, response: Any) -> dict[str, bytes]:
     """The released keys from a release response; Forbidden if it cannot be opened."""
     try:
-        sealed = _unb64(response["sealed"], "sealed")
+        sealed = unb64(response["sealed"], "sealed")
         plaintext = hpke.open(private_key, sealed, aad=nonce, info=RELEASE_INFO)
         raw = json.loads(plaintext)
         return {str(k): base64.b64decode(v, validate=True) for k, v in raw.items()}
     except (CannotOpenSealed, BadRequest, KeyError, TypeError, ValueError, AttributeError):
         raise Forbidden("key release answer cannot be opened") from None
-
-
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode()
-
-
-def _unb64(text: Any, what: str) -> bytes:
-    if not isinstance(text, str):
-        raise BadRequest(f"{what} must be a base64 string")
-    try:
-        return base64.b64decode(text, validate=True)
-    except ValueError:
-        raise BadRequest(f"{what} is not valid base64") from None

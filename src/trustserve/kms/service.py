@@ -7,7 +7,6 @@ or serve it with ``trustserve.kms.app.create_app``.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import logging
 import threading
@@ -19,6 +18,7 @@ from typing import Any, NoReturn
 from trustserve.attestation import Evidence, EvidenceProvider, Policy, verify_evidence
 from trustserve.crypto.keys import sign_serving_keys
 from trustserve.crypto.rootkey import KeyStore, Protector, protector_from_env
+from trustserve.encoding import b64
 from trustserve.errors import AttestationRefused, BadRequest, Forbidden, NotFound
 from trustserve.kms import audit
 from trustserve.kms.bundle import bundle_report_data, make_bundle
@@ -101,7 +101,7 @@ class KmsService:
 
     def challenge(self) -> dict[str, Any]:
         nonce, expires_at = self.challenges.issue(self.clock())
-        return {"nonce": _b64(nonce), "expires_at": expires_at}
+        return {"nonce": b64(nonce), "expires_at": expires_at}
 
     def release(self, request: ReleaseRequest | Any) -> dict[str, Any]:
         """Verify the requester's evidence and seal the keys to its ephemeral key.
@@ -172,7 +172,3 @@ class KmsService:
 
     def verify_audit(self) -> audit.AuditReport:
         return audit.verify(self.state.dir, self.state.identity_public_key())
-
-
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode()

@@ -9,7 +9,6 @@ replaces ``state.json``; other processes wait, so none loses another's write).
 
 from __future__ import annotations
 
-import base64
 import fcntl
 import json
 import secrets
@@ -26,6 +25,7 @@ from trustserve.archive import NAME_RE
 from trustserve.crypto import model_encryption
 from trustserve.crypto.keys import ServingKey, ServingKeySet, new_broker_key, new_key_id
 from trustserve.crypto.rootkey import FileKeyStore, KeyStore, Protector, unlock
+from trustserve.encoding import b64, unb64
 from trustserve.errors import BadRequest, ConfigError, NotFound
 
 T = TypeVar("T")
@@ -98,10 +98,10 @@ class KmsState:
             return result
 
     def _wrap(self, key: bytes, purpose: str, key_id: str) -> str:
-        return _b64(self._root.wrap(key, purpose, key_id))
+        return b64(self._root.wrap(key, purpose, key_id))
 
     def _unwrap(self, entry: dict[str, Any], purpose: str, key_id: str) -> bytes:
-        return self._root.unwrap(_unb64(entry["wrapped"]), purpose, key_id)
+        return self._root.unwrap(unb64(entry["wrapped"], "KMS state field"), purpose, key_id)
 
     def _check_root(self) -> None:
         """The root key must open this state (a root key file from elsewhere would not)."""
@@ -115,7 +115,7 @@ class KmsState:
             "format": _FORMAT,
             "identity": {
                 "key_id": identity_id,
-                "public_key": _b64(identity.public_key().public_bytes_raw()),
+                "public_key": b64(identity.public_key().public_bytes_raw()),
                 "wrapped": self._wrap(identity.private_bytes_raw(), "identity", identity_id),
             },
             "serving": [self._serving_entry(ServingKey.generate(now + self.lifetime), now)],
@@ -130,7 +130,7 @@ class KmsState:
         assert key.private_key is not None
         return {
             "key_id": key.key_id,
-            "public_key": _b64(key.public_key),
+            "public_key": b64(key.public_key),
             "not_after": key.not_after,
             "created_at": now,
             "wrapped": self._wrap(key.private_key, "serving", key.key_id),
@@ -145,14 +145,15 @@ class KmsState:
         )
 
     def identity_public_key(self) -> bytes:
-        return _unb64(self.read()["identity"]["public_key"])
+        return unb64(self.read()["identity"]["public_key"], "KMS state field")
 
     @staticmethod
     def public_identity(path: Path) -> bytes:
         """The identity public key from a state file, without unlocking anything."""
         try:
-            return _unb64(json.loads(path.read_bytes())["identity"]["public_key"])
-        except (OSError, ValueError, KeyError, TypeError):
+            raw = json.loads(path.read_bytes())["identity"]["public_key"]
+            return unb64(raw, "KMS state field")
+        except (OSError, ValueError, KeyError, TypeError, BadRequest):
             raise ConfigError(f"KMS state {path} is unreadable") from None
 
     def broker_key(self) -> tuple[str, bytes]:
@@ -165,7 +166,7 @@ class KmsState:
         keys = [
             ServingKey(
                 e["key_id"],
-                _unb64(e["public_key"]),
+                unb64(e["public_key"], "KMS state field"),
                 float(e["not_after"]),
                 self._unwrap(e, "serving", e["key_id"]) if private else None,
             )
@@ -220,11 +221,3 @@ class KmsState:
             key_id: {k: v for k, v in entry.items() if k != "wrapped"}
             for key_id, entry in self.read()["models"].items()
         }
-
-
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode()
-
-
-def _unb64(text: str) -> bytes:
-    return base64.b64decode(text)
