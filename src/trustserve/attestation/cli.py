@@ -7,6 +7,7 @@ verified, its claims; it exits 0 accepted, 1 refused, 2 unusable input.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -17,6 +18,7 @@ from trustserve import files
 from trustserve.attestation.base import Claims, Evidence
 from trustserve.attestation.policy import Policy
 from trustserve.attestation.registry import PROVIDERS, make_provider, make_verifier
+from trustserve.attestation.snp import SnpOptions
 from trustserve.errors import AttestationRefused, BadRequest, ConfigError
 
 
@@ -39,6 +41,14 @@ def register(subparsers: Any) -> None:
     verify.add_argument("--collateral", type=Path, help="sgx/tdx: collateral JSON file")
     verify.add_argument("--pccs-url", help="sgx/tdx: fetch collateral from this PCCS")
     verify.add_argument("--report-data", help="hex the evidence must be bound to")
+    verify.add_argument("--vcek-dir", type=Path, help="sev-snp: directory of cached VCEKs")
+    verify.add_argument("--kds-url", help="sev-snp: fetch VCEKs from this AMD KDS (or proxy)")
+    verify.add_argument(
+        "--snp-product",
+        action="append",
+        choices=["milan", "genoa", "turin"],
+        help="sev-snp: accept only this AMD product line's root (repeatable; default all)",
+    )
     verify.set_defaults(func=_verify)
 
 
@@ -103,7 +113,7 @@ def _verify(args: argparse.Namespace) -> int:
     claims: Claims | None = None
     try:
         verifier = make_verifier(
-            evidence.kind, policy, collateral=collateral, pccs_url=args.pccs_url
+            evidence.kind, policy, collateral=collateral, pccs_url=args.pccs_url, snp=_snp(args)
         )
         claims = verifier.verify(evidence, expected, now)
         policy.check(claims, now)
@@ -112,6 +122,13 @@ def _verify(args: argparse.Namespace) -> int:
         return 1
     _print(claims, {"verdict": "accepted"})
     return 0
+
+
+def _snp(args: argparse.Namespace) -> SnpOptions:
+    options = SnpOptions(vcek_dir=args.vcek_dir, kds_url=args.kds_url)
+    if args.snp_product:
+        options = dataclasses.replace(options, products=tuple(args.snp_product))
+    return options
 
 
 def _print(claims: Claims | None, verdict: dict[str, Any]) -> None:

@@ -15,6 +15,7 @@ Example::
       - {tee: sgx, mrsigner: "815f42f1...", isv_prod_id: 0, isv_svn_min: 1}
       - {tee: tpm, pcrs: {"0": "d0c3...", "7": "65ca..."}}
       - {tee: sim, sim_measurement: "5a1c..."}
+      - {tee: sev-snp, measurement: "7a1e...", min_tcb: {snp: 8}}   # see snp_policy
     tpm_ak_public_keys: ["-----BEGIN PUBLIC KEY-----\\n..."]
 """
 
@@ -28,6 +29,7 @@ from typing import Any
 import yaml
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
+from trustserve.attestation import snp_policy
 from trustserve.attestation.base import Claims
 from trustserve.errors import AttestationRefused, ConfigError
 
@@ -40,15 +42,21 @@ HEX_FIELDS: dict[str, frozenset[str]] = {
     "sgx": frozenset({"mrenclave", "mrsigner"}),
     "tpm": frozenset(),
     "sim": frozenset({"sim_measurement"}),
+    "sev-snp": snp_policy.HEX_FIELDS,
 }
-INT_FIELDS: dict[str, frozenset[str]] = {"sgx": frozenset({"isv_prod_id", "isv_svn_min"})}
+INT_FIELDS: dict[str, frozenset[str]] = {
+    "sgx": frozenset({"isv_prod_id", "isv_svn_min"}),
+    "sev-snp": snp_policy.INT_FIELDS,
+}
 # A set must pin at least one of these, or it would accept any code of that TEE.
 _REQUIRED: dict[str, frozenset[str]] = {
     "tdx": frozenset({"mrtd"}),
     "sgx": frozenset({"mrenclave", "mrsigner"}),
+    "sev-snp": snp_policy.REQUIRED,
 }
-# TEEs without a TCB status of their own (a TPM quote says nothing about firmware currency).
-NO_TCB_STATUS = frozenset({"tpm", "sim"})
+# TEEs without a TCB status of their own (a TPM quote says nothing about firmware currency;
+# SEV-SNP's TCB is bounded by the set's min_tcb instead).
+NO_TCB_STATUS = frozenset({"tpm", "sim", "sev-snp"})
 CLOCK_SKEW_S = 30.0
 
 _KEYS = {
@@ -73,6 +81,8 @@ class MeasurementSet:
 
     def first_mismatch(self, claims: Claims) -> str | None:
         """The name of the first claim this set does not accept, or None if it matches."""
+        if self.tee == "sev-snp":
+            return snp_policy.first_mismatch(self.values, claims.measurements)
         got = claims.measurements
         for name, want in self.values.items():
             if name == "isv_svn_min":
@@ -87,6 +97,8 @@ class MeasurementSet:
         return None
 
     def to_json(self) -> dict[str, Any]:
+        if self.tee == "sev-snp":
+            return snp_policy.set_to_json(self.values)
         out: dict[str, Any] = {"tee": self.tee, **self.values}
         if self.pcrs:
             out["pcrs"] = {str(i): d for i, d in self.pcrs.items()}
@@ -283,6 +295,8 @@ def _measurement_set(index: int, raw: Any) -> MeasurementSet:
     tee = raw.get("tee")
     if tee not in HEX_FIELDS:
         raise ConfigError(f"{where}.tee must be one of {', '.join(HEX_FIELDS)}")
+    if tee == "sev-snp":
+        return MeasurementSet(tee, snp_policy.parse_set(where, raw))
     allowed = (
         HEX_FIELDS[tee] | INT_FIELDS.get(tee, frozenset()) | ({"pcrs"} if tee == "tpm" else set())
     )

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import importlib
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from trustserve.attestation._common import check_report_data
 from trustserve.attestation.base import Claims, Evidence, EvidenceProvider, Verifier
 from trustserve.attestation.policy import Policy
 from trustserve.errors import AttestationRefused, ConfigError
+
+if TYPE_CHECKING:
+    from trustserve.attestation.snp import SnpOptions
 
 # provider name -> "module:factory"; the factory takes (home, **options).
 PROVIDERS = {
@@ -49,11 +52,14 @@ def make_verifier(
     *,
     collateral: dict[str, Any] | None = None,
     pccs_url: str | None = None,
+    snp: SnpOptions | None = None,
 ) -> Verifier:
     """The verifier for evidence of ``kind``, configured from ``policy`` where it needs trust roots.
 
     For sgx/tdx, collateral comes from ``collateral``, else from the evidence
-    itself, else from ``pccs_url``.
+    itself, else from ``pccs_url``. For sev-snp, ``snp`` says where VCEKs come from
+    when the evidence holds none (a cache directory, a KDS URL) and which AMD
+    product lines are accepted.
     """
     if kind == "sim":
         from trustserve.attestation.sim import SimVerifier
@@ -67,6 +73,10 @@ def make_verifier(
         from trustserve.attestation.dcap import DcapVerifier
 
         return DcapVerifier(collateral=collateral, pccs_url=pccs_url)
+    if kind == "sev-snp":
+        from trustserve.attestation.snp import SnpVerifier
+
+        return SnpVerifier(snp)
     raise AttestationRefused("tee", f"no verifier for {kind!r} evidence")
 
 
@@ -78,6 +88,7 @@ def verify_evidence(
     *,
     collateral: dict[str, Any] | None = None,
     pccs_url: str | None = None,
+    snp: SnpOptions | None = None,
 ) -> Claims:
     """Verify ``evidence`` and apply ``policy``; return the claims if both accept it.
 
@@ -87,7 +98,9 @@ def verify_evidence(
         raise AttestationRefused(
             "tee", "simulated evidence (not hardware-protected); policy lacks allow_simulated"
         )
-    verifier = make_verifier(evidence.kind, policy, collateral=collateral, pccs_url=pccs_url)
+    verifier = make_verifier(
+        evidence.kind, policy, collateral=collateral, pccs_url=pccs_url, snp=snp
+    )
     claims = verifier.verify(evidence, expected_report_data, now)
     check_report_data(claims.report_data, expected_report_data)
     policy.check(claims, now)
