@@ -214,3 +214,32 @@ def test_an_unreachable_kds_refuses(tmp_path: Path) -> None:
         )
     assert info.value.claim == "vcek"
     assert "cannot fetch" in info.value.detail
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "message"),
+    [(500, b"busy", "answered 500"), (200, b"x" * 100_000, "too much")],
+)
+def test_a_misbehaving_kds_refuses(status: int, body: bytes, message: str) -> None:
+    """Fail closed on an error answer, and read no more than a VCEK's size from the network."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(status)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        with pytest.raises(AttestationRefused, match=message) as info:
+            SnpVerifier(SnpOptions(kds_url=url)).verify(without_vcek(), REPORT_DATA, NOW)
+        assert info.value.claim == "vcek"
+    finally:
+        server.shutdown()
+        server.server_close()

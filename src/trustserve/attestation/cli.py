@@ -19,6 +19,7 @@ from trustserve.attestation.base import Claims, Evidence
 from trustserve.attestation.policy import Policy
 from trustserve.attestation.registry import PROVIDERS, make_provider, make_verifier
 from trustserve.attestation.snp import SnpOptions
+from trustserve.attestation.snp_report import PRODUCTS
 from trustserve.errors import AttestationRefused, BadRequest, ConfigError
 
 
@@ -46,7 +47,7 @@ def register(subparsers: Any) -> None:
     verify.add_argument(
         "--snp-product",
         action="append",
-        choices=["milan", "genoa", "turin"],
+        choices=PRODUCTS,
         help="sev-snp: accept only this AMD product line's root (repeatable; default all)",
     )
     verify.set_defaults(func=_verify)

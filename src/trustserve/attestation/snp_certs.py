@@ -75,7 +75,8 @@ def pinned_roots(product: str) -> AmdRoots:
 def load_vcek(der: bytes) -> x509.Certificate:
     """Parse a VCEK (DER); BadRequest if it is not a certificate with a P-384 key."""
     # AMD issues VCEKs with serial number 0, which RFC 5280 forbids and cryptography
-    # warns about; that one warning is expected of every genuine VCEK.
+    # warns about; that one warning is expected of every genuine VCEK. (The filter is
+    # process-wide while it lasts; it only hides this one message.)
     with warnings.catch_warnings():
         warnings.filterwarnings(
             "ignore", message=".*serial number.*", category=CryptographyDeprecationWarning

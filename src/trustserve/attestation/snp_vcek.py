@@ -104,18 +104,23 @@ class VcekSource:
             params["fmcSPL"] = tcb.fmc
         url = f"{self.kds_url}/vcek/v1/{product.capitalize()}/{hwid(report, product).hex()}"
         try:
-            response = httpx.get(url, params=params, timeout=self.timeout)
+            with httpx.stream("GET", url, params=params, timeout=self.timeout) as response:
+                if response.status_code in (400, 404):  # no such chip / TCB for this product
+                    return None
+                if response.status_code != 200:
+                    raise AttestationRefused(
+                        "vcek", f"the KDS at {self.kds_url} answered {response.status_code}"
+                    )
+                body = b""
+                for chunk in response.iter_bytes():
+                    body += chunk
+                    if len(body) > _MAX_VCEK_BYTES:  # the network is not trusted
+                        raise AttestationRefused("vcek", f"the KDS at {self.kds_url} sent too much")
         except httpx.HTTPError as exc:
             raise AttestationRefused(
                 "vcek", f"cannot fetch the VCEK from {self.kds_url}: {exc}"
             ) from None
-        if response.status_code in (400, 404):  # no such chip / TCB for this product
-            return None
-        if response.status_code != 200 or len(response.content) > _MAX_VCEK_BYTES:
-            raise AttestationRefused(
-                "vcek", f"the KDS at {self.kds_url} answered {response.status_code}"
-            )
-        return response.content
+        return body
 
     def _store(self, report: SnpReport, product: str, der: bytes) -> None:
         if self.cache_dir is None:
