@@ -30,7 +30,7 @@ from trustserve.attestation.collateral import (
     Pccs,
     expires_at,
 )
-from trustserve.errors import AttestationRefused
+from trustserve.errors import AttestationRefused, ConfigError
 
 TDX_EXPIRES = 1752919235.0  # 2025-07-19T10:00:35Z: the PCK CRL's nextUpdate, the earliest
 
@@ -108,7 +108,7 @@ def test_directory_first_then_pccs(tmp_path: Path) -> None:
     )
     assert claims.tcb_status == "UpToDate"
     assert fetch.calls == 1
-    filled = FirstOf([CollateralDirectory(collateral_dir(tmp_path)), Pccs("x", fetch)])
+    filled = FirstOf([CollateralDirectory(collateral_dir(tmp_path)), Pccs("https://x/", fetch)])
     filled.collateral(quote_bytes("tdx_quote"), TDX_TIME)
     assert fetch.calls == 1  # the file sufficed
 
@@ -121,3 +121,21 @@ def test_both_sources_failing_names_both_reasons(tmp_path: Path) -> None:
     assert refused.value.claim == "collateral"
     assert "does not exist" in refused.value.detail
     assert f"cannot fetch collateral from {url}" in refused.value.detail
+
+
+def test_sources_that_cannot_work_are_configuration_errors(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        VerifierSources.configured(collateral_dir=tmp_path / "absent")
+    with pytest.raises(ConfigError, match="PCCS URL"):
+        VerifierSources.configured(pccs_url="pccs.example:8081")
+
+
+def test_kms_serve_refuses_to_start_with_a_missing_collateral_directory(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from trustserve.cli import main
+
+    absent = tmp_path / "absent"
+    argv = ["kms", "serve", "--home", str(tmp_path), "--collateral-dir", str(absent)]
+    assert main(argv) == 2
+    assert f"collateral directory {absent} does not exist" in capsys.readouterr().err

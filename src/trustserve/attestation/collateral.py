@@ -34,7 +34,7 @@ from typing import Any, Protocol
 import dcap_qvl
 from cryptography import x509
 
-from trustserve.errors import AttestationRefused
+from trustserve.errors import AttestationRefused, ConfigError
 
 FETCH_TIMEOUT_S = 30.0
 
@@ -108,6 +108,8 @@ class CollateralDirectory:
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
+        if not self.path.is_dir():
+            raise ConfigError(f"collateral directory {self.path} does not exist")
 
     def collateral(self, quote: bytes, now: float) -> dict[str, Any]:
         key = CollateralKey.of(quote)
@@ -153,6 +155,8 @@ class Pccs:
         url: str,
         fetch: Callable[[bytes, str], dict[str, Any]] = fetch_collateral,
     ) -> None:
+        if not url.startswith(("https://", "http://")):
+            raise ConfigError(f"PCCS URL must be http(s)://…, got {url!r}")
         self.url = url
         self._fetch = fetch
         self._lock = threading.Lock()
