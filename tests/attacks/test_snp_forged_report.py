@@ -34,7 +34,7 @@ from tests.attestation.snp_data import (
     snp_policy,
     vcek_der,
 )
-from trustserve.attestation import Evidence, verify_evidence
+from trustserve.attestation import Evidence, VerifierSources, verify_evidence
 from trustserve.attestation.snp import SnpOptions
 from trustserve.errors import AttestationRefused
 
@@ -50,7 +50,7 @@ def forged() -> tuple[bytes, bytes]:
 
 def refused_claim(evidence: Evidence, options: SnpOptions | None = None) -> str:
     with pytest.raises(AttestationRefused) as info:
-        verify_evidence(evidence, REPORT_DATA, snp_policy(), NOW, snp=options)
+        verify_evidence(evidence, REPORT_DATA, snp_policy(), NOW, VerifierSources(snp=options))
     return info.value.claim
 
 

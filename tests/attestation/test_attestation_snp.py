@@ -26,7 +26,7 @@ from snp_data import (
     snp_policy,
 )
 
-from trustserve.attestation import Evidence, Policy, verify_evidence
+from trustserve.attestation import Evidence, Policy, VerifierSources, verify_evidence
 from trustserve.attestation.snp import SnpOptions, SnpVerifier
 from trustserve.attestation.snp_certs import pinned_roots
 from trustserve.errors import AttestationRefused, BadRequest
@@ -36,7 +36,9 @@ def refused(
     evidence: Evidence, policy: Policy | None = None, options: SnpOptions | None = None
 ) -> AttestationRefused:
     with pytest.raises(AttestationRefused) as info:
-        verify_evidence(evidence, REPORT_DATA, policy or snp_policy(), NOW, snp=options)
+        verify_evidence(
+            evidence, REPORT_DATA, policy or snp_policy(), NOW, VerifierSources(snp=options)
+        )
     return info.value
 
 
@@ -90,7 +92,9 @@ def test_the_vcek_checked_against_the_genoa_root_is_refused() -> None:
 
 def test_each_product_root_can_be_chosen_and_milan_s_accepts() -> None:
     options = SnpOptions(products=("turin", "milan"))
-    claims = verify_evidence(snp_evidence(), REPORT_DATA, snp_policy(), NOW, snp=options)
+    claims = verify_evidence(
+        snp_evidence(), REPORT_DATA, snp_policy(), NOW, VerifierSources(snp=options)
+    )
     assert claims.extra["product"] == "milan"
 
 
@@ -144,7 +148,9 @@ def test_the_vcek_is_refused_after_it_expires() -> None:
 
 
 def test_a_policy_without_snp_sets_refuses_snp_evidence() -> None:
-    policy = Policy.from_yaml('measurements: [{tee: tdx, mrtd: "' + "00" * 48 + '"}]')
+    zeros = '"' + "00" * 48 + '"'
+    tdx_set = ", ".join(f"{name}: {zeros}" for name in ("mrtd", "rtmr1", "rtmr2", "rtmr3"))
+    policy = Policy.from_yaml("measurements: [{tee: tdx, " + tdx_set + "}]")
     assert refused(snp_evidence(), policy=policy).claim == "measurements"
 
 

@@ -27,7 +27,7 @@ from snp_data import (
     u32,
 )
 
-from trustserve.attestation import Evidence, Policy, snp_certs, verify_evidence
+from trustserve.attestation import Evidence, Policy, VerifierSources, snp_certs, verify_evidence
 from trustserve.attestation.snp import SnpOptions, SnpVerifier
 from trustserve.errors import AttestationRefused, ConfigError
 
@@ -123,7 +123,9 @@ def test_a_turin_report_uses_the_turin_tcb_layout_and_8_byte_hwid(fake_roots: Fa
     assert {k: int(claims.measurements[f"tcb_{k}"]) for k in tcb} == tcb
     policy = snp_policy(min_tcb="{fmc: 2}")
     with pytest.raises(AttestationRefused) as info:
-        verify_evidence(evidence, REPORT_DATA, policy, NOW, snp=SnpOptions(products=("turin",)))
+        verify_evidence(
+            evidence, REPORT_DATA, policy, NOW, VerifierSources(snp=SnpOptions(products=("turin",)))
+        )
     assert info.value.claim == "tcb_fmc"
 
 

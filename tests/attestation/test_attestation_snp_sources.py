@@ -30,7 +30,7 @@ from snp_data import (
 from test_attestation_providers import FakeConfigfsTsm
 
 from tests.support import free_port
-from trustserve.attestation import Evidence, make_provider, verify_evidence
+from trustserve.attestation import Evidence, VerifierSources, make_provider, verify_evidence
 from trustserve.attestation.snp import SnpOptions, SnpVerifier
 from trustserve.attestation.snp_report import parse_cert_table
 from trustserve.errors import AttestationRefused
@@ -108,7 +108,10 @@ def test_without_an_auxblob_the_evidence_needs_a_verifier_source(
     cache.mkdir()
     (cache / "chip.der").write_bytes(vcek_der())
     options = SnpOptions(vcek_dir=cache)
-    assert verify_evidence(evidence, REPORT_DATA, snp_policy(), NOW, snp=options).tee == "sev-snp"
+    assert (
+        verify_evidence(evidence, REPORT_DATA, snp_policy(), NOW, VerifierSources(snp=options)).tee
+        == "sev-snp"
+    )
 
 
 def test_a_malformed_auxblob_is_ignored_not_fatal(tsm_root: Path, tmp_path: Path) -> None:

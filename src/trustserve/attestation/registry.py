@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import importlib
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -12,6 +15,7 @@ from trustserve.attestation.policy import Policy
 from trustserve.errors import AttestationRefused, ConfigError
 
 if TYPE_CHECKING:
+    from trustserve.attestation.collateral import CollateralSource
     from trustserve.attestation.snp import SnpOptions
 
 # provider name -> "module:factory"; the factory takes (home, **options).
@@ -46,20 +50,52 @@ def make_provider(name: str, home: Path, **options: Any) -> EvidenceProvider:
     return provider
 
 
-def make_verifier(
-    kind: str,
-    policy: Policy,
-    *,
-    collateral: dict[str, Any] | None = None,
-    pccs_url: str | None = None,
-    snp: SnpOptions | None = None,
-) -> Verifier:
+@dataclass(frozen=True)
+class VerifierSources:
+    """What verifiers fetch from the verifier's own side, never from the evidence.
+
+    ``collateral``: DCAP collateral for sgx/tdx quotes (a collateral directory
+    and/or a PCCS; ``trustserve.attestation.collateral.collateral_source``).
+    Without it, sgx/tdx evidence is refused (claim ``collateral``).
+
+    ``snp``: where sev-snp VCEKs come from when the evidence holds none (a cache
+    directory, an AMD KDS URL) and which AMD product lines are accepted
+    (``trustserve.attestation.snp.SnpOptions``; None: all products, no VCEK source).
+    """
+
+    collateral: CollateralSource | None = None
+    snp: SnpOptions | None = None
+
+    @classmethod
+    def configured(
+        cls,
+        *,
+        collateral_dir: Path | None = None,
+        pccs_url: str | None = None,
+        vcek_dir: Path | None = None,
+        kds_url: str | None = None,
+        snp_products: Sequence[str] | None = None,
+    ) -> VerifierSources:
+        """From the ``--collateral-dir`` / ``--pccs-url`` / ``--vcek-dir`` / ``--kds-url`` /
+        ``--snp-product`` options (any of them, or none); ConfigError for one that cannot work.
+        """
+        from trustserve.attestation.collateral import collateral_source
+        from trustserve.attestation.snp import SnpOptions
+
+        return cls(
+            collateral=collateral_source(collateral_dir, pccs_url),
+            snp=SnpOptions.configured(vcek_dir=vcek_dir, kds_url=kds_url, products=snp_products),
+        )
+
+
+NO_SOURCES = VerifierSources()
+
+
+def make_verifier(kind: str, policy: Policy, sources: VerifierSources = NO_SOURCES) -> Verifier:
     """The verifier for evidence of ``kind``, configured from ``policy`` where it needs trust roots.
 
-    For sgx/tdx, collateral comes from ``collateral``, else from the evidence
-    itself, else from ``pccs_url``. For sev-snp, ``snp`` says where VCEKs come from
-    when the evidence holds none (a cache directory, a KDS URL) and which AMD
-    product lines are accepted.
+    ``sources``: where sgx/tdx collateral and sev-snp VCEKs come from, and which AMD
+    product lines are accepted (the evidence's own collateral is never used).
     """
     if kind == "sim":
         from trustserve.attestation.sim import SimVerifier
@@ -72,11 +108,11 @@ def make_verifier(
     if kind in ("sgx", "tdx"):
         from trustserve.attestation.dcap import DcapVerifier
 
-        return DcapVerifier(collateral=collateral, pccs_url=pccs_url)
+        return DcapVerifier(sources.collateral)
     if kind == "sev-snp":
         from trustserve.attestation.snp import SnpVerifier
 
-        return SnpVerifier(snp)
+        return SnpVerifier(sources.snp)
     raise AttestationRefused("tee", f"no verifier for {kind!r} evidence")
 
 
@@ -85,22 +121,19 @@ def verify_evidence(
     expected_report_data: bytes | None,
     policy: Policy,
     now: float,
-    *,
-    collateral: dict[str, Any] | None = None,
-    pccs_url: str | None = None,
-    snp: SnpOptions | None = None,
+    sources: VerifierSources = NO_SOURCES,
 ) -> Claims:
     """Verify ``evidence`` and apply ``policy``; return the claims if both accept it.
 
     Raises AttestationRefused (naming the claim) or BadRequest (malformed evidence).
     """
+    if not math.isfinite(now):
+        raise ConfigError("the verification time must be a finite number")
     if evidence.kind == "sim" and not policy.allow_simulated:
         raise AttestationRefused(
             "tee", "simulated evidence (not hardware-protected); policy lacks allow_simulated"
         )
-    verifier = make_verifier(
-        evidence.kind, policy, collateral=collateral, pccs_url=pccs_url, snp=snp
-    )
+    verifier = make_verifier(evidence.kind, policy, sources)
     claims = verifier.verify(evidence, expected_report_data, now)
     check_report_data(claims.report_data, expected_report_data)
     policy.check(claims, now)

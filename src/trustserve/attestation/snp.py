@@ -24,6 +24,7 @@ evaluation like Intel's, so the policy's ``min_tcb`` takes its place.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,6 +50,26 @@ class SnpOptions:
     products: tuple[str, ...] = PRODUCTS
     vcek_dir: Path | None = None
     kds_url: str | None = None
+
+    @classmethod
+    def configured(
+        cls,
+        *,
+        vcek_dir: Path | None = None,
+        kds_url: str | None = None,
+        products: Sequence[str] | None = None,
+    ) -> SnpOptions:
+        """From ``--vcek-dir`` / ``--kds-url`` / ``--snp-product``: a VCEK cache that does not
+        exist (with no KDS to fill it), a KDS URL that is not http(s) or an unknown product
+        stops the verifier at start (ConfigError), not at the first SEV-SNP report.
+        """
+        if kds_url is not None and not kds_url.startswith(("https://", "http://")):
+            raise ConfigError(f"KDS URL must be http(s)://…, got {kds_url!r}")
+        if vcek_dir is not None and kds_url is None and not Path(vcek_dir).is_dir():
+            raise ConfigError(f"VCEK cache directory {vcek_dir} does not exist")
+        options = cls(tuple(products) if products else PRODUCTS, vcek_dir, kds_url)
+        SnpVerifier(options)  # checks the products
+        return options
 
 
 class SnpVerifier:

@@ -149,11 +149,23 @@ class Stack:
             self.supervisor.options, broker=worker_url, kms=kms_url, kms_ca=self.settings.kms_ca
         )
         for entry in self.registry.scan(self.settings.workers_per_model):
+            if entry.encrypted and kms_url is None:
+                # no worker could ever open it: say so now instead of starting workers that fail
+                m = entry.manifest
+                reason = (
+                    f"model {m.name} version {m.version} is encrypted and this server has no "
+                    "key service (start it with --kms URL, or --dev for development)"
+                )
+                log.error("%s", reason)
+                self.registry.mark_unservable(entry.queue, reason)
+                continue
             await self.supervisor.scale(entry.queue, entry.path, entry.min_workers)
 
     def _front_doors(self) -> list[_Server]:
         s = self.settings
         tls = self._tls_files if s.tls else None
+        if tls is not None and s.tls_cert is not None and s.tls_key is not None:
+            tls = TlsFiles(tls.ca, s.tls_cert, s.tls_key)
         if tls is None:
             log.warning(
                 "!!! TLS is OFF (--insecure-http): clients' data crosses the network in clear"
