@@ -36,6 +36,7 @@ class Settings:
     kms_url: str | None = None
     kms_port: int = 8083
     attestation: str = "sim"
+    attestation_options: dict[str, str] = field(default_factory=dict)  # make_provider(**...)
 
     @property
     def store(self) -> Path:

@@ -10,6 +10,7 @@ import signal
 from pathlib import Path
 from typing import Any
 
+from trustserve.attestation.registry import parse_options
 from trustserve.config import Settings, default_home
 
 log = logging.getLogger("trustserve")
@@ -38,6 +39,7 @@ def _settings(args: argparse.Namespace) -> Settings:
     s.kms_url = args.kms
     s.kms_port = args.kms_port
     s.attestation = args.attestation
+    s.attestation_options = parse_options(args.attestation_option)
     return s
 
 
@@ -77,6 +79,13 @@ def _serve_options(p: argparse.ArgumentParser) -> None:
         default="sim",
         choices=["sim", "tpm", "tdx", "sev-snp", "sgx"],
         help="evidence provider of this frontend and its workers",
+    )
+    p.add_argument(
+        "--attestation-option",
+        action="append",
+        metavar="KEY=VALUE",
+        help="provider option, repeatable (tpm: tcti=T, pcrs=0,7, ak_handle=0x81000003, "
+        "ak_cert_nv=0x01C101D0)",
     )
 
 
@@ -153,6 +162,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
         passthrough += ["--home", args.home]
     if args.kms:
         passthrough += ["--kms", args.kms]
+    passthrough += ["--attestation", args.attestation]
+    passthrough += [f"--attestation-option={o}" for o in args.attestation_option or []]
     supervisor = WorkerSupervisor(passthrough, dict(os.environ))
 
     async def main() -> None:

@@ -2,19 +2,28 @@
 
 Provider: an attestation key (AK), then TPM2_Quote over the configured PCRs with
 the 64 bytes of report data as qualifying data, then the PCR values themselves.
-Without ``ak_handle`` the AK is a primary ECC P-256 restricted signing key in the
-endorsement hierarchy: the TPM derives it from its endorsement seed, so it is the
-same key every time and needs no storage. With ``ak_handle`` (e.g. 0x81000003 on
-Azure) the persistent key there is used.
+Which AK:
+
+- by default a primary ECC P-256 restricted signing key in the endorsement
+  hierarchy: the TPM derives it from its endorsement seed, so it is the same key
+  every time and needs no storage;
+- ``ak_handle``: the persistent key there (Azure: 0x81000003);
+- ``ak_template_nv``: a primary key made from the TPMT_PUBLIC template stored in
+  that NV index (GCP: 0x01C10001 RSA, 0x01C10003 ECC).
+
+With ``ak_cert_nv`` (Azure: 0x01C101D0; GCP: 0x01C10000 / 0x01C10002) the AK
+certificate stored there goes into the evidence, with the PEM intermediates of
+the file ``ak_cert_intermediates`` if given.
 
 Evidence data: ``ak_public`` (b64 TPMT_PUBLIC), ``quote`` (b64 TPMS_ATTEST),
-``signature`` (b64 TPMT_SIGNATURE), ``pcr_bank`` and ``pcrs`` ({index: hex}).
+``signature`` (b64 TPMT_SIGNATURE), ``pcr_bank``, ``pcrs`` ({index: hex}) and,
+optionally, ``ak_cert`` (b64 DER) and ``ak_cert_intermediates`` (list of b64 DER).
 
-Verifier: the AK must be one the policy pins (``tpm_ak_public_keys``) and a
-restricted, fixed-TPM signing key; the signature over the quote; the quote's
-qualifying data is the report data; the PCR digest in the quote is the hash of
-the reported PCR values. A TPM quote carries no wall-clock time: freshness comes
-from the report data (a verifier's nonce).
+Verifier: the AK must be trusted (``tpm_ak``: a pinned Name or an AK certificate)
+and have the attributes of an attestation key; the signature over the quote; the
+quote's qualifying data is the report data; the PCR digest in the quote is the
+hash of the reported PCR values. A TPM quote carries no wall-clock time:
+freshness comes from the report data (a verifier's nonce).
 """
 
 from __future__ import annotations
@@ -26,21 +35,20 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from cryptography import x509
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.serialization import (
-    Encoding,
-    PublicFormat,
-    load_pem_public_key,
-)
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from trustserve.attestation._common import check_report_data, normalize_report_data, require
 from trustserve.attestation.base import Claims, Evidence, b64, unb64
+from trustserve.attestation.tpm_ak import AkTrust, ak_name
 from trustserve.errors import AttestationRefused, BadRequest, ConfigError
 
 DEFAULT_TCTI = "device:/dev/tpmrm0"
 DEFAULT_PCRS = (0, 1, 2, 3, 4, 5, 6, 7)
 _BANKS = {"sha1": hashlib.sha1, "sha256": hashlib.sha256, "sha384": hashlib.sha384}
 _PCR_READ_MAX = 8  # TPM2_PCR_Read returns at most 8 digests per call
+_NV_READ_MIN = 512  # if the TPM does not say how much one TPM2_NV_Read may return
 _ATTEMPTS = 3
 
 
@@ -67,7 +75,12 @@ class TpmProvider:
         pcrs: Sequence[int] = DEFAULT_PCRS,
         bank: str = "sha256",
         ak_handle: int | None = None,
+        ak_template_nv: int | None = None,
+        ak_cert_nv: int | None = None,
+        ak_cert_intermediates: Path | str | None = None,
     ) -> None:
+        if ak_handle is not None and ak_template_nv is not None:
+            raise ConfigError("tpm: give ak_handle or ak_template_nv, not both")
         if bank not in _BANKS:
             raise ConfigError(f"tpm PCR bank must be one of {', '.join(_BANKS)}")
         if importlib.util.find_spec("tpm2_pytss") is None:
@@ -78,6 +91,9 @@ class TpmProvider:
         self._pcrs = sorted(set(pcrs))
         self._bank = bank
         self._ak_handle = ak_handle
+        self._ak_template_nv = ak_template_nv
+        self._ak_cert_nv = ak_cert_nv
+        self._intermediates = _load_intermediates(ak_cert_intermediates)
 
     def make(self, report_data: bytes) -> Evidence:
         from tpm2_pytss import ESAPI, TSS2_Exception
@@ -90,8 +106,15 @@ class TpmProvider:
         except TSS2_Exception as exc:
             raise ConfigError(f"cannot open TPM at {self._tcti}: {exc}") from None
         try:
+            certs: dict[str, Any] = {}
+            if self._ak_cert_nv is not None:
+                certs["ak_cert"] = b64(_ak_cert(_read_nv(esapi, self._ak_cert_nv)))
+                certs["ak_cert_intermediates"] = self._intermediates
             if self._ak_handle is None:
-                ak, public, *_ = esapi.create_primary(None, _ak_template(), ESYS_TR.ENDORSEMENT)
+                template = _ak_template()
+                if self._ak_template_nv is not None:
+                    template = _nv_template(_read_nv(esapi, self._ak_template_nv))
+                ak, public, *_ = esapi.create_primary(None, template, ESYS_TR.ENDORSEMENT)
                 transient = True
             else:
                 ak = esapi.tr_from_tpmpublic(self._ak_handle)
@@ -121,6 +144,7 @@ class TpmProvider:
                 "signature": b64(signature.marshal()),
                 "pcr_bank": self._bank,
                 "pcrs": {str(i): v.hex() for i, v in values.items()},
+                **certs,
             },
         )
 
@@ -135,8 +159,102 @@ class TpmProvider:
         return values
 
 
+_OPTIONS = {"tcti", "pcrs", "bank", "ak_handle", "ak_template_nv", "ak_cert_nv"}
+_OPTIONS |= {"ak_cert_intermediates"}
+_HANDLES = ("ak_handle", "ak_template_nv", "ak_cert_nv")
+
+
 def provider(home: Path, **options: Any) -> TpmProvider:
+    """The TPM provider; string option values (from a command line) are converted.
+
+    ``pcrs`` may be ``"0,7"``; handles and NV indices may be ``"0x81000003"``.
+    """
+    unknown = sorted(set(options) - _OPTIONS)
+    if unknown:
+        raise ConfigError(f"unknown tpm option(s) {', '.join(unknown)}; known: {sorted(_OPTIONS)}")
+    if isinstance(options.get("pcrs"), str):
+        try:
+            options["pcrs"] = [int(p) for p in options["pcrs"].split(",")]
+        except ValueError:
+            raise ConfigError("tpm option pcrs must be comma-separated integers") from None
+    for key in _HANDLES:
+        if isinstance(options.get(key), str):
+            try:
+                options[key] = int(options[key], 0)
+            except ValueError:
+                raise ConfigError(f"tpm option {key} must be an integer (0x...)") from None
     return TpmProvider(home, **options)
+
+
+def _read_nv(esapi: Any, index: int) -> bytes:
+    """The whole data of NV ``index``, read with owner authorization (as Azure's
+    AK certificate is) or the index's own (empty) authorization."""
+    from tpm2_pytss import TSS2_Exception
+    from tpm2_pytss.constants import ESYS_TR, TPM2_CAP, TPM2_PT_NV, TPMA_NV
+
+    try:
+        handle = esapi.tr_from_tpmpublic(index)
+        public, _ = esapi.nv_read_public(handle)
+    except TSS2_Exception as exc:
+        raise ConfigError(f"cannot read TPM NV index {index:#x}: {exc}") from None
+    attrs = public.nvPublic.attributes
+    if not attrs & TPMA_NV.WRITTEN:
+        raise ConfigError(f"TPM NV index {index:#x} has never been written")
+    if attrs & TPMA_NV.OWNERREAD:
+        auth = ESYS_TR.OWNER
+    elif attrs & TPMA_NV.AUTHREAD:
+        auth = handle
+    else:
+        raise ConfigError(f"TPM NV index {index:#x} is readable neither by owner nor by auth")
+    _, caps = esapi.get_capability(TPM2_CAP.TPM_PROPERTIES, TPM2_PT_NV.BUFFER_MAX)
+    props = caps.data.tpmProperties
+    step = int(props.tpmProperty[0].value) if props.count else _NV_READ_MIN
+    size = int(public.nvPublic.dataSize)
+    chunks = [
+        bytes(esapi.nv_read(handle, min(step, size - offset), offset, auth_handle=auth))
+        for offset in range(0, size, step)
+    ]
+    return b"".join(chunks)
+
+
+def _ak_cert(data: bytes) -> bytes:
+    """The DER certificate at the start of ``data`` (NV indices are often zero-padded)."""
+    length = None
+    if len(data) >= 2 and data[0] == 0x30:
+        if data[1] < 0x80:
+            length = 2 + data[1]
+        elif 1 <= data[1] & 0x7F <= 4 and len(data) >= 2 + (data[1] & 0x7F):
+            extra = data[1] & 0x7F
+            length = 2 + extra + int.from_bytes(data[2 : 2 + extra], "big")
+    if length is None or length > len(data):
+        raise ConfigError("the TPM NV index does not hold a DER certificate")
+    try:
+        x509.load_der_x509_certificate(data[:length])
+    except ValueError:
+        raise ConfigError("the TPM NV index does not hold a valid X.509 certificate") from None
+    return data[:length]
+
+
+def _nv_template(data: bytes) -> Any:
+    from tpm2_pytss import TPM2B_PUBLIC, TPMT_PUBLIC, TSS2_Exception
+
+    try:
+        area, _ = TPMT_PUBLIC.unmarshal(data)
+    except (TSS2_Exception, ValueError) as exc:
+        raise ConfigError(f"the AK template NV index is not a TPMT_PUBLIC: {exc}") from None
+    return TPM2B_PUBLIC(area)
+
+
+def _load_intermediates(path: Path | str | None) -> list[str]:
+    if path is None:
+        return []
+    try:
+        certs = x509.load_pem_x509_certificates(Path(path).read_bytes())
+    except OSError as exc:
+        raise ConfigError(f"cannot read ak_cert_intermediates {path}: {exc.strerror}") from None
+    except ValueError:
+        raise ConfigError(f"ak_cert_intermediates {path} holds no PEM certificate") from None
+    return [b64(c.public_bytes(Encoding.DER)) for c in certs]
 
 
 def _pcr_digest_matches(quote: bytes, bank: str, values: dict[int, bytes]) -> bool:
@@ -147,19 +265,15 @@ def _pcr_digest_matches(quote: bytes, bank: str, values: dict[int, bytes]) -> bo
     return hmac.compare_digest(bytes(attest.attested.quote.pcrDigest), expected)
 
 
-def _spki(pem: str) -> bytes:
-    return load_pem_public_key(pem.encode()).public_bytes(
-        Encoding.DER, PublicFormat.SubjectPublicKeyInfo
-    )
-
-
 class TpmVerifier:
-    def __init__(self, trusted_ak_pems: Sequence[str] = ()) -> None:
-        self._trusted = [_spki(p) for p in trusted_ak_pems]
+    """Verifies TPM quotes by AKs that ``tpm_ak_names`` pins or ``tpm_ak_ca_certs`` certify."""
+
+    def __init__(self, ak_names: Sequence[str] = (), ak_ca_certs: Sequence[str] = ()) -> None:
+        self._trust = AkTrust(ak_names, ak_ca_certs)
 
     def verify(self, evidence: Evidence, expected_report_data: bytes | None, now: float) -> Claims:
         from tpm2_pytss import TPMS_ATTEST, TPMT_PUBLIC, TPMT_SIGNATURE, TSS2_Exception
-        from tpm2_pytss.constants import TPM2_GENERATED, TPM2_ST, TPMA_OBJECT
+        from tpm2_pytss.constants import TPM2_GENERATED, TPM2_ST
 
         if evidence.kind != "tpm":
             raise BadRequest(f"tpm verifier given {evidence.kind} evidence")
@@ -173,17 +287,11 @@ class TpmVerifier:
             ak, _ = TPMT_PUBLIC.unmarshal(unb64(data.get("ak_public"), "ak_public"))
             signature, _ = TPMT_SIGNATURE.unmarshal(unb64(data.get("signature"), "signature"))
             attest, _ = TPMS_ATTEST.unmarshal(quote)
-            ak_der = ak.to_der()
+            ak_pem = ak.to_pem().decode()
         except (TSS2_Exception, ValueError, TypeError) as exc:
             raise BadRequest(f"tpm evidence is malformed: {exc}") from None
 
-        if not self._trusted:
-            raise AttestationRefused("ak", "no TPM attestation key is trusted (tpm_ak_public_keys)")
-        if not any(hmac.compare_digest(ak_der, k) for k in self._trusted):
-            raise AttestationRefused("ak", "the TPM attestation key is not a pinned one")
-        needed = TPMA_OBJECT.FIXEDTPM | TPMA_OBJECT.RESTRICTED | TPMA_OBJECT.SIGN_ENCRYPT
-        if ak.objectAttributes & needed != needed:
-            raise AttestationRefused("ak", "the AK is not a restricted, fixed-TPM signing key")
+        ak_claims = self._trust.check(ak, data, now)
         try:
             signature.verify_signature(ak, quote)
         except InvalidSignature:
@@ -210,7 +318,8 @@ class TpmVerifier:
             issued_at=None,
             extra={
                 "pcr_bank": bank,
-                "ak_public_key": ak.to_pem().decode(),
+                "ak_public_key": ak_pem,
+                **ak_claims,
                 "firmware_version": int(attest.firmwareVersion),
                 "reset_count": int(attest.clockInfo.resetCount),
             },
@@ -248,13 +357,12 @@ def _check_selection(selection: Any, bank: str, indices: set[int]) -> None:
         raise AttestationRefused("pcrs", "the reported PCRs are not the quoted ones")
 
 
-def ak_public_pem(evidence: Evidence) -> str:
-    """The PEM public key of the AK that signed TPM ``evidence`` (to pin in a policy)."""
+def ak_name_of(evidence: Evidence) -> str:
+    """The Name (hex) of the AK that signed TPM ``evidence``: what ``tpm_ak_names`` pins."""
     from tpm2_pytss import TPMT_PUBLIC, TSS2_Exception
 
     try:
         ak, _ = TPMT_PUBLIC.unmarshal(unb64(evidence.data.get("ak_public"), "ak_public"))
-        pem: bytes = ak.to_pem()
     except (TSS2_Exception, ValueError, TypeError) as exc:
         raise BadRequest(f"tpm evidence ak_public is malformed: {exc}") from None
-    return pem.decode()
+    return ak_name(ak)

@@ -102,7 +102,7 @@ class Stack:
         kms_url = s.kms_url
         if kms_url is None and (s.dev or self.kms is not None):
             service = self.kms or development_kms(s.home)
-            provider = make_provider(s.attestation, s.home)
+            provider = make_provider(s.attestation, s.home, **s.attestation_options)
             kms_server = self._server(
                 create_app(service, provider), "127.0.0.1", s.kms_port, tls_files
             )
@@ -118,9 +118,14 @@ class Stack:
         self.broker = broker
         if kms_url is not None:
             client = KmsClient(kms_url, ca_file=tls_files.ca)
-            keys = FrontendKeys(client, make_provider(s.attestation, s.home))
+            keys = FrontendKeys(
+                client, make_provider(s.attestation, s.home, **s.attestation_options)
+            )
             self.broker = EncryptingBroker(broker, await keys.broker_key())
             self.supervisor.worker_args += ["--kms", kms_url, "--attestation", s.attestation]
+            self.supervisor.worker_args += [
+                f"--attestation-option={k}={v}" for k, v in s.attestation_options.items()
+            ]
         else:
             log.warning("!!! no key service: broker payloads are NOT encrypted (plaintext mode)")
         self.supervisor.worker_args += ["--broker", worker_url]

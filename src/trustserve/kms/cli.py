@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from trustserve.attestation import Policy, make_provider
-from trustserve.attestation.registry import PROVIDERS
+from trustserve.attestation.registry import PROVIDERS, parse_options
 from trustserve.config import default_home
 from trustserve.crypto.rootkey import create_key_file
 from trustserve.kms import audit
@@ -45,6 +45,12 @@ def register(subparsers: Any) -> None:
         "--allow-sim", action="store_true", help="development: release to sim evidence"
     )
     serve.add_argument("--provider", choices=sorted(PROVIDERS), help="KMS's own evidence")
+    serve.add_argument(
+        "--attestation-option",
+        action="append",
+        metavar="KEY=VALUE",
+        help="provider option, repeatable",
+    )
     serve.set_defaults(func=_serve)
 
     rotate = sub.add_parser("rotate-serving-key", help="make a new current serving key")
@@ -110,7 +116,8 @@ def _serve(args: argparse.Namespace) -> int:
 
     home = _home(args)
     service = KmsService.from_env(home, _policy(args, home))
-    provider = make_provider(args.provider, home) if args.provider else None
+    options = parse_options(args.attestation_option)
+    provider = make_provider(args.provider, home, **options) if args.provider else None
     ssl: dict[str, Any] = {}
     if not args.insecure_http:
         if args.cert is None or args.key is None:

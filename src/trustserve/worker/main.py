@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from trustserve import archive
+from trustserve.attestation.registry import parse_options
 from trustserve.broker import JobSource, connect_job_source
 from trustserve.broker.base import queue_name
 from trustserve.broker.encrypted import DecryptingJobSource
@@ -46,7 +47,8 @@ async def serve(args: argparse.Namespace) -> int:
     model = archive.load(Path(args.archive))
     manifest = model.manifest
     ca = Path(args.ca) if args.ca else home / "tls" / "ca.pem"
-    keys = key_ring(args.kms, home, args.attestation, ca if ca.exists() else None)
+    options = parse_options(args.attestation_option)
+    keys = key_ring(args.kms, home, args.attestation, ca if ca.exists() else None, **options)
     plaintext = await asyncio.to_thread(keys.obtain, model)
     engine = load_engine(args.engine, plaintext, manifest, args.threads)
     del model, plaintext
@@ -88,6 +90,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default="sim",
         choices=["sim", "tpm", "tdx", "sev-snp", "sgx"],
         help="evidence provider (sim is for development: the KMS must opt in)",
+    )
+    p.add_argument(
+        "--attestation-option",
+        action="append",
+        metavar="KEY=VALUE",
+        help="provider option, repeatable (tpm: tcti=T, pcrs=0,7, ak_handle=0x81000003, "
+        "ak_cert_nv=0x01C101D0)",
     )
     p.add_argument("--replay-window", type=float, default=300.0, help="sealed freshness, seconds")
 
