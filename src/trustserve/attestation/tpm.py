@@ -47,6 +47,8 @@ from trustserve.errors import AttestationRefused, BadRequest, ConfigError
 DEFAULT_TCTI = "device:/dev/tpmrm0"
 DEFAULT_PCRS = (0, 1, 2, 3, 4, 5, 6, 7)
 _BANKS = {"sha1": hashlib.sha1, "sha256": hashlib.sha256, "sha384": hashlib.sha384}
+# TPM2_Quote hashes the PCR values with the signing scheme's hash (TPM2_ALG ids).
+_QUOTE_HASHES = {0x000B: hashlib.sha256, 0x000C: hashlib.sha384, 0x000D: hashlib.sha512}
 _PCR_READ_MAX = 8  # TPM2_PCR_Read returns at most 8 digests per call
 _NV_READ_MIN = 512  # if the TPM does not say how much one TPM2_NV_Read may return
 _ATTEMPTS = 3
@@ -125,7 +127,7 @@ class TpmProvider:
                     attest, signature = esapi.quote(ak, selection, nonce)
                     quote = bytes(attest)
                     values = self._read_pcrs(esapi)
-                    if _pcr_digest_matches(quote, self._bank, values):
+                    if _pcr_digest_matches(quote, _quote_hash(signature), values):
                         break
                 else:
                     raise ConfigError("PCRs kept changing while quoting; try again")
@@ -257,11 +259,19 @@ def _load_intermediates(path: Path | str | None) -> list[str]:
     return [b64(c.public_bytes(Encoding.DER)) for c in certs]
 
 
-def _pcr_digest_matches(quote: bytes, bank: str, values: dict[int, bytes]) -> bool:
+def _quote_hash(signature: Any) -> Any:
+    """The hash the quote's PCR digest uses: that of the signature's scheme."""
+    alg = int(signature.signature.any.hashAlg)
+    if alg not in _QUOTE_HASHES:
+        raise AttestationRefused("signature", f"the quote is signed with hash {alg:#06x}")
+    return _QUOTE_HASHES[alg]
+
+
+def _pcr_digest_matches(quote: bytes, digest: Any, values: dict[int, bytes]) -> bool:
     from tpm2_pytss import TPMS_ATTEST
 
     attest, _ = TPMS_ATTEST.unmarshal(quote)
-    expected = _BANKS[bank](b"".join(values[i] for i in sorted(values))).digest()
+    expected = digest(b"".join(values[i] for i in sorted(values))).digest()
     return hmac.compare_digest(bytes(attest.attested.quote.pcrDigest), expected)
 
 
@@ -306,7 +316,7 @@ class TpmVerifier:
             raise AttestationRefused("report_data", "quote qualifying data is not 64 bytes")
         check_report_data(report_data, expected_report_data)
         _check_selection(attest.attested.quote.pcrSelect, bank, set(values))
-        if not _pcr_digest_matches(quote, bank, values):
+        if not _pcr_digest_matches(quote, _quote_hash(signature), values):
             raise AttestationRefused("pcrs", "the PCR values do not match the quoted PCR digest")
         return Claims(
             tee="tpm",
