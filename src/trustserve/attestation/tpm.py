@@ -35,13 +35,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from cryptography import x509
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.serialization import Encoding
 
 from trustserve.attestation._common import check_report_data, normalize_report_data, require
 from trustserve.attestation.base import Claims, Evidence, b64, unb64
 from trustserve.attestation.tpm_ak import AkTrust, ak_name
+from trustserve.attestation.tpm_nv import ak_cert_der, load_intermediates, nv_template, read_nv
 from trustserve.errors import AttestationRefused, BadRequest, ConfigError
 
 DEFAULT_TCTI = "device:/dev/tpmrm0"
@@ -50,7 +49,6 @@ _BANKS = {"sha1": hashlib.sha1, "sha256": hashlib.sha256, "sha384": hashlib.sha3
 # TPM2_Quote hashes the PCR values with the signing scheme's hash (TPM2_ALG ids).
 _QUOTE_HASHES = {0x000B: hashlib.sha256, 0x000C: hashlib.sha384, 0x000D: hashlib.sha512}
 _PCR_READ_MAX = 8  # TPM2_PCR_Read returns at most 8 digests per call
-_NV_READ_MIN = 512  # if the TPM does not say how much one TPM2_NV_Read may return
 _ATTEMPTS = 3
 
 
@@ -95,7 +93,7 @@ class TpmProvider:
         self._ak_handle = ak_handle
         self._ak_template_nv = ak_template_nv
         self._ak_cert_nv = ak_cert_nv
-        self._intermediates = _load_intermediates(ak_cert_intermediates)
+        self._intermediates = load_intermediates(ak_cert_intermediates)
 
     def make(self, report_data: bytes) -> Evidence:
         from tpm2_pytss import ESAPI, TSS2_Exception
@@ -110,12 +108,12 @@ class TpmProvider:
         try:
             certs: dict[str, Any] = {}
             if self._ak_cert_nv is not None:
-                certs["ak_cert"] = b64(_ak_cert(_read_nv(esapi, self._ak_cert_nv)))
+                certs["ak_cert"] = b64(ak_cert_der(read_nv(esapi, self._ak_cert_nv)))
                 certs["ak_cert_intermediates"] = self._intermediates
             if self._ak_handle is None:
                 template = _ak_template()
                 if self._ak_template_nv is not None:
-                    template = _nv_template(_read_nv(esapi, self._ak_template_nv))
+                    template = nv_template(read_nv(esapi, self._ak_template_nv))
                 ak, public, *_ = esapi.create_primary(None, template, ESYS_TR.ENDORSEMENT)
                 transient = True
             else:
@@ -186,77 +184,6 @@ def provider(home: Path, **options: Any) -> TpmProvider:
             except ValueError:
                 raise ConfigError(f"tpm option {key} must be an integer (0x...)") from None
     return TpmProvider(home, **options)
-
-
-def _read_nv(esapi: Any, index: int) -> bytes:
-    """The whole data of NV ``index``, read with owner authorization (as Azure's
-    AK certificate is) or the index's own (empty) authorization."""
-    from tpm2_pytss import TSS2_Exception
-    from tpm2_pytss.constants import ESYS_TR, TPM2_CAP, TPM2_PT_NV, TPMA_NV
-
-    try:
-        handle = esapi.tr_from_tpmpublic(index)
-        public, _ = esapi.nv_read_public(handle)
-    except TSS2_Exception as exc:
-        raise ConfigError(f"cannot read TPM NV index {index:#x}: {exc}") from None
-    attrs = public.nvPublic.attributes
-    if not attrs & TPMA_NV.WRITTEN:
-        raise ConfigError(f"TPM NV index {index:#x} has never been written")
-    if attrs & TPMA_NV.OWNERREAD:
-        auth = ESYS_TR.OWNER
-    elif attrs & TPMA_NV.AUTHREAD:
-        auth = handle
-    else:
-        raise ConfigError(f"TPM NV index {index:#x} is readable neither by owner nor by auth")
-    _, caps = esapi.get_capability(TPM2_CAP.TPM_PROPERTIES, TPM2_PT_NV.BUFFER_MAX)
-    props = caps.data.tpmProperties
-    step = int(props.tpmProperty[0].value) if props.count else _NV_READ_MIN
-    size = int(public.nvPublic.dataSize)
-    chunks = [
-        bytes(esapi.nv_read(handle, min(step, size - offset), offset, auth_handle=auth))
-        for offset in range(0, size, step)
-    ]
-    return b"".join(chunks)
-
-
-def _ak_cert(data: bytes) -> bytes:
-    """The DER certificate at the start of ``data`` (NV indices are often zero-padded)."""
-    length = None
-    if len(data) >= 2 and data[0] == 0x30:
-        if data[1] < 0x80:
-            length = 2 + data[1]
-        elif 1 <= data[1] & 0x7F <= 4 and len(data) >= 2 + (data[1] & 0x7F):
-            extra = data[1] & 0x7F
-            length = 2 + extra + int.from_bytes(data[2 : 2 + extra], "big")
-    if length is None or length > len(data):
-        raise ConfigError("the TPM NV index does not hold a DER certificate")
-    try:
-        x509.load_der_x509_certificate(data[:length])
-    except ValueError:
-        raise ConfigError("the TPM NV index does not hold a valid X.509 certificate") from None
-    return data[:length]
-
-
-def _nv_template(data: bytes) -> Any:
-    from tpm2_pytss import TPM2B_PUBLIC, TPMT_PUBLIC, TSS2_Exception
-
-    try:
-        area, _ = TPMT_PUBLIC.unmarshal(data)
-    except (TSS2_Exception, ValueError) as exc:
-        raise ConfigError(f"the AK template NV index is not a TPMT_PUBLIC: {exc}") from None
-    return TPM2B_PUBLIC(area)
-
-
-def _load_intermediates(path: Path | str | None) -> list[str]:
-    if path is None:
-        return []
-    try:
-        certs = x509.load_pem_x509_certificates(Path(path).read_bytes())
-    except OSError as exc:
-        raise ConfigError(f"cannot read ak_cert_intermediates {path}: {exc.strerror}") from None
-    except ValueError:
-        raise ConfigError(f"ak_cert_intermediates {path} holds no PEM certificate") from None
-    return [b64(c.public_bytes(Encoding.DER)) for c in certs]
 
 
 def _quote_hash(signature: Any) -> Any:
