@@ -25,12 +25,17 @@ import uvicorn
 from trustserve import archive
 from trustserve.archive import Manifest, TensorSpec
 from trustserve.attestation import Policy, make_provider
+from trustserve.attestation.registry import parse_options
 from trustserve.attestation.tpm import ak_name_of
+from trustserve.cli import build_parser
 from trustserve.crypto.rootkey import KeyFileProtector, create_key_file
 from trustserve.kms.app import create_app
 from trustserve.kms.service import KmsService
 from trustserve.kms.tools import encrypt_model_file
+from trustserve.stack.cli import _settings
 from trustserve.tls import issue_local_ca
+from trustserve.worker.options import WorkerOptions
+from trustserve.worker.options import parser as worker_parser
 
 
 @pytest.fixture
@@ -98,7 +103,7 @@ def test_worker_passes_its_tpm_options_to_the_provider(
     with serve_kms(service, tmp_path) as (url, ca):
         argv = [sys.executable, "-m", "trustserve.cli", "worker", "--archive", str(encrypted)]
         argv += ["--broker", f"unix:{tmp_path / 'no-broker.sock'}", "--kms", url]
-        argv += ["--ca", str(ca), "--home", str(tmp_path / "worker-home")]
+        argv += ["--kms-ca", str(ca), "--home", str(tmp_path / "worker-home")]
         argv += ["--attestation", "tpm", "--attestation-option", f"tcti={swtpm}"]
         argv += ["--attestation-option", f"pcrs={pcrs_option}"]
         done = subprocess.run(argv, capture_output=True, text=True, timeout=120)
@@ -110,3 +115,16 @@ def test_worker_passes_its_tpm_options_to_the_provider(
         else:
             assert event["event"] == "refusal", event
             assert "refused this worker the keys" in done.stderr
+
+
+def test_serve_gives_its_attestation_options_to_its_provider_and_its_workers(
+    swtpm: str, tmp_path: Path
+) -> None:
+    argv = ["serve", "--home", str(tmp_path), "--attestation", "tpm"]
+    argv += ["--attestation-option", f"tcti={swtpm}", "--attestation-option", "pcrs=0,7"]
+    settings = _settings(build_parser().parse_args(argv))
+    provider = make_provider(settings.attestation, settings.home, **settings.attestation_options)
+    assert set(provider.make(os.urandom(64)).data["pcrs"]) == {"0", "7"}
+    child = WorkerOptions.from_args(worker_parser().parse_args(settings.worker.to_argv()))
+    assert child.attestation == "tpm"
+    assert parse_options(child.attestation_options) == {"tcti": swtpm, "pcrs": "0,7"}

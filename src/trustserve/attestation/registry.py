@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +49,7 @@ def make_provider(name: str, home: Path, **options: Any) -> EvidenceProvider:
     return provider
 
 
-def parse_options(pairs: list[str] | None) -> dict[str, str]:
+def parse_options(pairs: Sequence[str] | None) -> dict[str, str]:
     """``["tcti=device:/dev/tpmrm0", "pcrs=0,7"]`` -> options for ``make_provider``."""
     options: dict[str, str] = {}
     for pair in pairs or []:
