@@ -21,7 +21,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from tpm2_pytss import ESAPI, TPM2B_NV_PUBLIC, TPMS_NV_PUBLIC, TPMT_PUBLIC
+from tpm2_pytss import ESAPI, TPM2B_NV_PUBLIC, TPM2B_PUBLIC, TPMS_NV_PUBLIC, TPMT_PUBLIC
 from tpm2_pytss.constants import ESYS_TR, TPM2_ALG, TPMA_NV
 
 from trustserve.attestation import Evidence, Policy, make_provider, verify_evidence
@@ -379,3 +379,28 @@ def test_an_ak_made_from_a_template_in_nv_is_used(swtpm: str, tmp_path: Path) ->
         "tpm_ak_names": [ak_name_of(evidence)],
     }
     assert verdict(evidence, nonce, Policy.from_mapping(policy)) == "accepted by pinned-name"
+
+
+def test_an_azure_like_rsa_ak_at_a_persistent_handle_with_its_certificate(
+    swtpm: str, tmp_path: Path, cloud_ca: Ca
+) -> None:
+    """Azure's layout: an RSA-2048 AK persistent at 0x81000003, its certificate in 0x01C101D0."""
+    area = TPMT_PUBLIC.parse(
+        "rsa2048:rsassa-sha256:null",
+        "fixedtpm|fixedparent|sensitivedataorigin|userwithauth|restricted|sign",
+    )
+    area.parameters.rsaDetail.symmetric.algorithm = TPM2_ALG.NULL
+    esapi = ESAPI(swtpm)
+    try:
+        transient, public, *_ = esapi.create_primary(None, TPM2B_PUBLIC(area), ESYS_TR.ENDORSEMENT)
+        esapi.evict_control(ESYS_TR.OWNER, transient, 0x81000003)
+        esapi.flush_context(transient)
+    finally:
+        esapi.close()
+    rsa_key = serialization.load_pem_public_key(public.publicArea.to_pem())
+    write_nv(swtpm, AZURE_AK_CERT_NV, der(issue_ak_cert(cloud_ca, rsa_key)))
+    nonce = os.urandom(64)
+    evidence = quote(swtpm, tmp_path, nonce, ak_handle="0x81000003")
+    claims = verify_evidence(evidence, nonce, ca_policy(evidence, cloud_ca), time.time())
+    assert claims.extra["ak_trust"] == "certificate"
+    assert claims.extra["ak_public_key"] == public.publicArea.to_pem().decode()
