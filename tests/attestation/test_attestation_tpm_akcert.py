@@ -315,6 +315,7 @@ def test_attest_reads_the_ak_certificate_then_verify_accepts_it(
     argv = ["attest", "--provider", "tpm", "--tcti", swtpm, "--pcrs", "0,7"]
     argv += ["--ak-cert-nv", "0x01C101D0", "--report-data", nonce, "-o", str(out)]
     assert main([*argv, "--home", str(tmp_path)]) == 0
+    assert "issued by CN=Test Virtual TPM CA" in capsys.readouterr().err
     evidence = json.loads(out.read_text())
     assert "ak_cert" in evidence["data"]
     policy = {

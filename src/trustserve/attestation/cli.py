@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from trustserve import files
-from trustserve.attestation.base import Claims, Evidence
+from trustserve.attestation.base import Claims, Evidence, unb64
 from trustserve.attestation.policy import Policy
 from trustserve.attestation.registry import PROVIDERS, make_provider, make_verifier
 from trustserve.errors import AttestationRefused, BadRequest
@@ -82,6 +82,15 @@ def _attest(args: argparse.Namespace) -> int:
 
         print("TPM attestation key Name (pin it in tpm_ak_names):", file=sys.stderr)
         print(ak_name_of(evidence), file=sys.stderr)
+        if "ak_cert" in evidence.data:
+            from cryptography import x509
+
+            cert = x509.load_der_x509_certificate(unb64(evidence.data["ak_cert"], "ak_cert"))
+            print(
+                f"AK certificate: subject {cert.subject.rfc4514_string()}, issued by "
+                f"{cert.issuer.rfc4514_string()} (list that CA in tpm_ak_ca_certs)",
+                file=sys.stderr,
+            )
     return 0
 
 
