@@ -38,6 +38,14 @@ AZURE_AK_CERT_NV = 0x01C101D0
 PCRS = [0, 7]
 HOUR = dt.timedelta(hours=1)
 DAY = dt.timedelta(days=1)
+# A TPM as the TCG credential profile names it (tcg-at-tpmManufacturer, -Model, -Version).
+TPM_DEVICE = x509.Name(
+    [
+        x509.NameAttribute(x509.ObjectIdentifier("2.23.133.2.1"), "id:4D534654"),
+        x509.NameAttribute(x509.ObjectIdentifier("2.23.133.2.2"), "swtpm"),
+        x509.NameAttribute(x509.ObjectIdentifier("2.23.133.2.3"), "id:00020000"),
+    ]
+)
 
 
 @dataclass
@@ -405,3 +413,35 @@ def test_an_azure_like_rsa_ak_at_a_persistent_handle_with_its_certificate(
     claims = verify_evidence(evidence, nonce, ca_policy(evidence, cloud_ca), time.time())
     assert claims.extra["ak_trust"] == "certificate"
     assert claims.extra["ak_public_key"] == public.publicArea.to_pem().decode()
+
+
+@pytest.mark.parametrize(
+    ("extension", "accepted"),
+    [
+        # TCG credential profile: empty subject, the TPM named in a critical SAN.
+        (x509.SubjectAlternativeName([x509.DirectoryName(TPM_DEVICE)]), True),
+        # RFC 5280: a critical extension the verifier does not know refuses the certificate.
+        (x509.UnrecognizedExtension(x509.ObjectIdentifier("1.3.6.1.4.1.99999.1"), b"\5\0"), False),
+    ],
+    ids=["tcg-profile", "unknown-critical-extension"],
+)
+def test_critical_extensions_of_the_ak_certificate(
+    swtpm: str, tmp_path: Path, cloud_ca: Ca, extension: x509.ExtensionType, accepted: bool
+) -> None:
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([]))
+        .issuer_name(cloud_ca.cert.subject)
+        .public_key(ak_public_key(swtpm, tmp_path))
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - HOUR)
+        .not_valid_after(now + DAY)
+        .add_extension(extension, critical=True)
+        .sign(cloud_ca.key, hashes.SHA256())
+    )
+    write_nv(swtpm, AZURE_AK_CERT_NV, der(cert))
+    nonce = os.urandom(64)
+    evidence = quote(swtpm, tmp_path, nonce)
+    result = verdict(evidence, nonce, ca_policy(evidence, cloud_ca))
+    assert result.startswith("accepted" if accepted else "refused ak"), result
