@@ -127,21 +127,31 @@ def issue_ak_cert(
     )
 
 
-def write_nv(tcti: str, index: int, data: bytes, *, size: int | None = None) -> None:
-    """Define an owner-readable NV index (``size`` bytes, default len(data)) and write data."""
+def write_nv(
+    tcti: str, index: int, data: bytes, *, size: int | None = None, owner: bool = True
+) -> None:
+    """Define an NV index (``size`` bytes, default len(data)) and write ``data`` into it.
+
+    Owner-readable and -writable by default (as Azure's); else with its own empty auth.
+    """
+    if owner:
+        attributes = TPMA_NV.OWNERWRITE | TPMA_NV.OWNERREAD
+    else:
+        attributes = TPMA_NV.AUTHWRITE | TPMA_NV.AUTHREAD
     esapi = ESAPI(tcti)
     try:
         public = TPM2B_NV_PUBLIC(
             nvPublic=TPMS_NV_PUBLIC(
                 nvIndex=index,
                 nameAlg=TPM2_ALG.SHA256,
-                attributes=TPMA_NV.OWNERWRITE | TPMA_NV.OWNERREAD | TPMA_NV.NO_DA,
+                attributes=attributes | TPMA_NV.NO_DA,
                 dataSize=size or len(data),
             )
         )
         handle = esapi.nv_define_space(None, public, ESYS_TR.OWNER)
+        auth = ESYS_TR.OWNER if owner else handle
         for offset in range(0, len(data), 512):
-            esapi.nv_write(handle, data[offset : offset + 512], offset, auth_handle=ESYS_TR.OWNER)
+            esapi.nv_write(handle, data[offset : offset + 512], offset, auth_handle=auth)
     finally:
         esapi.close()
 
@@ -206,6 +216,17 @@ def test_a_zero_padded_nv_index_is_read_up_to_the_certificate(
     """
     cert = der(issue_ak_cert(cloud_ca, ak_public_key(swtpm, tmp_path)))
     write_nv(swtpm, AZURE_AK_CERT_NV, cert + bytes(2048 - len(cert)), size=2048)
+    nonce = os.urandom(64)
+    evidence = quote(swtpm, tmp_path, nonce)
+    assert unb64(evidence.data["ak_cert"], "ak_cert") == cert
+    assert verdict(evidence, nonce, ca_policy(evidence, cloud_ca)) == "accepted by certificate"
+
+
+def test_an_index_readable_with_its_own_auth_is_read_too(
+    swtpm: str, tmp_path: Path, cloud_ca: Ca
+) -> None:
+    cert = der(issue_ak_cert(cloud_ca, ak_public_key(swtpm, tmp_path)))
+    write_nv(swtpm, AZURE_AK_CERT_NV, cert, owner=False)
     nonce = os.urandom(64)
     evidence = quote(swtpm, tmp_path, nonce)
     assert unb64(evidence.data["ak_cert"], "ak_cert") == cert
