@@ -28,7 +28,8 @@ from trustserve.attestation.base import b64
 from trustserve.attestation.tpm import ak_name_of
 from trustserve.errors import AttestationRefused, ConfigError
 
-PCRS = "sha256:0,7,23"
+PCRS = [0, 1, 2, 3, 4, 5, 6, 7, 23]  # a tpm set must pin the boot chain, 0-7
+SELECTION = "sha256:" + ",".join(map(str, PCRS))
 
 
 @pytest.fixture
@@ -58,7 +59,7 @@ def forge(
     esapi = ESAPI(tcti)
     try:
         key, public, *_ = esapi.create_primary(None, TPM2B_PUBLIC(area), ESYS_TR.ENDORSEMENT)
-        attest_blob, _ = esapi.quote(key, PCRS, nonce)
+        attest_blob, _ = esapi.quote(key, SELECTION, nonce)
         attest, _ = TPMS_ATTEST.unmarshal(bytes(attest_blob))
         golden = b"".join(bytes.fromhex(claimed_pcrs[i]) for i in sorted(claimed_pcrs, key=int))
         attest.attested.quote.pcrDigest = hashlib.sha256(golden).digest()
@@ -98,7 +99,7 @@ def verdict(policy: dict[str, Any], evidence: Evidence, nonce: bytes) -> str:
 
 def golden(tcti: str, home: Path) -> tuple[Evidence, dict[str, Any]]:
     """The operator measures a known-good machine: its real AK's quote and the PCR values."""
-    evidence = make_provider("tpm", home, tcti=tcti, pcrs=[0, 7, 23]).make(os.urandom(64))
+    evidence = make_provider("tpm", home, tcti=tcti, pcrs=PCRS).make(os.urandom(64))
     return evidence, {"measurements": [{"tee": "tpm", "pcrs": evidence.data["pcrs"]}]}
 
 
@@ -139,5 +140,5 @@ def test_a_quote_by_a_pinned_unrestricted_key_is_refused(
 def test_a_quote_by_the_real_attestation_key_is_accepted(tcti: str, tmp_path: Path) -> None:
     genuine, policy = golden(tcti, tmp_path)
     nonce = os.urandom(64)
-    fresh = make_provider("tpm", tmp_path, tcti=tcti, pcrs=[0, 7, 23]).make(nonce)
+    fresh = make_provider("tpm", tmp_path, tcti=tcti, pcrs=PCRS).make(nonce)
     assert verdict({**policy, "tpm_ak_names": [ak_name_of(genuine)]}, fresh, nonce) == "accepted"

@@ -44,7 +44,7 @@ from trustserve.errors import AttestationRefused, BadRequest, ConfigError, Forbi
 from trustserve.kms.release import make_request, open_keys
 from trustserve.kms.service import KmsService
 
-PCRS = [0, 7]
+PCRS = list(range(8))  # a tpm set must pin the boot chain, PCRs 0-7
 
 
 def quote(tcti: str, home: Path, nonce: bytes, **options: Any) -> Evidence:
@@ -221,7 +221,7 @@ def test_attest_reads_the_ak_certificate_then_verify_accepts_it(
     write_nv(swtpm, AZURE_AK_CERT_NV, der(issue_ak_cert(cloud_ca, ak_public_key(swtpm, tmp_path))))
     nonce = os.urandom(64).hex()
     out = tmp_path / "evidence.json"
-    argv = ["attest", "--provider", "tpm", "--tcti", swtpm, "--pcrs", "0,7"]
+    argv = ["attest", "--provider", "tpm", "--tcti", swtpm, "--pcrs", "0,1,2,3,4,5,6,7"]
     argv += ["--ak-cert-nv", "0x01C101D0", "--report-data", nonce, "-o", str(out)]
     assert main([*argv, "--home", str(tmp_path)]) == 0
     assert "issued by CN=Test Virtual TPM CA" in capsys.readouterr().err
@@ -247,7 +247,7 @@ def test_the_kms_releases_a_key_to_a_certified_ak_only(
 ) -> None:
     """The release path end to end: a KMS whose policy lists the AK CA, a vTPM-like worker."""
     write_nv(swtpm, AZURE_AK_CERT_NV, der(issue_ak_cert(cloud_ca, ak_public_key(swtpm, tmp_path))))
-    options = parse_options([f"tcti={swtpm}", "pcrs=0,7", "ak_cert_nv=0x01C101D0"])
+    options = parse_options([f"tcti={swtpm}", "pcrs=0,1,2,3,4,5,6,7", "ak_cert_nv=0x01C101D0"])
     provider = make_provider("tpm", tmp_path, **options)
     pcrs = provider.make(os.urandom(64)).data["pcrs"]
     key_file = tmp_path / "kms.key"

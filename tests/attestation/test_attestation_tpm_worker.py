@@ -78,12 +78,14 @@ def audit_events(kms_home: Path) -> list[dict[str, object]]:
 
 
 @pytest.mark.parametrize(
-    ("pcrs_option", "released"), [("0,7", True), ("0,1", False)], ids=["pinned", "other-pcrs"]
+    ("pcrs_option", "released"),
+    [("0,1,2,3,4,5,6,7", True), ("0,1,2,3,4,5,6", False)],
+    ids=["pinned", "other-pcrs"],
 )
 def test_worker_passes_its_tpm_options_to_the_provider(
     swtpm: str, tmp_path: Path, kms_home: Path, pcrs_option: str, released: bool
 ) -> None:
-    golden = make_provider("tpm", tmp_path, tcti=swtpm, pcrs=[0, 7]).make(os.urandom(64))
+    golden = make_provider("tpm", tmp_path, tcti=swtpm).make(os.urandom(64))  # PCRs 0-7
     policy = Policy.from_mapping(
         {
             "measurements": [{"tee": "tpm", "pcrs": golden.data["pcrs"]}],
