@@ -157,3 +157,11 @@ def test_bad_provider_options_are_configuration_errors(
 ) -> None:
     with pytest.raises(ConfigError, match=complaint):
         make_provider("tpm", tmp_path, **parse_options(pairs))
+
+
+def test_an_option_another_provider_does_not_take_is_a_configuration_error(
+    tmp_path: Path,
+) -> None:
+    """``--attestation-option`` is generic: a typo for the sgx provider says so, no traceback."""
+    with pytest.raises(ConfigError, match="attestation provider sgx: unusable options"):
+        make_provider("sgx", tmp_path, **parse_options(["attestation_dri=/dev/attestation"]))
