@@ -29,6 +29,7 @@ from trustserve.attestation.registry import parse_options
 from trustserve.attestation.tpm import ak_name_of
 from trustserve.cli import build_parser
 from trustserve.crypto.rootkey import KeyFileProtector, create_key_file
+from trustserve.errors import ConfigError
 from trustserve.kms.app import create_app
 from trustserve.kms.service import KmsService
 from trustserve.kms.tools import encrypt_model_file
@@ -130,3 +131,32 @@ def test_serve_gives_its_attestation_options_to_its_provider_and_its_workers(
     child = WorkerOptions.from_args(worker_parser().parse_args(settings.worker.to_argv()))
     assert child.attestation == "tpm"
     assert parse_options(child.attestation_options) == {"tcti": swtpm, "pcrs": "0,7"}
+
+
+def test_the_configuration_file_gives_the_tpm_options(swtpm: str, tmp_path: Path) -> None:
+    """``attestation: {provider: tpm, options: {...}}`` in trustserve.yaml, as on a vTPM VM."""
+    config = tmp_path / "trustserve.yaml"
+    config.write_text(
+        json.dumps(
+            {
+                "attestation": {
+                    "provider": "tpm",
+                    "options": {"tcti": swtpm, "pcrs": "0,7", "ak_cert_nv": "0x01C101D0"},
+                }
+            }
+        )
+    )
+    args = build_parser().parse_args(["serve", "--home", str(tmp_path), "--config", str(config)])
+    settings = _settings(args)
+    assert settings.attestation == "tpm"
+    assert settings.attestation_options == {
+        "tcti": swtpm,
+        "pcrs": "0,7",
+        "ak_cert_nv": "0x01C101D0",
+    }
+    child = WorkerOptions.from_args(worker_parser().parse_args(settings.worker.to_argv()))
+    assert parse_options(child.attestation_options) == settings.attestation_options
+    # The options reach the real provider: it looks for the AK certificate in that index.
+    provider = make_provider(settings.attestation, settings.home, **settings.attestation_options)
+    with pytest.raises(ConfigError, match="cannot read TPM NV index 0x1c101d0"):
+        provider.make(os.urandom(64))
