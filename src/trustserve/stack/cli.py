@@ -51,7 +51,16 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 # the worker options that ``up`` and ``serve`` pass on to their local workers
-WORKER_FLAGS = ("home", "engine", "threads", "kms", "kms_ca", "attestation", "replay_window")
+WORKER_FLAGS = (
+    "home",
+    "engine",
+    "threads",
+    "kms",
+    "kms_ca",
+    "attestation",
+    "attestation_options",
+    "replay_window",
+)
 
 
 def _config_option(p: argparse.ArgumentParser) -> None:

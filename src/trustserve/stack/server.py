@@ -143,7 +143,7 @@ class Stack:
         from trustserve.kms.embedded import development_kms
 
         service = self.kms or development_kms(s.home)
-        provider = make_provider(s.attestation, s.home)
+        provider = make_provider(s.attestation, s.home, **s.attestation_options)
         server = http_server(
             create_app(service, provider), "127.0.0.1", s.kms_port, self._tls_files
         )
@@ -166,7 +166,8 @@ class Stack:
         """The broker key, released to this frontend by attestation: payloads are sealed."""
         s = self.settings
         client = KmsClient(kms_url, ca_file=s.kms_ca)
-        self.keys = FrontendKeys(client, make_provider(s.attestation, s.home))
+        provider = make_provider(s.attestation, s.home, **s.attestation_options)
+        self.keys = FrontendKeys(client, provider)
         self.broker = EncryptingBroker(self.broker, await self.keys.broker_key())
 
     async def _start_workers(self, worker_url: str, kms_url: str | None) -> None:
