@@ -249,7 +249,7 @@ def cmd_config_show(args: argparse.Namespace) -> int:
         "kms.port": s.kms_port,
         "broker.url": s.broker_url or "(embedded)",
         "attestation.provider": s.worker.attestation,
-        "attestation.options": "(none)",
+        "attestation.options": ",".join(s.worker.attestation_options or ()) or "(none)",
         "worker.engine": s.worker.engine,
         "worker.threads": s.worker.threads,
         "worker.per_model": s.workers_per_model,
