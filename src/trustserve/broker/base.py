@@ -185,9 +185,9 @@ class JobSource(Protocol):
 WORKERS_FAILED = "request failed on every worker that took it"
 
 
-def broker_failure(job_id: str) -> Outcome:
-    """The answer the broker itself gives when no worker could: clear text that can only
-    say "failed" (a frontend never passes on anything else from it)."""
-    return Outcome(
-        job_id, WorkersFailed.status, WORKERS_FAILED.encode(), OutcomeMeta(WorkersFailed.code)
-    )
+def broker_failure(job_id: str, message: str = WORKERS_FAILED) -> Outcome:
+    """The answer the broker itself gives when no worker could: clear text, an error status,
+    code ``broker_failure``. Never authenticated: ``EncryptingBroker`` passes on only the
+    fixed notice, so all it can say is "failed"."""
+    code = WorkersFailed.code
+    return Outcome(job_id, WorkersFailed.status, message.encode(), OutcomeMeta(code))

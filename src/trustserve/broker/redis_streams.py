@@ -139,7 +139,7 @@ class RedisSide:
     ) -> None:
         log.warning("job %s failed on %d workers: dead-lettered", job.id, deliveries)
         message = f"request failed on every worker that took it ({deliveries} deliveries)"
-        outcome = broker_failure(job.id)
+        outcome = broker_failure(job.id, message)
         stream = self.keys.stream(queue)
         async with self.client.pipeline(transaction=True) as pipe:
             pipe.xadd(
