@@ -79,7 +79,7 @@ def job_from(meta: dict[str, Any], payload: bytes) -> Job:
             kind=JobKind(meta["kind"]),
             payload=payload,
             deadline=float(meta["deadline"]),
-            meta=JobMeta.from_json(meta.get("meta") or {}),
+            meta=JobMeta.from_json(meta.get("meta", {})),
             enqueued_at=float(meta.get("enqueued_at", 0.0)),
             deliveries=int(meta.get("deliveries", 0)),
         )
@@ -93,7 +93,7 @@ def outcome_meta(outcome: Outcome) -> dict[str, Any]:
 
 def outcome_from(meta: dict[str, Any], payload: bytes) -> Outcome:
     try:
-        meta_json = meta.get("meta") or {}
+        meta_json = meta.get("meta", {})
         return Outcome(
             str(meta["id"]), int(meta["status"]), payload, OutcomeMeta.from_json(meta_json)
         )
