@@ -39,16 +39,6 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
     running.stop()
 
 
-def rotate(stack: RunningStack) -> None:
-    token = (stack.home / "kms" / "admin.token").read_text().strip()
-    r = httpx.post(
-        f"https://127.0.0.1:{stack.kms_port}/v1/keys/serving/rotate",
-        headers={"Authorization": f"Bearer {token}"},
-        verify=str(stack.ca),
-    )
-    assert r.status_code == 200, r.text
-
-
 def answered(stack: RunningStack, status: int) -> float:
     text = httpx.get(f"https://127.0.0.1:{stack.metrics_port}/metrics", verify=str(stack.ca)).text
     pattern = rf'trustserve_requests_total\{{api="v2",model="tiny",status="{status}"\}} (\S+)'
@@ -62,8 +52,8 @@ def test_a_client_with_a_stale_bundle_retries_once_and_gets_its_answer(
     with TrustserveClient(stack.url, policy=dev_policy(stack), ca=stack.ca) as client:
         stale = client.verify()
         np.testing.assert_allclose(client.infer("tiny", {"x": x})["y"], [[3, 3, 3, 3]])
-        rotate(stack)
-        rotate(stack)  # only the current and the previous key are accepted: ours is out
+        stack.rotate_serving_key()
+        stack.rotate_serving_key()  # only the current and the previous key are accepted
         time.sleep(1.1)  # the frontend re-reads the bundle at most every 0.5 s
         with TrustserveClient(stack.url, policy=dev_policy(stack), ca=stack.ca) as other:
             current = other.verify(refresh=True)  # the frontend now knows the new keys
