@@ -17,6 +17,7 @@ COMMAND_MODULES = (
     "trustserve.attestation.cli",
     "trustserve.kms.cli",
     "trustserve.client.cli",
+    "trustserve.stack.redis_setup",
 )
 
 
