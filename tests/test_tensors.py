@@ -36,6 +36,7 @@ def test_binary_round_trip_keeps_every_datatype_bit_for_bit(datatype: str) -> No
     (got,) = request.inputs
     assert (got.name, got.datatype, got.shape, request.id) == ("a", datatype, (3, 5), "r1")
     assert got.data.dtype == array.dtype and got.data.tobytes() == array.tobytes()
+    assert request.all_binary
 
 
 def test_json_and_binary_inputs_mix_in_one_request() -> None:
@@ -56,6 +57,7 @@ def test_json_and_binary_inputs_mix_in_one_request() -> None:
     a, got_b = request.inputs
     np.testing.assert_array_equal(a.data, np.array([1.5, 2.5], np.float32))
     np.testing.assert_array_equal(got_b.data, b)
+    assert not request.all_binary
 
 
 def test_requested_outputs_and_binary_defaults() -> None:

@@ -2,7 +2,7 @@
 
 A request or response body is a JSON header, optionally followed by raw tensor
 bytes; ``Inference-Header-Content-Length`` says where the JSON ends. The same
-body travels through the broker to the worker as the client sent it.
+binary encoding is what travels through the broker between frontend and worker.
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ class InferRequest:
     id: str | None = None
     binary_output_default: bool = False
     parameters: dict[str, Any] = field(default_factory=dict)
+    all_binary: bool = False  # every input came as binary data: the body can travel as it is
 
 
 def datatype_of(array: Array) -> str:
@@ -146,6 +147,7 @@ def parse_request(body: bytes, header_length: str | None) -> InferRequest:
     inputs, used = _tensors(header.get("inputs"), binary, "inputs")
     if not inputs:
         raise InvalidInput("'inputs' must not be empty")
+    all_binary = all("binary_data_size" in (i.get("parameters") or {}) for i in header["inputs"])
     if used != len(binary):
         raise InvalidInput(
             f"binary data is {len(binary)} bytes but the inputs account for {used} bytes"
@@ -166,7 +168,7 @@ def parse_request(body: bytes, header_length: str | None) -> InferRequest:
             outputs.append(RequestedOutput(raw["name"], bool(p.get("binary_data", default_binary))))
     rid = header.get("id")
     return InferRequest(
-        inputs, outputs, str(rid) if rid is not None else None, default_binary, params
+        inputs, outputs, str(rid) if rid is not None else None, default_binary, params, all_binary
     )
 
 
