@@ -14,6 +14,7 @@ from trustserve.errors import InvalidInput
 from trustserve.tensors import (
     RequestedOutput,
     Tensor,
+    as_binary_request,
     check_against,
     datatype_of,
     encode_binary,
@@ -69,6 +70,23 @@ def test_requested_outputs_and_binary_defaults() -> None:
     request = parse_request(orjson.dumps(head), None)
     assert request.outputs == [RequestedOutput("y", True), RequestedOutput("s", False)]
     assert request.binary_output_default and request.id is None
+
+
+def test_a_json_request_made_binary_keeps_what_it_asked_for() -> None:
+    head = {
+        "id": "r9",
+        "inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 4], "data": [1, 2, 3, 4]}],
+        "outputs": [{"name": "y"}, {"name": "s", "parameters": {"binary_data": True}}],
+        "parameters": {"binary_data_output": False, "priority": 1},
+    }
+    request = parse_request(orjson.dumps(head), None)
+    body, head_len = as_binary_request(request)
+    again = parse_request(body, str(head_len))
+    assert again.all_binary and again.id == "r9"
+    assert again.outputs == [RequestedOutput("y", False), RequestedOutput("s", True)]
+    assert again.parameters == head["parameters"]
+    np.testing.assert_array_equal(again.inputs[0].data, [[1, 2, 3, 4]])
+    assert b"[1.0,2.0" not in body  # no JSON numbers left to parse
 
 
 def test_response_round_trip_json_and_binary() -> None:

@@ -8,9 +8,9 @@ name, id, kind, deadline, ``JobMeta``/``OutcomeMeta``). Two implementations:
 The contract between frontend and worker, in one place:
 
     kind        payload                               JobMeta          the worker answers
-    v2          a v2 request body as the client sent  header_length    the v2 response the request
-                it (JSON, or JSON + binary tensors)                    asked for (JSON or binary,
-                                                                       the outputs it named)
+    v2          a v2 request, every input as binary   header_length    the v2 response the request
+                data; its id, parameters and                           asked for (JSON or binary,
+                requested outputs as the client sent                   the outputs it named)
     torchserve  a body as TorchServe's inference API  -                TorchServe's JSON answer
                 takes it (image bytes or JSON)                         (top-k for a classifier)
     sealed      a sealed request (crypto/sealing.py)  key_id, version  a sealed answer

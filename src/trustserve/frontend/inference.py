@@ -1,9 +1,10 @@
 """The inference API: Open Inference Protocol v2 and TorchServe-compatible predictions.
 
 The frontend checks what it can from the model's public manifest (4xx before
-anything is queued), hands each request to the broker as one job, body as it
-came, and forwards the worker's answer as the worker encoded it: the worker
-reads the requested outputs and response format from the request itself.
+anything is queued), hands each request to the broker as one job (a v2 request
+with its inputs as binary data, its id, parameters and requested outputs kept),
+and forwards the worker's answer as the worker encoded it: the worker reads the
+requested outputs and response format from the request, as for a sealed one.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from trustserve.responses import (
     json_response,
     status_error,
 )
-from trustserve.tensors import check_against, parse_request
+from trustserve.tensors import as_binary_request, check_against, parse_request
 
 # a handler answers with the kind of job it submitted and the worker's outcome
 Handler = Callable[[Request, "ModelEntry", bytes], Awaitable[tuple[JobKind, Outcome]]]
@@ -199,9 +200,13 @@ class InferenceApi:
         if request.headers.get("content-type", "").startswith(SEALED_TYPE):
             return await self._sealed(request, entry, body)
         header_length = request.headers.get("inference-header-content-length")
-        check_against(parse_request(body, header_length), entry.manifest)
-        head_len = None if header_length is None else int(header_length)  # checked: an integer
-        return await self.submit(entry, JobKind.V2, body, JobMeta(header_length=head_len))
+        req = parse_request(body, header_length)
+        check_against(req, entry.manifest)
+        if header_length is not None and req.all_binary:
+            payload, head_len = body, int(header_length)  # checked; the worker reads it as is
+        else:
+            payload, head_len = as_binary_request(req)  # no JSON numbers parsed twice
+        return await self.submit(entry, JobKind.V2, payload, JobMeta(header_length=head_len))
 
     async def _predict(
         self, request: Request, entry: ModelEntry, body: bytes
