@@ -110,6 +110,16 @@ class RunningStack:
             headers={"Authorization": f"Bearer {self.token}"},
         )
 
+    def rotate_serving_key(self) -> None:
+        """Rotate the KMS's serving key (the embedded KMS's admin token)."""
+        token = (self.home / "kms" / "admin.token").read_text().strip()
+        r = httpx.post(
+            f"https://127.0.0.1:{self.kms_port}/v1/keys/serving/rotate",
+            headers={"Authorization": f"Bearer {token}"},
+            verify=str(self.ca),
+        )
+        assert r.status_code == 200, r.text
+
     def wait_model_ready(self, model: str, version: str | None = None, timeout: float = 60) -> None:
         path = f"/v2/models/{model}" + (f"/versions/{version}" if version else "") + "/ready"
         deadline = time.monotonic() + timeout

@@ -21,7 +21,7 @@ import pytest
 
 from tests.support import RunningStack
 from trustserve.attestation import Policy, make_provider
-from trustserve.broker.base import Job, Outcome
+from trustserve.broker.base import Job, JobKind, JobMeta, Outcome
 from trustserve.broker.embedded import EmbeddedBroker
 from trustserve.broker.encrypted import EncryptingBroker
 from trustserve.client.sdk import prepare
@@ -81,21 +81,22 @@ async def test_broker_holds_only_ciphertext(tiny_stack: RunningStack, worker: Pa
         x_sealed = rng.uniform(1e3, 1e4, (4, 4)).astype(np.float32)
 
         body, hlen = encode_binary({}, "inputs", [Tensor("x", "FP32", (4, 4), x_standard)])
-        job = Job(uuid.uuid4().hex, "tiny:1", "v2", body, time.time() + 60, {"header_length": hlen})
+        meta = JobMeta(header_length=hlen)
+        job = Job(uuid.uuid4().hex, "tiny:1", JobKind.V2, body, time.time() + 60, meta)
         outcome = await broker.submit(job)
-        _, outputs = parse_response(outcome.payload, outcome.meta["header_length"])
+        _, outputs = parse_response(outcome.payload, outcome.meta.header_length)
         y_standard = {t.name: t.data for t in outputs}["y"]
         np.testing.assert_allclose(y_standard, 2 * x_standard + 1)
 
         target = verify(await keys.bundle(), ClientPolicy(Policy.development(tiny_stack.home)))
         p = prepare("tiny", None, {"x": x_sealed}, None, target)
-        meta = {"key_id": target.key_id, "version": ""}
+        meta = JobMeta(key_id=target.key_id)
         outcome = await broker.submit(
-            Job(uuid.uuid4().hex, "tiny:1", "sealed", p.body, time.time() + 60, meta)
+            Job(uuid.uuid4().hex, "tiny:1", JobKind.SEALED, p.body, time.time() + 60, meta)
         )
         assert p.reply is not None and p.route is not None
-        answer, hlen2 = open_response(p.reply, p.route, outcome.payload)
-        _, outputs = parse_response(answer, hlen2)
+        answer = open_response(p.reply, p.route, outcome.payload)
+        _, outputs = parse_response(answer.body, answer.header_length)
         y_sealed = {t.name: t.data for t in outputs}["y"]
         np.testing.assert_allclose(y_sealed, 2 * x_sealed + 1)
 

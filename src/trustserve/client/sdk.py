@@ -27,7 +27,7 @@ from trustserve.crypto.sealing import (
     open_response,
     seal_request,
 )
-from trustserve.errors import TrustserveError
+from trustserve.errors import BrokerTampered, CannotOpenSealed, TrustserveError, UnknownKeyId
 from trustserve.tensors import Tensor, datatype_of, encode_binary, parse_response
 
 ATTESTATION_PATH = "/v2/trustserve/attestation"
@@ -35,12 +35,27 @@ Arrays = dict[str, npt.NDArray[Any]]
 
 
 class ServerError(TrustserveError):
-    """The server answered with an error; ``status`` is its HTTP status."""
+    """The server answered with an error: its HTTP ``status``, its machine ``code`` (the
+    codes of ``trustserve.errors``) and message. ``sealed``: the worker sealed this error
+    to us (authenticated); otherwise it came in the clear from the untrusted middle,
+    which can always refuse service but never forge an answer."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(
+        self, status: int, message: str, code: str | None = None, sealed: bool = False
+    ) -> None:
         super().__init__(f"{status}: {message}")
         self.status = status
         self.message = message
+        self.code = code or TrustserveError.code
+        self.sealed = sealed
+
+
+def _error(response: httpx.Response) -> ServerError:
+    try:
+        body = response.json()
+        return ServerError(response.status_code, str(body["error"]), body.get("code"))
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return ServerError(response.status_code, response.text[:500])
 
 
 @dataclass
@@ -86,26 +101,44 @@ def prepare(
         return Prepared(_path(model, version, is_raw), body, headers, raw=is_raw)
     route = Route(model, version or "", target.key_id)
     sealed, reply = seal_request(
-        target.public_key, route, body, head_len, kind="raw" if is_raw else "v2"
+        target.public_key, route, body, head_len, kind="torchserve" if is_raw else "v2"
     )
     headers = {"Content-Type": CONTENT_TYPE, KEY_ID_HEADER: target.key_id}
     return Prepared(_path(model, version, False), sealed, headers, route, reply, is_raw)
 
 
 def read_answer(prepared: Prepared, response: httpx.Response) -> Any:
-    """Arrays for a v2 request; the JSON answer for a raw one. ServerError on an error status."""
-    if response.status_code != 200:
-        try:
-            message = str(response.json().get("error", response.text))
-        except ValueError:
-            message = response.text
-        raise ServerError(response.status_code, message)
-    body = response.content
+    """Arrays for a v2 request; the JSON answer for a raw one. ServerError on an error status.
+
+    A sealed request's answer must be sealed, with the same status inside as outside:
+    anything else was forged or changed on the way and is refused (BrokerTampered).
+    """
+    sealed = response.headers.get("content-type", "").startswith(CONTENT_TYPE)
     head_len: int | None = None
     if prepared.reply is not None and prepared.route is not None:
-        body, head_len = open_response(prepared.reply, prepared.route, body)
-    elif "inference-header-content-length" in response.headers:
-        head_len = int(response.headers["inference-header-content-length"])
+        if not sealed:
+            if response.status_code == 200:
+                raise BrokerTampered("the answer to a sealed request is not sealed: refused")
+            raise _error(response)
+        try:
+            answer = open_response(prepared.reply, prepared.route, response.content)
+        except CannotOpenSealed:
+            raise BrokerTampered("the sealed answer failed authentication: refused") from None
+        if answer.status != response.status_code:
+            raise BrokerTampered(
+                f"the server changed the status of a sealed answer ({answer.status} sealed, "
+                f"{response.status_code} sent): refused"
+            )
+        if answer.status != 200:
+            message = answer.body.decode(errors="replace")
+            raise ServerError(answer.status, message, answer.code, sealed=True)
+        body, head_len = answer.body, answer.header_length
+    else:
+        if response.status_code != 200:
+            raise _error(response)
+        body = response.content
+        if "inference-header-content-length" in response.headers:
+            head_len = int(response.headers["inference-header-content-length"])
     if prepared.raw:
         import orjson
 
@@ -115,7 +148,8 @@ def read_answer(prepared: Prepared, response: httpx.Response) -> Any:
 
 
 def _stale_key(exc: ServerError) -> bool:
-    return exc.status == 400 and "unknown serving key id" in exc.message
+    """The serving key we sealed to is not held any more: fetch the bundle again, retry once."""
+    return exc.code == UnknownKeyId.code
 
 
 def _fresh(refresh: bool) -> dict[str, str]:
@@ -165,7 +199,7 @@ class TrustserveClient(_Base[httpx.Client]):
             assert self.policy is not None
             r = self._http.get(ATTESTATION_PATH, headers=_fresh(refresh))
             if r.status_code != 200:
-                raise ServerError(r.status_code, r.text)
+                raise _error(r)
             self._target = verify(r.json(), self.policy)
         return self._target
 
@@ -213,7 +247,7 @@ class AsyncTrustserveClient(_Base[httpx.AsyncClient]):
             assert self.policy is not None
             r = await self._http.get(ATTESTATION_PATH, headers=_fresh(refresh))
             if r.status_code != 200:
-                raise ServerError(r.status_code, r.text)
+                raise _error(r)
             self._target = verify(r.json(), self.policy)
         return self._target
 

@@ -14,24 +14,8 @@ from trustserve import archive
 from trustserve.attestation import EvidenceProvider
 from trustserve.crypto import hpke, model_encryption
 from trustserve.encoding import b64
-from trustserve.errors import (
-    BadRequest,
-    Conflict,
-    Forbidden,
-    NotFound,
-    TrustserveError,
-    Unauthorized,
-    Unavailable,
-)
+from trustserve.errors import BadRequest, Forbidden, Unavailable, error_class
 from trustserve.kms.release import PROVISION_INFO, make_request, open_keys
-
-_ERRORS: dict[int, type[TrustserveError]] = {
-    400: BadRequest,
-    401: Unauthorized,
-    403: Forbidden,
-    404: NotFound,
-    409: Conflict,
-}
 
 
 class KmsClient:
@@ -71,10 +55,11 @@ class KmsClient:
             raise Unavailable(f"KMS at {self._http.base_url} unreachable: {exc}") from None
         if response.status_code >= 400:
             try:
-                message = str(response.json().get("error"))
-            except ValueError:
-                message = response.text[:200]
-            raise _ERRORS.get(response.status_code, TrustserveError)(f"KMS: {message}")
+                answer = response.json()
+                message, code = str(answer.get("error")), answer.get("code")
+            except (ValueError, AttributeError):
+                message, code = response.text[:200], None
+            raise error_class(code).from_message(f"KMS: {message}")
         return response.json()
 
     def release(self, provider: EvidenceProvider, key_ids: list[str]) -> dict[str, bytes]:

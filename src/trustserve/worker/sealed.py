@@ -20,10 +20,10 @@ class SealedReader:
 
     def open(self, job: Job) -> tuple[OpenedRequest, Route]:
         """The request inside, checked for freshness and single use; the route it is bound to."""
-        version = str(job.meta.get("version", ""))
+        version = job.meta.version
         if version not in ("", self.manifest.version):
             raise CannotOpenSealed()
-        route = Route(self.manifest.name, version, str(job.meta.get("key_id", "")))
+        route = Route(self.manifest.name, version, job.meta.key_id)
         now = time.time()
         opened = open_request(self.keys.serving_private_key(route.key_id, now), route, job.payload)
         self.guard.check(opened.issued_at, opened.reply.nonce, now)
