@@ -228,3 +228,15 @@ def png(colour: tuple[int, int, int], size: int = 32, fmt: str = "PNG") -> bytes
     buf = io.BytesIO()
     Image.new("RGB", (size, size), colour).save(buf, format=fmt)
     return buf.getvalue()
+
+
+def encrypt_store(home: Path, store: Path) -> None:
+    """Encrypt every archive in ``store`` in place under keys of the development KMS at
+    ``home`` (what ``trustserve up`` does): the bundle then lists those models."""
+    from trustserve.kms.embedded import development_kms
+    from trustserve.kms.tools import encrypt_model_file
+
+    service = development_kms(home)
+    for path in sorted(store.glob("*.tsm")):
+        if not archive.read_header(path).encrypted:
+            encrypt_model_file(path, path, service)

@@ -11,7 +11,8 @@ wrong and never carry a secret.
     │   ├── ArchiveError            a model archive that cannot be used
     │   ├── CannotOpenSealed        sealed request that fails to open
     │   ├── UnknownKeyId            sealed request for a key id we do not hold
-    │   └── Expired                 sealed request outside its freshness window
+    │   ├── Expired                 sealed request outside its freshness window
+    │   └── WrongModelVersion       sealed request for another model version than the worker's
     ├── Unauthorized (401)
     ├── Forbidden (403)
     │   └── AttestationRefused      evidence refused by a policy (names the claim)
@@ -54,6 +55,12 @@ class UnknownKeyId(BadRequest):
 
 class Expired(BadRequest):
     pass
+
+
+class WrongModelVersion(BadRequest):
+    """A sealed request names a model version this worker does not serve (or none)."""
+
+    code = "wrong_model_version"
 
 
 class Unauthorized(TrustserveError):

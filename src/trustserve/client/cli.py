@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -13,31 +14,37 @@ import yaml
 
 from trustserve.attestation import Policy
 from trustserve.client.sdk import TrustserveClient
-from trustserve.client.verify import ClientPolicy
+from trustserve.client.verify import DEFAULT_MAX_BUNDLE_AGE_S, ClientPolicy
 from trustserve.config import default_home
-from trustserve.errors import InvalidInput
+from trustserve.errors import AttestationRefused, InvalidInput
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
 
 
 def client_policy(args: argparse.Namespace) -> ClientPolicy:
-    if args.policy:
-        kms = Policy.load(Path(args.policy))
-    elif args.allow_simulated:
+    """The KMS evidence policy and the worker rules the KMS release policy must fit in."""
+    if args.allow_simulated:
         print(
             "trustserve: WARNING: accepting SIMULATED attestation: the server is not "
             "proven to run in a TEE",
             file=sys.stderr,
         )
+    if args.policy:
+        kms = Policy.load(Path(args.policy))
+    elif args.allow_simulated:
         kms = Policy.development()
     else:
         kms = Policy.default()
-    workers = None
+    workers = Policy.load(Path(args.worker_policy)) if args.worker_policy else Policy.default()
+    if args.allow_simulated:
+        workers = replace(workers, allow_simulated=True)
     if args.require_workers:
-        workers = yaml.safe_load(Path(args.require_workers).read_text())
-        if not isinstance(workers, list):
+        sets = yaml.safe_load(Path(args.require_workers).read_text())
+        if not isinstance(sets, list):
             raise InvalidInput("--require-workers must be a YAML list of measurement sets")
-    return ClientPolicy(kms, workers, allow_simulated_workers=args.allow_simulated)
+        pinned = Policy.from_mapping({"measurements": sets}).measurements
+        workers = replace(workers, measurements=pinned)
+    return ClientPolicy(kms, workers, max_bundle_age_s=args.max_bundle_age)
 
 
 def top_k(outputs: dict[str, Any], k: int) -> dict[str, Any]:
@@ -62,6 +69,16 @@ def cmd_predict(args: argparse.Namespace) -> int:
     with TrustserveClient(
         args.url, policy=policy, ca=ca if ca.exists() else None, sealed=not args.standard
     ) as client:
+        if policy is not None:
+            try:
+                client.verify()  # before anything else goes to the server
+            except AttestationRefused as exc:
+                print(
+                    f"trustserve: refused by rule {exc.claim}: {exc.detail}\n"
+                    "trustserve: nothing was sent to the server",
+                    file=sys.stderr,
+                )
+                return 2
         if path.suffix.lower() == ".npy":
             array = np.load(path, allow_pickle=False)
             meta = client._http.get(f"/v2/models/{args.model}").json()
@@ -90,7 +107,18 @@ def register(sub: Any) -> None:
         help="accept simulated attestation (development only: proves nothing)",
     )
     p.add_argument(
+        "--worker-policy",
+        help="YAML policy: the most the KMS release policy may admit (default: strict)",
+    )
+    p.add_argument(
         "--require-workers", help="YAML list: the only worker measurements the KMS may admit"
+    )
+    p.add_argument(
+        "--max-bundle-age",
+        type=float,
+        default=DEFAULT_MAX_BUNDLE_AGE_S,
+        metavar="SECONDS",
+        help="refuse a serving-key list signed longer ago than this (default %(default)g)",
     )
     p.add_argument("--top-k", type=int, default=5)
     p.set_defaults(func=cmd_predict)

@@ -18,7 +18,7 @@ import httpx
 import numpy as np
 import numpy.typing as npt
 
-from trustserve.client.verify import ClientPolicy, ServingTarget, verify
+from trustserve.client.verify import ClientPolicy, ServingTarget, new_nonce, verify
 from trustserve.crypto.sealing import (
     CONTENT_TYPE,
     KEY_ID_HEADER,
@@ -28,6 +28,7 @@ from trustserve.crypto.sealing import (
     seal_request,
 )
 from trustserve.errors import TrustserveError
+from trustserve.kms.bundle import encode_nonce
 from trustserve.tensors import Tensor, datatype_of, encode_binary, parse_response
 
 ATTESTATION_PATH = "/v2/trustserve/attestation"
@@ -74,7 +75,12 @@ def prepare(
     raw: bytes | None,
     target: ServingTarget | None,
 ) -> Prepared:
-    """``inputs`` as v2 tensors, or ``raw`` as the TorchServe API takes it; sealed if ``target``."""
+    """``inputs`` as v2 tensors, or ``raw`` as the TorchServe API takes it; sealed if ``target``.
+
+    A sealed request names the model version resolved from the bundle's model list
+    (``version``, or the default of the versions the KMS holds keys for), in its
+    path and in its sealed route, so the frontend cannot route it to another version.
+    """
     is_raw = raw is not None
     if raw is not None:
         body, head_len = raw, None
@@ -84,7 +90,8 @@ def prepare(
     if target is None:
         headers = {} if head_len is None else {"Inference-Header-Content-Length": str(head_len)}
         return Prepared(_path(model, version, is_raw), body, headers, raw=is_raw)
-    route = Route(model, version or "", target.key_id)
+    version = target.resolve(model, version)  # the worker refuses any other version
+    route = Route(model, version, target.key_id)
     sealed, reply = seal_request(
         target.public_key, route, body, head_len, kind="raw" if is_raw else "v2"
     )
@@ -121,6 +128,14 @@ def _stale_key(exc: ServerError) -> bool:
 def _fresh(refresh: bool) -> dict[str, str]:
     """Asks the frontend for a bundle fresh from the KMS (it may cache one briefly)."""
     return {"Cache-Control": "no-cache"} if refresh else {}
+
+
+def _bundle_request(policy: ClientPolicy) -> tuple[str, bytes | None]:
+    """The attestation path to GET, with a fresh nonce if the policy asks for one."""
+    if not policy.nonce:
+        return ATTESTATION_PATH, None
+    nonce = new_nonce()
+    return f"{ATTESTATION_PATH}?nonce={encode_nonce(nonce)}", nonce
 
 
 def _tls(ca: Path | str | None) -> ssl.SSLContext | bool:
@@ -163,10 +178,11 @@ class TrustserveClient(_Base[httpx.Client]):
         """Fetch and verify the attestation bundle; nothing is sent before this succeeds."""
         if self._target is None or refresh:
             assert self.policy is not None
-            r = self._http.get(ATTESTATION_PATH, headers=_fresh(refresh))
+            path, nonce = _bundle_request(self.policy)
+            r = self._http.get(path, headers=_fresh(refresh))
             if r.status_code != 200:
                 raise ServerError(r.status_code, r.text)
-            self._target = verify(r.json(), self.policy)
+            self._target = verify(r.json(), self.policy, nonce=nonce)
         return self._target
 
     def infer(self, model: str, inputs: Arrays, version: str | None = None) -> Arrays:
@@ -211,10 +227,11 @@ class AsyncTrustserveClient(_Base[httpx.AsyncClient]):
     async def verify(self, refresh: bool = False) -> ServingTarget:
         if self._target is None or refresh:
             assert self.policy is not None
-            r = await self._http.get(ATTESTATION_PATH, headers=_fresh(refresh))
+            path, nonce = _bundle_request(self.policy)
+            r = await self._http.get(path, headers=_fresh(refresh))
             if r.status_code != 200:
                 raise ServerError(r.status_code, r.text)
-            self._target = verify(r.json(), self.policy)
+            self._target = verify(r.json(), self.policy, nonce=nonce)
         return self._target
 
     async def infer(self, model: str, inputs: Arrays, version: str | None = None) -> Arrays:

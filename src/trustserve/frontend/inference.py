@@ -38,6 +38,7 @@ from trustserve.frontend.responses import (
     json_response,
     status_error,
 )
+from trustserve.kms.bundle import parse_nonce
 from trustserve.tensors import (
     check_against,
     encode_binary,
@@ -113,7 +114,8 @@ class InferenceApi:
         if self.keys is None:
             raise NotFound("this server runs without a key service: no sealed inference")
         refresh = "no-cache" in request.headers.get("cache-control", "")
-        return json_response(await self.keys.bundle(refresh=refresh))
+        nonce = parse_nonce(request.query_params.get("nonce"))
+        return json_response(await self.keys.bundle(refresh=refresh, nonce=nonce))
 
     async def ping(self, request: Request) -> Response:
         ready = (await self.ready(request)).status_code == 200
