@@ -81,7 +81,7 @@ def test_a_bundle_not_bound_to_the_clients_nonce_is_refused_and_nothing_is_sent(
 ) -> None:
     """The SDK against a frontend that answers every attestation request with a bundle
     of its choosing (here: a perfectly fresh one, made for no nonce or for another)."""
-    service, clock, home = kms
+    service, _, home = kms
     sim = make_provider("sim", home)
     replayed = service.attestation_bundle(sim)
     other_nonce = service.attestation_bundle(sim, os.urandom(32))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import time
 from dataclasses import replace
@@ -14,9 +15,10 @@ from tests.support import RunningStack, png, tiny_expected
 from trustserve.attestation import Policy
 from trustserve.client import AsyncTrustserveClient, ClientPolicy, TrustserveClient
 from trustserve.client.sdk import prepare
-from trustserve.client.verify import ServingTarget
+from trustserve.client.verify import ServingTarget, verify
 from trustserve.crypto.sealing import CONTENT_TYPE, KEY_ID_HEADER, Route, seal_request
 from trustserve.errors import AttestationRefused
+from trustserve.kms.bundle import encode_nonce
 from trustserve.tensors import Tensor, encode_binary
 
 
@@ -210,3 +212,18 @@ def test_rotation_keeps_the_previous_key_working(tiny_stack: RunningStack) -> No
             c.infer("tiny", {"x": np.ones((1, 4), np.float32)})["y"], [[3, 3, 3, 3]]
         )
     assert _post(tiny_stack, sealed_to_old.body, old.key_id).status_code == 200
+
+
+def test_a_nonce_passes_through_the_frontend_to_fresh_evidence(tiny_stack: RunningStack) -> None:
+    nonce = os.urandom(32)
+    with tiny_stack.client() as c:
+        r = c.get("/v2/trustserve/attestation", params={"nonce": encode_nonce(nonce)})
+        again = c.get("/v2/trustserve/attestation", params={"nonce": encode_nonce(nonce)})
+        bad = c.get("/v2/trustserve/attestation", params={"nonce": "c2hvcnQ"})
+    assert r.status_code == 200 and r.json()["nonce"] == encode_nonce(nonce)
+    assert verify(r.json(), dev_policy(tiny_stack), nonce=nonce).models
+    assert again.json()["evidence"] != r.json()["evidence"]  # made again, not cached
+    assert bad.status_code == 400 and "nonce" in bad.json()["error"]
+    kms = f"https://127.0.0.1:{tiny_stack.kms_port}/v1/attestation"
+    direct = httpx.get(kms, params={"nonce": "x" * 100}, verify=str(tiny_stack.ca))
+    assert direct.status_code == 400 and "nonce" in direct.json()["error"]
