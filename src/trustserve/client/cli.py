@@ -64,32 +64,35 @@ def cmd_predict(args: argparse.Namespace) -> int:
     path = Path(args.input)
     if not path.is_file():
         raise InvalidInput(f"input {path} is not a file")
+    try:
+        answer = _predict(args, path)
+    except AttestationRefused as exc:
+        print(
+            f"trustserve: refused by rule {exc.claim}: {exc.detail}\n"
+            "trustserve: nothing was sent to the server",
+            file=sys.stderr,
+        )
+        return 2
+    print(json.dumps(answer, indent=2))
+    return 0
+
+
+def _predict(args: argparse.Namespace, path: Path) -> Any:
     ca = Path(args.ca) if args.ca else default_home() / "tls" / "ca.pem"
     policy = None if args.standard else client_policy(args)
     with TrustserveClient(
         args.url, policy=policy, ca=ca if ca.exists() else None, sealed=not args.standard
     ) as client:
         if policy is not None:
-            try:
-                client.verify()  # before anything else goes to the server
-            except AttestationRefused as exc:
-                print(
-                    f"trustserve: refused by rule {exc.claim}: {exc.detail}\n"
-                    "trustserve: nothing was sent to the server",
-                    file=sys.stderr,
-                )
-                return 2
+            client.verify()  # before anything else goes to the server
         if path.suffix.lower() == ".npy":
             array = np.load(path, allow_pickle=False)
             meta = client._http.get(f"/v2/models/{args.model}").json()
             name = meta["inputs"][0]["name"]
-            answer: Any = top_k(client.infer(args.model, {name: array}, args.version), args.top_k)
-        elif path.suffix.lower() in IMAGE_SUFFIXES or path.suffix.lower() == ".json":
-            answer = client.predict(args.model, path.read_bytes(), args.version)
-        else:
-            raise InvalidInput("input must be an image (.jpg/.png), a .npy array or a .json file")
-    print(json.dumps(answer, indent=2))
-    return 0
+            return top_k(client.infer(args.model, {name: array}, args.version), args.top_k)
+        if path.suffix.lower() in IMAGE_SUFFIXES or path.suffix.lower() == ".json":
+            return client.predict(args.model, path.read_bytes(), args.version)
+        raise InvalidInput("input must be an image (.jpg/.png), a .npy array or a .json file")
 
 
 def register(sub: Any) -> None:
