@@ -15,8 +15,8 @@ import yaml
 from trustserve.attestation import Policy
 from trustserve.client.sdk import TrustserveClient
 from trustserve.client.verify import DEFAULT_MAX_BUNDLE_AGE_S, ClientPolicy
-from trustserve.config import default_home
 from trustserve.errors import AttestationRefused, InvalidInput
+from trustserve.files import default_home
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
 

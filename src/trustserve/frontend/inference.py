@@ -32,13 +32,13 @@ from trustserve.errors import (
 from trustserve.frontend.keys import FrontendKeys
 from trustserve.frontend.metrics import Metrics
 from trustserve.frontend.registry import ModelEntry, ModelRegistry
-from trustserve.frontend.responses import (
+from trustserve.kms.bundle import parse_nonce
+from trustserve.responses import (
     EXCEPTION_HANDLERS,
     error_response,
     json_response,
     status_error,
 )
-from trustserve.kms.bundle import parse_nonce
 from trustserve.tensors import (
     check_against,
     encode_binary,
