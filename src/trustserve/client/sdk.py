@@ -10,6 +10,7 @@ only the transport differs.
 from __future__ import annotations
 
 import ssl
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, TypeVar
@@ -167,6 +168,16 @@ class _Base(Generic[H]):
     def _open(self, base_url: str, verify: ssl.SSLContext | bool, timeout: float) -> H:
         raise NotImplementedError
 
+    def _usable(self, refresh: bool) -> ServingTarget | None:
+        """The verified target, unless a refresh is asked for or its key list is older than
+        the policy allows (so a long-lived client follows a rotation within that bound)."""
+        target = self._target
+        if target is None or refresh or self.policy is None:
+            return None
+        if time.time() - target.issued_at > self.policy.max_bundle_age_s:
+            return None
+        return target
+
 
 class TrustserveClient(_Base[httpx.Client]):
     """Sync client; ``policy`` is what the server's attestation must satisfy (sealed mode)."""
@@ -176,14 +187,15 @@ class TrustserveClient(_Base[httpx.Client]):
 
     def verify(self, refresh: bool = False) -> ServingTarget:
         """Fetch and verify the attestation bundle; nothing is sent before this succeeds."""
-        if self._target is None or refresh:
+        target = self._usable(refresh)
+        if target is None:
             assert self.policy is not None
             path, nonce = _bundle_request(self.policy)
             r = self._http.get(path, headers=_fresh(refresh))
             if r.status_code != 200:
                 raise ServerError(r.status_code, r.text)
-            self._target = verify(r.json(), self.policy, nonce=nonce)
-        return self._target
+            target = self._target = verify(r.json(), self.policy, nonce=nonce)
+        return target
 
     def infer(self, model: str, inputs: Arrays, version: str | None = None) -> Arrays:
         answer: Arrays = self._send(model, version, inputs, None)
@@ -225,14 +237,15 @@ class AsyncTrustserveClient(_Base[httpx.AsyncClient]):
         return httpx.AsyncClient(base_url=base_url, verify=verify, timeout=timeout)
 
     async def verify(self, refresh: bool = False) -> ServingTarget:
-        if self._target is None or refresh:
+        target = self._usable(refresh)
+        if target is None:
             assert self.policy is not None
             path, nonce = _bundle_request(self.policy)
             r = await self._http.get(path, headers=_fresh(refresh))
             if r.status_code != 200:
                 raise ServerError(r.status_code, r.text)
-            self._target = verify(r.json(), self.policy, nonce=nonce)
-        return self._target
+            target = self._target = verify(r.json(), self.policy, nonce=nonce)
+        return target
 
     async def infer(self, model: str, inputs: Arrays, version: str | None = None) -> Arrays:
         answer: Arrays = await self._send(model, version, inputs, None)
