@@ -41,6 +41,7 @@ def test_sealed_and_standard_give_the_same_top_k(tiny_stack: RunningStack, tmp_p
     standard = predict(tiny_stack, "colour", str(image), "--standard")
     assert sealed.returncode == 0, sealed.stderr
     assert "SIMULATED" in sealed.stderr
+    assert "sealing for colour version 1" in sealed.stderr
     assert json.loads(sealed.stdout) == json.loads(standard.stdout)
     assert next(iter(json.loads(sealed.stdout))) == "red"
 

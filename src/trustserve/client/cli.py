@@ -84,7 +84,14 @@ def _predict(args: argparse.Namespace, path: Path) -> Any:
         args.url, policy=policy, ca=ca if ca.exists() else None, sealed=not args.standard
     ) as client:
         if policy is not None:
-            client.verify()  # before anything else goes to the server
+            target = client.verify()  # before anything else goes to the server
+            version = target.resolve(args.model, args.version)
+            digest = target.digest(args.model, version) or "no archive digest pinned"
+            print(
+                f"trustserve: sealing for {args.model} version {version} ({digest}), "
+                f"KMS attested by {target.kms_claims.tee} evidence",
+                file=sys.stderr,
+            )
         if path.suffix.lower() == ".npy":
             array = np.load(path, allow_pickle=False)
             meta = client._http.get(f"/v2/models/{args.model}").json()

@@ -87,6 +87,14 @@ class ServingTarget:
         return version
 
 
+    def digest(self, model: str, version: str) -> str | None:
+        """The archive digest the KMS pinned for ``model`` ``version`` (None if none)."""
+        for m in self.models:
+            if m.get("name") == model and m.get("version") == version:
+                return m.get("digest")
+        return None
+
+
 def default_version(versions: list[str]) -> str:
     """The frontend registry's rule: the greatest numeric version, else the greatest name.
 
