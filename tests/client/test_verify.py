@@ -145,3 +145,14 @@ def test_fresh_evidence_is_rate_limited() -> None:
         limit.take()
     with pytest.raises(Unavailable):
         limit.take()
+
+
+def test_a_client_without_a_nonce_can_read_a_bundle_made_for_another(
+    kms: KmsService, sim: EvidenceProvider
+) -> None:
+    """It relies on the signed issued_at then, as for the cached nonce-less bundle."""
+    bundle = kms.attestation_bundle(sim, os.urandom(32))
+    assert verify(bundle, policy(kms, nonce=False)).key_id
+    with pytest.raises(AttestationRefused) as refused:
+        verify({**bundle, "nonce": None}, policy(kms, nonce=False))
+    assert refused.value.claim == "report_data"

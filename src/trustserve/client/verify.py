@@ -86,7 +86,6 @@ class ServingTarget:
             )
         return version
 
-
     def digest(self, model: str, version: str) -> str | None:
         """The archive digest the KMS pinned for ``model`` ``version`` (None if none)."""
         for m in self.models:

@@ -165,7 +165,8 @@ def verify_bundle(
 ) -> VerifiedBundle:
     """Check a bundle's evidence against the client's ``policy`` and its bindings.
 
-    With ``nonce`` the evidence must bind exactly that nonce. Raises
+    With ``nonce`` the evidence must bind exactly that nonce; without, a bundle made
+    for some other client's nonce verifies too (it proves nothing fresh). Raises
     AttestationRefused or BadRequest saying why the bundle is not to be trusted.
     The caller still judges the release policy, the models and the key list's age.
     """
@@ -177,23 +178,27 @@ def verify_bundle(
     models = bundle.get("models")
     if not isinstance(models, list) or not all(_is_model(m) for m in models):
         raise BadRequest("attestation bundle: models must be a list of {name, version, digest}")
-    if nonce is not None and bundle.get("nonce") != encode_nonce(nonce):
+    echoed = bundle.get("nonce")
+    if nonce is not None and echoed != encode_nonce(nonce):
         raise AttestationRefused(
             "nonce", "the bundle was not made for this client's nonce (an old bundle replayed?)"
         )
+    if echoed is not None and not isinstance(echoed, str):
+        raise BadRequest("attestation bundle: nonce must be base64url or null")
+    bound = nonce if nonce is not None else parse_nonce(echoed)  # someone's: no freshness
     identity = unb64(bundle.get("identity_public_key"), "attestation bundle identity_public_key")
-    signed = bundle.get("serving_keys")
+    signed: Any = bundle.get("serving_keys")
     body = verify_serving_keys(identity, signed)
-    payload = unb64(signed["payload"], "serving_keys payload")  # type: ignore[index]
+    payload = unb64(signed["payload"], "serving_keys payload")
     issued_at = body.get("issued_at")
     if isinstance(issued_at, bool) or not isinstance(issued_at, int | float):
         raise BadRequest("signed serving keys carry no issued_at time")
     if not math.isfinite(issued_at):
         raise BadRequest("signed serving keys: issued_at is not a finite number")
-    expected = bundle_report_data(identity, release_policy, payload, models, nonce)
+    expected = bundle_report_data(identity, release_policy, payload, models, bound)
     claims = verify_evidence(Evidence.from_json(bundle.get("evidence")), expected, policy, now)
     return VerifiedBundle(
-        claims, identity, list(body["keys"]), float(issued_at), release_policy, models, nonce
+        claims, identity, list(body["keys"]), float(issued_at), release_policy, models, bound
     )
 
 
