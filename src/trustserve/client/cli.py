@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from trustserve.attestation import Policy
+from trustserve.attestation import Policy, VerifierSources
 from trustserve.client.sdk import TrustserveClient
 from trustserve.client.verify import DEFAULT_MAX_BUNDLE_AGE_S, ClientPolicy
 from trustserve.errors import AttestationRefused, InvalidInput
@@ -44,7 +44,11 @@ def client_policy(args: argparse.Namespace) -> ClientPolicy:
             raise InvalidInput("--require-workers must be a YAML list of measurement sets")
         pinned = Policy.from_mapping({"measurements": sets}).measurements
         workers = replace(workers, measurements=pinned)
-    return ClientPolicy(kms, workers, max_bundle_age_s=args.max_bundle_age)
+    sources = VerifierSources.configured(
+        collateral_dir=Path(args.collateral_dir) if args.collateral_dir else None,
+        pccs_url=args.pccs_url,
+    )
+    return ClientPolicy(kms, workers, max_bundle_age_s=args.max_bundle_age, sources=sources)
 
 
 def top_k(outputs: dict[str, Any], k: int) -> dict[str, Any]:
@@ -130,5 +134,9 @@ def register(sub: Any) -> None:
         metavar="SECONDS",
         help="refuse a serving-key list signed longer ago than this (default %(default)g)",
     )
+    p.add_argument(
+        "--collateral-dir", help="sgx/tdx KMS evidence: collateral files <tee>-<fmspc>-<ca>.json"
+    )
+    p.add_argument("--pccs-url", help="sgx/tdx KMS evidence: fetch collateral from this PCCS")
     p.add_argument("--top-k", type=int, default=5)
     p.set_defaults(func=cmd_predict)

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from trustserve.attestation import Claims, Policy
+from trustserve.attestation import Claims, Policy, VerifierSources
 from trustserve.client.rules import check_release_policy
 from trustserve.errors import AttestationRefused, ConfigError
 from trustserve.kms.bundle import NONCE_SIZE, verify_bundle
@@ -36,12 +36,15 @@ class ClientPolicy:
     may admit (strict by default: no simulated or debug TEE, TCB ``UpToDate`` only, no
     advisory, no TPM AK; any measurement set, unless it names some). ``max_bundle_age_s``:
     the oldest signed serving-key list accepted. ``nonce``: ask for evidence bound to a
-    fresh nonce of this client (the frontend cannot replay an old bundle then)."""
+    fresh nonce of this client (the frontend cannot replay an old bundle then).
+    ``sources``: where sgx/tdx collateral for the KMS evidence comes from (the client's
+    collateral directory / PCCS)."""
 
     kms: Policy
     workers: Policy = field(default_factory=Policy.default)
     max_bundle_age_s: float = DEFAULT_MAX_BUNDLE_AGE_S
     nonce: bool = True
+    sources: VerifierSources = field(default_factory=VerifierSources)
 
     def __post_init__(self) -> None:
         if not 0 < self.max_bundle_age_s < float("inf"):
@@ -116,7 +119,7 @@ def verify(
     evidence must bind it); without one only the signed ``issued_at`` proves freshness.
     """
     now = time.time() if now is None else now
-    checked = verify_bundle(bundle, policy.kms, now, nonce)
+    checked = verify_bundle(bundle, policy.kms, now, policy.sources, nonce)
     check_release_policy(checked.release_policy, policy.workers)
     age = now - checked.issued_at
     if age > policy.max_bundle_age_s:

@@ -39,7 +39,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from trustserve.attestation import Claims, Evidence, Policy, verify_evidence
+from trustserve.attestation import Claims, Evidence, Policy, VerifierSources, verify_evidence
 from trustserve.crypto.keys import verify_serving_keys
 from trustserve.encoding import b64, unb64
 from trustserve.errors import AttestationRefused, BadRequest, Unavailable
@@ -129,7 +129,7 @@ def make_bundle(
     evidence: Evidence,
     signed_serving_keys: dict[str, str],
     release_policy: dict[str, Any],
-    models: list[dict[str, Any]],
+    models: list[dict[str, Any]] | None = None,
     nonce: bytes | None = None,
 ) -> dict[str, Any]:
     return {
@@ -138,7 +138,7 @@ def make_bundle(
         "evidence": evidence.to_json(),
         "serving_keys": signed_serving_keys,
         "release_policy": release_policy,
-        "models": models,
+        "models": models or [],
         "nonce": None if nonce is None else encode_nonce(nonce),
     }
 
@@ -161,10 +161,15 @@ class VerifiedBundle:
 
 
 def verify_bundle(
-    bundle: Any, policy: Policy, now: float, nonce: bytes | None = None
+    bundle: Any,
+    policy: Policy,
+    now: float,
+    sources: VerifierSources | None = None,
+    nonce: bytes | None = None,
 ) -> VerifiedBundle:
     """Check a bundle's evidence against the client's ``policy`` and its bindings.
 
+    ``sources``: the client's own collateral configuration for sgx/tdx KMS evidence.
     With ``nonce`` the evidence must bind exactly that nonce; without, a bundle made
     for some other client's nonce verifies too (it proves nothing fresh). Raises
     AttestationRefused or BadRequest saying why the bundle is not to be trusted.
@@ -188,15 +193,19 @@ def verify_bundle(
     bound = nonce if nonce is not None else parse_nonce(echoed)  # someone's: no freshness
     identity = unb64(bundle.get("identity_public_key"), "attestation bundle identity_public_key")
     signed: Any = bundle.get("serving_keys")
+    if not isinstance(signed, dict):
+        raise BadRequest("attestation bundle: serving_keys missing")
+    payload = unb64(signed.get("payload"), "serving_keys payload")
+    # the evidence first: it says whose identity and which key list this is
+    expected = bundle_report_data(identity, release_policy, payload, models, bound)
+    evidence = Evidence.from_json(bundle.get("evidence"))
+    claims = verify_evidence(evidence, expected, policy, now, sources or VerifierSources())
     body = verify_serving_keys(identity, signed)
-    payload = unb64(signed["payload"], "serving_keys payload")
     issued_at = body.get("issued_at")
     if isinstance(issued_at, bool) or not isinstance(issued_at, int | float):
         raise BadRequest("signed serving keys carry no issued_at time")
     if not math.isfinite(issued_at):
         raise BadRequest("signed serving keys: issued_at is not a finite number")
-    expected = bundle_report_data(identity, release_policy, payload, models, bound)
-    claims = verify_evidence(Evidence.from_json(bundle.get("evidence")), expected, policy, now)
     return VerifiedBundle(
         claims, identity, list(body["keys"]), float(issued_at), release_policy, models, bound
     )
