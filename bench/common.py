@@ -16,7 +16,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.support import RunningStack, encrypt_store, start_stack  # noqa: E402
+from tests.support import RunningStack, start_stack  # noqa: E402
 from trustserve import archive  # noqa: E402
 from trustserve.engines import load_engine  # noqa: E402
 
@@ -71,7 +71,6 @@ def served(archives: list[Path], *extra: str, name: str = "stack") -> Iterator[R
     store.mkdir(parents=True)
     for a in archives:
         shutil.copy(a, store / a.name)
-    encrypt_store(root / "home", store)  # sealed clients see the KMS's model list
     stack = start_stack(root / "home", store, *extra)
     try:
         yield stack

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import RunningStack, encrypt_store, start_stack, write_colour, write_tiny
+from tests.support import RunningStack, start_stack, write_colour, write_tiny
 
 
 @pytest.fixture(scope="module")
@@ -20,7 +20,6 @@ def tiny_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStac
     store.mkdir()
     write_tiny(store)
     write_colour(store)
-    encrypt_store(root / "home", store)
     stack = start_stack(root / "home", store, "--max-body-mb", "1")
     yield stack
     stack.stop()

@@ -18,7 +18,7 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.support import RunningStack, encrypt_store, start_stack, tiny_manifest, tiny_onnx
+from tests.support import RunningStack, start_stack, tiny_manifest, tiny_onnx
 from trustserve import archive
 from trustserve.client import ClientPolicy, TrustserveClient
 from trustserve.client.sdk import prepare
@@ -33,7 +33,6 @@ def two_versions(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningSt
     old = tiny_manifest("tiny", "1", extra={"default_version": True})
     write_atomic(store / "tiny-1.tsm", archive.pack(old, tiny_onnx()))
     write_atomic(store / "tiny-2.tsm", archive.pack(tiny_manifest("tiny", "2"), tiny_onnx()))
-    encrypt_store(root / "home", store)
     stack = start_stack(root / "home", store)
     stack.wait_model_ready("tiny", "1")
     stack.wait_model_ready("tiny", "2")

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from tests.broker.redis_server import RedisServer
-from tests.support import RunningStack, encrypt_store, start_stack, write_tiny
+from tests.support import RunningStack, start_stack, write_tiny
 from trustserve.client import ClientPolicy, TrustserveClient
 from trustserve.client.sdk import prepare
 from trustserve.crypto.sealing import CONTENT_TYPE, KEY_ID_HEADER
@@ -26,7 +26,6 @@ def redis_stack(
     store = root / "store"
     store.mkdir()
     write_tiny(store)
-    encrypt_store(root / "home", store)
     stack = start_stack(root / "home", store, "--broker", server.url(), "--workers", "2")
     yield server, stack
     stack.stop()
