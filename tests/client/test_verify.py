@@ -152,7 +152,7 @@ def test_a_client_without_a_nonce_can_read_a_bundle_made_for_another(
 ) -> None:
     """It relies on the signed issued_at then, as for the cached nonce-less bundle."""
     bundle = kms.attestation_bundle(sim, os.urandom(32))
-    assert verify(bundle, policy(kms, nonce=False)).key_id
+    assert verify(bundle, policy(kms, send_nonce=False)).key_id
     with pytest.raises(AttestationRefused) as refused:
-        verify({**bundle, "nonce": None}, policy(kms, nonce=False))
+        verify({**bundle, "nonce": None}, policy(kms, send_nonce=False))
     assert refused.value.claim == "report_data"

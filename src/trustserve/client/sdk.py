@@ -133,7 +133,7 @@ def _fresh(refresh: bool) -> dict[str, str]:
 
 def _bundle_request(policy: ClientPolicy) -> tuple[str, bytes | None]:
     """The attestation path to GET, with a fresh nonce if the policy asks for one."""
-    if not policy.nonce:
+    if not policy.send_nonce:
         return ATTESTATION_PATH, None
     nonce = new_nonce()
     return f"{ATTESTATION_PATH}?nonce={encode_nonce(nonce)}", nonce

@@ -35,7 +35,7 @@ class ClientPolicy:
     """``kms``: which KMS evidence to accept. ``workers``: the most the KMS release policy
     may admit (strict by default: no simulated or debug TEE, TCB ``UpToDate`` only, no
     advisory, no TPM AK; any measurement set, unless it names some). ``max_bundle_age_s``:
-    the oldest signed serving-key list accepted. ``nonce``: ask for evidence bound to a
+    the oldest signed serving-key list accepted. ``send_nonce``: ask for evidence bound to a
     fresh nonce of this client (the frontend cannot replay an old bundle then).
     ``sources``: where sgx/tdx collateral for the KMS evidence comes from (the client's
     collateral directory / PCCS)."""
@@ -43,7 +43,7 @@ class ClientPolicy:
     kms: Policy
     workers: Policy = field(default_factory=Policy.default)
     max_bundle_age_s: float = DEFAULT_MAX_BUNDLE_AGE_S
-    nonce: bool = True
+    send_nonce: bool = True
     sources: VerifierSources = field(default_factory=VerifierSources)
 
     def __post_init__(self) -> None:
