@@ -7,8 +7,6 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from trustserve.attestation import Policy
 from trustserve.client.rules import _check_key, check_release_policy
@@ -20,9 +18,9 @@ def tdx(**pins: Any) -> dict[str, Any]:
     return {"tee": "tdx", **base, **pins}
 
 
-def pem() -> str:
-    key = ec.generate_private_key(ec.SECP256R1()).public_key()
-    return key.public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo).decode()
+def ak_name() -> str:
+    """A TPM Name (SHA-256 nameAlg) of no real key."""
+    return "000b" + os.urandom(32).hex()
 
 
 def release(**keys: Any) -> dict[str, Any]:
@@ -86,6 +84,15 @@ def test_measurements_must_be_the_clients_or_narrower_when_it_names_any() -> Non
     check_release_policy(release(measurements=[upper]), mine)
 
 
+def test_snp_minimum_tcb_may_only_be_raised() -> None:
+    base = {"tee": "sev-snp", "measurement": os.urandom(48).hex()}
+    mine = Policy.from_mapping({"measurements": [{**base, "min_tcb": {"snp": 8}}]})
+    check_release_policy(release(measurements=[{**base, "min_tcb": {"snp": 9}}]), mine)
+    rel = release(measurements=[{**base, "min_tcb": {"snp": 7}}])
+    assert refused_rule(rel, mine) == "release_policy.measurements"
+    assert refused_rule(release(measurements=[base]), mine) == "release_policy.measurements"
+
+
 def test_sgx_svn_bound_may_only_be_raised() -> None:
     signer = os.urandom(32).hex()
     base = {"tee": "sgx", "mrsigner": signer, "isv_prod_id": 1}
@@ -96,11 +103,12 @@ def test_sgx_svn_bound_may_only_be_raised() -> None:
 
 
 def test_ak_pins_must_be_a_subset_of_the_clients() -> None:
-    a, b = pem(), pem()
-    mine = Policy.from_mapping({"tpm_ak_public_keys": [a]})
-    check_release_policy(release(tpm_ak_public_keys=[a]), mine)
-    assert refused_rule(release(tpm_ak_public_keys=[a, b]), mine) == (
-        "release_policy.tpm_ak_public_keys"
+    a, b = ak_name(), ak_name()
+    mine = Policy.from_mapping({"tpm_ak_names": [a]})
+    check_release_policy(release(tpm_ak_names=[a.upper().replace("X", "x")]), mine)
+    assert refused_rule(release(tpm_ak_names=[a, b]), mine) == "release_policy.tpm_ak_names"
+    assert refused_rule(release(tpm_ak_names=[b]), Policy.default()) == (
+        "release_policy.tpm_ak_names"
     )
 
 
@@ -119,7 +127,7 @@ def test_an_empty_sim_key_list_means_any_key() -> None:
 def test_any_list_of_trust_roots_is_judged_as_a_subset() -> None:
     """A list-valued key with no rule of its own (AK names, CA certificates, ...)."""
     _check_key("tpm_ak_ca_certs", ["CERT A"], ["CERT A", "CERT B"], {})
-    _check_key("tpm_ak_names", ["000B" + "AB" * 32], ["000b" + "ab" * 32], {})
+    _check_key("some_future_roots", ["AB" * 32], ["ab" * 32], {})
     with pytest.raises(AttestationRefused) as exc:
         _check_key("tpm_ak_ca_certs", ["CERT C"], ["CERT A"], {})
     assert exc.value.claim == "release_policy.tpm_ak_ca_certs"

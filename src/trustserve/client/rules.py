@@ -10,10 +10,10 @@ rule by rule, and anything this client cannot judge is refused (fail closed).
 * ``accepted_tcb_statuses``, ``accepted_advisories``: a subset of the client's.
 * ``max_evidence_age_s``: at most the client's.
 * ``measurements``: if the client names any, each set of the KMS must be one of the
-  client's or narrower (pins all it pins, the same values; a ``*_min`` bound at least
-  as high; PCRs included). If the client names none, it leaves the choice of code
-  to the KMS owner.
-* every other list-valued key is a list of trust roots (TPM AK pins and names, CA
+  client's or narrower (pins all it pins, the same values; a ``*_min`` / ``min_*``
+  bound at least as high; nested maps such as PCRs or ``min_tcb`` entry by entry).
+  If the client names none, it leaves the choice of code to the KMS owner.
+* every other list-valued key is a list of trust roots (TPM AK names, AK CA
   certificates, sim platform keys, ...): a subset of the client's same key. For
   ``sim_platform_keys`` an empty list means "any key", so an empty client list
   accepts any and a non-empty one refuses an empty release list.
@@ -93,15 +93,23 @@ def _narrower(theirs: dict[str, Any], ours: dict[str, Any]) -> bool:
     """True if every worker the set ``theirs`` admits, the set ``ours`` admits too."""
     for name, want in ours.items():
         got = theirs.get(name)
+        bound = name.endswith("_min") or name.startswith("min_")
         if isinstance(want, dict):
-            if not isinstance(got, dict) or any(got.get(i) != v for i, v in want.items()):
+            if not isinstance(got, dict):
                 return False
-        elif name.endswith("_min"):
-            if not isinstance(got, int) or isinstance(got, bool) or got < want:
+            if not all(_covers(got.get(i), v, bound) for i, v in want.items()):
                 return False
-        elif got != want:
+        elif not _covers(got, want, bound):
             return False
     return True
+
+
+def _covers(got: Any, want: Any, bound: bool) -> bool:
+    """``got`` pins at least what ``want`` does: equal, or a lower bound as high (``bound``)."""
+    if not bound:
+        return bool(got == want)
+    numbers = all(isinstance(v, int) and not isinstance(v, bool) for v in (got, want))
+    return numbers and got >= want
 
 
 def _check_roots(key: str, theirs: list[Any], ours: list[Any]) -> None:
