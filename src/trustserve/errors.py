@@ -15,7 +15,9 @@ Messages say what was wrong and never carry a secret.
     │   ├── CannotOpenSealed      400   cannot_open_sealed   sealed request that fails to open
     │   ├── UnknownKeyId          400   stale_serving_key    sealed to a serving key not held (any
     │   │                                                    more): fetch the bundle again, retry
-    │   └── Expired               400   expired              sealed request outside its window
+    │   ├── Expired               400   expired              sealed request outside its window
+    │   └── WrongModelVersion     400   wrong_model_version  sealed for another model version than
+    │                                                        the worker's (or none)
     ├── Unauthorized              401   unauthorized
     ├── Forbidden                 403   forbidden
     │   └── AttestationRefused    403   attestation_refused  evidence refused (names the claim)
@@ -72,6 +74,12 @@ class UnknownKeyId(BadRequest):
 
 class Expired(BadRequest):
     code = "expired"
+
+
+class WrongModelVersion(BadRequest):
+    """A sealed request names a model version this worker does not serve (or none)."""
+
+    code = "wrong_model_version"
 
 
 class Unauthorized(TrustserveError):

@@ -37,7 +37,7 @@ def test_list_and_describe(tiny_stack: RunningStack) -> None:
         assert {"tiny", "colour"} <= names
         d = m.get("/models/tiny").json()[0]
         assert d["modelVersion"] == "1" and d["batchSize"] == 8 and d["readyWorkers"] >= 1
-        assert len(d["workers"]) == 1 and d["encrypted"] is False
+        assert len(d["workers"]) == 1 and d["encrypted"] is True
 
 
 @pytest.mark.parametrize(

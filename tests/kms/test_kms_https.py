@@ -115,8 +115,9 @@ def test_owner_encrypts_and_worker_opens_over_tls(
     with KmsClient(running.url, ca_file=running.ca) as worker:
         assert open_archive(worker, sim, encrypted) == model
         bundle = worker.attestation_bundle()
-    claims, keys, _ = verify_bundle(bundle, Policy.development(home), time.time())
-    assert claims.tee == "sim" and keys
+    checked = verify_bundle(bundle, Policy.development(home), time.time())
+    assert checked.claims.tee == "sim" and checked.keys
+    assert [m["name"] for m in checked.models] == [manifest.name]
 
 
 def test_management_needs_the_token(running: Running) -> None:

@@ -135,10 +135,10 @@ def test_attestation_bundle_verifies_and_binds_the_policy(
 ) -> None:
     kms = make_service()
     bundle = kms.attestation_bundle(sim)
-    claims, keys, release_policy = verify_bundle(bundle, Policy.development(home), kms.clock())
-    assert claims.tee == "sim"
-    assert keys[0]["key_id"] == kms.serving_public_keys()[0]["key_id"]
-    assert release_policy == kms.policy.to_json()
+    checked = verify_bundle(bundle, Policy.development(home), kms.clock())
+    assert checked.claims.tee == "sim"
+    assert checked.keys[0]["key_id"] == kms.serving_public_keys()[0]["key_id"]
+    assert checked.release_policy == kms.policy.to_json()
     lying = {**bundle, "release_policy": Policy.default().to_json()}
     with pytest.raises(Forbidden):
         verify_bundle(lying, Policy.development(home), kms.clock())

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from tests.support import RunningStack
-from trustserve.attestation import Policy, make_provider
+from trustserve.attestation import make_provider
 from trustserve.broker.base import Job, JobKind, JobMeta, Outcome
 from trustserve.broker.embedded import EmbeddedBroker
 from trustserve.broker.encrypted import EncryptingBroker
@@ -88,9 +88,9 @@ async def test_broker_holds_only_ciphertext(tiny_stack: RunningStack, worker: Pa
         y_standard = {t.name: t.data for t in outputs}["y"]
         np.testing.assert_allclose(y_standard, 2 * x_standard + 1)
 
-        target = verify(await keys.bundle(), ClientPolicy(Policy.development(tiny_stack.home)))
+        target = verify(await keys.bundle(), ClientPolicy.development(tiny_stack.home))
         p = prepare("tiny", None, {"x": x_sealed}, None, target)
-        meta = JobMeta(key_id=target.key_id)
+        meta = JobMeta(key_id=target.key_id, version="1")
         outcome = await broker.submit(
             Job(uuid.uuid4().hex, "tiny:1", JobKind.SEALED, p.body, time.time() + 60, meta)
         )

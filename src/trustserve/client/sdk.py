@@ -10,6 +10,7 @@ only the transport differs.
 from __future__ import annotations
 
 import ssl
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, TypeVar
@@ -18,7 +19,7 @@ import httpx
 import numpy as np
 import numpy.typing as npt
 
-from trustserve.client.verify import ClientPolicy, ServingTarget, verify
+from trustserve.client.verify import ClientPolicy, ServingTarget, new_nonce, verify
 from trustserve.crypto.sealing import (
     CONTENT_TYPE,
     KEY_ID_HEADER,
@@ -28,6 +29,7 @@ from trustserve.crypto.sealing import (
     seal_request,
 )
 from trustserve.errors import BrokerTampered, CannotOpenSealed, TrustserveError, UnknownKeyId
+from trustserve.kms.bundle import encode_nonce
 from trustserve.tensors import Tensor, datatype_of, encode_binary, parse_response
 
 ATTESTATION_PATH = "/v2/trustserve/attestation"
@@ -89,7 +91,12 @@ def prepare(
     raw: bytes | None,
     target: ServingTarget | None,
 ) -> Prepared:
-    """``inputs`` as v2 tensors, or ``raw`` as the TorchServe API takes it; sealed if ``target``."""
+    """``inputs`` as v2 tensors, or ``raw`` as the TorchServe API takes it; sealed if ``target``.
+
+    A sealed request names the model version resolved from the bundle's model list
+    (``version``, or the default of the versions the KMS holds keys for), in its
+    path and in its sealed route, so the frontend cannot route it to another version.
+    """
     is_raw = raw is not None
     if raw is not None:
         body, head_len = raw, None
@@ -99,7 +106,8 @@ def prepare(
     if target is None:
         headers = {} if head_len is None else {"Inference-Header-Content-Length": str(head_len)}
         return Prepared(_path(model, version, is_raw), body, headers, raw=is_raw)
-    route = Route(model, version or "", target.key_id)
+    version = target.resolve(model, version)  # the worker refuses any other version
+    route = Route(model, version, target.key_id)
     sealed, reply = seal_request(
         target.public_key, route, body, head_len, kind="torchserve" if is_raw else "v2"
     )
@@ -157,6 +165,14 @@ def _fresh(refresh: bool) -> dict[str, str]:
     return {"Cache-Control": "no-cache"} if refresh else {}
 
 
+def _bundle_request(policy: ClientPolicy) -> tuple[str, bytes | None]:
+    """The attestation path to GET, with a fresh nonce if the policy asks for one."""
+    if not policy.send_nonce:
+        return ATTESTATION_PATH, None
+    nonce = new_nonce()
+    return f"{ATTESTATION_PATH}?nonce={encode_nonce(nonce)}", nonce
+
+
 def _tls(ca: Path | str | None) -> ssl.SSLContext | bool:
     return ssl.create_default_context(cafile=str(ca)) if ca else True
 
@@ -186,6 +202,16 @@ class _Base(Generic[H]):
     def _open(self, base_url: str, verify: ssl.SSLContext | bool, timeout: float) -> H:
         raise NotImplementedError
 
+    def _usable(self, refresh: bool) -> ServingTarget | None:
+        """The verified target, unless a refresh is asked for or its key list is older than
+        the policy allows (so a long-lived client follows a rotation within that bound)."""
+        target = self._target
+        if target is None or refresh or self.policy is None:
+            return None
+        if time.time() - target.issued_at > self.policy.max_bundle_age_s:
+            return None
+        return target
+
 
 class TrustserveClient(_Base[httpx.Client]):
     """Sync client; ``policy`` is what the server's attestation must satisfy (sealed mode)."""
@@ -195,13 +221,15 @@ class TrustserveClient(_Base[httpx.Client]):
 
     def verify(self, refresh: bool = False) -> ServingTarget:
         """Fetch and verify the attestation bundle; nothing is sent before this succeeds."""
-        if self._target is None or refresh:
+        target = self._usable(refresh)
+        if target is None:
             assert self.policy is not None
-            r = self._http.get(ATTESTATION_PATH, headers=_fresh(refresh))
+            path, nonce = _bundle_request(self.policy)
+            r = self._http.get(path, headers=_fresh(refresh))
             if r.status_code != 200:
                 raise _error(r)
-            self._target = verify(r.json(), self.policy)
-        return self._target
+            target = self._target = verify(r.json(), self.policy, nonce=nonce)
+        return target
 
     def infer(self, model: str, inputs: Arrays, version: str | None = None) -> Arrays:
         answer: Arrays = self._send(model, version, inputs, None)
@@ -243,13 +271,15 @@ class AsyncTrustserveClient(_Base[httpx.AsyncClient]):
         return httpx.AsyncClient(base_url=base_url, verify=verify, timeout=timeout)
 
     async def verify(self, refresh: bool = False) -> ServingTarget:
-        if self._target is None or refresh:
+        target = self._usable(refresh)
+        if target is None:
             assert self.policy is not None
-            r = await self._http.get(ATTESTATION_PATH, headers=_fresh(refresh))
+            path, nonce = _bundle_request(self.policy)
+            r = await self._http.get(path, headers=_fresh(refresh))
             if r.status_code != 200:
                 raise _error(r)
-            self._target = verify(r.json(), self.policy)
-        return self._target
+            target = self._target = verify(r.json(), self.policy, nonce=nonce)
+        return target
 
     async def infer(self, model: str, inputs: Arrays, version: str | None = None) -> Arrays:
         answer: Arrays = await self._send(model, version, inputs, None)

@@ -5,7 +5,10 @@ Request: ``u32 n | head | body`` where ``head`` (``n`` bytes) is
 header_length, kind}, aad=route)`` and ``body`` is ``iv | AES-256-GCM(v2 body)``
 under a key exported from the same HPKE context (RFC 9180 secret export), with
 the route as associated data too. ``route`` names model, version and key id,
-so a sealed request cannot be replayed against another model or key.
+so a sealed request cannot be replayed against another model or key, nor be
+routed to another version of the model: the client names the concrete version
+it resolved from the attestation bundle's model list, and a worker refuses a
+route whose version is not its own (an empty "default" version included).
 Response: AES-256-GCM under the client's fresh response key, with the route and
 the request nonce as associated data, so a response cannot be swapped between
 requests. Its plaintext is ``u32 n | JSON {status, code, header_length} | body``:
@@ -40,7 +43,7 @@ IV_SIZE = 12
 
 @dataclass(frozen=True)
 class Route:
-    """What a sealed message is bound to; an empty version means the model's default."""
+    """What a sealed message is bound to: model, the concrete version, serving key id."""
 
     model: str
     version: str

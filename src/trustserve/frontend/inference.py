@@ -34,6 +34,7 @@ from trustserve.errors import (
 from trustserve.frontend.keys import FrontendKeys
 from trustserve.frontend.metrics import Metrics
 from trustserve.frontend.registry import ModelEntry, ModelRegistry
+from trustserve.kms.bundle import parse_nonce
 from trustserve.responses import (
     EXCEPTION_HANDLERS,
     error_response,
@@ -108,7 +109,8 @@ class InferenceApi:
         if self.keys is None:
             raise NotFound("this server runs without a key service: no sealed inference")
         refresh = "no-cache" in request.headers.get("cache-control", "")
-        return json_response(await self.keys.bundle(refresh=refresh))
+        nonce = parse_nonce(request.query_params.get("nonce"))
+        return json_response(await self.keys.bundle(refresh=refresh, nonce=nonce))
 
     async def ping(self, request: Request) -> Response:
         ready = (await self.ready(request)).status_code == 200

@@ -3,7 +3,8 @@
 Public (attestation is the guard):
     POST /v1/challenge          -> {"nonce", "expires_at"}
     POST /v1/release            ReleaseRequest JSON -> {"key_ids", "sealed"}
-    GET  /v1/attestation        the attestation bundle (needs an evidence provider)
+    GET  /v1/attestation        the attestation bundle (needs an evidence provider);
+                                ``?nonce=`` (32 bytes, base64url) for evidence bound to it
     GET  /v1/serving-keys       public serving keys, current first
     GET  /healthz
 Management (``Authorization: Bearer <token>``, the token in ``<home>/kms/admin.token``):
@@ -30,6 +31,7 @@ from trustserve import files
 from trustserve.attestation import EvidenceProvider
 from trustserve.crypto import hpke
 from trustserve.errors import BadRequest, NotFound, PayloadTooLarge, TrustserveError, Unauthorized
+from trustserve.kms.bundle import parse_nonce
 from trustserve.kms.release import PROVISION_INFO
 from trustserve.kms.service import KmsService
 from trustserve.responses import handle_error, json_response
@@ -72,7 +74,8 @@ def create_app(
     async def attestation(request: Request) -> Response:
         if provider is None:
             raise NotFound("this KMS has no evidence provider configured")
-        return json_response(await run_in_threadpool(service.attestation_bundle, provider))
+        nonce = parse_nonce(request.query_params.get("nonce"))
+        return json_response(await run_in_threadpool(service.attestation_bundle, provider, nonce))
 
     async def serving_keys(request: Request) -> Response:
         return json_response({"keys": service.serving_public_keys()})

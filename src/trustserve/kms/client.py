@@ -72,8 +72,10 @@ class KmsClient:
             raise Forbidden("KMS released other keys than asked for")
         return keys
 
-    def attestation_bundle(self) -> dict[str, Any]:
-        bundle: dict[str, Any] = self._call("GET", "/v1/attestation")
+    def attestation_bundle(self, nonce: str | None = None) -> dict[str, Any]:
+        """The KMS's bundle; ``nonce`` (base64url, as a client sent it) for fresh evidence."""
+        path = "/v1/attestation" + (f"?nonce={nonce}" if nonce is not None else "")
+        bundle: dict[str, Any] = self._call("GET", path)
         return bundle
 
     def provision_model_key(self, model: str, version: str) -> tuple[str, bytes]:

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from trustserve.attestation import (
-    Evidence,
     EvidenceProvider,
     Policy,
     VerifierSources,
@@ -24,10 +23,16 @@ from trustserve.attestation import (
 )
 from trustserve.crypto.keys import sign_serving_keys
 from trustserve.crypto.rootkey import KeyStore, Protector, protector_from_env
-from trustserve.encoding import b64
+from trustserve.encoding import b64, unb64
 from trustserve.errors import AttestationRefused, BadRequest, Forbidden, NotFound
 from trustserve.kms import audit
-from trustserve.kms.bundle import bundle_report_data, make_bundle
+from trustserve.kms.bundle import (
+    FreshEvidenceLimit,
+    bundle_report_data,
+    canonical,
+    make_bundle,
+    model_list,
+)
 from trustserve.kms.release import (
     BROKER,
     CHALLENGE_TTL,
@@ -68,7 +73,8 @@ class KmsService:
         self.audit = audit.AuditLog(self.state.dir, self.state.identity_key())
         self.challenges = Challenges(challenge_ttl)
         self._bundle_lock = threading.Lock()
-        self._bundle_cache: tuple[float, str, dict[str, Any]] | None = None
+        self._bundle_cache: tuple[float, bytes, dict[str, Any]] | None = None
+        self._fresh_limit = FreshEvidenceLimit()
 
     @classmethod
     def from_env(
@@ -158,26 +164,37 @@ class KmsService:
 
     # ---- attestation bundle (for clients, issue 5) ----
 
-    def attestation_bundle(self, provider: EvidenceProvider) -> dict[str, Any]:
-        """KMS evidence binding its identity key and release policy, plus signed serving keys.
+    def attestation_bundle(
+        self, provider: EvidenceProvider, nonce: bytes | None = None
+    ) -> dict[str, Any]:
+        """KMS evidence binding its identity key, release policy, signed serving keys and
+        model list (see ``trustserve.kms.bundle``), and the client's ``nonce`` if given.
 
-        The evidence is made again when older than ``BUNDLE_EVIDENCE_TTL`` seconds.
+        Without a nonce the bundle is made again when older than ``BUNDLE_EVIDENCE_TTL``
+        seconds or when the keys or models changed; with one, always (rate-limited).
         """
         now = self.clock()
         identity = self.state.identity_key()
         public = identity.public_key().public_bytes_raw()
         policy = self.policy.to_json()
+        keys = self.state.serving_keys(now, private=False)
+        models = model_list(self.state.model_keys())
+        what = canonical([provider.name, [k.public_json() for k in keys.keys], models])
+
+        def fresh() -> dict[str, Any]:
+            signed = sign_serving_keys(identity, keys, now)
+            payload = unb64(signed["payload"], "payload")
+            data = bundle_report_data(public, policy, payload, models, nonce)
+            return make_bundle(public, provider.make(data), signed, policy, models, nonce)
+
+        if nonce is not None:
+            self._fresh_limit.take()
+            return fresh()
         with self._bundle_lock:
             cached = self._bundle_cache
-            if (
-                cached is None
-                or now - cached[0] > BUNDLE_EVIDENCE_TTL
-                or cached[1] != provider.name
-            ):
-                evidence = provider.make(bundle_report_data(public, policy)).to_json()
-                self._bundle_cache = cached = (now, provider.name, evidence)
-        signed = sign_serving_keys(identity, self.state.serving_keys(now, private=False), now)
-        return make_bundle(public, Evidence.from_json(cached[2]), signed, policy)
+            if cached is None or now - cached[0] > BUNDLE_EVIDENCE_TTL or cached[1] != what:
+                self._bundle_cache = cached = (now, what, fresh())
+            return cached[2]
 
     def verify_audit(self) -> audit.AuditReport:
         return audit.verify(self.state.dir, self.state.identity_public_key())
