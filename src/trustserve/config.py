@@ -35,6 +35,9 @@ class Settings:
     dev: bool = False
     kms_url: str | None = None
     kms_port: int = 8083
+    kms_identity: str | None = None  # trusted KMS identity (key file or base64), with kms_url
+    kms_policy: str | None = None  # or: verify the KMS bundle under this policy file
+    key_refresh_s: float = 60.0  # workers refresh their serving keys this often
     attestation: str = "sim"
 
     @property

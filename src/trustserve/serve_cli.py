@@ -37,6 +37,9 @@ def _settings(args: argparse.Namespace) -> Settings:
     s.dev = args.dev
     s.kms_url = args.kms
     s.kms_port = args.kms_port
+    s.kms_identity = args.kms_identity
+    s.kms_policy = args.kms_policy
+    s.key_refresh_s = args.key_refresh
     s.attestation = args.attestation
     return s
 
@@ -67,6 +70,9 @@ def _serve_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-body-mb", type=int, default=64, help="request body limit in MiB")
     p.add_argument("--kms", default=None, help="key service URL (default: none; --dev: embedded)")
     p.add_argument("--kms-port", type=int, default=8083, help="port of the embedded KMS")
+    p.add_argument("--kms-identity", help="with --kms: trusted KMS identity (key file or base64)")
+    p.add_argument("--kms-policy", help="with --kms: or verify the KMS bundle with this policy")
+    p.add_argument("--key-refresh", type=float, default=60.0, help="worker serving-key refresh, s")
     p.add_argument(
         "--dev",
         action="store_true",
@@ -152,7 +158,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
     if args.home:
         passthrough += ["--home", args.home]
     if args.kms:
-        passthrough += ["--kms", args.kms]
+        passthrough += ["--kms", args.kms, "--key-refresh", str(args.key_refresh)]
+    for flag, value in (("--kms-identity", args.kms_identity), ("--kms-policy", args.kms_policy)):
+        passthrough += [flag, value] if value else []
     supervisor = WorkerSupervisor(passthrough, dict(os.environ))
 
     async def main() -> None:

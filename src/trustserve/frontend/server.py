@@ -20,6 +20,7 @@ from trustserve.attestation import make_provider
 from trustserve.broker import Broker, open_broker
 from trustserve.broker.encrypted import EncryptingBroker
 from trustserve.config import Settings
+from trustserve.encoding import b64
 from trustserve.files import read_or_create_token
 from trustserve.frontend.inference import InferenceApi
 from trustserve.frontend.keys import FrontendKeys
@@ -30,6 +31,7 @@ from trustserve.kms.app import create_app
 from trustserve.kms.client import KmsClient
 from trustserve.kms.embedded import development_kms
 from trustserve.kms.service import KmsService
+from trustserve.kms.trust import KmsTrust
 from trustserve.supervisor import WorkerSupervisor
 from trustserve.tls import TlsFiles, ensure_local_ca
 
@@ -100,8 +102,15 @@ class Stack:
         kms_server: _Server | None = None
         kms_task: asyncio.Task[None] | None = None
         kms_url = s.kms_url
+        trust = KmsTrust.from_options(s.kms_identity, s.kms_policy)
+        trust_args: list[str] = []
+        for flag, value in (("--kms-identity", s.kms_identity), ("--kms-policy", s.kms_policy)):
+            trust_args += [flag, value] if value else []
         if kms_url is None and (s.dev or self.kms is not None):
             service = self.kms or development_kms(s.home)
+            # the stack made this KMS: it knows the identity and hands it to its own parts
+            identity = service.state.identity_key().public_key().public_bytes_raw()
+            trust, trust_args = KmsTrust(identity), ["--kms-identity", b64(identity)]
             provider = make_provider(s.attestation, s.home)
             kms_server = self._server(
                 create_app(service, provider), "127.0.0.1", s.kms_port, tls_files
@@ -117,10 +126,11 @@ class Stack:
         )
         self.broker = broker
         if kms_url is not None:
-            client = KmsClient(kms_url, ca_file=tls_files.ca)
+            client = KmsClient(kms_url, ca_file=tls_files.ca, trust=trust)
             keys = FrontendKeys(client, make_provider(s.attestation, s.home))
             self.broker = EncryptingBroker(broker, await keys.broker_key())
             self.supervisor.worker_args += ["--kms", kms_url, "--attestation", s.attestation]
+            self.supervisor.worker_args += [*trust_args, "--key-refresh", str(s.key_refresh_s)]
         else:
             log.warning("!!! no key service: broker payloads are NOT encrypted (plaintext mode)")
         self.supervisor.worker_args += ["--broker", worker_url]

@@ -24,6 +24,7 @@ from trustserve.broker.encrypted import DecryptingJobSource
 from trustserve.config import default_home
 from trustserve.engines import load_engine
 from trustserve.errors import ArchiveError, Forbidden, NotFound, TrustserveError
+from trustserve.kms.trust import KmsTrust
 from trustserve.logs import setup as setup_logging
 from trustserve.worker.keys import key_ring
 from trustserve.worker.loop import WorkerLoop
@@ -46,7 +47,10 @@ async def serve(args: argparse.Namespace) -> int:
     model = archive.load(Path(args.archive))
     manifest = model.manifest
     ca = Path(args.ca) if args.ca else home / "tls" / "ca.pem"
-    keys = key_ring(args.kms, home, args.attestation, ca if ca.exists() else None)
+    trust = KmsTrust.from_options(args.kms_identity, args.kms_policy)
+    keys = key_ring(
+        args.kms, home, args.attestation, ca if ca.exists() else None, trust, args.key_refresh
+    )
     plaintext = await asyncio.to_thread(keys.obtain, model)
     engine = load_engine(args.engine, plaintext, manifest, args.threads)
     del model, plaintext
@@ -64,12 +68,14 @@ async def serve(args: argparse.Namespace) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     worker = WorkerLoop(source, queue, manifest, engine, preprocessor(manifest), sealed)
+    refresher = asyncio.create_task(keys.keep_fresh(stop))
     try:
         await worker.run(stop)
     except (asyncio.IncompleteReadError, ConnectionError):
         log.warning("worker %d lost its broker connection", os.getpid())
         return 1
     finally:
+        refresher.cancel()
         with contextlib.suppress(ConnectionError):
             await source.close()
     return 0
@@ -83,6 +89,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--home", default=None, help="TRUSTSERVE_HOME (TLS CA, nonce store)")
     p.add_argument("--kms", default=None, help="KMS URL: keys are released to this worker there")
     p.add_argument("--ca", default=None, help="CA file for the KMS (default HOME/tls/ca.pem)")
+    p.add_argument("--kms-identity", default=None, help="trusted KMS identity: key file or base64")
+    p.add_argument("--kms-policy", default=None, help="or: verify the KMS bundle with this policy")
+    p.add_argument("--key-refresh", type=float, default=60.0, help="serving key refresh, seconds")
     p.add_argument(
         "--attestation",
         default="sim",
