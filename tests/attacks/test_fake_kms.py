@@ -172,7 +172,7 @@ def _worker(s: Setup, store: Path, *trust: str) -> tuple[int, str]:
             sys.executable, "-m", "trustserve.worker",
             "--archive", str(path),
             "--broker", f"unix:{store / 'no-broker.sock'}",
-            "--kms", s.url, "--ca", str(s.ca), *trust,
+            "--kms", s.url, "--kms-ca", str(s.ca), *trust,
             "--home", str(s.genuine.home),
         ],
         capture_output=True,

@@ -16,10 +16,10 @@ from typing import Any
 
 from trustserve.attestation import Policy, make_provider
 from trustserve.attestation.registry import PROVIDERS
-from trustserve.config import default_home
 from trustserve.crypto.rootkey import create_key_file
 from trustserve.encoding import b64, unb64
 from trustserve.errors import BadRequest, ConfigError
+from trustserve.files import default_home
 from trustserve.kms import audit
 from trustserve.kms.bundle import verify_bundle
 from trustserve.kms.client import KmsClient

@@ -31,8 +31,7 @@ from trustserve.errors import (
     Unauthorized,
     Unavailable,
 )
-from trustserve.kms.app import PROVISION_INFO
-from trustserve.kms.release import make_request, model_digest, open_keys
+from trustserve.kms.release import PROVISION_INFO, make_request, model_digest, open_keys
 from trustserve.kms.trust import NO_TRUST, KmsTrust
 
 _ERRORS: dict[int, type[TrustserveError]] = {

@@ -59,6 +59,7 @@ MAX_KEYS = 64
 RELEASE_INFO = b"trustserve-kms-release-v1"
 ANSWER_DOMAIN = b"trustserve-kms-release-answer-v1\0"
 MODEL_DIGEST_DOMAIN = "trustserve-model-digest-v1"
+PROVISION_INFO = b"trustserve-kms-provision-v1"  # model owners' data keys (management API)
 SERVING = "serving"
 BROKER = "broker"
 _DIGEST_PREFIX = "sha256:"

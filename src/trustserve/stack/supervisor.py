@@ -1,8 +1,10 @@
-"""Starts, restarts and stops worker processes, a number per model.
+"""Starts, restarts and stops worker processes, a number per queue.
 
 The supervisor runs beside the frontend and never sees a request; a worker that
 exits unexpectedly is started again (with a growing back-off while it keeps
-failing), and the broker hands its unanswered jobs to another worker.
+failing), and the broker hands its unanswered jobs to another worker. A worker
+that exits with ``EXIT_UNSERVABLE`` is not restarted: the supervisor reports it
+through ``on_unservable(queue, reason)``.
 """
 
 from __future__ import annotations
@@ -12,18 +14,24 @@ import contextlib
 import logging
 import sys
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 
-from trustserve.frontend.registry import ModelEntry
 from trustserve.worker.main import EXIT_UNSERVABLE
+from trustserve.worker.options import WorkerOptions
 
 log = logging.getLogger(__name__)
 STOP_GRACE_S = 10.0
+HEALTHY_AFTER_S = 60.0  # a worker that ran this long restarts at once if it dies
+MAX_BACKOFF_S = 30.0
+WORKER_COMMAND = (sys.executable, "-m", "trustserve.worker")
 
 
 @dataclass
 class WorkerSlot:
-    entry: ModelEntry
+    queue: str
+    archive: Path
     process: asyncio.subprocess.Process | None = None
     started_at: float = 0.0
     restarts: int = 0
@@ -36,27 +44,39 @@ class WorkerSlot:
 
 
 class WorkerSupervisor:
-    def __init__(self, worker_args: list[str], env: dict[str, str] | None = None) -> None:
-        self.worker_args = worker_args
+    """``options`` is the template every worker starts with (its archive is set per queue);
+    ``command`` the program that reads them (the worker module by default)."""
+
+    def __init__(
+        self,
+        options: WorkerOptions,
+        env: dict[str, str] | None = None,
+        *,
+        on_unservable: Callable[[str, str], None] | None = None,
+        command: Sequence[str] = WORKER_COMMAND,
+        first_backoff_s: float = 0.5,
+    ) -> None:
+        self.options = options
         self.env = env
+        self.on_unservable = on_unservable
+        self.command = tuple(command)
+        self.first_backoff_s = first_backoff_s
         self._slots: dict[str, list[WorkerSlot]] = {}
 
     def workers(self, queue: str) -> list[WorkerSlot]:
         return list(self._slots.get(queue, []))
 
-    async def scale(self, entry: ModelEntry, n: int) -> None:
-        """Run ``n`` workers for ``entry``; asking again after a load failure tries afresh."""
-        slots = self._slots.setdefault(entry.queue, [])
+    async def scale(self, queue: str, archive: Path, n: int) -> None:
+        """Run ``n`` workers for ``queue``; asking again after a load failure tries afresh."""
+        slots = self._slots.setdefault(queue, [])
         slots[:] = [s for s in slots if s.task is None or not s.task.done()]
-        entry.failed = None
         while len(slots) < n:
-            slot = WorkerSlot(entry)
+            slot = WorkerSlot(queue, archive)
             slot.task = asyncio.create_task(self._keep_running(slot))
             slots.append(slot)
         surplus = slots[n:]
         del slots[n:]
         await asyncio.gather(*(self._stop(s) for s in surplus))
-        entry.min_workers = n
 
     async def stop(self, queue: str) -> None:
         await asyncio.gather(*(self._stop(s) for s in self._slots.pop(queue, [])))
@@ -64,41 +84,39 @@ class WorkerSupervisor:
     async def stop_all(self) -> None:
         await asyncio.gather(*(self.stop(q) for q in list(self._slots)))
 
+    def argv(self, slot: WorkerSlot) -> list[str]:
+        return [*self.command, *replace(self.options, archive=slot.archive).to_argv()]
+
     async def _keep_running(self, slot: WorkerSlot) -> None:
-        backoff = 0.5
+        backoff = self.first_backoff_s
         while not slot.stopping:
-            args = [
-                *self.worker_args,
-                "--archive",
-                str(slot.entry.path),
-            ]
-            slot.process = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "trustserve.worker", *args, env=self.env
-            )
+            argv = self.argv(slot)
+            slot.process = await asyncio.create_subprocess_exec(*argv, env=self.env)
             slot.started_at = time.monotonic()
             code = await slot.process.wait()
             if slot.stopping:
                 return
             if code == EXIT_UNSERVABLE:
-                slot.entry.failed = (
-                    f"model {slot.entry.manifest.name} version {slot.entry.manifest.version} "
-                    "cannot be served: its archive did not open or its key was refused "
-                    "(the worker log says which)"
+                reason = (
+                    f"{slot.queue} cannot be served: its archive did not open or its key was "
+                    "refused (the worker log says which)"
                 )
-                log.error("%s", slot.entry.failed)
+                log.error("%s", reason)
+                if self.on_unservable is not None:
+                    self.on_unservable(slot.queue, reason)
                 return
-            if time.monotonic() - slot.started_at > 60:
-                backoff = 0.5  # it had been running fine: restart at once
+            if time.monotonic() - slot.started_at > HEALTHY_AFTER_S:
+                backoff = self.first_backoff_s
             slot.restarts += 1
             log.warning(
                 "worker for %s (pid %s) exited with %s; restarting in %.1f s",
-                slot.entry.queue,
+                slot.queue,
                 slot.process.pid,
                 code,
                 backoff,
             )
             await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, 30.0)
+            backoff = min(backoff * 2, MAX_BACKOFF_S)
 
     async def _stop(self, slot: WorkerSlot) -> None:
         slot.stopping = True
