@@ -20,16 +20,22 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.support import RunningStack, start_stack, write_tiny
+from tests.attacks.kms_fixtures import genuine_kms, https_server, throwaway_ca
+from tests.support import RunningStack, start_stack, tiny_manifest, tiny_onnx, write_tiny
+from trustserve import archive
 from trustserve.attestation import Policy, make_provider
 from trustserve.broker.base import Job, Outcome
 from trustserve.broker.embedded import EmbeddedBroker
 from trustserve.broker.encrypted import EncryptingBroker
 from trustserve.client.sdk import prepare
 from trustserve.client.verify import ClientPolicy, ServingTarget, verify
+from trustserve.crypto.model_encryption import encrypt_archive
+from trustserve.errors import UnknownKeyId
 from trustserve.frontend.keys import FrontendKeys
+from trustserve.kms.app import create_app
 from trustserve.kms.client import KmsClient
 from trustserve.kms.trust import KmsTrust
+from trustserve.worker.keys import KeyRing
 
 REFRESH_S = 1.0
 
@@ -104,3 +110,28 @@ async def test_a_key_rotated_out_twice_is_dropped_by_a_running_worker(
         await asyncio.to_thread(worker.wait, 20)
         await broker.close()
         keys.client.close()
+
+
+async def test_a_worker_the_kms_stops_admitting_drops_its_serving_keys(tmp_path: Path) -> None:
+    """The KMS's release policy changes (say a measurement is withdrawn): at the next
+    refresh the KMS refuses, and the worker holds no serving key any more."""
+    genuine = genuine_kms(tmp_path / "kms")
+    manifest = tiny_manifest()
+    key_id, data_key = genuine.service.provision_model_key(manifest)
+    held = archive.parse(encrypt_archive(manifest, tiny_onnx(), data_key, key_id))
+    tls = throwaway_ca(tmp_path / "tls")
+    with https_server(create_app(genuine.service, genuine.sim), tls) as url:
+        client = KmsClient(url, ca_file=tls.ca, trust=genuine.trust)
+        ring = KeyRing(client, genuine.sim, refresh_interval=0.2)
+        await asyncio.to_thread(ring.obtain, held)
+        assert ring.serving is not None
+        genuine.service.policy = Policy.default()  # sim evidence no longer admitted
+        stop = asyncio.Event()
+        refresher = asyncio.create_task(ring.keep_fresh(stop))
+        await asyncio.sleep(1.5)
+        stop.set()
+        await refresher
+        client.close()
+    assert ring.serving is None
+    with pytest.raises(UnknownKeyId):
+        ring.serving_private_key(genuine.service.serving_public_keys()[0]["key_id"], time.time())

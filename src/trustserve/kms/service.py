@@ -59,6 +59,13 @@ class KmsService:
         self.state = KmsState(home, protector, keystore, serving_key_lifetime)
         self.audit = audit.AuditLog(self.state.dir, self.state.identity_key())
         self.challenges = Challenges(challenge_ttl)
+        legacy = [k for k, v in self.state.model_keys().items() if not v.get("digest")]
+        if legacy:
+            log.warning(
+                "model keys %s have no recorded archive digest (made by an older version) "
+                "and are never released: re-encrypt those models as a new version",
+                ", ".join(sorted(legacy)),
+            )
         self._bundle_lock = threading.Lock()
         self._bundle_cache: tuple[float, str, dict[str, Any]] | None = None
 

@@ -114,7 +114,8 @@ class KeyRing:
         return True
 
     async def keep_fresh(self, stop: asyncio.Event) -> None:
-        """Until ``stop``: refresh every ``refresh_interval`` s; a failed refresh is logged
+        """Until ``stop``: refresh every ``refresh_interval`` s. A refusal drops every
+        serving key (the KMS no longer admits this worker); an unreachable KMS is logged
         and the last set kept (its keys still end at their ``not_after``)."""
         if self.client is None:
             return
@@ -126,6 +127,9 @@ class KeyRing:
                 pass
             try:
                 await asyncio.to_thread(self.refresh)
+            except Forbidden as exc:  # refused (policy changed) or not the trusted KMS
+                self.serving = None
+                log.error("serving key refresh refused; this worker drops its keys: %s", exc)
             except TrustserveError as exc:
                 log.warning("serving key refresh failed (keeping the last set): %s", exc)
 
