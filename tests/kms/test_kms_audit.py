@@ -136,3 +136,17 @@ def test_cli_audit_verify_insists_on_an_expected_identity(
         main(["kms", "audit", "verify", "--home", str(home)])
     assert exited.value.code == 2
     assert "--identity" in capsys.readouterr().err
+
+
+def test_cli_identity_prints_the_unlocked_identity(
+    kms: KmsService,
+    home: Path,
+    key_file: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("TRUSTSERVE_KMS_KEY_FILE", str(key_file))
+    monkeypatch.delenv("TRUSTSERVE_KMS_PASSPHRASE", raising=False)
+    assert main(["kms", "identity", "--home", str(home)]) == 0
+    printed = capsys.readouterr().out.strip()
+    assert base64.b64decode(printed) == kms.state.identity_key().public_key().public_bytes_raw()
