@@ -20,7 +20,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
-from trustserve.attestation import Policy
+from trustserve.attestation import Policy, VerifierSources
 from trustserve.errors import BadRequest, ConfigError, Forbidden
 
 IDENTITY_SIZE = 32
@@ -62,6 +62,7 @@ class KmsTrust:
 
     identity: bytes | None = None
     policy: Policy | None = None
+    sources: VerifierSources | None = None  # DCAP collateral for a TDX/SGX KMS's bundle
 
     @classmethod
     def from_options(cls, identity: str | None, policy: str | Path | None) -> KmsTrust | None:
@@ -82,7 +83,7 @@ class KmsTrust:
 
         bundle = fetch_bundle()
         try:
-            verify_bundle(bundle, self.policy, time.time())
+            verify_bundle(bundle, self.policy, time.time(), self.sources)
             identity = base64.b64decode(bundle["identity_public_key"], validate=True)
         except BadRequest as exc:
             raise Forbidden(f"KMS attestation bundle refused: {exc}") from None

@@ -154,15 +154,23 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from trustserve import archive
     from trustserve.broker.base import queue_name
     from trustserve.stack.supervisor import WorkerSupervisor
+    from trustserve.worker.main import EXIT_UNSERVABLE
 
     manifest = archive.read_header(path).manifest
-    supervisor = WorkerSupervisor(opts, dict(os.environ))
+    queue = queue_name(manifest.name, manifest.version)
+    stop = asyncio.Event()
+    unservable: list[str] = []
+
+    def give_up(_queue: str, reason: str) -> None:
+        unservable.append(reason)
+        if len(unservable) == args.workers:  # none of them can ever serve: say so and exit
+            stop.set()
+
+    supervisor = WorkerSupervisor(opts, dict(os.environ), on_unservable=give_up)
 
     async def main() -> None:
-        stop = asyncio.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
             asyncio.get_running_loop().add_signal_handler(sig, stop.set)
-        queue = queue_name(manifest.name, manifest.version)
         await supervisor.scale(queue, path, args.workers)
         try:
             await stop.wait()
@@ -170,6 +178,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
             await supervisor.stop_all()
 
     asyncio.run(main())
+    if unservable:
+        log.error("no worker can serve %s: %s", queue, unservable[0])
+        return EXIT_UNSERVABLE
     return 0
 
 

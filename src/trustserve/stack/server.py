@@ -170,6 +170,16 @@ class Stack:
             kms_policy=policy,
         )
         for entry in self.registry.scan(self.settings.workers_per_model):
+            if entry.encrypted and kms_url is None:
+                # no worker could ever open it: say so now instead of starting workers that fail
+                m = entry.manifest
+                reason = (
+                    f"model {m.name} version {m.version} is encrypted and this server has no "
+                    "key service (start it with --kms URL, or --dev for development)"
+                )
+                log.error("%s", reason)
+                self.registry.mark_unservable(entry.queue, reason)
+                continue
             await self.supervisor.scale(entry.queue, entry.path, entry.min_workers)
 
     def _front_doors(self) -> list[_Server]:

@@ -11,14 +11,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import logging
+import os
+import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from trustserve.worker.main import EXIT_UNSERVABLE
+from trustserve.worker.main import EXIT_UNSERVABLE, UNSERVABLE
 from trustserve.worker.options import WorkerOptions
 
 log = logging.getLogger(__name__)
@@ -26,6 +29,19 @@ STOP_GRACE_S = 10.0
 HEALTHY_AFTER_S = 60.0  # a worker that ran this long restarts at once if it dies
 MAX_BACKOFF_S = 30.0
 WORKER_COMMAND = (sys.executable, "-m", "trustserve.worker")
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent(parent: int) -> Callable[[], None]:
+    """Runs in the child before exec: SIGTERM when the supervisor dies (even by kill -9),
+    so no orphan keeps serving and a restarted supervisor does not double the workers."""
+
+    def arm() -> None:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != parent:  # it died before the line above
+            os._exit(1)
+
+    return arm
 
 
 @dataclass
@@ -41,6 +57,18 @@ class WorkerSlot:
     @property
     def pid(self) -> int | None:
         return self.process.pid if self.process else None
+
+
+async def _pass_on(stderr: asyncio.StreamReader) -> str | None:
+    """Copies a worker's log to ours until it exits; returns the reason it gave up, if any."""
+    why = None
+    async for line in stderr:
+        sys.stderr.buffer.write(line)
+        sys.stderr.buffer.flush()
+        text = line.decode(errors="replace").rstrip()
+        if UNSERVABLE in text:
+            why = text.split(UNSERVABLE, 1)[1]
+    return why
 
 
 class WorkerSupervisor:
@@ -91,16 +119,20 @@ class WorkerSupervisor:
         backoff = self.first_backoff_s
         while not slot.stopping:
             argv = self.argv(slot)
-            slot.process = await asyncio.create_subprocess_exec(*argv, env=self.env)
+            slot.process = await asyncio.create_subprocess_exec(
+                *argv,
+                env=self.env,
+                stderr=asyncio.subprocess.PIPE,
+                preexec_fn=_die_with_parent(os.getpid()),
+            )
             slot.started_at = time.monotonic()
+            assert slot.process.stderr is not None
+            why = await _pass_on(slot.process.stderr)
             code = await slot.process.wait()
             if slot.stopping:
                 return
             if code == EXIT_UNSERVABLE:
-                reason = (
-                    f"{slot.queue} cannot be served: its archive did not open or its key was "
-                    "refused (the worker log says which)"
-                )
+                reason = f"{slot.queue} cannot be served: {why or 'see the worker log'}"
                 log.error("%s", reason)
                 if self.on_unservable is not None:
                     self.on_unservable(slot.queue, reason)

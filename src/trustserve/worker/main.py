@@ -32,6 +32,7 @@ from trustserve.worker.sealed import SealedReader
 
 log = logging.getLogger("trustserve.worker")
 EXIT_UNSERVABLE = 3  # the supervisor does not restart a worker that exits with this
+UNSERVABLE = "cannot serve this model: "  # the log line the supervisor passes on as the reason
 
 
 def preprocessor(manifest: archive.Manifest) -> Callable[[bytes], Any] | None:
@@ -87,10 +88,12 @@ async def serve(opts: WorkerOptions) -> int:
 def run(opts: WorkerOptions) -> int:
     try:
         return asyncio.run(serve(opts))
-    except (ArchiveError, Forbidden, NotFound) as exc:
-        log.error("worker cannot serve %s: %s", opts.archive, exc)
+    except (ArchiveError, ConfigError, Forbidden, NotFound) as exc:
+        # a bad archive, a refused release or a configuration that cannot work: restarting
+        # would only fail again, so the worker says why and is not restarted
+        log.error("%s%s", UNSERVABLE, exc)
         return EXIT_UNSERVABLE
-    except TrustserveError as exc:
+    except TrustserveError as exc:  # e.g. the KMS or the broker unreachable: worth a retry
         log.error("worker cannot start: %s", exc)
         return 2
 
