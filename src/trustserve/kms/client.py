@@ -19,7 +19,7 @@ from trustserve import archive
 from trustserve.archive import Manifest
 from trustserve.attestation import EvidenceProvider
 from trustserve.crypto import hpke, model_encryption
-from trustserve.encoding import b64
+from trustserve.encoding import b64, unb64
 from trustserve.errors import (
     ArchiveError,
     BadRequest,
@@ -31,7 +31,13 @@ from trustserve.errors import (
     Unauthorized,
     Unavailable,
 )
-from trustserve.kms.release import PROVISION_INFO, make_request, model_digest, open_keys
+from trustserve.kms.release import (
+    NONCE_SIZE,
+    PROVISION_INFO,
+    make_request,
+    model_digest,
+    open_keys,
+)
 from trustserve.kms.trust import NO_TRUST, KmsTrust
 
 _ERRORS: dict[int, type[TrustserveError]] = {
@@ -107,7 +113,13 @@ class KmsClient:
         "broker"): challenge, ephemeral key, evidence, release, check the KMS signature,
         unwrap. ``archives`` gives, for each model key id, the digest of the archive held."""
         identity = self.kms_identity()
-        nonce = base64.b64decode(self._call("POST", "/v1/challenge")["nonce"])
+        challenge = self._call("POST", "/v1/challenge")
+        try:
+            nonce = unb64(challenge["nonce"], "nonce")
+        except (BadRequest, KeyError, TypeError):
+            raise Forbidden("KMS challenge is malformed") from None
+        if len(nonce) != NONCE_SIZE:
+            raise Forbidden("KMS challenge nonce has the wrong size")
         private, request = make_request(nonce, provider, key_ids, archives)
         answer = self._call("POST", "/v1/release", request.to_json())
         keys = open_keys(private, nonce, answer, identity)
