@@ -195,6 +195,6 @@ def test_a_worker_with_a_kms_but_no_trusted_identity_refuses_to_start(
     s: Setup, tmp_path: Path
 ) -> None:
     code, log = _worker(s, tmp_path / "store")
-    assert code == 2, log
+    assert code == EXIT_UNSERVABLE, log  # a configuration that cannot work: not restarted
     assert "no trusted KMS identity" in log
     assert s.fake.served == 0
