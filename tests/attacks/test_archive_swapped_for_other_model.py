@@ -88,7 +88,7 @@ def test_another_owners_archive_naming_model_as_key_gets_no_key(world: World) ->
 
 def test_model_as_archive_with_an_edited_manifest_gets_no_key(world: World) -> None:
     a = world.encrypted("alpha")
-    edited = relabel(a, dataclasses.replace(a.manifest, max_batch_size=1, labels=("cat",)))
+    edited = relabel(a, dataclasses.replace(a.manifest, max_batch_size=1, description="edited"))
     with pytest.raises(Forbidden):
         world.ring.obtain(edited)
     assert [r["claim"] for r in world.refusals()] == ["archive"]

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from trustserve import files
-from trustserve.attestation.base import Claims, Evidence
+from trustserve.attestation.base import Claims, Evidence, unb64
 from trustserve.attestation.collateral import FixedCollateral
 from trustserve.attestation.policy import Policy
 from trustserve.attestation.registry import (
@@ -23,7 +23,7 @@ from trustserve.attestation.registry import (
     make_provider,
     make_verifier,
 )
-from trustserve.errors import AttestationRefused, BadRequest, ConfigError
+from trustserve.errors import AttestationRefused, BadRequest
 
 
 def register(subparsers: Any) -> None:
@@ -34,6 +34,10 @@ def register(subparsers: Any) -> None:
     attest.add_argument("--home", type=Path, help="trustserve home (sim platform key)")
     attest.add_argument("--tcti", help="tpm: TCTI, e.g. swtpm:host=127.0.0.1,port=2321")
     attest.add_argument("--pcrs", help="tpm: comma-separated PCR indices (default 0-7)")
+    attest.add_argument("--ak-handle", help="tpm: persistent AK handle (Azure: 0x81000003)")
+    attest.add_argument("--ak-template-nv", help="tpm: NV index of an AK template (GCP)")
+    attest.add_argument("--ak-cert-nv", help="tpm: NV index of the AK certificate (0x01C101D0)")
+    attest.add_argument("--ak-cert-intermediates", help="tpm: PEM file of intermediate CAs")
     attest.add_argument("--tsm-root", type=Path, help="tdx/sev-snp: configfs-tsm report dir")
     attest.add_argument("--attestation-dir", type=Path, help="sgx: Gramine /dev/attestation")
     attest.set_defaults(func=_attest)
@@ -70,11 +74,9 @@ def _attest(args: argparse.Namespace) -> int:
     options: dict[str, Any] = {}
     if args.tcti:
         options["tcti"] = args.tcti
-    if args.pcrs:
-        try:
-            options["pcrs"] = [int(p) for p in args.pcrs.split(",")]
-        except ValueError:
-            raise ConfigError("--pcrs must be comma-separated integers") from None
+    for key in ("pcrs", "ak_handle", "ak_template_nv", "ak_cert_nv", "ak_cert_intermediates"):
+        if getattr(args, key):
+            options[key] = getattr(args, key)
     if args.tsm_root:
         options["root"] = args.tsm_root
     if args.attestation_dir:
@@ -85,10 +87,19 @@ def _attest(args: argparse.Namespace) -> int:
     if evidence.kind == "sim":
         print("trustserve: warning: sim evidence is not hardware-protected", file=sys.stderr)
     if evidence.kind == "tpm":
-        from trustserve.attestation.tpm import ak_public_pem
+        from trustserve.attestation.tpm import ak_name_of
 
-        print("TPM attestation key (pin it in tpm_ak_public_keys):", file=sys.stderr)
-        print(ak_public_pem(evidence), file=sys.stderr, end="")
+        print("TPM attestation key Name (pin it in tpm_ak_names):", file=sys.stderr)
+        print(ak_name_of(evidence), file=sys.stderr)
+        if "ak_cert" in evidence.data:
+            from cryptography import x509
+
+            cert = x509.load_der_x509_certificate(unb64(evidence.data["ak_cert"], "ak_cert"))
+            print(
+                f"AK certificate: subject {cert.subject.rfc4514_string()}, issued by "
+                f"{cert.issuer.rfc4514_string()} (list that CA in tpm_ak_ca_certs)",
+                file=sys.stderr,
+            )
     return 0
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -34,18 +35,34 @@ def _load(ref: str) -> Any:
 def make_provider(name: str, home: Path, **options: Any) -> EvidenceProvider:
     """The evidence provider called ``name`` (sim, tpm, tdx, sev-snp, sgx).
 
-    Options: tpm ``tcti`` (e.g. ``"swtpm:host=127.0.0.1,port=2321"``) and ``pcrs``
-    (list of PCR indices); tdx/sev-snp ``root`` (the configfs-tsm report dir,
-    default /sys/kernel/config/tsm/report); sgx ``attestation_dir`` (default
-    /dev/attestation).
+    Options: tpm ``tcti`` (e.g. ``"swtpm:host=127.0.0.1,port=2321"``), ``pcrs``
+    (list of PCR indices), ``bank``, ``ak_handle``, ``ak_template_nv``,
+    ``ak_cert_nv``, ``ak_cert_intermediates`` (see ``attestation.tpm``); tdx/sev-snp
+    ``root`` (the configfs-tsm report dir, default /sys/kernel/config/tsm/report);
+    sgx ``attestation_dir`` (default /dev/attestation). Values may be strings, as
+    ``parse_options`` makes them from ``--attestation-option KEY=VALUE`` flags.
     """
     if name not in PROVIDERS:
         raise ConfigError(f"unknown attestation provider {name!r}; one of {', '.join(PROVIDERS)}")
     factory = _load(PROVIDERS[name])
     if name == "sim":
         options = {}
-    provider: EvidenceProvider = factory(home, **options)
+    try:
+        provider: EvidenceProvider = factory(home, **options)
+    except TypeError as exc:
+        raise ConfigError(f"attestation provider {name}: unusable options: {exc}") from None
     return provider
+
+
+def parse_options(pairs: Sequence[str] | None) -> dict[str, str]:
+    """``["tcti=device:/dev/tpmrm0", "pcrs=0,7"]`` -> options for ``make_provider``."""
+    options: dict[str, str] = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"attestation option {pair!r} is not KEY=VALUE")
+        options[key.strip().replace("-", "_")] = value
+    return options
 
 
 @dataclass(frozen=True)
@@ -84,7 +101,7 @@ def make_verifier(kind: str, policy: Policy, sources: VerifierSources = NO_SOURC
     if kind == "tpm":
         from trustserve.attestation.tpm import TpmVerifier
 
-        return TpmVerifier(policy.tpm_ak_public_keys)
+        return TpmVerifier(policy.tpm_ak_names, policy.tpm_ak_ca_certs)
     if kind in ("sgx", "tdx"):
         from trustserve.attestation.dcap import DcapVerifier
 

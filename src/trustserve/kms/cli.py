@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from trustserve.attestation import Policy, VerifierSources, make_provider
-from trustserve.attestation.registry import PROVIDERS
+from trustserve.attestation.registry import PROVIDERS, parse_options
 from trustserve.crypto.rootkey import create_key_file
 from trustserve.encoding import b64, unb64
 from trustserve.errors import BadRequest, ConfigError
@@ -55,6 +55,12 @@ def register(subparsers: Any) -> None:
         "--collateral-dir", type=Path, help="sgx/tdx collateral files <tee>-<fmspc>-<ca>.json"
     )
     serve.add_argument("--pccs-url", help="sgx/tdx: fetch collateral from this PCCS")
+    serve.add_argument(
+        "--attestation-option",
+        action="append",
+        metavar="KEY=VALUE",
+        help="provider option, repeatable",
+    )
     serve.set_defaults(func=_serve)
 
     rotate = sub.add_parser("rotate-serving-key", help="make a new current serving key")
@@ -137,7 +143,8 @@ def _serve(args: argparse.Namespace) -> int:
     home = _home(args)
     sources = VerifierSources.configured(collateral_dir=args.collateral_dir, pccs_url=args.pccs_url)
     service = KmsService.from_env(home, _policy(args, home), sources=sources)
-    provider = make_provider(args.provider, home) if args.provider else None
+    options = parse_options(args.attestation_option)
+    provider = make_provider(args.provider, home, **options) if args.provider else None
     ssl: dict[str, Any] = {}
     if not args.insecure_http:
         if args.cert is None or args.key is None:

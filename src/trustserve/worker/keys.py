@@ -141,8 +141,10 @@ def key_ring(
     ca: Path | None,
     trust: KmsTrust | None = None,
     refresh_interval: float = REFRESH_INTERVAL_S,
+    **options: str,
 ) -> KeyRing:
-    """The worker's key ring; with a KMS, ``trust`` must say which KMS identity to believe."""
+    """The worker's key ring; with a KMS, ``trust`` must say which KMS identity to believe.
+    ``options`` go to the evidence provider."""
     if kms_url is None:
         return KeyRing(None, None)
     if trust is None:
@@ -150,4 +152,4 @@ def key_ring(
     if refresh_interval <= 0:
         raise ConfigError("--key-refresh must be a positive number of seconds")
     client = KmsClient(kms_url, ca_file=ca, trust=trust)
-    return KeyRing(client, make_provider(provider, home), refresh_interval)
+    return KeyRing(client, make_provider(provider, home, **options), refresh_interval)

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from trustserve import archive
+from trustserve.attestation.registry import parse_options
 from trustserve.broker import JobSource, connect_job_source
 from trustserve.broker.base import queue_name
 from trustserve.broker.encrypted import DecryptingJobSource
@@ -51,9 +52,16 @@ async def serve(opts: WorkerOptions) -> int:
     model = archive.load(opts.archive)
     manifest = model.manifest
     ca = opts.kms_ca or home / "tls" / "ca.pem"
+    options = parse_options(opts.attestation_options)
     trust = KmsTrust.from_options(opts.kms_identity, opts.kms_policy)
     keys = key_ring(
-        opts.kms, home, opts.attestation, ca if ca.exists() else None, trust, opts.key_refresh
+        opts.kms,
+        home,
+        opts.attestation,
+        ca if ca.exists() else None,
+        trust,
+        opts.key_refresh,
+        **options,
     )
     plaintext = await asyncio.to_thread(keys.obtain, model)
     engine = load_engine(opts.engine, plaintext, manifest, opts.threads)

@@ -80,6 +80,16 @@ class WorkerOptions:
             choices=sorted(PROVIDERS),
         ),
     )
+    attestation_options: tuple[str, ...] | None = field(
+        default=None,
+        metadata=_opt(
+            "--attestation-option",
+            "provider option KEY=VALUE, repeatable (tpm: tcti=T, pcrs=0,7, "
+            "ak_handle=0x81000003, ak_cert_nv=0x01C101D0)",
+            action="append",
+            metavar="KEY=VALUE",
+        ),
+    )
     replay_window: float = field(
         default=300.0,
         metadata=_opt("--replay-window", "sealed-request freshness in seconds", type=float),
@@ -87,22 +97,35 @@ class WorkerOptions:
 
     @classmethod
     def add_arguments(
-        cls, parser: argparse.ArgumentParser, only: Iterable[str] | None = None
+        cls,
+        parser: argparse.ArgumentParser,
+        only: Iterable[str] | None = None,
+        *,
+        defaults: bool = True,
     ) -> None:
-        """Add the flags of ``only`` these fields (default: all) to ``parser``."""
+        """Add the flags of ``only`` these fields (default: all) to ``parser``; with
+        ``defaults=False`` a flag not given stays None (a configuration file may set it)."""
         wanted = None if only is None else set(only)
         for f in fields(cls):
             if wanted is not None and f.name not in wanted:
                 continue
             meta = f.metadata
+            default = f.default if defaults else None
             parser.add_argument(
-                meta["flag"], dest=f.name, default=f.default, help=meta["help"], **meta["argparse"]
+                meta["flag"], dest=f.name, default=default, help=meta["help"], **meta["argparse"]
             )
 
     @classmethod
     def from_args(cls, args: argparse.Namespace, **overrides: Any) -> WorkerOptions:
-        """The options in ``args`` (fields it lacks keep their default), then ``overrides``."""
-        values = {f.name: getattr(args, f.name) for f in fields(cls) if hasattr(args, f.name)}
+        """The options in ``args`` (fields it lacks or has as None keep their default), then
+        ``overrides``."""
+        values = {
+            f.name: getattr(args, f.name)
+            for f in fields(cls)
+            if getattr(args, f.name, None) is not None
+        }
+        if values.get("attestation_options") is not None:
+            values["attestation_options"] = tuple(values["attestation_options"])
         return cls(**{**values, **overrides})
 
     def to_argv(self) -> list[str]:
@@ -112,7 +135,9 @@ class WorkerOptions:
             value = getattr(self, f.name)
             if value is None or (f.default is not MISSING and value == f.default):
                 continue
-            argv += [f.metadata["flag"], str(value)]
+            items = value if isinstance(value, tuple) else (value,)
+            for item in items:
+                argv += [f.metadata["flag"], str(item)]
         return argv
 
 
