@@ -73,7 +73,7 @@ class KeyRing:
             )
         except Forbidden as exc:
             raise Forbidden(
-                f"no keys for {name}: {exc}; it cannot be served "
+                f"this worker got no keys for {name} ({exc}); it cannot serve that model "
                 "(a KMS refusal names the failed claim in the KMS log)"
             ) from None
         self.serving = ServingKeySet.from_bytes(keys[SERVING])
