@@ -254,7 +254,7 @@ def cmd_config_show(args: argparse.Namespace) -> int:
         "kms.policy": s.worker.kms_policy or "(none)",
         "broker.url": s.broker_url or "(embedded)",
         "attestation.provider": s.worker.attestation,
-        "attestation.options": "(none)",
+        "attestation.options": ",".join(s.worker.attestation_options or ()) or "(none)",
         "worker.engine": s.worker.engine,
         "worker.threads": s.worker.threads,
         "worker.per_model": s.workers_per_model,
