@@ -97,7 +97,7 @@ def test_all_versions_and_set_default(tiny_stack: RunningStack) -> None:
     """TorchServe's /models/{m}/all and PUT /models/{m}/{v}/set-default (on a model of its own,
     registered and unregistered here, so the module's other tests see the stack unchanged)."""
     for version in ("1", "3"):
-        write_tiny(tiny_stack.store, "versioned", version)
+        write_tiny(tiny_stack.store, "versioned", version, home=tiny_stack.home)
     body = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 4], "data": [0, 0, 0, 1]}]}
     infer = "/v2/models/versioned/infer"
     with tiny_stack.management() as m, tiny_stack.client() as c:
