@@ -109,6 +109,18 @@ class RunningStack:
         return f"https://localhost:{self.port}"
 
     @property
+    def kms_url(self) -> str:
+        return f"https://127.0.0.1:{self.kms_port}"
+
+    @property
+    def kms_identity(self) -> str:
+        """The embedded KMS's identity public key (base64), as its own parts are told it."""
+        from trustserve.encoding import b64
+        from trustserve.kms.state import KmsState
+
+        return b64(KmsState.public_identity(self.home / "kms" / "state.json"))
+
+    @property
     def management_url(self) -> str:
         return f"https://127.0.0.1:{self.management_port}"
 

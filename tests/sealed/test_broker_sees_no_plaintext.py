@@ -29,6 +29,7 @@ from trustserve.client.verify import ClientPolicy, verify
 from trustserve.crypto.sealing import open_response
 from trustserve.frontend.keys import FrontendKeys
 from trustserve.kms.client import KmsClient
+from trustserve.kms.trust import KmsTrust
 from trustserve.tensors import Tensor, encode_binary, parse_response
 
 
@@ -59,8 +60,10 @@ def worker(tiny_stack: RunningStack, tmp_path: Path) -> Iterator[Path]:
 
 async def test_broker_holds_only_ciphertext(tiny_stack: RunningStack, worker: Path) -> None:
     kms_url = f"https://127.0.0.1:{tiny_stack.kms_port}"
+    trust = KmsTrust.from_options(tiny_stack.kms_identity, None)
     keys = FrontendKeys(
-        KmsClient(kms_url, ca_file=tiny_stack.ca), make_provider("sim", tiny_stack.home)
+        KmsClient(kms_url, ca_file=tiny_stack.ca, trust=trust),
+        make_provider("sim", tiny_stack.home),
     )
     recording = RecordingBroker()
     await recording.serve_workers(worker)
@@ -71,6 +74,7 @@ async def test_broker_holds_only_ciphertext(tiny_stack: RunningStack, worker: Pa
             "--archive", str(tiny_stack.store / "tiny-1.tsm"),
             "--broker", f"unix:{worker}",
             "--kms", kms_url,
+            "--kms-identity", tiny_stack.kms_identity,
             "--home", str(tiny_stack.home),
             "--threads", "1",
         ]

@@ -2,7 +2,10 @@
 
 The bundle is public (clients verify it themselves); the frontend caches it
 briefly and reads the current serving key ids from it, so that a request
-sealed to an unknown key is answered with the key id to use instead.
+sealed to an unknown key is answered with the key id to use instead. The
+broker key is accepted only from a KMS whose identity the frontend trusts
+(``client.trust``: pinned or from a bundle verified under its own policy); a
+frontend without one refuses to start.
 """
 
 from __future__ import annotations
@@ -14,10 +17,11 @@ import time
 from typing import Any
 
 from trustserve.attestation import EvidenceProvider
-from trustserve.errors import Unavailable
+from trustserve.errors import ConfigError, Unavailable
 from trustserve.kms.bundle import encode_nonce
 from trustserve.kms.client import KmsClient
 from trustserve.kms.release import BROKER
+from trustserve.kms.trust import NO_TRUST
 
 BUNDLE_TTL_S = 30.0
 MIN_REFRESH_S = 0.5  # a refresh asked for by a client reaches the KMS at most this often
@@ -25,6 +29,8 @@ MIN_REFRESH_S = 0.5  # a refresh asked for by a client reaches the KMS at most t
 
 class FrontendKeys:
     def __init__(self, client: KmsClient, provider: EvidenceProvider) -> None:
+        if client.trust is None:
+            raise ConfigError(NO_TRUST)
         self.client = client
         self.provider = provider
         self._bundle: tuple[float, dict[str, Any]] | None = None
