@@ -34,7 +34,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
     store = root / "store"
     store.mkdir()
     write_tiny(store)
-    running = start_stack(root / "home", store)
+    running = start_stack(root / "home", store, "--key-refresh", "0.5")
     yield running
     running.stop()
 
@@ -54,7 +54,8 @@ def test_a_client_with_a_stale_bundle_retries_once_and_gets_its_answer(
         np.testing.assert_allclose(client.infer("tiny", {"x": x})["y"], [[3, 3, 3, 3]])
         stack.rotate_serving_key()
         stack.rotate_serving_key()  # only the current and the previous key are accepted
-        time.sleep(1.1)  # the frontend re-reads the bundle at most every 0.5 s
+        time.sleep(1.5)  # the frontend re-reads the bundle at most every 0.5 s, and the
+        # workers drop a rotated-out key at their next refresh (--key-refresh 0.5 here)
         with TrustserveClient(stack.url, policy=dev_policy(stack), ca=stack.ca) as other:
             current = other.verify(refresh=True)  # the frontend now knows the new keys
         assert current.key_id != stale.key_id
