@@ -1,0 +1,186 @@
+"""deploy/k8s/make-secrets.sh: the documented step that makes every Secret the manifests name.
+
+The script runs for real (openssl, ``kubectl --dry-run=client``); its Secrets are
+validated, matched key by key against what the rendered overlays mount and read, and
+the Redis configuration of the base (redis.conf + the generated ACL file and
+certificates) is run in a real redis-server to show TLS and the ACL users hold.
+"""
+
+from __future__ import annotations
+
+import base64
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import kubernetes_validate
+import pytest
+import redis
+import yaml
+from cryptography import x509
+
+from tests.deploy import k8s_checks as checks
+from tests.deploy.test_k8s import K8S, KUBERNETES_VERSION, OVERLAYS, find, render, target
+from tests.support import free_port
+from trustserve.broker.redis_streams import GROUP
+
+SCRIPT = K8S / "make-secrets.sh"
+
+
+@pytest.fixture(scope="module")
+def secrets(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, bytes]]:
+    if shutil.which("openssl") is None or shutil.which("kubectl") is None:
+        pytest.skip("make-secrets.sh needs openssl and kubectl")
+    out = tmp_path_factory.mktemp("secrets") / "out"
+    subprocess.run([str(SCRIPT), str(out), "serve.example.org"], check=True, capture_output=True)
+    made: dict[str, dict[str, bytes]] = {}
+    for doc in yaml.safe_load_all((out / "secrets.yaml").read_text()):
+        if doc:
+            kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
+            assert doc["metadata"]["namespace"] == "trustserve"
+            made[doc["metadata"]["name"]] = {
+                k: base64.b64decode(v) for k, v in doc.get("data", {}).items()
+            }
+    return made
+
+
+def _paths_read(c: dict[str, Any], values: dict[str, str]) -> Iterator[str]:
+    """Every file path a container's command line, environment or broker URL names."""
+    yield from c.get("args", [])
+    for env in c.get("env", []):
+        yield env.get("value", "")
+    query = parse_qs(urlsplit(values["broker_url"]).query)
+    for key in ("ca", "password_file", "cert", "key"):
+        yield from query.get(key, [])
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_secret_and_key_the_manifests_use_is_made(
+    overlay: str, secrets: dict[str, dict[str, bytes]]
+) -> None:
+    objs = render(overlay)
+    for name, keys in checks.secret_references(objs).items():
+        assert name in secrets, f"{name} is named by the manifests but never made"
+        assert keys <= set(secrets[name]), f"{name} lacks {keys - set(secrets[name])}"
+    values = target(objs)
+    for workload in ("trustserve-frontend", "trustserve-worker", "trustserve-kms"):
+        mounts = checks.secret_mounts(objs, workload)
+        kind = "StatefulSet" if workload == "trustserve-kms" else "Deployment"
+        (c,) = find(objs, kind, workload)["spec"]["template"]["spec"]["containers"]
+        used = 0
+        for path in _paths_read(c, values):
+            for mount, secret in mounts.items():
+                if path.startswith(mount + "/"):
+                    assert path[len(mount) + 1 :] in secrets[secret], f"{workload}: {path}"
+                    used += 1
+        assert used or overlay == "sgx"  # the enclaves' files are named in their manifests
+    # the frontend's HOME/tls: the files trustserve.tls.ensure_local_ca uses as they are
+    assert {"ca.pem", "server.pem", "server-key.pem"} <= set(secrets["trustserve-frontend-tls"])
+
+
+def test_certificates_name_the_services_the_manifests_use(
+    secrets: dict[str, dict[str, bytes]],
+) -> None:
+    broker_host = urlsplit(target(render("dev"))["broker_url"]).hostname
+    for secret, key, host in (
+        ("trustserve-redis-tls", "tls.crt", broker_host),
+        ("trustserve-redis-tls", "tls.crt", "trustserve-redis.trustserve.svc.cluster.local"),
+        ("trustserve-kms-tls", "tls.crt", "trustserve-kms"),
+        ("trustserve-frontend-tls", "server.pem", "serve.example.org"),
+    ):
+        cert = x509.load_pem_x509_certificate(secrets[secret][key])
+        sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        assert host in sans.get_values_for_type(x509.DNSName), (secret, host)
+
+
+def test_the_script_refuses_to_replace_keys_in_use(tmp_path: Path) -> None:
+    if shutil.which("openssl") is None or shutil.which("kubectl") is None:
+        pytest.skip("make-secrets.sh needs openssl and kubectl")
+    subprocess.run([str(SCRIPT), str(tmp_path)], check=True, capture_output=True)
+    before = (tmp_path / "secrets.yaml").read_bytes()
+    again = subprocess.run([str(SCRIPT), str(tmp_path)], capture_output=True, text=True)
+    assert again.returncode == 2 and "refusing" in again.stderr
+    assert (tmp_path / "secrets.yaml").read_bytes() == before
+
+
+@pytest.fixture
+def redis_from_manifests(
+    tmp_path: Path, secrets: dict[str, dict[str, bytes]]
+) -> Iterator[tuple[int, Path]]:
+    """redis-server running the base's redis.conf with the Secrets where the pod mounts them."""
+    server = shutil.which("redis-server")
+    if server is None:
+        pytest.skip("redis-server is not installed")
+    objs = render("dev")
+    conf = find(objs, "ConfigMap", "trustserve-redis-config")["data"]["redis.conf"]
+    for mount, secret in checks.secret_mounts(objs, "trustserve-redis").items():
+        where = tmp_path / mount.lstrip("/")
+        where.mkdir(parents=True)
+        for key, value in secrets[secret].items():
+            (where / key).write_bytes(value)
+        conf = conf.replace(mount + "/", f"{where}/")
+    port = free_port()
+    (tmp_path / "data").mkdir()
+    conf = conf.replace("tls-port 6380", f"tls-port {port}").replace(
+        "dir /data", f"dir {tmp_path}/data"
+    )
+    (tmp_path / "redis.conf").write_text(conf + "\nbind 127.0.0.1\n")
+    proc = subprocess.Popen([server, str(tmp_path / "redis.conf")], stdout=subprocess.PIPE)
+    try:
+        for _ in range(200):
+            if proc.poll() is not None:
+                pytest.fail(f"redis-server exited: {proc.stdout.read() if proc.stdout else ''!r}")
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                    break
+            except OSError:
+                time.sleep(0.05)
+        ca = tmp_path / "ca.pem"
+        ca.write_bytes(secrets["trustserve-ca"]["ca.pem"])
+        yield port, ca
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def _client(port: int, ca: Path, user: str, password: str) -> redis.Redis:
+    # 127.0.0.1 is not a name in the certificate; the names are checked in the test above
+    return redis.Redis(
+        host="127.0.0.1", port=port, username=user, password=password, ssl=True,
+        ssl_ca_certs=str(ca), ssl_check_hostname=False, socket_timeout=5,
+    )  # fmt: skip
+
+
+def test_redis_from_the_manifests_speaks_tls_only_and_keeps_keda_read_only(
+    redis_from_manifests: tuple[int, Path], secrets: dict[str, dict[str, bytes]]
+) -> None:
+    port, ca = redis_from_manifests
+    broker_pw = secrets["trustserve-redis-client"]["password"].decode()
+    stream = "trustserve:q:resnet50:int8"
+    with _client(port, ca, "trustserve", broker_pw) as broker:
+        broker.xgroup_create(stream, GROUP, "0", mkstream=True)
+        broker.xadd(stream, {"job": b"ciphertext"})
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            broker.flushall()  # @dangerous stays off
+    keda = secrets["trustserve-redis-keda"]
+    with _client(port, ca, keda["username"].decode(), keda["password"].decode()) as scaler:
+        (group,) = scaler.xinfo_groups(stream)
+        assert group["name"] == GROUP.encode() and group["lag"] == 1
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            scaler.xrange(stream)  # KEDA may count jobs, never read them
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            scaler.xadd(stream, {"job": b"forged"})
+    with (
+        pytest.raises(redis.exceptions.AuthenticationError),
+        _client(port, ca, "trustserve", "not-the-password") as intruder,
+    ):
+        intruder.ping()
+    plain = redis.Redis(host="127.0.0.1", port=port, socket_timeout=2)
+    with pytest.raises(redis.exceptions.ConnectionError):
+        plain.ping()  # no plaintext listener: a client without TLS gets nowhere
+    plain.close()
