@@ -15,6 +15,7 @@ COMMAND_MODULES = (
     "trustserve.serve_cli",
     "trustserve.models.cli",
     "trustserve.attestation.cli",
+    "trustserve.attestation.policy_cli",
     "trustserve.kms.cli",
     "trustserve.client.cli",
 )
