@@ -29,7 +29,8 @@ from trustserve.cli import build_parser
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "deploy" / "gramine" / "trustserve.manifest.template"
-ROLES = ("worker", "frontend", "kms")
+PODS = ("worker", "frontend", "kms")  # one enclave per pod in the sgx overlay
+ROLES = (*PODS, "kms-init")  # kms-init: once, makes the root key in the sealed home
 GiB = 1 << 30
 MODEL_BYTES = 110 * 1024 * 1024  # resnet50 fp32, the largest demo archive (~100 MiB)
 # What gramine-manifest would supply (test double: Gramine is not installed here)
@@ -123,6 +124,9 @@ def test_each_role_renders_to_a_manifest_that_keeps_every_rule(role: str) -> Non
 def test_the_fixed_argv_is_accepted_by_the_real_cli(role: str) -> None:
     argv = render_manifest(role)["loader"]["argv"]
     args = build_parser().parse_args(argv[5:])
+    if role == "kms-init":
+        assert args.path.parent == Path("/var/lib/trustserve")  # the sealed home
+        return
     assert args.attestation == "sgx" if role != "kms" else args.provider == "sgx"
     if role == "worker":
         assert str(args.ca) in _uris(render_manifest(role)["sgx"]["trusted_files"])  # measured
@@ -144,8 +148,9 @@ def test_every_installed_package_is_covered_by_the_trusted_files() -> None:
     assert checked > 1000
 
 
-def test_kms_state_is_sealed_and_its_key_file_lives_there() -> None:
-    m = render_manifest("kms")
+@pytest.mark.parametrize("role", ["kms", "kms-init"])
+def test_kms_state_is_sealed_and_its_key_file_lives_there(role: str) -> None:
+    m = render_manifest(role)
     (home,) = [x for x in m["fs"]["mounts"] if x["path"] == "/var/lib/trustserve"]
     assert home["type"] == "encrypted" and home["key_name"] in ("_sgx_mrsigner", "_sgx_mrenclave")
     assert m["loader"]["env"]["TRUSTSERVE_KMS_KEY_FILE"].startswith(home["path"] + "/")
@@ -200,7 +205,7 @@ def test_each_rule_catches_a_broken_manifest(case: str) -> None:
 def test_the_sgx_overlay_mounts_what_the_enclaves_read() -> None:
     """Host paths the manifests read (Secrets, models, sealed state) are mounted in the pods."""
     objs = render("sgx")
-    for role in ROLES:
+    for role in PODS:
         kind = "StatefulSet" if role == "kms" else "Deployment"
         spec = find(objs, kind, f"trustserve-{role}")["spec"]["template"]["spec"]
         (c,) = spec["containers"]
