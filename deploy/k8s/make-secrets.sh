@@ -48,7 +48,8 @@ issue() { # name SANs -> name.pem, name-key.pem
 
 frontend_sans=$(names trustserve-frontend)
 for extra in "$@"; do frontend_sans="$frontend_sans,DNS:$extra"; done
-issue kms "$(names trustserve-kms)"
+# localhost: the model owner reaches the KMS through `kubectl port-forward` (docs/deploy.md)
+issue kms "$(names trustserve-kms),DNS:localhost"
 issue frontend "$frontend_sans"
 issue redis "$(names trustserve-redis)"
 

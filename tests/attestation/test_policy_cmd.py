@@ -64,8 +64,11 @@ def test_tdx_quote_gives_mrtd_and_rtmr1_to_3_that_accept_that_quote(tmp_path: Pa
 
 
 def test_tdx_policy_from_one_quote_refuses_another_td(tmp_path: Path) -> None:
-    policy = policy_cmd(tmp_path, "--tdx-quote", str(DATA / "tdx_quote"), "--tdx-pin-rtmr0")
-    assert "rtmr0" in sets(policy)[0]
+    quote = str(DATA / "tdx_quote")
+    policy = policy_cmd(
+        tmp_path, "--tdx-quote", quote, "--tdx-also", "rtmr0", "--tdx-also", "mr_config_id"
+    )
+    assert {"rtmr0", "mr_config_id"} <= set(sets(policy)[0])
     other = dict(sets(policy)[0], rtmr3="ab" * 48)
     mutated = Policy.from_mapping({"measurements": [other]})
     with pytest.raises(AttestationRefused) as refused:
@@ -221,6 +224,9 @@ def test_snp_measurement_becomes_an_snp_set(tmp_path: Path) -> None:
     measurement = hashlib.sha384(tmp_path.name.encode()).hexdigest()
     policy = policy_cmd(tmp_path, "--snp-measurement", measurement.upper())
     assert sets(policy) == [{"tee": "sev-snp", "measurement": measurement}]
+    host_data = hashlib.sha256(measurement.encode()).hexdigest()
+    policy = policy_cmd(tmp_path, "--snp-measurement", measurement, "--snp-host-data", host_data)
+    assert sets(policy)[0]["host_data"] == host_data
 
 
 def test_tpm_evidence_gives_its_pcrs_and_pins_its_ak(swtpm: str, tmp_path: Path) -> None:

@@ -41,11 +41,18 @@ def register(subparsers: Any) -> None:
     )
     tdx = p.add_argument_group("TDX")
     tdx.add_argument("--tdx-quote", type=Path, action="append", default=[], help="quote or JSON")
-    tdx.add_argument("--tdx-pin-rtmr0", action="store_true", help="from a quote: pin rtmr0 too")
+    tdx.add_argument(
+        "--tdx-also",
+        action="append",
+        default=[],
+        choices=sorted(ref.TDX_OPTIONAL),
+        help="from a quote: pin this field too (repeat), e.g. mr_config_id for CoCo's initdata",
+    )
     for name in ("mrtd", "rtmr0", "rtmr1", "rtmr2", "rtmr3"):
         tdx.add_argument(f"--tdx-{name}", metavar="HEX", help=f"{name} (48 bytes)")
     snp = p.add_argument_group("SEV-SNP")
     snp.add_argument("--snp-measurement", metavar="HEX", help="launch measurement (48 bytes)")
+    snp.add_argument("--snp-host-data", metavar="HEX", help="HOST_DATA to pin (32 bytes)")
     snp.add_argument("--snp-ovmf", type=Path, help="compute it from this OVMF (sev-snp-measure)")
     snp.add_argument("--snp-kernel", type=Path, help="direct-boot kernel")
     snp.add_argument("--snp-initrd", type=Path, help="direct-boot initrd")
@@ -85,7 +92,7 @@ def measurement_sets(args: argparse.Namespace) -> tuple[list[ref.Set], list[str]
     sets: list[ref.Set] = []
     sets += [ref.sgx_from_sigstruct(f, args.sgx_by_signer, debug) for f in args.sigstruct]
     sets += [ref.sgx_from_quote(f, args.sgx_by_signer, debug) for f in args.sgx_quote]
-    sets += [ref.tdx_from_quote(f, args.tdx_pin_rtmr0, debug) for f in args.tdx_quote]
+    sets += [ref.tdx_from_quote(f, tuple(args.tdx_also), debug) for f in args.tdx_quote]
     tdx_values = {
         n: getattr(args, f"tdx_{n}") for n in ("mrtd", "rtmr0", "rtmr1", "rtmr2", "rtmr3")
     }
@@ -106,7 +113,9 @@ def measurement_sets(args: argparse.Namespace) -> tuple[list[ref.Set], list[str]
     elif args.snp_kernel or args.snp_initrd or args.snp_append:
         raise ConfigError("--snp-kernel/--snp-initrd/--snp-append need --snp-ovmf")
     if args.snp_measurement:
-        sets.append(ref.snp_from_measurement(args.snp_measurement))
+        sets.append(ref.snp_from_measurement(args.snp_measurement, args.snp_host_data))
+    elif args.snp_host_data:
+        raise ConfigError("--snp-host-data needs --snp-measurement or --snp-ovmf")
     aks = []
     for path in args.tpm_evidence:
         tpm_set, ak = ref.tpm_from_evidence(path)

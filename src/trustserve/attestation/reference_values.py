@@ -30,15 +30,19 @@ from trustserve.attestation.sigstruct import read_sigstruct
 from trustserve.errors import BadRequest, ConfigError
 
 Set = dict[str, Any]
-_TDX_FIELDS = ("mrtd", "rtmr0", "rtmr1", "rtmr2", "rtmr3")
-_TDX_REPORT = {"mrtd": "mr_td", "rtmr0": "rt_mr0", "rtmr1": "rt_mr1"} | {
-    "rtmr2": "rt_mr2",
-    "rtmr3": "rt_mr3",
+TDX_MINIMUM = ("mrtd", "rtmr1", "rtmr2", "rtmr3")
+# fields a TDX set may pin besides the minimum (policy name -> dcap-qvl report attribute)
+TDX_OPTIONAL = {
+    "rtmr0": "rt_mr0",  # firmware configuration: changes with vCPUs and memory size
+    "mr_config_id": "mr_config_id",  # CoCo: the initdata digest (agent policy, KBS)
+    "mr_owner": "mr_owner",
+    "mr_owner_config": "mr_owner_config",
+    "mr_seam": "mr_seam",
 }
+_TDX_REPORT = {"mrtd": "mr_td", "rtmr1": "rt_mr1", "rtmr2": "rt_mr2", "rtmr3": "rt_mr3"}
 _SGX_BODY = 48  # the enclave report follows the 48-byte quote header
 _SGX_ISV_PROD_ID, _SGX_ISV_SVN = _SGX_BODY + 256, _SGX_BODY + 258
 _SGX_DEBUG, _TD_DEBUG = 0x02, 0x01
-SNP_MEASUREMENT_BYTES = 48
 
 
 def _debug_refused(what: str, allow_debug: bool) -> None:
@@ -106,29 +110,27 @@ def sgx_from_quote(path: Path, by_signer: bool = False, allow_debug: bool = Fals
     }
 
 
-def tdx_from_quote(path: Path, with_rtmr0: bool = False, allow_debug: bool = False) -> Set:
+def tdx_from_quote(path: Path, also: tuple[str, ...] = (), allow_debug: bool = False) -> Set:
+    """mrtd and rtmr1-3 of the quote, plus the ``also`` fields (names of TDX_OPTIONAL)."""
     report = _parsed(_quote(path), path, tdx=True).report
     if bytes(report.td_attributes)[0] & _TD_DEBUG:
         _debug_refused(f"the TD that made {path}", allow_debug)
-    names = _TDX_FIELDS if with_rtmr0 else tuple(f for f in _TDX_FIELDS if f != "rtmr0")
-    return {
-        "tee": "tdx",
-        **{name: bytes(getattr(report, _TDX_REPORT[name])).hex() for name in names},
-    }
+    fields = _TDX_REPORT | {name: TDX_OPTIONAL[name] for name in also}
+    return {"tee": "tdx", **{name: bytes(getattr(report, a)).hex() for name, a in fields.items()}}
 
 
 def tdx_from_values(values: dict[str, str | None]) -> Set:
-    missing = [f for f in ("mrtd", "rtmr1", "rtmr2", "rtmr3") if not values.get(f)]
+    missing = [f for f in TDX_MINIMUM if not values.get(f)]
     if missing:
         raise ConfigError(f"a TDX set needs {', '.join('--tdx-' + m for m in missing)}")
     return {"tee": "tdx", **{k: _hex(v, 48, f"--tdx-{k}") for k, v in values.items() if v}}
 
 
-def snp_from_measurement(measurement: str) -> Set:
-    return {
-        "tee": "sev-snp",
-        "measurement": _hex(measurement, SNP_MEASUREMENT_BYTES, "measurement"),
-    }
+def snp_from_measurement(measurement: str, host_data: str | None = None) -> Set:
+    snp: Set = {"tee": "sev-snp", "measurement": _hex(measurement, 48, "measurement")}
+    if host_data:  # CoCo: the initdata digest the host hands the guest at launch
+        snp["host_data"] = _hex(host_data, 32, "host_data")
+    return snp
 
 
 def snp_launch_measurement(
