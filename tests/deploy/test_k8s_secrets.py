@@ -184,3 +184,14 @@ def test_redis_from_the_manifests_speaks_tls_only_and_keeps_keda_read_only(
     with pytest.raises(redis.exceptions.ConnectionError):
         plain.ping()  # no plaintext listener: a client without TLS gets nowhere
     plain.close()
+
+
+def test_the_deploy_doc_names_every_secret_and_the_kubernetes_version(
+    secrets: dict[str, dict[str, bytes]],
+) -> None:
+    doc = (K8S.parents[1] / "docs" / "deploy.md").read_text()
+    for name, keys in secrets.items():
+        row = next((line for line in doc.splitlines() if line.startswith(f"| `{name}` |")), "")
+        assert row, f"docs/deploy.md does not list the Secret {name}"
+        assert all(f"`{key}`" in row for key in keys), (name, keys)
+    assert f"Kubernetes {KUBERNETES_VERSION}" in doc
