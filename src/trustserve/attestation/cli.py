@@ -52,7 +52,7 @@ def _hex_arg(text: str, what: str) -> bytes:
 def _home(args: argparse.Namespace) -> Path:
     if args.home is not None:
         return Path(args.home)
-    from trustserve.config import default_home
+    from trustserve.files import default_home
 
     return default_home()
 

@@ -14,8 +14,8 @@ import yaml
 from trustserve.attestation import Policy
 from trustserve.client.sdk import TrustserveClient
 from trustserve.client.verify import ClientPolicy
-from trustserve.config import default_home
 from trustserve.errors import InvalidInput
+from trustserve.files import default_home
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
 

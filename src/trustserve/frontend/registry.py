@@ -21,7 +21,7 @@ class ModelEntry:
     url: str
     encrypted: bool
     min_workers: int
-    failed: str | None = None  # set when its workers cannot load it
+    failed: str | None = None  # why its workers cannot load it (reported by the worker pool)
 
     @property
     def queue(self) -> str:
@@ -95,8 +95,14 @@ class ModelRegistry:
     def entries(self) -> list[ModelEntry]:
         return [e for versions in self._models.values() for e in versions.values()]
 
+    def mark_unservable(self, queue: str, reason: str) -> None:
+        """The worker pool says ``queue``'s workers cannot serve it: answer 503 with ``reason``."""
+        for entry in self.entries():
+            if entry.queue == queue:
+                entry.failed = reason
+
     def scan(self, min_workers: int) -> list[ModelEntry]:
-        """Register every archive at the top of the model store (``--models all``)."""
+        """Register every archive at the top of the model store (what ``serve`` starts with)."""
         found = []
         for path in sorted(self.store.glob("*.tsm")):
             found.append(self.register(path.name, min_workers))

@@ -14,8 +14,8 @@ from typing import Any
 
 from trustserve.attestation import Policy, make_provider
 from trustserve.attestation.registry import PROVIDERS
-from trustserve.config import default_home
 from trustserve.crypto.rootkey import create_key_file
+from trustserve.files import default_home
 from trustserve.kms import audit
 from trustserve.kms.client import KmsClient
 from trustserve.kms.service import KmsService

@@ -10,14 +10,17 @@ import signal
 from pathlib import Path
 from typing import Any
 
-from trustserve.config import Settings, default_home
+from trustserve.errors import ConfigError
+from trustserve.files import default_home
+from trustserve.stack.config import Settings
+from trustserve.worker.options import WorkerOptions
 
 log = logging.getLogger("trustserve")
 DEMO_ARCHIVES = ("resnet50", "resnet50-fp32", "digits")
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    s = Settings(home=Path(args.home) if args.home else default_home())
+    s = Settings(home=args.home or default_home())
     s.model_store = Path(args.model_store) if args.model_store else None
     s.host = args.host
     s.inference_port, s.management_port, s.metrics_port = (
@@ -28,21 +31,22 @@ def _settings(args: argparse.Namespace) -> Settings:
     s.tls = not args.insecure_http
     if args.workers is not None:
         s.workers_per_model = args.workers
-    s.engine = args.engine
-    s.engine_threads = args.threads
+    s.worker = WorkerOptions.from_args(args, home=s.home)
     s.request_timeout_s = args.timeout
     s.max_queue = args.max_queue
     s.max_body_bytes = args.max_body_mb * 1024 * 1024
     s.broker_url = args.broker
     s.dev = args.dev
-    s.kms_url = args.kms
     s.kms_port = args.kms_port
-    s.attestation = args.attestation
     return s
 
 
+# the worker options that ``up`` and ``serve`` pass on to their local workers
+WORKER_FLAGS = ("home", "engine", "threads", "kms", "kms_ca", "attestation", "replay_window")
+
+
 def _serve_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--home", help="state directory (default $TRUSTSERVE_HOME or ~/.trustserve)")
+    WorkerOptions.add_arguments(p, only=WORKER_FLAGS)
     p.add_argument("--model-store", help="directory of model archives (default HOME/models)")
     p.add_argument("--host", default="127.0.0.1", help="inference address (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8080, help="inference port")
@@ -60,23 +64,14 @@ def _serve_options(p: argparse.ArgumentParser) -> None:
         default=None,
         help="local worker processes per model (default: one per core; 0: none)",
     )
-    p.add_argument("--engine", default="onnxruntime", choices=["onnxruntime", "openvino"])
-    p.add_argument("--threads", type=int, default=1, help="engine threads per worker (default 1)")
     p.add_argument("--timeout", type=float, default=30.0, help="request deadline in seconds")
     p.add_argument("--max-queue", type=int, default=1024, help="queued requests per model")
     p.add_argument("--max-body-mb", type=int, default=64, help="request body limit in MiB")
-    p.add_argument("--kms", default=None, help="key service URL (default: none; --dev: embedded)")
     p.add_argument("--kms-port", type=int, default=8083, help="port of the embedded KMS")
     p.add_argument(
         "--dev",
         action="store_true",
         help="embedded KMS with simulated attestation: NOTHING is hardware-protected",
-    )
-    p.add_argument(
-        "--attestation",
-        default="sim",
-        choices=["sim", "tpm", "tdx", "sev-snp", "sgx"],
-        help="evidence provider of this frontend and its workers",
     )
 
 
@@ -110,7 +105,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _run(settings: Settings, kms: Any = None) -> int:
-    from trustserve.frontend.server import Stack, banner
+    from trustserve.stack.banner import banner
+    from trustserve.stack.server import Stack
 
     stack = Stack(settings, kms)
 
@@ -138,34 +134,42 @@ def _asyncio_run(coro: Any) -> None:
 def cmd_worker(args: argparse.Namespace) -> int:
     from trustserve.worker.main import run
 
+    opts = WorkerOptions.from_args(args)
     if args.workers <= 1:
-        return run(args)
+        return run(opts)
+    path = opts.archive
+    if path is None or opts.broker is None:
+        raise ConfigError("trustserve worker needs --archive and --broker")
     from trustserve import archive
-    from trustserve.frontend.registry import ModelEntry
-    from trustserve.supervisor import WorkerSupervisor
+    from trustserve.broker.base import queue_name
+    from trustserve.stack.supervisor import WorkerSupervisor
+    from trustserve.worker.main import EXIT_UNSERVABLE
 
-    head = archive.read_header(Path(args.archive))
-    entry = ModelEntry(
-        head.manifest, Path(args.archive), args.archive, head.encrypted, args.workers
-    )
-    passthrough = ["--broker", args.broker, "--engine", args.engine, "--threads", str(args.threads)]
-    if args.home:
-        passthrough += ["--home", args.home]
-    if args.kms:
-        passthrough += ["--kms", args.kms]
-    supervisor = WorkerSupervisor(passthrough, dict(os.environ))
+    manifest = archive.read_header(path).manifest
+    queue = queue_name(manifest.name, manifest.version)
+    stop = asyncio.Event()
+    unservable: list[str] = []
+
+    def give_up(_queue: str, reason: str) -> None:
+        unservable.append(reason)
+        if len(unservable) == args.workers:  # none of them can ever serve: say so and exit
+            stop.set()
+
+    supervisor = WorkerSupervisor(opts, dict(os.environ), on_unservable=give_up)
 
     async def main() -> None:
-        stop = asyncio.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
             asyncio.get_running_loop().add_signal_handler(sig, stop.set)
-        await supervisor.scale(entry, args.workers)
+        await supervisor.scale(queue, path, args.workers)
         try:
             await stop.wait()
         finally:
             await supervisor.stop_all()
 
     asyncio.run(main())
+    if unservable:
+        log.error("no worker can serve %s: %s", queue, unservable[0])
+        return EXIT_UNSERVABLE
     return 0
 
 
@@ -178,8 +182,6 @@ def register(sub: Any) -> None:
     _serve_options(p)
     p.set_defaults(func=cmd_serve)
     p = sub.add_parser("worker", help="run worker processes for one model against a broker")
-    from trustserve.worker.main import add_arguments
-
-    add_arguments(p)
+    WorkerOptions.add_arguments(p)
     p.add_argument("--workers", type=int, default=1, help="worker processes to run")
     p.set_defaults(func=cmd_worker)
