@@ -6,7 +6,8 @@
 #   kubectl apply -n trustserve -f DIR/secrets.yaml      # then keep DIR offline, or shred it
 #
 # FRONTEND_NAME: extra DNS names for the frontend's certificate (the name clients use).
-# Needs openssl and kubectl (kubectl only formats the YAML: --dry-run=client, no cluster).
+# Needs openssl, kubectl (it only formats the YAML: --dry-run=client, no cluster) and the
+# trustserve CLI ($TRUSTSERVE, default: trustserve on PATH) for the Redis part.
 # No secret is ever put on a command line: every value goes through a file.
 # For Confidential Containers, see docs/deploy.md: the KMS root key and the TLS keys of
 # the frontend and the KMS must become sealed secrets, because the host sees plain ones.
@@ -20,6 +21,7 @@ out=$1
 shift
 ns=${TRUSTSERVE_NAMESPACE:-trustserve}
 days=${TRUSTSERVE_CERT_DAYS:-365}
+TRUSTSERVE=${TRUSTSERVE:-trustserve}
 if [ -e "$out/secrets.yaml" ]; then
   echo "$out/secrets.yaml exists: refusing to replace keys in use" >&2
   exit 2
@@ -51,25 +53,25 @@ for extra in "$@"; do frontend_sans="$frontend_sans,DNS:$extra"; done
 # localhost: the model owner reaches the KMS through `kubectl port-forward` (docs/deploy.md)
 issue kms "$(names trustserve-kms),DNS:localhost"
 issue frontend "$frontend_sans"
-issue redis "$(names trustserve-redis)"
 
 # The KMS root key file (TRUSTSERVE_KMS_KEY_FILE): 32 random bytes.
 openssl rand -out kms-root.key 32
 
-# Redis ACL users (docs/redis.md): default gets the broker's rights and a password
-# nobody keeps; trustserve is the frontends' and workers' user; keda reads lag only.
-for user in default trustserve keda; do
-  openssl rand -hex 32 | tr -d '\n' > "redis-$user.password"
-done
-hash() { openssl dgst -sha256 -r "$1" | cut -d' ' -f1; }
-broker_rights='~trustserve:* resetchannels -@all +@stream +@sortedset +@scripting +@connection +multi +exec +discard +ping +time +expire +del +set -@dangerous'
-{
-  echo "user default on #$(hash redis-default.password) $broker_rights"
-  echo "user trustserve on #$(hash redis-trustserve.password) $broker_rights"
-  echo "user keda on #$(hash redis-keda.password) ~trustserve:q:* resetchannels -@all +ping +xinfo|groups +xlen +xpending +hello +auth"
-} > users.acl
-rm -f redis-default.password
-printf trustserve > redis-trustserve.username
+# Redis: `trustserve redis config` makes its CA, server and per-role client certificates,
+# passwords and ACL users (the least rights of each role; docs/redis.md). Its redis.conf
+# is for a plain host; here only its `user` lines are kept (the ConfigMap has the rest),
+# and KEDA gets a user of its own that can read queue lag and nothing else.
+redis_host="trustserve-redis.$ns.svc.cluster.local"
+$TRUSTSERVE redis config redis --host "$redis_host" > /dev/null
+grep '^user ' redis/redis.conf > users.acl
+openssl rand -hex 32 | tr -d '\n' > redis-keda.password
+echo "user keda on #$(openssl dgst -sha256 -r redis-keda.password | cut -d' ' -f1) ~trustserve:q:* resetchannels -@all +ping +hello +xinfo|groups" >> users.acl
+openssl ecparam -name prime256v1 -genkey -noout -out redis-keda-key.pem 2>/dev/null
+openssl req -new -key redis-keda-key.pem -subj "/CN=keda" -out redis-keda.csr
+printf 'extendedKeyUsage=clientAuth\nbasicConstraints=critical,CA:FALSE\n' > redis-keda.ext
+openssl x509 -req -in redis-keda.csr -CA redis/tls/ca.pem -CAkey redis/tls/ca-key.pem \
+  -CAcreateserial -sha256 -days "$days" -extfile redis-keda.ext -out redis-keda.pem 2>/dev/null
+rm -f redis-keda.csr redis-keda.ext
 printf keda > redis-keda.username
 printf enable > keda-tls.flag
 
@@ -85,11 +87,16 @@ secret() { # name, then --from-file=key=file ...
   secret trustserve-frontend-tls --from-file=ca.pem=ca.pem \
     --from-file=server.pem=frontend.pem --from-file=server-key.pem=frontend-key.pem
   secret trustserve-ca --from-file=ca.pem=ca.pem
-  secret trustserve-redis-tls --from-file=tls.crt=redis.pem --from-file=tls.key=redis-key.pem \
-    --from-file=ca.crt=ca.pem
+  secret trustserve-redis-tls --from-file=tls.crt=redis/tls/server.pem \
+    --from-file=tls.key=redis/tls/server-key.pem --from-file=ca.crt=redis/tls/ca.pem
   secret trustserve-redis-acl --from-file=users.acl=users.acl
-  secret trustserve-redis-client --from-file=ca.crt=ca.pem --from-file=password=redis-trustserve.password
+  for role in frontend worker; do
+    secret "trustserve-redis-$role" --from-file=ca.crt=redis/tls/ca.pem \
+      --from-file=tls.crt="redis/tls/$role.pem" --from-file=tls.key="redis/tls/$role-key.pem" \
+      --from-file=password="redis/$role.password"
+  done
   secret trustserve-redis-keda --from-file=username=redis-keda.username \
-    --from-file=password=redis-keda.password --from-file=tls=keda-tls.flag --from-file=ca=ca.pem
+    --from-file=password=redis-keda.password --from-file=tls=keda-tls.flag \
+    --from-file=ca=redis/tls/ca.pem --from-file=cert=redis-keda.pem --from-file=key=redis-keda-key.pem
 } > secrets.yaml
-echo "wrote $out/secrets.yaml (clients trust $out/ca.pem; ca.key signs new certificates: keep it offline)"
+echo "wrote $out/secrets.yaml (clients trust $out/ca.pem; keep ca.key and redis/tls/ca-key.pem offline)"

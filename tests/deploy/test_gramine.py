@@ -128,8 +128,8 @@ def test_the_fixed_argv_is_accepted_by_the_real_cli(role: str) -> None:
         assert args.path.parent == Path("/var/lib/trustserve")  # the sealed home
         return
     assert args.attestation == "sgx" if role != "kms" else args.provider == "sgx"
-    if role == "worker":
-        assert str(args.ca) in _uris(render_manifest(role)["sgx"]["trusted_files"])  # measured
+    if role in ("worker", "frontend"):
+        assert str(args.kms_ca) in _uris(render_manifest(role)["sgx"]["trusted_files"])  # measured
     if role == "kms":
         assert str(args.policy) in _uris(render_manifest(role)["sgx"]["trusted_files"])
 

@@ -18,6 +18,7 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import kubernetes_validate
 import pytest
@@ -167,16 +168,20 @@ def _expand(arg: str, env: dict[str, str]) -> str:
 def test_container_args_are_accepted_by_the_real_cli(overlay: str) -> None:
     """The manifests drive the trustserve CLI as it is: an unknown flag fails here."""
     objs = render(overlay)
-    values = {"TRUSTSERVE_ATTESTATION": target(objs)["attestation"],
-              "TRUSTSERVE_BROKER": target(objs)["broker_url"]}  # fmt: skip
+    values = {"TRUSTSERVE_ATTESTATION": target(objs)["attestation"]}
     seen = set()
-    for _, c in trustserve_containers(objs):
+    for obj, c in trustserve_containers(objs):
         env = {**values, **{e["name"]: e["value"] for e in c.get("env", []) if "value" in e}}
+        role = obj["metadata"]["name"].removeprefix("trustserve-")
+        env["TRUSTSERVE_BROKER"] = target(objs).get(f"broker_url_{role}", "")
         args = [_expand(a, env) for a in c["args"]]
         parsed = build_parser().parse_args(args)
         seen.add(args[0])
         if hasattr(parsed, "attestation"):
             assert parsed.attestation == ATTESTATION[overlay]
+            assert parsed.kms_ca is not None  # the KMS is checked against the deployment CA
+            # each role logs in to Redis as its own ACL user, with only that role's rights
+            assert urlsplit(parsed.broker).username == {"serve": "frontend"}.get(args[0], args[0])
         if args[0] == "kms":
             assert parsed.provider == ATTESTATION[overlay] and parsed.policy is not None
     assert seen == {"serve", "worker", "kms"}

@@ -9,9 +9,11 @@ certificates) is run in a real redis-server to show TLS and the ACL users hold.
 from __future__ import annotations
 
 import base64
+import os
 import shutil
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,6 +32,7 @@ from tests.support import free_port
 from trustserve.broker.redis_streams import GROUP
 
 SCRIPT = K8S / "make-secrets.sh"
+ENV = {**os.environ, "TRUSTSERVE": f"{sys.executable} -m trustserve.cli"}
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +40,9 @@ def secrets(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, byt
     if shutil.which("openssl") is None or shutil.which("kubectl") is None:
         pytest.skip("make-secrets.sh needs openssl and kubectl")
     out = tmp_path_factory.mktemp("secrets") / "out"
-    subprocess.run([str(SCRIPT), str(out), "serve.example.org"], check=True, capture_output=True)
+    subprocess.run(
+        [str(SCRIPT), str(out), "serve.example.org"], check=True, capture_output=True, env=ENV
+    )
     made: dict[str, dict[str, bytes]] = {}
     for doc in yaml.safe_load_all((out / "secrets.yaml").read_text()):
         if doc:
@@ -49,12 +54,12 @@ def secrets(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, byt
     return made
 
 
-def _paths_read(c: dict[str, Any], values: dict[str, str]) -> Iterator[str]:
+def _paths_read(c: dict[str, Any], broker_url: str) -> Iterator[str]:
     """Every file path a container's command line, environment or broker URL names."""
     yield from c.get("args", [])
     for env in c.get("env", []):
         yield env.get("value", "")
-    query = parse_qs(urlsplit(values["broker_url"]).query)
+    query = parse_qs(urlsplit(broker_url).query)
     for key in ("ca", "password_file", "cert", "key"):
         yield from query.get(key, [])
 
@@ -73,7 +78,8 @@ def test_every_secret_and_key_the_manifests_use_is_made(
         kind = "StatefulSet" if workload == "trustserve-kms" else "Deployment"
         (c,) = find(objs, kind, workload)["spec"]["template"]["spec"]["containers"]
         used = 0
-        for path in _paths_read(c, values):
+        broker = values.get(f"broker_url_{workload.removeprefix('trustserve-')}", "")
+        for path in _paths_read(c, broker):
             for mount, secret in mounts.items():
                 if path.startswith(mount + "/"):
                     assert path[len(mount) + 1 :] in secrets[secret], f"{workload}: {path}"
@@ -86,10 +92,11 @@ def test_every_secret_and_key_the_manifests_use_is_made(
 def test_certificates_name_the_services_the_manifests_use(
     secrets: dict[str, dict[str, bytes]],
 ) -> None:
-    broker_host = urlsplit(target(render("dev"))["broker_url"]).hostname
+    broker_host = urlsplit(target(render("dev"))["broker_url_worker"]).hostname
     for secret, key, host in (
         ("trustserve-redis-tls", "tls.crt", broker_host),
         ("trustserve-redis-tls", "tls.crt", "trustserve-redis.trustserve.svc.cluster.local"),
+        ("trustserve-kms-tls", "tls.crt", "localhost"),
         ("trustserve-kms-tls", "tls.crt", "trustserve-kms"),
         ("trustserve-frontend-tls", "server.pem", "serve.example.org"),
     ):
@@ -101,9 +108,9 @@ def test_certificates_name_the_services_the_manifests_use(
 def test_the_script_refuses_to_replace_keys_in_use(tmp_path: Path) -> None:
     if shutil.which("openssl") is None or shutil.which("kubectl") is None:
         pytest.skip("make-secrets.sh needs openssl and kubectl")
-    subprocess.run([str(SCRIPT), str(tmp_path)], check=True, capture_output=True)
+    subprocess.run([str(SCRIPT), str(tmp_path)], check=True, capture_output=True, env=ENV)
     before = (tmp_path / "secrets.yaml").read_bytes()
-    again = subprocess.run([str(SCRIPT), str(tmp_path)], capture_output=True, text=True)
+    again = subprocess.run([str(SCRIPT), str(tmp_path)], capture_output=True, text=True, env=ENV)
     assert again.returncode == 2 and "refusing" in again.stderr
     assert (tmp_path / "secrets.yaml").read_bytes() == before
 
@@ -140,46 +147,80 @@ def redis_from_manifests(
                     break
             except OSError:
                 time.sleep(0.05)
-        ca = tmp_path / "ca.pem"
-        ca.write_bytes(secrets["trustserve-ca"]["ca.pem"])
-        yield port, ca
+        yield port, tmp_path
     finally:
         proc.terminate()
         proc.wait(timeout=10)
 
 
-def _client(port: int, ca: Path, user: str, password: str) -> redis.Redis:
+def _client(port: int, tls_dir: Path, user: str, password: str, cert: bool = True) -> redis.Redis:
     # 127.0.0.1 is not a name in the certificate; the names are checked in the test above
     return redis.Redis(
         host="127.0.0.1", port=port, username=user, password=password, ssl=True,
-        ssl_ca_certs=str(ca), ssl_check_hostname=False, socket_timeout=5,
+        ssl_ca_certs=str(tls_dir / "ca.crt"), ssl_check_hostname=False, socket_timeout=5,
+        ssl_certfile=str(tls_dir / "tls.crt") if cert else None,
+        ssl_keyfile=str(tls_dir / "tls.key") if cert else None,
     )  # fmt: skip
 
 
-def test_redis_from_the_manifests_speaks_tls_only_and_keeps_keda_read_only(
-    redis_from_manifests: tuple[int, Path], secrets: dict[str, dict[str, bytes]]
+def _materialize(tmp_path: Path, secret: dict[str, bytes], name: str) -> Path:
+    where = tmp_path / name
+    where.mkdir()
+    for key, value in secret.items():
+        (where / key).write_bytes(value)
+    return where
+
+
+def test_redis_from_the_manifests_gives_each_role_only_its_rights(
+    redis_from_manifests: tuple[int, Path], secrets: dict[str, dict[str, bytes]], tmp_path: Path
 ) -> None:
-    port, ca = redis_from_manifests
-    broker_pw = secrets["trustserve-redis-client"]["password"].decode()
+    port, _ = redis_from_manifests
     stream = "trustserve:q:resnet50:int8"
-    with _client(port, ca, "trustserve", broker_pw) as broker:
-        broker.xgroup_create(stream, GROUP, "0", mkstream=True)
-        broker.xadd(stream, {"job": b"ciphertext"})
+    frontend_tls = _materialize(tmp_path, secrets["trustserve-redis-frontend"], "frontend")
+    worker_tls = _materialize(tmp_path, secrets["trustserve-redis-worker"], "worker")
+    frontend_pw = secrets["trustserve-redis-frontend"]["password"].decode()
+    worker_pw = secrets["trustserve-redis-worker"]["password"].decode()
+    with _client(port, frontend_tls, "frontend", frontend_pw) as frontend:
+        frontend.xgroup_create(stream, GROUP, "0", mkstream=True)
+        frontend.xadd(stream, {"job": b"ciphertext"})
         with pytest.raises(redis.exceptions.NoPermissionError):
-            broker.flushall()  # @dangerous stays off
-    keda = secrets["trustserve-redis-keda"]
-    with _client(port, ca, keda["username"].decode(), keda["password"].decode()) as scaler:
+            frontend.set("trustserve:nonce:00", "1")  # only workers keep the nonce store
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            frontend.flushall()
+    with _client(port, worker_tls, "worker", worker_pw) as worker:
+        assert worker.xreadgroup(GROUP, "w1", {stream: ">"}, count=1)
+    keda_secret = secrets["trustserve-redis-keda"]
+    keda_tls = tmp_path / "keda"
+    keda_tls.mkdir()
+    for ours, theirs in (("ca.crt", "ca"), ("tls.crt", "cert"), ("tls.key", "key")):
+        (keda_tls / ours).write_bytes(keda_secret[theirs])
+    with _client(
+        port, keda_tls, keda_secret["username"].decode(), keda_secret["password"].decode()
+    ) as scaler:
         (group,) = scaler.xinfo_groups(stream)
-        assert group["name"] == GROUP.encode() and group["lag"] == 1
+        assert group["name"] == GROUP.encode() and group["pending"] == 1
         with pytest.raises(redis.exceptions.NoPermissionError):
             scaler.xrange(stream)  # KEDA may count jobs, never read them
         with pytest.raises(redis.exceptions.NoPermissionError):
             scaler.xadd(stream, {"job": b"forged"})
+
+
+def test_redis_from_the_manifests_refuses_strangers(
+    redis_from_manifests: tuple[int, Path], secrets: dict[str, dict[str, bytes]], tmp_path: Path
+) -> None:
+    port, _ = redis_from_manifests
+    worker_tls = _materialize(tmp_path, secrets["trustserve-redis-worker"], "worker")
+    password = secrets["trustserve-redis-worker"]["password"].decode()
     with (
         pytest.raises(redis.exceptions.AuthenticationError),
-        _client(port, ca, "trustserve", "not-the-password") as intruder,
+        _client(port, worker_tls, "worker", "not-the-password") as intruder,
     ):
         intruder.ping()
+    with (
+        pytest.raises(redis.exceptions.ConnectionError),
+        _client(port, worker_tls, "worker", password, cert=False) as no_cert,
+    ):
+        no_cert.ping()  # tls-auth-clients yes: a client certificate from the Redis CA
     plain = redis.Redis(host="127.0.0.1", port=port, socket_timeout=2)
     with pytest.raises(redis.exceptions.ConnectionError):
         plain.ping()  # no plaintext listener: a client without TLS gets nowhere
