@@ -25,6 +25,7 @@ import pytest
 import yaml
 
 from tests.deploy import k8s_checks as checks
+from tests.deploy.conftest import KUBERNETES_VERSION
 from trustserve.attestation.registry import PROVIDERS
 from trustserve.broker.base import queue_name
 from trustserve.broker.redis_streams import GROUP, Keys
@@ -32,7 +33,7 @@ from trustserve.cli import build_parser
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "k8s"
-KUBERNETES_VERSION = "1.30"
+
 RUNTIME_CLASS = {"coco-tdx": "kata-qemu-tdx", "coco-snp": "kata-qemu-snp"}
 ATTESTATION = {"dev": "sim", "coco-tdx": "tdx", "coco-snp": "sev-snp", "sgx": "sgx"}
 OVERLAYS = sorted(ATTESTATION)

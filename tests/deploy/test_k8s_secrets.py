@@ -8,50 +8,24 @@ certificates) is run in a real redis-server to show TLS and the ACL users hold.
 
 from __future__ import annotations
 
-import base64
-import os
 import shutil
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-import kubernetes_validate
 import pytest
 import redis
-import yaml
 from cryptography import x509
 
 from tests.deploy import k8s_checks as checks
+from tests.deploy.conftest import ENV, SCRIPT
 from tests.deploy.test_k8s import K8S, KUBERNETES_VERSION, OVERLAYS, find, render, target
 from tests.support import free_port
 from trustserve.broker.redis_streams import GROUP
-
-SCRIPT = K8S / "make-secrets.sh"
-ENV = {**os.environ, "TRUSTSERVE": f"{sys.executable} -m trustserve.cli"}
-
-
-@pytest.fixture(scope="module")
-def secrets(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, bytes]]:
-    if shutil.which("openssl") is None or shutil.which("kubectl") is None:
-        pytest.skip("make-secrets.sh needs openssl and kubectl")
-    out = tmp_path_factory.mktemp("secrets") / "out"
-    subprocess.run(
-        [str(SCRIPT), str(out), "serve.example.org"], check=True, capture_output=True, env=ENV
-    )
-    made: dict[str, dict[str, bytes]] = {}
-    for doc in yaml.safe_load_all((out / "secrets.yaml").read_text()):
-        if doc:
-            kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
-            assert doc["metadata"]["namespace"] == "trustserve"
-            made[doc["metadata"]["name"]] = {
-                k: base64.b64decode(v) for k, v in doc.get("data", {}).items()
-            }
-    return made
 
 
 def _paths_read(c: dict[str, Any], broker_url: str) -> Iterator[str]:
