@@ -18,8 +18,9 @@ from attestation_data import (
     SGX_REPORT_DATA,
     SGX_TIME,
     TDX_MRTD,
+    TDX_SET,
     TDX_TIME,
-    collateral,
+    fixed,
     quote_bytes,
 )
 
@@ -78,9 +79,9 @@ def test_tdx_evidence_from_configfs_tsm_verifies(tsm_root: Path, tmp_path: Path)
     assert fake.inblobs == [TDX_REPORT_DATA]
     assert evidence.kind == "tdx"
     assert evidence.data["provider"] == "tdx_guest"
-    policy = Policy.from_yaml(f'measurements: [{{tee: tdx, mrtd: "{TDX_MRTD}"}}]')
+    policy = Policy.from_yaml(f"measurements: [{TDX_SET}]")
     claims = verify_evidence(
-        evidence, TDX_REPORT_DATA, policy, TDX_TIME, collateral=collateral("tdx_quote")
+        evidence, TDX_REPORT_DATA, policy, TDX_TIME, sources=fixed("tdx_quote")
     )
     assert claims.measurements["mrtd"] == TDX_MRTD
 
@@ -128,7 +129,7 @@ def test_sgx_evidence_from_gramine_verifies(tmp_path: Path) -> None:
         "accepted_advisories: [INTEL-SA-00289, INTEL-SA-00615]\n"
     )
     claims = verify_evidence(
-        evidence, SGX_REPORT_DATA, policy, SGX_TIME, collateral=collateral("sgx_quote")
+        evidence, SGX_REPORT_DATA, policy, SGX_TIME, sources=fixed("sgx_quote")
     )
     assert claims.tee == "sgx"
 

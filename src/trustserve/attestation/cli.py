@@ -15,8 +15,14 @@ from typing import Any
 
 from trustserve import files
 from trustserve.attestation.base import Claims, Evidence
+from trustserve.attestation.collateral import FixedCollateral
 from trustserve.attestation.policy import Policy
-from trustserve.attestation.registry import PROVIDERS, make_provider, make_verifier
+from trustserve.attestation.registry import (
+    PROVIDERS,
+    VerifierSources,
+    make_provider,
+    make_verifier,
+)
 from trustserve.errors import AttestationRefused, BadRequest, ConfigError
 
 
@@ -36,7 +42,10 @@ def register(subparsers: Any) -> None:
     verify.add_argument("evidence", type=Path, help="evidence JSON file")
     verify.add_argument("--policy", required=True, type=Path, help="policy YAML file")
     verify.add_argument("--now", type=float, help="verify as of this unix time (default: now)")
-    verify.add_argument("--collateral", type=Path, help="sgx/tdx: collateral JSON file")
+    verify.add_argument("--collateral", type=Path, help="sgx/tdx: one collateral JSON file")
+    verify.add_argument(
+        "--collateral-dir", type=Path, help="sgx/tdx: collateral files <tee>-<fmspc>-<ca>.json"
+    )
     verify.add_argument("--pccs-url", help="sgx/tdx: fetch collateral from this PCCS")
     verify.add_argument("--report-data", help="hex the evidence must be bound to")
     verify.set_defaults(func=_verify)
@@ -95,16 +104,17 @@ def _read_json(path: Path, what: str) -> Any:
 def _verify(args: argparse.Namespace) -> int:
     evidence = Evidence.from_json(_read_json(args.evidence, "evidence"))
     policy = Policy.load(args.policy)
-    collateral = _read_json(args.collateral, "collateral") if args.collateral else None
-    if collateral is not None and not isinstance(collateral, dict):
-        raise BadRequest("collateral must be a JSON object")
+    sources = VerifierSources.configured(collateral_dir=args.collateral_dir, pccs_url=args.pccs_url)
+    if args.collateral:
+        collateral = _read_json(args.collateral, "collateral")
+        if not isinstance(collateral, dict):
+            raise BadRequest("collateral must be a JSON object")
+        sources = VerifierSources(FixedCollateral(collateral))
     expected = _hex_arg(args.report_data, "--report-data") if args.report_data else None
     now = time.time() if args.now is None else args.now
     claims: Claims | None = None
     try:
-        verifier = make_verifier(
-            evidence.kind, policy, collateral=collateral, pccs_url=args.pccs_url
-        )
+        verifier = make_verifier(evidence.kind, policy, sources)
         claims = verifier.verify(evidence, expected, now)
         policy.check(claims, now)
     except AttestationRefused as exc:

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import importlib
+import math
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from trustserve.attestation._common import check_report_data
 from trustserve.attestation.base import Claims, Evidence, EvidenceProvider, Verifier
 from trustserve.attestation.policy import Policy
 from trustserve.errors import AttestationRefused, ConfigError
+
+if TYPE_CHECKING:
+    from trustserve.attestation.collateral import CollateralSource
 
 # provider name -> "module:factory"; the factory takes (home, **options).
 PROVIDERS = {
@@ -43,17 +48,34 @@ def make_provider(name: str, home: Path, **options: Any) -> EvidenceProvider:
     return provider
 
 
-def make_verifier(
-    kind: str,
-    policy: Policy,
-    *,
-    collateral: dict[str, Any] | None = None,
-    pccs_url: str | None = None,
-) -> Verifier:
+@dataclass(frozen=True)
+class VerifierSources:
+    """What verifiers fetch from the verifier's own side, never from the evidence.
+
+    ``collateral``: DCAP collateral for sgx/tdx quotes (a collateral directory
+    and/or a PCCS; ``trustserve.attestation.collateral.collateral_source``).
+    Without it, sgx/tdx evidence is refused (claim ``collateral``).
+    """
+
+    collateral: CollateralSource | None = None
+
+    @classmethod
+    def configured(
+        cls, *, collateral_dir: Path | None = None, pccs_url: str | None = None
+    ) -> VerifierSources:
+        """From the ``--collateral-dir`` / ``--pccs-url`` options (either, both or none)."""
+        from trustserve.attestation.collateral import collateral_source
+
+        return cls(collateral=collateral_source(collateral_dir, pccs_url))
+
+
+NO_SOURCES = VerifierSources()
+
+
+def make_verifier(kind: str, policy: Policy, sources: VerifierSources = NO_SOURCES) -> Verifier:
     """The verifier for evidence of ``kind``, configured from ``policy`` where it needs trust roots.
 
-    For sgx/tdx, collateral comes from ``collateral``, else from the evidence
-    itself, else from ``pccs_url``.
+    ``sources``: where sgx/tdx collateral comes from (the evidence's own is never used).
     """
     if kind == "sim":
         from trustserve.attestation.sim import SimVerifier
@@ -66,7 +88,7 @@ def make_verifier(
     if kind in ("sgx", "tdx"):
         from trustserve.attestation.dcap import DcapVerifier
 
-        return DcapVerifier(collateral=collateral, pccs_url=pccs_url)
+        return DcapVerifier(sources.collateral)
     raise AttestationRefused("tee", f"no verifier for {kind!r} evidence")
 
 
@@ -75,19 +97,19 @@ def verify_evidence(
     expected_report_data: bytes | None,
     policy: Policy,
     now: float,
-    *,
-    collateral: dict[str, Any] | None = None,
-    pccs_url: str | None = None,
+    sources: VerifierSources = NO_SOURCES,
 ) -> Claims:
     """Verify ``evidence`` and apply ``policy``; return the claims if both accept it.
 
     Raises AttestationRefused (naming the claim) or BadRequest (malformed evidence).
     """
+    if not math.isfinite(now):
+        raise ConfigError("the verification time must be a finite number")
     if evidence.kind == "sim" and not policy.allow_simulated:
         raise AttestationRefused(
             "tee", "simulated evidence (not hardware-protected); policy lacks allow_simulated"
         )
-    verifier = make_verifier(evidence.kind, policy, collateral=collateral, pccs_url=pccs_url)
+    verifier = make_verifier(evidence.kind, policy, sources)
     claims = verifier.verify(evidence, expected_report_data, now)
     check_report_data(claims.report_data, expected_report_data)
     policy.check(claims, now)

@@ -12,7 +12,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from trustserve.attestation import Policy, make_provider
+from trustserve.attestation import Policy, VerifierSources, make_provider
 from trustserve.attestation.registry import PROVIDERS
 from trustserve.crypto.rootkey import create_key_file
 from trustserve.files import default_home
@@ -45,6 +45,10 @@ def register(subparsers: Any) -> None:
         "--allow-sim", action="store_true", help="development: release to sim evidence"
     )
     serve.add_argument("--provider", choices=sorted(PROVIDERS), help="KMS's own evidence")
+    serve.add_argument(
+        "--collateral-dir", type=Path, help="sgx/tdx collateral files <tee>-<fmspc>-<ca>.json"
+    )
+    serve.add_argument("--pccs-url", help="sgx/tdx: fetch collateral from this PCCS")
     serve.set_defaults(func=_serve)
 
     rotate = sub.add_parser("rotate-serving-key", help="make a new current serving key")
@@ -109,7 +113,8 @@ def _serve(args: argparse.Namespace) -> int:
     from trustserve.kms.app import create_app
 
     home = _home(args)
-    service = KmsService.from_env(home, _policy(args, home))
+    sources = VerifierSources.configured(collateral_dir=args.collateral_dir, pccs_url=args.pccs_url)
+    service = KmsService.from_env(home, _policy(args, home), sources=sources)
     provider = make_provider(args.provider, home) if args.provider else None
     ssl: dict[str, Any] = {}
     if not args.insecure_http:

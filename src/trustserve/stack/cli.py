@@ -12,6 +12,7 @@ from typing import Any
 
 from trustserve.errors import ConfigError
 from trustserve.files import default_home
+from trustserve.stack import configfile
 from trustserve.stack.config import Settings
 from trustserve.worker.options import WorkerOptions
 
@@ -20,24 +21,31 @@ DEMO_ARCHIVES = ("resnet50", "resnet50-fp32", "digits")
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    s = Settings(home=args.home or default_home())
-    s.model_store = Path(args.model_store) if args.model_store else None
-    s.host = args.host
-    s.inference_port, s.management_port, s.metrics_port = (
-        args.port,
-        args.management_port,
-        args.metrics_port,
-    )
-    s.tls = not args.insecure_http
-    if args.workers is not None:
-        s.workers_per_model = args.workers
-    s.worker = WorkerOptions.from_args(args, home=s.home)
-    s.request_timeout_s = args.timeout
-    s.max_queue = args.max_queue
-    s.max_body_bytes = args.max_body_mb * 1024 * 1024
-    s.broker_url = args.broker
-    s.dev = args.dev
-    s.kms_port = args.kms_port
+    """Settings from flags, ``TRUSTSERVE_*``, the configuration file and the defaults."""
+    a = configfile.apply(args, configfile.resolve(args))
+    s = Settings(home=a.home or default_home())
+    given = {
+        "model_store": a.model_store,
+        "host": a.host,
+        "management_host": getattr(a, "management_host", None),
+        "inference_port": a.port,
+        "management_port": a.management_port,
+        "metrics_port": a.metrics_port,
+        "tls": None if a.insecure_http is None else not a.insecure_http,
+        "tls_cert": a.tls_cert,
+        "tls_key": a.tls_key,
+        "broker_url": a.broker,
+        "workers_per_model": a.workers,
+        "request_timeout_s": a.timeout,
+        "max_queue": a.max_queue,
+        "max_body_bytes": None if a.max_body_mb is None else a.max_body_mb * 1024 * 1024,
+        "dev": a.dev,
+        "kms_port": a.kms_port,
+    }
+    for name, value in given.items():
+        if value is not None:
+            setattr(s, name, value)
+    s.worker = WorkerOptions.from_args(a, home=s.home)
     return s
 
 
@@ -45,32 +53,40 @@ def _settings(args: argparse.Namespace) -> Settings:
 WORKER_FLAGS = ("home", "engine", "threads", "kms", "kms_ca", "attestation", "replay_window")
 
 
+def _config_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--config",
+        type=Path,
+        help=f"configuration file (default ${configfile.CONFIG_ENV}, else HOME/trustserve.yaml)",
+    )
+
+
 def _serve_options(p: argparse.ArgumentParser) -> None:
-    WorkerOptions.add_arguments(p, only=WORKER_FLAGS)
-    p.add_argument("--model-store", help="directory of model archives (default HOME/models)")
-    p.add_argument("--host", default="127.0.0.1", help="inference address (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=8080, help="inference port")
-    p.add_argument("--management-port", type=int, default=8081)
-    p.add_argument("--metrics-port", type=int, default=8082)
-    p.add_argument("--insecure-http", action="store_true", help="serve plain HTTP (NOT secure)")
+    """Flags left out stay None: the environment, the file or the default decides."""
+    _config_option(p)
+    WorkerOptions.add_arguments(p, only=WORKER_FLAGS, defaults=False)
+    p.add_argument("--model-store", type=Path, help="model archives (default HOME/models)")
+    p.add_argument("--host", help="inference address (default 127.0.0.1)")
+    p.add_argument("--port", type=int, help="inference port (default 8080)")
+    p.add_argument("--management-port", type=int, help="default 8081, on 127.0.0.1")
+    p.add_argument("--metrics-port", type=int, help="default 8082, on 127.0.0.1")
     p.add_argument(
-        "--broker",
-        default=None,
-        help="rediss://HOST:PORT/?... to scale out (default: the embedded broker)",
+        "--insecure-http", action="store_true", default=None, help="plain HTTP (NOT secure)"
     )
+    p.add_argument("--tls-cert", type=Path, help="server certificate (default: the local CA's)")
+    p.add_argument("--tls-key", type=Path, help="its private key")
+    p.add_argument("--broker", help="rediss://HOST:PORT/?... to scale out (default: embedded)")
     p.add_argument(
-        "--workers",
-        type=int,
-        default=None,
-        help="local worker processes per model (default: one per core; 0: none)",
+        "--workers", type=int, help="local worker processes per model (default: one per core)"
     )
-    p.add_argument("--timeout", type=float, default=30.0, help="request deadline in seconds")
-    p.add_argument("--max-queue", type=int, default=1024, help="queued requests per model")
-    p.add_argument("--max-body-mb", type=int, default=64, help="request body limit in MiB")
-    p.add_argument("--kms-port", type=int, default=8083, help="port of the embedded KMS")
+    p.add_argument("--timeout", type=float, help="request deadline in seconds (default 30)")
+    p.add_argument("--max-queue", type=int, help="queued requests per model (default 1024)")
+    p.add_argument("--max-body-mb", type=int, help="request body limit in MiB (default 64)")
+    p.add_argument("--kms-port", type=int, help="port of the embedded KMS (default 8083)")
     p.add_argument(
         "--dev",
         action="store_true",
+        default=None,
         help="embedded KMS with simulated attestation: NOTHING is hardware-protected",
     )
 
@@ -134,8 +150,10 @@ def _asyncio_run(coro: Any) -> None:
 def cmd_worker(args: argparse.Namespace) -> int:
     from trustserve.worker.main import run
 
+    args = configfile.apply(args, configfile.resolve(args))
     opts = WorkerOptions.from_args(args)
-    if args.workers <= 1:
+    workers = 1 if args.workers is None else args.workers
+    if workers <= 1:
         return run(opts)
     path = opts.archive
     if path is None or opts.broker is None:
@@ -152,7 +170,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     def give_up(_queue: str, reason: str) -> None:
         unservable.append(reason)
-        if len(unservable) == args.workers:  # none of them can ever serve: say so and exit
+        if len(unservable) == workers:  # none of them can ever serve: say so and exit
             stop.set()
 
     supervisor = WorkerSupervisor(opts, dict(os.environ), on_unservable=give_up)
@@ -160,7 +178,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     async def main() -> None:
         for sig in (signal.SIGINT, signal.SIGTERM):
             asyncio.get_running_loop().add_signal_handler(sig, stop.set)
-        await supervisor.scale(queue, path, args.workers)
+        await supervisor.scale(queue, path, workers)
         try:
             await stop.wait()
         finally:
@@ -182,6 +200,49 @@ def register(sub: Any) -> None:
     _serve_options(p)
     p.set_defaults(func=cmd_serve)
     p = sub.add_parser("worker", help="run worker processes for one model against a broker")
-    WorkerOptions.add_arguments(p)
-    p.add_argument("--workers", type=int, default=1, help="worker processes to run")
+    _config_option(p)
+    WorkerOptions.add_arguments(p, defaults=False)
+    p.add_argument("--workers", type=int, help="worker processes to run (default 1)")
     p.set_defaults(func=cmd_worker)
+    config = sub.add_parser("config", help="the effective configuration")
+    actions = config.add_subparsers(dest="config_command", required=True, metavar="ACTION")
+    p = actions.add_parser("show", help="print every setting, its value and where it came from")
+    _serve_options(p)
+    p.set_defaults(func=cmd_config_show)
+
+
+def cmd_config_show(args: argparse.Namespace) -> int:
+    """What ``serve`` with these flags would run with, setting by setting."""
+    resolved = configfile.resolve(args)
+    s = _settings(args)
+    effective = {
+        "home": s.home,
+        "model_store": s.store,
+        "listen.host": s.host,
+        "listen.port": s.inference_port,
+        "listen.management_host": s.management_host,
+        "listen.management_port": s.management_port,
+        "listen.metrics_port": s.metrics_port,
+        "tls.insecure_http": not s.tls,
+        "tls.cert": s.tls_cert or s.tls_dir / "server.pem",
+        "tls.key": s.tls_key or s.tls_dir / "server-key.pem",
+        "kms.url": s.kms_url or ("(embedded)" if s.dev else "(none)"),
+        "kms.ca": s.kms_ca,
+        "kms.port": s.kms_port,
+        "broker.url": s.broker_url or "(embedded)",
+        "attestation.provider": s.worker.attestation,
+        "attestation.options": "(none)",
+        "worker.engine": s.worker.engine,
+        "worker.threads": s.worker.threads,
+        "worker.per_model": s.workers_per_model,
+        "worker.replay_window": s.worker.replay_window,
+        "limits.timeout_s": s.request_timeout_s,
+        "limits.max_queue": s.max_queue,
+        "limits.max_body_mb": s.max_body_bytes // (1024 * 1024),
+        "dev": s.dev,
+    }
+    print(f"configuration file: {resolved.file or '(none)'}")
+    for key in configfile.KEYS:
+        source = resolved.sources.get(key.dest, "default")
+        print(f"{key.name:24} {effective[key.name]!s:40} {source}")
+    return 0

@@ -20,6 +20,8 @@ class Settings:
     management_port: int = 8081
     metrics_port: int = 8082
     tls: bool = True
+    tls_cert: Path | None = None  # a real server certificate; None: the local CA's
+    tls_key: Path | None = None
     broker_url: str | None = None
     # Process parallelism beats intra-op threads on a busy host: one single-threaded
     # worker per core served 15-18% more than one worker with a thread per core

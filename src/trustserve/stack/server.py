@@ -164,6 +164,8 @@ class Stack:
     def _front_doors(self) -> list[_Server]:
         s = self.settings
         tls = self._tls_files if s.tls else None
+        if tls is not None and s.tls_cert is not None and s.tls_key is not None:
+            tls = TlsFiles(tls.ca, s.tls_cert, s.tls_key)
         if tls is None:
             log.warning(
                 "!!! TLS is OFF (--insecure-http): clients' data crosses the network in clear"

@@ -68,22 +68,33 @@ class WorkerOptions:
 
     @classmethod
     def add_arguments(
-        cls, parser: argparse.ArgumentParser, only: Iterable[str] | None = None
+        cls,
+        parser: argparse.ArgumentParser,
+        only: Iterable[str] | None = None,
+        *,
+        defaults: bool = True,
     ) -> None:
-        """Add the flags of ``only`` these fields (default: all) to ``parser``."""
+        """Add the flags of ``only`` these fields (default: all) to ``parser``; with
+        ``defaults=False`` a flag not given stays None (a configuration file may set it)."""
         wanted = None if only is None else set(only)
         for f in fields(cls):
             if wanted is not None and f.name not in wanted:
                 continue
             meta = f.metadata
+            default = f.default if defaults else None
             parser.add_argument(
-                meta["flag"], dest=f.name, default=f.default, help=meta["help"], **meta["argparse"]
+                meta["flag"], dest=f.name, default=default, help=meta["help"], **meta["argparse"]
             )
 
     @classmethod
     def from_args(cls, args: argparse.Namespace, **overrides: Any) -> WorkerOptions:
-        """The options in ``args`` (fields it lacks keep their default), then ``overrides``."""
-        values = {f.name: getattr(args, f.name) for f in fields(cls) if hasattr(args, f.name)}
+        """The options in ``args`` (fields it lacks or has as None keep their default), then
+        ``overrides``."""
+        values = {
+            f.name: getattr(args, f.name)
+            for f in fields(cls)
+            if getattr(args, f.name, None) is not None
+        }
         return cls(**{**values, **overrides})
 
     def to_argv(self) -> list[str]:
