@@ -84,8 +84,7 @@ secret() { # name, then --from-file=key=file ...
 {
   secret trustserve-kms-tls --from-file=tls.crt=kms.pem --from-file=tls.key=kms-key.pem
   secret trustserve-kms-root-key --from-file=key=kms-root.key
-  secret trustserve-frontend-tls --from-file=ca.pem=ca.pem \
-    --from-file=server.pem=frontend.pem --from-file=server-key.pem=frontend-key.pem
+  secret trustserve-frontend-tls --from-file=tls.crt=frontend.pem --from-file=tls.key=frontend-key.pem
   secret trustserve-ca --from-file=ca.pem=ca.pem
   secret trustserve-redis-tls --from-file=tls.crt=redis/tls/server.pem \
     --from-file=tls.key=redis/tls/server-key.pem --from-file=ca.crt=redis/tls/ca.pem

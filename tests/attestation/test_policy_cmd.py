@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from attestation_data import fixed
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
@@ -45,11 +46,6 @@ def quote_evidence(kind: str, name: str) -> Evidence:
     return Evidence(kind, {"quote": base64.b64encode((DATA / name).read_bytes()).decode()})
 
 
-def collateral(name: str) -> dict[str, object]:
-    raw: dict[str, object] = json.loads((DATA / f"{name}_collateral.json").read_text())
-    return raw
-
-
 # ---- TDX and SGX from genuine quotes ----
 
 
@@ -59,7 +55,7 @@ def test_tdx_quote_gives_mrtd_and_rtmr1_to_3_that_accept_that_quote(tmp_path: Pa
     assert {"mrtd", "rtmr1", "rtmr2", "rtmr3"} <= set(tdx) and "rtmr0" not in tdx
     assert str(tdx["mrtd"]).startswith("91eb2b44d141d4ec")
     evidence = quote_evidence("tdx", "tdx_quote")
-    claims = verify_evidence(evidence, None, policy, TDX_TIME, collateral=collateral("tdx_quote"))
+    claims = verify_evidence(evidence, None, policy, TDX_TIME, sources=fixed("tdx_quote"))
     assert claims.measurements["rtmr2"] == tdx["rtmr2"]
 
 
@@ -74,7 +70,7 @@ def test_tdx_policy_from_one_quote_refuses_another_td(tmp_path: Path) -> None:
     with pytest.raises(AttestationRefused) as refused:
         verify_evidence(
             quote_evidence("tdx", "tdx_quote"), None, mutated, TDX_TIME,
-            collateral=collateral("tdx_quote"),
+            sources=fixed("tdx_quote"),
         )  # fmt: skip
     assert refused.value.claim == "rtmr3"
 
@@ -87,7 +83,7 @@ def test_sgx_quote_gives_its_mrenclave_and_the_quote_verifies_under_it(tmp_path:
     assert sgx["mrenclave"] == "33d8736db756ed4997e04ba358d27833188f1932ff7b1d156904d3f560452fbb"
     verify_evidence(
         quote_evidence("sgx", "sgx_quote"), None, policy, SGX_TIME,
-        collateral=collateral("sgx_quote"),
+        sources=fixed("sgx_quote"),
     )  # fmt: skip
 
 

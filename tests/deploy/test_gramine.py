@@ -56,6 +56,7 @@ def render_manifest(role: str, **extra: Any) -> Manifest:
         broker_url="rediss://trustserve@trustserve-redis:6380/0?ca=/etc/trustserve/redis/ca.crt"
         "&password_file=/etc/trustserve/redis/password",
         kms_url="https://trustserve-kms:8443",
+        pccs_url="https://pccs.example:8081/sgx/certification/v4/",
         archive="/models/resnet50.tsm",
         **extra,
     )

@@ -169,12 +169,14 @@ def _expand(arg: str, env: dict[str, str]) -> str:
 def test_container_args_are_accepted_by_the_real_cli(overlay: str) -> None:
     """The manifests drive the trustserve CLI as it is: an unknown flag fails here."""
     objs = render(overlay)
-    values = {"TRUSTSERVE_ATTESTATION": target(objs)["attestation"]}
     seen = set()
-    for obj, c in trustserve_containers(objs):
-        env = {**values, **{e["name"]: e["value"] for e in c.get("env", []) if "value" in e}}
-        role = obj["metadata"]["name"].removeprefix("trustserve-")
-        env["TRUSTSERVE_BROKER"] = target(objs).get(f"broker_url_{role}", "")
+    for _, c in trustserve_containers(objs):
+        env = {
+            e["name"]: e["value"]
+            if "value" in e
+            else target(objs)[e["valueFrom"]["configMapKeyRef"]["key"]]
+            for e in c.get("env", [])
+        }
         args = [_expand(a, env) for a in c["args"]]
         parsed = build_parser().parse_args(args)
         seen.add(args[0])
@@ -185,6 +187,8 @@ def test_container_args_are_accepted_by_the_real_cli(overlay: str) -> None:
             assert urlsplit(parsed.broker).username == {"serve": "frontend"}.get(args[0], args[0])
         if args[0] == "kms":
             assert parsed.provider == ATTESTATION[overlay] and parsed.policy is not None
+            # TDX quotes need DCAP collateral, from the KMS's side (a PCCS), never the evidence
+            assert (parsed.pccs_url is not None) == (overlay == "coco-tdx")
     assert seen == {"serve", "worker", "kms"}
 
 

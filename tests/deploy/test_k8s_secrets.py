@@ -59,8 +59,6 @@ def test_every_secret_and_key_the_manifests_use_is_made(
                     assert path[len(mount) + 1 :] in secrets[secret], f"{workload}: {path}"
                     used += 1
         assert used or overlay == "sgx"  # the enclaves' files are named in their manifests
-    # the frontend's HOME/tls: the files trustserve.tls.ensure_local_ca uses as they are
-    assert {"ca.pem", "server.pem", "server-key.pem"} <= set(secrets["trustserve-frontend-tls"])
 
 
 def test_certificates_name_the_services_the_manifests_use(
@@ -72,7 +70,7 @@ def test_certificates_name_the_services_the_manifests_use(
         ("trustserve-redis-tls", "tls.crt", "trustserve-redis.trustserve.svc.cluster.local"),
         ("trustserve-kms-tls", "tls.crt", "localhost"),
         ("trustserve-kms-tls", "tls.crt", "trustserve-kms"),
-        ("trustserve-frontend-tls", "server.pem", "serve.example.org"),
+        ("trustserve-frontend-tls", "tls.crt", "serve.example.org"),
     ):
         cert = x509.load_pem_x509_certificate(secrets[secret][key])
         sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
