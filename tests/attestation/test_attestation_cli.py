@@ -123,9 +123,9 @@ def test_attest_with_swtpm_then_verify(
     out = tmp_path / "evidence.json"
     argv = ["attest", "--provider", "tpm", "--tcti", swtpm, "--report-data", nonce]
     assert main([*argv, "-o", str(out), "--home", str(tmp_path)]) == 0
-    ak_pem = capsys.readouterr().err.split("\n", 1)[1]
+    ak_name = capsys.readouterr().err.split("\n")[1]
     pcrs = json.loads(out.read_text())["data"]["pcrs"]
-    policy = {"measurements": [{"tee": "tpm", "pcrs": pcrs}], "tpm_ak_public_keys": [ak_pem]}
+    policy = {"measurements": [{"tee": "tpm", "pcrs": pcrs}], "tpm_ak_names": [ak_name]}
     policy_file = write(tmp_path / "tpm.yaml", json.dumps(policy))
     assert main(["verify", str(out), "--policy", str(policy_file), "--report-data", nonce]) == 0
     assert json.loads(capsys.readouterr().out)["claims"]["tee"] == "tpm"

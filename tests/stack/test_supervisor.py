@@ -109,6 +109,7 @@ async def test_every_child_gets_every_option(tmp_path: Path) -> None:
         kms="https://kms.example:8443",
         kms_ca=tmp_path / "kms-ca.pem",
         attestation="tdx",
+        attestation_options=("tcti=swtpm:host=127.0.0.1,port=2321", "pcrs=0,7"),
         replay_window=17.5,
     )
     sup = supervisor(tmp_path, options=options)

@@ -16,7 +16,9 @@ Example::
       - {tee: sgx, mrsigner: "815f...", isv_prod_id: 0, isv_svn_min: 1}
       - {tee: tpm, pcrs: {"0": "d0c3...", "1": "...", ..., "7": "65ca..."}}
       - {tee: sim, sim_measurement: "5a1c..."}
-    tpm_ak_public_keys: ["-----BEGIN PUBLIC KEY-----\\n..."]
+      - {tee: sev-snp, measurement: "7a1e...", min_tcb: {snp: 8}}
+    tpm_ak_names: ["000b8f3c..."]               # TPM object Names of pinned AKs
+    tpm_ak_ca_certs: ["-----BEGIN CERTIFICATE-----\\n..."]  # or AKs certified by these CAs
 """
 
 from __future__ import annotations
@@ -28,14 +30,15 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
 from trustserve.attestation.base import Claims
 from trustserve.attestation.measurements import RULES, parse_hex
+from trustserve.attestation.tpm_ak import check_ca_pem, parse_ak_name
 from trustserve.errors import AttestationRefused, ConfigError
 
-# TEEs without a TCB status of their own (a TPM quote says nothing about firmware currency).
-NO_TCB_STATUS = frozenset({"tpm", "sim"})
+# TEEs without a TCB status of their own (a TPM quote says nothing about firmware currency;
+# SEV-SNP's TCB is bounded by the set's min_tcb instead).
+NO_TCB_STATUS = frozenset({"tpm", "sim", "sev-snp"})
 CLOCK_SKEW_S = 30.0
 
 _KEYS = {
@@ -45,9 +48,12 @@ _KEYS = {
     "accepted_advisories",
     "max_evidence_age_s",
     "measurements",
-    "tpm_ak_public_keys",
+    "tpm_ak_names",
+    "tpm_ak_ca_certs",
     "sim_platform_keys",
 }
+# Removed: a bare public key does not pin the key's attributes (issue 11 item 9).
+_REMOVED = {"tpm_ak_public_keys": "pin the AK's TPM Name in tpm_ak_names instead"}
 
 
 @dataclass(frozen=True)
@@ -76,7 +82,8 @@ class Policy:
     accepted_advisories: tuple[str, ...] = ()
     max_evidence_age_s: float = 300.0
     measurements: tuple[MeasurementSet, ...] = ()
-    tpm_ak_public_keys: tuple[str, ...] = ()
+    tpm_ak_names: tuple[str, ...] = ()
+    tpm_ak_ca_certs: tuple[str, ...] = ()
     sim_platform_keys: tuple[str, ...] = ()
 
     # ---- construction ----
@@ -131,6 +138,10 @@ class Policy:
     def from_mapping(cls, raw: Any) -> Policy:
         if not isinstance(raw, dict):
             raise ConfigError("policy must be a mapping")
+        removed = sorted(set(raw) & set(_REMOVED))
+        if removed:
+            key = removed[0]
+            raise ConfigError(f"policy key {key} is no longer accepted: {_REMOVED[key]}")
         unknown = sorted(set(raw) - _KEYS)
         if unknown:
             raise ConfigError(
@@ -147,7 +158,8 @@ class Policy:
             accepted_advisories=_strings(raw, "accepted_advisories", ()),
             max_evidence_age_s=_positive(raw, "max_evidence_age_s", 300.0),
             measurements=tuple(_measurement_set(i, s) for i, s in enumerate(sets)),
-            tpm_ak_public_keys=tuple(_pem(k) for k in _strings(raw, "tpm_ak_public_keys", ())),
+            tpm_ak_names=tuple(parse_ak_name(k) for k in _strings(raw, "tpm_ak_names", ())),
+            tpm_ak_ca_certs=tuple(check_ca_pem(k) for k in _strings(raw, "tpm_ak_ca_certs", ())),
             sim_platform_keys=tuple(
                 parse_hex(k, 32, "sim_platform_keys entry")
                 for k in _strings(raw, "sim_platform_keys", ())
@@ -162,7 +174,8 @@ class Policy:
             "accepted_advisories": list(self.accepted_advisories),
             "max_evidence_age_s": self.max_evidence_age_s,
             "measurements": [m.to_json() for m in self.measurements],
-            "tpm_ak_public_keys": list(self.tpm_ak_public_keys),
+            "tpm_ak_names": list(self.tpm_ak_names),
+            "tpm_ak_ca_certs": list(self.tpm_ak_ca_certs),
             "sim_platform_keys": list(self.sim_platform_keys),
         }
 
@@ -238,14 +251,6 @@ def _positive(raw: dict[str, Any], key: str, default: float) -> float:
     ):
         raise ConfigError(f"policy key {key} must be a positive finite number")
     return float(value)
-
-
-def _pem(text: str) -> str:
-    try:
-        load_pem_public_key(text.encode())
-    except ValueError:
-        raise ConfigError("tpm_ak_public_keys entry is not a PEM public key") from None
-    return text
 
 
 def _measurement_set(index: int, raw: Any) -> MeasurementSet:

@@ -10,6 +10,7 @@ import signal
 from pathlib import Path
 from typing import Any
 
+from trustserve import files
 from trustserve.errors import ConfigError
 from trustserve.files import default_home
 from trustserve.stack import configfile
@@ -50,7 +51,16 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 # the worker options that ``up`` and ``serve`` pass on to their local workers
-WORKER_FLAGS = ("home", "engine", "threads", "kms", "kms_ca", "attestation", "replay_window")
+WORKER_FLAGS = (
+    "home",
+    "engine",
+    "threads",
+    "kms",
+    "kms_ca",
+    "attestation",
+    "attestation_options",
+    "replay_window",
+)
 
 
 def _config_option(p: argparse.ArgumentParser) -> None:
@@ -98,6 +108,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     from trustserve.kms.embedded import development_kms
     from trustserve.kms.tools import encrypt_model_file
     from trustserve.models.demo import build_demo_models
+    from trustserve.stack.banner import sample_image
 
     demo = build_demo_models(Path(args.demo_dir) if args.demo_dir else demo_cache())
     service = development_kms(settings.home)
@@ -107,6 +118,11 @@ def cmd_up(args: argparse.Namespace) -> int:
         if not target.exists():
             encrypt_model_file(demo[name], target, service)
             print(f"encrypted {name} into {target}", flush=True)
+    image = sample_image(settings)
+    if not image.exists():
+        from trustserve.models.calibration import synthetic_image
+
+        files.write_atomic(image, synthetic_image(7))
     return _run(settings, service)
 
 
@@ -130,8 +146,10 @@ def _run(settings: Settings, kms: Any = None) -> int:
         task = asyncio.create_task(stack.run())
         await asyncio.sleep(0.5)
         if not task.done():
-            names = sorted({e.manifest.name for e in stack.registry.entries()})
-            print(banner(settings, names), flush=True)
+            entries = stack.registry.entries()
+            names = sorted({e.manifest.name for e in entries})
+            images = sorted({e.manifest.name for e in entries if e.manifest.preprocessing})
+            print(banner(settings, names, images), flush=True)
         await task
 
     _asyncio_run(main())
@@ -231,7 +249,7 @@ def cmd_config_show(args: argparse.Namespace) -> int:
         "kms.port": s.kms_port,
         "broker.url": s.broker_url or "(embedded)",
         "attestation.provider": s.worker.attestation,
-        "attestation.options": "(none)",
+        "attestation.options": ",".join(s.worker.attestation_options or ()) or "(none)",
         "worker.engine": s.worker.engine,
         "worker.threads": s.worker.threads,
         "worker.per_model": s.workers_per_model,

@@ -46,6 +46,13 @@ class Settings:
         return self.worker.attestation
 
     @property
+    def attestation_options(self) -> dict[str, str]:
+        """``make_provider`` options for ``attestation`` (``--attestation-option``)."""
+        from trustserve.attestation.registry import parse_options
+
+        return parse_options(self.worker.attestation_options)
+
+    @property
     def store(self) -> Path:
         return self.model_store or self.home / "models"
 

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import socket
 from collections.abc import Iterator
 from dataclasses import replace
 
@@ -25,6 +26,7 @@ from starlette.types import ASGIApp
 from trustserve.attestation import make_provider
 from trustserve.broker import Broker, open_broker
 from trustserve.broker.encrypted import EncryptingBroker
+from trustserve.errors import ConfigError
 from trustserve.files import read_or_create_token
 from trustserve.frontend.inference import InferenceApi
 from trustserve.frontend.keys import FrontendKeys
@@ -89,6 +91,7 @@ class Stack:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self.stop)
         self._tls_files = ensure_local_ca(self.settings.tls_dir)
+        self._check_ports()
         try:
             kms_url = await self._start_kms()
             worker_url = await self._open_broker()
@@ -109,6 +112,28 @@ class Stack:
 
     # -- the steps, in start-up order ----------------------------------------------
 
+    def _check_ports(self) -> None:
+        """Before anything starts: a port in use is a clear error naming it and its setting."""
+        s = self.settings
+        wanted = [
+            (s.host, s.inference_port, "inference", "--port / listen.port"),
+            (s.management_host, s.management_port, "management", "--management-port"),
+            (s.management_host, s.metrics_port, "metrics", "--metrics-port"),
+        ]
+        if s.kms_url is None and (s.dev or self.kms is not None):
+            wanted.append(("127.0.0.1", s.kms_port, "embedded KMS", "--kms-port / kms.port"))
+        for host, port, what, setting in wanted:
+            family = socket.AF_INET6 if ":" in host else socket.AF_INET
+            with socket.socket(family, socket.SOCK_STREAM) as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                try:
+                    probe.bind((host, port))
+                except OSError as exc:
+                    raise ConfigError(
+                        f"cannot listen on {host}:{port} for the {what} API: {exc.strerror} "
+                        f"(is another trustserve running? choose another port with {setting})"
+                    ) from None
+
     async def _start_kms(self) -> str | None:
         """The embedded KMS of ``up`` / ``--dev`` on 127.0.0.1; else the configured URL."""
         s = self.settings
@@ -118,7 +143,7 @@ class Stack:
         from trustserve.kms.embedded import development_kms
 
         service = self.kms or development_kms(s.home)
-        provider = make_provider(s.attestation, s.home)
+        provider = make_provider(s.attestation, s.home, **s.attestation_options)
         server = http_server(
             create_app(service, provider), "127.0.0.1", s.kms_port, self._tls_files
         )
@@ -141,7 +166,8 @@ class Stack:
         """The broker key, released to this frontend by attestation: payloads are sealed."""
         s = self.settings
         client = KmsClient(kms_url, ca_file=s.kms_ca)
-        self.keys = FrontendKeys(client, make_provider(s.attestation, s.home))
+        provider = make_provider(s.attestation, s.home, **s.attestation_options)
+        self.keys = FrontendKeys(client, provider)
         self.broker = EncryptingBroker(self.broker, await self.keys.broker_key())
 
     async def _start_workers(self, worker_url: str, kms_url: str | None) -> None:

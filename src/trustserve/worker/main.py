@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from trustserve import archive
+from trustserve.attestation.registry import parse_options
 from trustserve.broker import JobSource, connect_job_source
 from trustserve.broker.base import queue_name
 from trustserve.broker.encrypted import DecryptingJobSource
@@ -50,7 +51,8 @@ async def serve(opts: WorkerOptions) -> int:
     model = archive.load(opts.archive)
     manifest = model.manifest
     ca = opts.kms_ca or home / "tls" / "ca.pem"
-    keys = key_ring(opts.kms, home, opts.attestation, ca if ca.exists() else None)
+    options = parse_options(opts.attestation_options)
+    keys = key_ring(opts.kms, home, opts.attestation, ca if ca.exists() else None, **options)
     plaintext = await asyncio.to_thread(keys.obtain, model)
     engine = load_engine(opts.engine, plaintext, manifest, opts.threads)
     del model, plaintext

@@ -61,6 +61,16 @@ class WorkerOptions:
             choices=sorted(PROVIDERS),
         ),
     )
+    attestation_options: tuple[str, ...] | None = field(
+        default=None,
+        metadata=_opt(
+            "--attestation-option",
+            "provider option KEY=VALUE, repeatable (tpm: tcti=T, pcrs=0,7, "
+            "ak_handle=0x81000003, ak_cert_nv=0x01C101D0)",
+            action="append",
+            metavar="KEY=VALUE",
+        ),
+    )
     replay_window: float = field(
         default=300.0,
         metadata=_opt("--replay-window", "sealed-request freshness in seconds", type=float),
@@ -95,6 +105,8 @@ class WorkerOptions:
             for f in fields(cls)
             if getattr(args, f.name, None) is not None
         }
+        if values.get("attestation_options") is not None:
+            values["attestation_options"] = tuple(values["attestation_options"])
         return cls(**{**values, **overrides})
 
     def to_argv(self) -> list[str]:
@@ -104,7 +116,9 @@ class WorkerOptions:
             value = getattr(self, f.name)
             if value is None or (f.default is not MISSING and value == f.default):
                 continue
-            argv += [f.metadata["flag"], str(value)]
+            items = value if isinstance(value, tuple) else (value,)
+            for item in items:
+                argv += [f.metadata["flag"], str(item)]
         return argv
 
 
