@@ -52,6 +52,9 @@ def register(subparsers: Any) -> None:
         tdx.add_argument(f"--tdx-{name}", metavar="HEX", help=f"{name} (48 bytes)")
     snp = p.add_argument_group("SEV-SNP")
     snp.add_argument("--snp-measurement", metavar="HEX", help="launch measurement (48 bytes)")
+    snp.add_argument(
+        "--snp-report", type=Path, action="append", default=[], help="report or evidence JSON"
+    )
     snp.add_argument("--snp-host-data", metavar="HEX", help="HOST_DATA to pin (32 bytes)")
     snp.add_argument("--snp-ovmf", type=Path, help="compute it from this OVMF (sev-snp-measure)")
     snp.add_argument("--snp-kernel", type=Path, help="direct-boot kernel")
@@ -93,6 +96,7 @@ def measurement_sets(args: argparse.Namespace) -> tuple[list[ref.Set], list[str]
     sets += [ref.sgx_from_sigstruct(f, args.sgx_by_signer, debug) for f in args.sigstruct]
     sets += [ref.sgx_from_quote(f, args.sgx_by_signer, debug) for f in args.sgx_quote]
     sets += [ref.tdx_from_quote(f, tuple(args.tdx_also), debug) for f in args.tdx_quote]
+    sets += [ref.snp_from_report(f, debug) for f in args.snp_report]
     tdx_values = {
         n: getattr(args, f"tdx_{n}") for n in ("mrtd", "rtmr0", "rtmr1", "rtmr2", "rtmr3")
     }
@@ -130,7 +134,7 @@ def build_policy(args: argparse.Namespace) -> dict[str, Any]:
     if not sets:
         raise ConfigError(
             "no measurements given: name a --sigstruct, --sgx-quote, --tdx-quote, --tdx-mrtd..., "
-            "--snp-measurement/--snp-ovmf or --tpm-evidence"
+            "--snp-report/--snp-measurement/--snp-ovmf or --tpm-evidence"
         )
     policy: dict[str, Any] = {}
     if args.base is not None:
@@ -147,7 +151,7 @@ def build_policy(args: argparse.Namespace) -> dict[str, Any]:
     known = policy.setdefault("measurements", [])
     known += [s for s in sets if s not in known]
     if aks:
-        pinned = policy.setdefault("tpm_ak_public_keys", [])
+        pinned = policy.setdefault("tpm_ak_names", [])
         pinned += [ak for ak in aks if ak not in pinned]
     Policy.from_mapping(policy)  # the KMS must be able to load what we write
     return {k: v for k, v in policy.items() if v not in ([], None)}

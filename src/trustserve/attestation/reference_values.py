@@ -7,7 +7,8 @@ to satisfy the policy's minimum for its TEE: TDX ``mrtd`` + ``rtmr1``-``rtmr3``;
 
 Sources: a Gramine SIGSTRUCT (checked: headers and signature), an SGX or TDX quote
 (parsed with dcap-qvl; its signature chain is *not* checked here: it is the
-operator's own evidence, and ``trustserve verify`` checks it), a TPM evidence file
+operator's own evidence, and ``trustserve verify`` checks it), an SNP report (likewise
+parsed, not verified), a TPM evidence file
 (its quote signature and PCR digest are checked against its own AK), and for SNP
 either a measurement or the firmware/kernel/initrd/command line, from which the
 optional ``sev-snp-measure`` package computes it.
@@ -133,6 +134,29 @@ def snp_from_measurement(measurement: str, host_data: str | None = None) -> Set:
     return snp
 
 
+def snp_from_report(path: Path, allow_debug: bool = False) -> Set:
+    """The launch measurement (and HOST_DATA, when set) of an SNP report or its evidence JSON.
+
+    The report's signature is not checked here; ``trustserve verify`` checks it.
+    """
+    from trustserve.attestation.snp_report import SnpReport
+
+    raw = _read(path)
+    if raw[:1] == b"{":
+        try:
+            raw = base64.b64decode(_evidence(raw, path).data["report"], validate=True)
+        except (KeyError, TypeError, binascii.Error):
+            raise BadRequest(f"{path}: evidence has no base64 report") from None
+    try:
+        report = SnpReport.parse(raw)
+    except ValueError as exc:
+        raise BadRequest(f"{path} is not an SNP report: {exc}") from None
+    if report.debug:
+        _debug_refused(f"the guest that made {path}", allow_debug)
+    host_data = report.host_data.hex() if any(report.host_data) else None
+    return snp_from_measurement(report.measurement.hex(), host_data)
+
+
 def snp_launch_measurement(
     ovmf: Path,
     vcpus: int,
@@ -175,13 +199,13 @@ def snp_launch_measurement(
 
 
 def tpm_from_evidence(path: Path, now: float | None = None) -> tuple[Set, str]:
-    """The PCR set of TPM evidence and its AK (PEM); the quote is checked against that AK."""
-    from trustserve.attestation.tpm import TpmVerifier, ak_public_pem
+    """The PCR set of TPM evidence and its AK's Name; the quote is checked against that AK."""
+    from trustserve.attestation.tpm import TpmVerifier, ak_name_of
 
     evidence = _evidence(_read(path), path)
     if evidence.kind != "tpm":
         raise BadRequest(f"{path} holds {evidence.kind} evidence, not tpm")
-    ak = ak_public_pem(evidence)
+    ak = ak_name_of(evidence)
     claims = TpmVerifier([ak]).verify(evidence, None, time.time() if now is None else now)
     pcrs = {
         name.removeprefix("pcr"): value
