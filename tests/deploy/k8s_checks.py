@@ -99,6 +99,9 @@ def container_security_problems(objs: list[Obj]) -> list[str]:
                 problems.append(f"{where} allows privilege escalation")
             if ctx.get("privileged"):
                 problems.append(f"{where} is privileged")
+            seccomp = ctx.get("seccompProfile", pod_ctx.get("seccompProfile", {}))
+            if seccomp.get("type") not in ("RuntimeDefault", "Localhost"):
+                problems.append(f"{where} runs without a seccomp profile")
             caps = ctx.get("capabilities", {})
             if "ALL" not in caps.get("drop", []) or caps.get("add"):
                 problems.append(f"{where} keeps capabilities")

@@ -348,6 +348,13 @@ MUTATIONS: dict[str, tuple[str, Callable[[list[Obj]], Any], Callable[[list[Obj]]
         checks.container_security_problems,
         lambda o: _set_ctx(o, capabilities={"drop": ["ALL"], "add": ["NET_ADMIN"]}),
     ),
+    "no seccomp": (
+        "coco-tdx",
+        checks.container_security_problems,
+        lambda o: find(o, "StatefulSet", "trustserve-kms")["spec"]["template"]["spec"][
+            "securityContext"
+        ].pop("seccompProfile"),
+    ),
     "no limits": (
         "dev",
         checks.resource_problems,
