@@ -203,6 +203,17 @@ def test_snp_needs_sev_snp_measure_to_compute_a_measurement(
     assert "sev-snp-measure" in capsys.readouterr().err
 
 
+def test_a_file_that_is_no_sev_firmware_is_refused_by_name(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The real sev-snp-measure reads it and finds no OVMF footer table: a clear error."""
+    pytest.importorskip("sevsnpmeasure")
+    ovmf = tmp_path / "not-ovmf.fd"
+    ovmf.write_bytes(hashlib.sha512(tmp_path.name.encode()).digest() * 1024)
+    assert main(["policy", "--snp-ovmf", str(ovmf), "--snp-vcpus", "2"]) == 2
+    assert f"cannot compute the SNP measurement from {ovmf}" in capsys.readouterr().err
+
+
 def test_snp_measurement_must_be_48_bytes(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["policy", "--snp-measurement", "ab" * 32]) == 2
     assert "48 bytes" in capsys.readouterr().err
