@@ -1,6 +1,6 @@
 """Build the trustserve OCI image from Debian packages and PyPI wheels only.
 
-    python3 deploy/image/build.py [--force] [--update-debian-lock]
+    python3 deploy/image/build.py [--force] [--update-debian-lock] [--check-reproducible]
 
 Steps (docs/image.md says why each is pinned):
 
@@ -41,7 +41,10 @@ TAG = "trustserve"
 SUITE = "bookworm"
 PYTHON = "3.11"  # bookworm's python3; requirements.lock is compiled for it
 GLIBC_MINOR = 36  # bookworm's glibc 2.36: the newest manylinux wheels it runs
-MIRRORS = (
+# The image's apt sources. TRUSTSERVE_IMAGE_MIRRORS ("line;line") builds from others instead,
+# e.g. snapshot.debian.org to rebuild an old image from the packages of its day; the image
+# still lists these, so the digest does not depend on where the packages came from.
+DEBIAN_SOURCES = (
     "deb http://deb.debian.org/debian bookworm main",
     "deb http://deb.debian.org/debian bookworm-updates main",
     "deb http://deb.debian.org/debian-security bookworm-security main",
@@ -83,7 +86,7 @@ def source_date_epoch() -> int:
 
 def inputs_fingerprint(epoch: int) -> str:
     """A hash of every file that goes into the image, and of the epoch."""
-    h = hashlib.sha256(f"SOURCE_DATE_EPOCH={epoch}\n".encode())
+    h = hashlib.sha256(f"SOURCE_DATE_EPOCH={epoch}\n{mirrors()}\n".encode())
     for top in INPUTS:
         base = REPO / top
         paths = [base] if base.is_file() else sorted(base.rglob("*"))
@@ -140,18 +143,24 @@ def trustserve_wheel(dest: Path, epoch: int) -> None:
         run(*cmd, env=env)
 
 
+def mirrors() -> tuple[str, ...]:
+    lines = os.environ.get("TRUSTSERVE_IMAGE_MIRRORS", "").split(";")
+    return tuple(line.strip() for line in lines if line.strip()) or DEBIAN_SOURCES
+
+
 def rootfs(wheels: Path, tarball: Path, packages: Path, epoch: int) -> None:
     env = {
         **os.environ,
         "SOURCE_DATE_EPOCH": str(epoch),
         "TRUSTSERVE_WHEELHOUSE": str(wheels),
         "TRUSTSERVE_PACKAGES": str(packages),
+        "TRUSTSERVE_APT_SOURCES": "".join(line + "\n" for line in DEBIAN_SOURCES),
     }
     cmd = ["mmdebstrap", "--quiet", "--mode=root", "--variant=minbase", "--format=tar"]
     cmd += ["--include=" + ",".join(DEBIAN_PACKAGES)]
     for excluded in ("/usr/share/man/*", "/usr/share/info/*", "/usr/share/locale/*"):
         cmd += [f"--dpkgopt=path-exclude={excluded}"]
-    cmd += [f"--customize-hook={HERE / 'customize.sh'}", SUITE, str(tarball), *MIRRORS]
+    cmd += [f"--customize-hook={HERE / 'customize.sh'}", SUITE, str(tarball), *mirrors()]
     run(*cmd, env=env)
 
 
@@ -213,6 +222,29 @@ def _project_version() -> str:
     return str(tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"])
 
 
+def build(*, force: bool, update_debian_lock: bool) -> str:
+    """The image's digest: the existing one when nothing that goes in has changed."""
+    epoch = source_date_epoch()
+    fingerprint = inputs_fingerprint(epoch)
+    stamp, digest_file = OCI / "inputs", OCI / "digest"
+    if not force and digest_file.exists() and _read(stamp) == fingerprint:
+        return _read(digest_file)
+    deb_arch, machine = arch()
+    shutil.rmtree(BUILD, ignore_errors=True)
+    wheels = BUILD / "wheels"
+    wheels.mkdir(parents=True)
+    wheelhouse(wheels, machine)
+    trustserve_wheel(wheels, epoch)
+    tarball, packages = BUILD / "rootfs.tar", BUILD / "debian-packages.txt"
+    rootfs(wheels, tarball, packages, epoch)
+    check_debian_packages(packages, update_debian_lock)
+    digest = oci_image(tarball, epoch, deb_arch)
+    tarball.unlink()
+    digest_file.write_text(digest + "\n")
+    stamp.write_text(inputs_fingerprint(epoch) + "\n")  # the Debian lock may be new
+    return digest
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--force", action="store_true", help="rebuild even if nothing changed")
@@ -238,29 +270,6 @@ def main() -> int:
             sys.exit(f"build.py: NOT reproducible: {first} then {second}")
         print(f"reproducible: two builds gave {second}")
     return 0
-
-
-def build(*, force: bool, update_debian_lock: bool) -> str:
-    """The image's digest: the existing one when nothing that goes in has changed."""
-    epoch = source_date_epoch()
-    fingerprint = inputs_fingerprint(epoch)
-    stamp, digest_file = OCI / "inputs", OCI / "digest"
-    if not force and digest_file.exists() and _read(stamp) == fingerprint:
-        return _read(digest_file)
-    deb_arch, machine = arch()
-    shutil.rmtree(BUILD, ignore_errors=True)
-    wheels = BUILD / "wheels"
-    wheels.mkdir(parents=True)
-    wheelhouse(wheels, machine)
-    trustserve_wheel(wheels, epoch)
-    tarball, packages = BUILD / "rootfs.tar", BUILD / "debian-packages.txt"
-    rootfs(wheels, tarball, packages, epoch)
-    check_debian_packages(packages, update_debian_lock)
-    digest = oci_image(tarball, epoch, deb_arch)
-    tarball.unlink()
-    digest_file.write_text(digest + "\n")
-    stamp.write_text(inputs_fingerprint(epoch) + "\n")  # the Debian lock may be new
-    return digest
 
 
 if __name__ == "__main__":

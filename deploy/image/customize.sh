@@ -5,11 +5,12 @@
 #   TRUSTSERVE_WHEELHOUSE  host directory with every locked wheel, the trustserve wheel
 #                          and requirements.lock (all checked against their hashes already)
 #   TRUSTSERVE_PACKAGES    host file to write the installed Debian packages to (name=version)
+#   TRUSTSERVE_APT_SOURCES the image's /etc/apt/sources.list, whichever mirror was used
 # Nothing is downloaded here: pip installs from the wheelhouse only (--no-index).
 set -eu
 
 root="$1"
-: "${TRUSTSERVE_WHEELHOUSE:?}" "${TRUSTSERVE_PACKAGES:?}"
+: "${TRUSTSERVE_WHEELHOUSE:?}" "${TRUSTSERVE_PACKAGES:?}" "${TRUSTSERVE_APT_SOURCES:?}"
 umask 022
 export PYTHONDONTWRITEBYTECODE=1 LC_ALL=C.UTF-8
 
@@ -44,5 +45,6 @@ install -d -m 0700 -o 10001 -g 10001 "$root/var/lib/trustserve" "$root/var/cache
 # Host-specific files mmdebstrap copies in: the same on every build host instead.
 : >"$root/etc/resolv.conf"
 echo trustserve >"$root/etc/hostname"
+printf '%s' "$TRUSTSERVE_APT_SOURCES" >"$root/etc/apt/sources.list"
 
 chroot "$root" dpkg-query -W -f '${Package}=${Version}\n' | LC_ALL=C sort >"$TRUSTSERVE_PACKAGES"
