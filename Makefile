@@ -28,7 +28,7 @@ debs:
 	fi
 
 up: debs venv
-	$(BIN)/trustserve up
+	$(BIN)/trustserve up $(ARGS)
 
 lint: venv
 	$(BIN)/ruff check src tests bench

@@ -228,3 +228,29 @@ def png(colour: tuple[int, int, int], size: int = 32, fmt: str = "PNG") -> bytes
     buf = io.BytesIO()
     Image.new("RGB", (size, size), colour).save(buf, format=fmt)
     return buf.getvalue()
+
+
+def worker_pids(stack_pid: int) -> list[int]:
+    """The stack's worker processes (its children running trustserve.worker)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        if ppid == stack_pid and b"trustserve.worker" in cmdline:
+            pids.append(int(entry.name))
+    return pids
+
+
+def alive(pid: int) -> bool:
+    """Running (not gone, not a zombie waiting to be reaped)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"

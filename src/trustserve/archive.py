@@ -121,6 +121,13 @@ class Manifest:
             not isinstance(labels, list) or not all(isinstance(x, str) for x in labels)
         ):
             problems.append("labels must be a list of strings")
+        elif labels is not None and outputs and outputs[0].shape and outputs[0].shape[-1] > 0:
+            classes = outputs[0].shape[-1]
+            if len(labels) != classes:
+                problems.append(
+                    f"{len(labels)} labels for {classes} classes: output "
+                    f"'{outputs[0].name}' has {classes} values per instance"
+                )
         if raw.get("platform", "onnx") not in ("onnx", "openvino"):
             problems.append("platform must be 'onnx' or 'openvino'")
         if problems:
@@ -236,12 +243,15 @@ def parse(data: bytes) -> ModelArchive:
 
 def read_header(path: Path) -> ModelArchive:
     """Read only the public header of an archive (the payload is left empty)."""
-    with path.open("rb") as f:
-        head = f.read(len(MAGIC) + _LEN.size)
-        if len(head) < len(MAGIC) + _LEN.size:
-            raise ArchiveError(f"{path.name}: not a trustserve model archive (too short)")
-        (length,) = _LEN.unpack(head[len(MAGIC) :])
-        data = head + f.read(min(length, MAX_HEADER))
+    try:
+        with path.open("rb") as f:
+            head = f.read(len(MAGIC) + _LEN.size)
+            if len(head) < len(MAGIC) + _LEN.size:
+                raise ArchiveError(f"{path.name}: not a trustserve model archive (too short)")
+            (length,) = _LEN.unpack(head[len(MAGIC) :])
+            data = head + f.read(min(length, MAX_HEADER))
+    except OSError as exc:
+        raise ArchiveError(f"cannot read archive {path}: {exc.strerror}") from None
     header_bytes, header = _split_header(data)
     manifest = Manifest.from_json(header.get("manifest"))
     return ModelArchive(manifest, header.get("encryption"), header_bytes, b"")

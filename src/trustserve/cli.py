@@ -12,11 +12,12 @@ from trustserve.logs import setup as setup_logging
 
 # Each module has ``register(subparsers)``; a subcommand sets ``func(args) -> int``.
 COMMAND_MODULES = (
-    "trustserve.serve_cli",
+    "trustserve.stack.cli",
     "trustserve.models.cli",
     "trustserve.attestation.cli",
     "trustserve.kms.cli",
     "trustserve.client.cli",
+    "trustserve.stack.redis_setup",
 )
 
 

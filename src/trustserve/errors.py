@@ -2,7 +2,7 @@
 
 Every error a user can meet is a ``TrustserveError``; its ``status`` is the
 HTTP status the frontend answers with (the mapping to a response body lives in
-``trustserve.frontend.responses`` and nowhere else). Messages say what was
+``trustserve.responses`` and nowhere else). Messages say what was
 wrong and never carry a secret.
 
     TrustserveError (500)

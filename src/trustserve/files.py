@@ -1,4 +1,4 @@
-"""Files that must never be seen half-written, and files that hold secrets."""
+"""Where state lives, files that must never be seen half-written, and files that hold secrets."""
 
 from __future__ import annotations
 
@@ -6,6 +6,11 @@ import os
 import secrets
 import tempfile
 from pathlib import Path
+
+
+def default_home() -> Path:
+    """The state directory: ``$TRUSTSERVE_HOME``, else ``~/.trustserve``."""
+    return Path(os.environ.get("TRUSTSERVE_HOME") or Path.home() / ".trustserve")
 
 
 def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:

@@ -93,6 +93,35 @@ def issue_local_ca(directory: Path, hosts: list[str] | None = None, days: int = 
     return files
 
 
+def issue_client_cert(
+    ca: TlsFiles, directory: Path, name: str, days: int = 825
+) -> tuple[Path, Path]:
+    """A client certificate (and its new key) for ``name``, signed by the CA ``issue_local_ca``
+    made in ``ca.ca``'s folder; written as ``name.pem`` / ``name-key.pem`` (0600)."""
+    ca_key = serialization.load_pem_private_key((ca.ca.parent / "ca-key.pem").read_bytes(), None)
+    if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
+        raise ValueError(f"{ca.ca.parent / 'ca-key.pem'} is not an EC key")
+    ca_cert = x509.load_pem_x509_certificate(ca.ca.read_bytes())
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(_name(name))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=days))
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / f"{name}.pem", directory / f"{name}-key.pem"
+    write_atomic(cert_path, cert.public_bytes(serialization.Encoding.PEM))
+    write_secret(key_path, _pem_key(key))
+    return cert_path, key_path
+
+
 def ensure_local_ca(directory: Path) -> TlsFiles:
     files = TlsFiles(directory / "ca.pem", directory / "server.pem", directory / "server-key.pem")
     if files.ca.exists() and files.cert.exists() and files.key.exists():

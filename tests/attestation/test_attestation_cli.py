@@ -7,7 +7,16 @@ import os
 from pathlib import Path
 
 import pytest
-from attestation_data import DATA, SGX_MRENCLAVE, SGX_TIME, TDX_MRTD, TDX_TIME, quote_evidence
+from attestation_data import (
+    DATA,
+    SGX_MRENCLAVE,
+    SGX_TIME,
+    TDX_MRTD,
+    TDX_SET,
+    TDX_TIME,
+    collateral_dir,
+    quote_evidence,
+)
 
 from trustserve.cli import main
 
@@ -22,7 +31,7 @@ def tdx_files(tmp_path: Path) -> tuple[Path, Path]:
     evidence = write(
         tmp_path / "tdx.json", json.dumps(quote_evidence("tdx", "tdx_quote").to_json())
     )
-    policy = write(tmp_path / "policy.yaml", f'measurements: [{{tee: tdx, mrtd: "{TDX_MRTD}"}}]\n')
+    policy = write(tmp_path / "policy.yaml", f"measurements: [{TDX_SET}]\n")
     return evidence, policy
 
 
@@ -37,6 +46,20 @@ def test_verify_accepts_the_tdx_quote_at_its_pinned_time(
     assert out["verdict"] == "accepted"
     assert out["claims"]["measurements"]["mrtd"] == TDX_MRTD
     assert out["claims"]["tcb_status"] == "UpToDate"
+
+
+def test_verify_takes_collateral_from_a_directory(
+    tdx_files: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    evidence, policy = tdx_files
+    directory = collateral_dir(tmp_path)
+    argv = ["verify", str(evidence), "--policy", str(policy), "--collateral-dir", str(directory)]
+    assert main([*argv, "--now", str(TDX_TIME)]) == 0
+    assert json.loads(capsys.readouterr().out)["verdict"] == "accepted"
+    assert main(argv) == 1  # now: the file has expired
+    out = json.loads(capsys.readouterr().out)
+    assert out["claim"] == "collateral"
+    assert "tdx-b0c06f000000-platform.json expired" in out["detail"]
 
 
 def test_verify_refuses_the_tdx_quote_now(
@@ -98,11 +121,11 @@ def test_attest_with_swtpm_then_verify(
 ) -> None:
     nonce = os.urandom(64).hex()
     out = tmp_path / "evidence.json"
-    argv = ["attest", "--provider", "tpm", "--tcti", swtpm, "--pcrs", "0,7", "--report-data", nonce]
+    argv = ["attest", "--provider", "tpm", "--tcti", swtpm, "--report-data", nonce]
     assert main([*argv, "-o", str(out), "--home", str(tmp_path)]) == 0
-    ak_pem = capsys.readouterr().err.split("\n", 1)[1]
+    ak_name = capsys.readouterr().err.split("\n")[1]
     pcrs = json.loads(out.read_text())["data"]["pcrs"]
-    policy = {"measurements": [{"tee": "tpm", "pcrs": pcrs}], "tpm_ak_public_keys": [ak_pem]}
+    policy = {"measurements": [{"tee": "tpm", "pcrs": pcrs}], "tpm_ak_names": [ak_name]}
     policy_file = write(tmp_path / "tpm.yaml", json.dumps(policy))
     assert main(["verify", str(out), "--policy", str(policy_file), "--report-data", nonce]) == 0
     assert json.loads(capsys.readouterr().out)["claims"]["tee"] == "tpm"

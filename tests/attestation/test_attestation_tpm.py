@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import time
 from pathlib import Path
 
 import pytest
-from tpm2_pytss import ESAPI
+from tpm2_pytss import ESAPI, TPMT_PUBLIC
 from tpm2_pytss.constants import ESYS_TR
 
 from trustserve.attestation import Evidence, Policy, make_provider, verify_evidence
-from trustserve.attestation.tpm import ak_public_pem
-from trustserve.errors import AttestationRefused
+from trustserve.attestation.registry import parse_options
+from trustserve.attestation.tpm import ak_name_of
+from trustserve.errors import AttestationRefused, ConfigError
 
-PCRS = [0, 7, 23]
+PCRS = [0, 1, 2, 3, 4, 5, 6, 7, 23]  # a tpm set must pin the boot chain, 0-7
 
 
 def quote(tcti: str, home: Path, nonce: bytes) -> Evidence:
@@ -26,7 +28,7 @@ def golden_policy(evidence: Evidence, *, pin_ak: bool = True) -> Policy:
     """What an operator writes after measuring a known-good machine: its AK and PCRs."""
     raw = {
         "measurements": [{"tee": "tpm", "pcrs": evidence.data["pcrs"]}],
-        "tpm_ak_public_keys": [ak_public_pem(evidence)] if pin_ak else [],
+        "tpm_ak_names": [ak_name_of(evidence)] if pin_ak else [],
     }
     return Policy.from_yaml(json.dumps(raw))
 
@@ -51,7 +53,7 @@ def test_swtpm_quote_is_accepted(swtpm: str, tmp_path: Path) -> None:
     claims = verify_evidence(evidence, nonce, golden_policy(evidence), time.time())
     assert claims.tee == "tpm"
     assert claims.report_data == nonce
-    assert set(claims.measurements) == {"pcr0", "pcr7", "pcr23"}
+    assert set(claims.measurements) == {f"pcr{i}" for i in PCRS}
 
 
 def test_swtpm_quote_for_a_wrong_nonce_is_refused(swtpm: str, tmp_path: Path) -> None:
@@ -99,4 +101,67 @@ def test_swtpm_quote_with_a_forged_signature_is_refused(swtpm: str, tmp_path: Pa
 def test_the_attestation_key_is_the_same_for_every_quote(swtpm: str, tmp_path: Path) -> None:
     first = quote(swtpm, tmp_path, os.urandom(64))
     second = quote(swtpm, tmp_path, os.urandom(64))
-    assert ak_public_pem(first) == ak_public_pem(second)
+    assert ak_name_of(first) == ak_name_of(second)
+
+
+def test_the_claims_name_the_pinned_ak(swtpm: str, tmp_path: Path) -> None:
+    nonce = os.urandom(64)
+    evidence = quote(swtpm, tmp_path, nonce)
+    claims = verify_evidence(evidence, nonce, golden_policy(evidence), time.time())
+    assert claims.extra["ak_name"] == ak_name_of(evidence)
+    assert claims.extra["ak_name"].startswith("000b")  # SHA-256 Name of the default AK
+    assert claims.extra["ak_trust"] == "pinned-name"
+
+
+@pytest.mark.parametrize(
+    ("names", "complaint"),
+    [
+        (["zz"], "not hex"),
+        (["000b" + "00" * 31], "TPM Name"),  # one byte short
+        (["0004" + "00" * 20], "TPM Name"),  # SHA-1 Names are not accepted
+        ([7], "list of strings"),
+    ],
+)
+def test_malformed_ak_names_are_configuration_errors(names: list[object], complaint: str) -> None:
+    with pytest.raises(ConfigError, match=complaint):
+        Policy.from_mapping({"tpm_ak_names": names})
+
+
+def test_the_removed_public_key_pin_is_a_configuration_error(swtpm: str, tmp_path: Path) -> None:
+    """A bare public key does not pin the key's attributes (tests/attacks shows why)."""
+    evidence = quote(swtpm, tmp_path, os.urandom(64))
+    ak, _ = TPMT_PUBLIC.unmarshal(base64.b64decode(evidence.data["ak_public"]))
+    with pytest.raises(ConfigError, match="tpm_ak_names"):
+        Policy.from_mapping({"tpm_ak_public_keys": [ak.to_pem().decode()]})
+
+
+def test_provider_options_may_be_strings(swtpm: str, tmp_path: Path) -> None:
+    """As ``--attestation-option KEY=VALUE`` gives them to serve, worker and the KMS."""
+    options = parse_options([f"tcti={swtpm}", "pcrs=0,7", "bank=sha256"])
+    evidence = make_provider("tpm", tmp_path, **options).make(os.urandom(64))
+    assert set(evidence.data["pcrs"]) == {"0", "7"}
+
+
+@pytest.mark.parametrize(
+    ("pairs", "complaint"),
+    [
+        (["pcrs"], "KEY=VALUE"),
+        (["colour=blue"], "unknown tpm option"),
+        (["pcrs=0,x"], "comma-separated"),
+        (["ak_handle=eighty-one"], "ak_handle must be an integer"),
+        (["ak_handle=0x81000003", "ak_template_nv=0x01c10001"], "not both"),
+    ],
+)
+def test_bad_provider_options_are_configuration_errors(
+    tmp_path: Path, pairs: list[str], complaint: str
+) -> None:
+    with pytest.raises(ConfigError, match=complaint):
+        make_provider("tpm", tmp_path, **parse_options(pairs))
+
+
+def test_an_option_another_provider_does_not_take_is_a_configuration_error(
+    tmp_path: Path,
+) -> None:
+    """``--attestation-option`` is generic: a typo for the sgx provider says so, no traceback."""
+    with pytest.raises(ConfigError, match="attestation provider sgx: unusable options"):
+        make_provider("sgx", tmp_path, **parse_options(["attestation_dri=/dev/attestation"]))

@@ -7,7 +7,6 @@ nobody knows (see the note in the config about AOF replay).
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import secrets
 import shutil
@@ -19,14 +18,10 @@ from pathlib import Path
 from urllib.parse import urlencode
 
 import redis
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from tests.support import free_port
-from trustserve.files import write_atomic, write_secret
-from trustserve.tls import TlsFiles, issue_local_ca
+from trustserve.files import write_secret
+from trustserve.tls import issue_client_cert, issue_local_ca
 
 USER = "trustserve"
 # What the broker needs, on its own keys only.
@@ -38,38 +33,6 @@ ACL = (
 
 def _sha256(password: str) -> str:
     return hashlib.sha256(password.encode()).hexdigest()
-
-
-def client_cert(tls: TlsFiles, directory: Path, name: str = "client") -> tuple[Path, Path]:
-    """A client certificate signed by the test CA (for Redis ``tls-auth-clients yes``)."""
-    ca_key = serialization.load_pem_private_key((tls.ca.parent / "ca-key.pem").read_bytes(), None)
-    assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
-    ca_cert = x509.load_pem_x509_certificate(tls.ca.read_bytes())
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
-        .issuer_name(ca_cert.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .sign(ca_key, hashes.SHA256())
-    )
-    cert_path, key_path = directory / f"{name}.pem", directory / f"{name}-key.pem"
-    write_atomic(cert_path, cert.public_bytes(serialization.Encoding.PEM))
-    write_secret(
-        key_path,
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        ),
-    )
-    return cert_path, key_path
 
 
 @dataclass
@@ -84,7 +47,9 @@ class RedisServer:
     def __post_init__(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
         self.tls = issue_local_ca(self.directory / "tls", ["localhost", *self.addresses])
-        self.client_cert, self.client_key = client_cert(self.tls, self.directory / "tls")
+        self.client_cert, self.client_key = issue_client_cert(
+            self.tls, self.directory / "tls", "client"
+        )
         self.password_file = self.directory / "redis-password"
         password = secrets.token_urlsafe(24)
         write_secret(self.password_file, password.encode())

@@ -8,24 +8,7 @@ import time
 from pathlib import Path
 
 from tests.faults.load import Load
-from tests.support import start_stack, write_tiny
-
-
-def worker_pids(stack_pid: int) -> list[int]:
-    """The stack's worker processes (its children running trustserve.worker)."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-            cmdline = (entry / "cmdline").read_bytes()
-        except OSError:
-            continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        if ppid == stack_pid and b"trustserve.worker" in cmdline:
-            pids.append(int(entry.name))
-    return pids
+from tests.support import start_stack, worker_pids, write_tiny
 
 
 def test_kill_9_a_worker_of_the_embedded_stack_every_request_answered_once(

@@ -150,7 +150,7 @@ def test_a_worker_without_the_model_key_leaves_its_requests_to_one_with_it(
 ) -> None:
     """'No key' here: an encrypted archive and no KMS, so that worker cannot load the model.
 
-    It refuses to start (exit 2, saying why) and never takes a job; the requests
+    It refuses to start (exit 3: never restarted, saying why) and never takes a job; the requests
     queued while it is the only worker are served once a worker holding the model
     arrives. (A job whose every worker dies ends as a dead letter and a clear 500:
     tests/broker/test_redis.py::test_a_job_whose_workers_vanish_is_dead_lettered.)
@@ -160,14 +160,14 @@ def test_a_worker_without_the_model_key_leaves_its_requests_to_one_with_it(
     encryption = {"scheme": "tink-aes256-gcm", "key_id": "tiny-key"}
     write_atomic(locked, archive.pack(tiny_manifest(), os.urandom(512), encryption))
     keyless = d.worker(locked)
-    assert keyless.wait(60) == 2
+    assert keyless.wait(60) == 3
     assert "needs --kms" in (d.root / "workers.log").read_text()
     d.worker()
     stack = d.serve()
     keyless_again = d.worker(locked)
     tally = Load(stack, 100, concurrency=8).start().wait()
     print(tally.line("a keyless worker beside a keyed one"))
-    assert keyless_again.wait(60) == 2
+    assert keyless_again.wait(60) == 3
     assert tally.answered == tally.sent == 100 and tally.lost == 0
     assert d.redis.client().xlen("trustserve:dead:tiny:1") == 0
 

@@ -9,7 +9,7 @@ import pytest
 
 from tests.support import RunningStack, start_stack, write_tiny
 from trustserve.errors import Unavailable
-from trustserve.frontend.responses import error_response
+from trustserve.responses import error_response
 
 BODY = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 4], "data": [1, 2, 3, 4]}]}
 

@@ -107,6 +107,7 @@ def test_pack_names_every_mismatch(
     wrong = dict(TINY_MANIFEST)
     wrong["inputs"] = [{"name": "image", "datatype": "FP32", "shape": [-1, 3, 32, 32]}]
     wrong["outputs"] = [{"name": "logits", "datatype": "FP16", "shape": [-1, 5]}]
+    wrong["labels"] = ["a", "b", "c", "d", "e"]
     manifest = tmp_path / "wrong.json"
     manifest.write_text(json.dumps(wrong))
     out = tmp_path / "wrong.tsm"
@@ -153,6 +154,28 @@ def test_inspect_refuses_a_file_that_is_no_archive(
     path.write_bytes(b"PK\x03\x04 not an archive")
     assert main(["model", "inspect", str(path)]) == 2
     assert "not a trustserve model archive" in capsys.readouterr().err
+
+
+def test_inspect_of_a_missing_file_says_so_without_a_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["model", "inspect", str(tmp_path / "nowhere.tsm")]) == 2
+    err = capsys.readouterr().err
+    assert "cannot read archive" in err and "No such file" in err
+    assert "Traceback" not in err
+
+
+def test_pack_refuses_labels_that_do_not_match_the_classes(
+    tiny: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Three labels for four classes would serve raw logits instead of labels, silently."""
+    model, _ = tiny
+    manifest = tmp_path / "labels.json"
+    manifest.write_text(json.dumps({**TINY_MANIFEST, "labels": ["a", "b", "c"]}))
+    out = tmp_path / "labels.tsm"
+    assert main(["model", "pack", str(model), "--manifest", str(manifest), "-o", str(out)]) == 2
+    assert "3 labels for 4 classes" in capsys.readouterr().err
+    assert not out.exists()
 
 
 def test_quantize_on_image_folder_with_validation(

@@ -7,6 +7,7 @@ verified, its claims; it exits 0 accepted, 1 refused, 2 unusable input.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -14,10 +15,17 @@ from pathlib import Path
 from typing import Any
 
 from trustserve import files
-from trustserve.attestation.base import Claims, Evidence
+from trustserve.attestation.base import Claims, Evidence, unb64
+from trustserve.attestation.collateral import FixedCollateral
 from trustserve.attestation.policy import Policy
-from trustserve.attestation.registry import PROVIDERS, make_provider, make_verifier
-from trustserve.errors import AttestationRefused, BadRequest, ConfigError
+from trustserve.attestation.registry import (
+    PROVIDERS,
+    VerifierSources,
+    make_provider,
+    make_verifier,
+)
+from trustserve.attestation.snp_report import PRODUCTS
+from trustserve.errors import AttestationRefused, BadRequest
 
 
 def register(subparsers: Any) -> None:
@@ -28,6 +36,10 @@ def register(subparsers: Any) -> None:
     attest.add_argument("--home", type=Path, help="trustserve home (sim platform key)")
     attest.add_argument("--tcti", help="tpm: TCTI, e.g. swtpm:host=127.0.0.1,port=2321")
     attest.add_argument("--pcrs", help="tpm: comma-separated PCR indices (default 0-7)")
+    attest.add_argument("--ak-handle", help="tpm: persistent AK handle (Azure: 0x81000003)")
+    attest.add_argument("--ak-template-nv", help="tpm: NV index of an AK template (GCP)")
+    attest.add_argument("--ak-cert-nv", help="tpm: NV index of the AK certificate (0x01C101D0)")
+    attest.add_argument("--ak-cert-intermediates", help="tpm: PEM file of intermediate CAs")
     attest.add_argument("--tsm-root", type=Path, help="tdx/sev-snp: configfs-tsm report dir")
     attest.add_argument("--attestation-dir", type=Path, help="sgx: Gramine /dev/attestation")
     attest.set_defaults(func=_attest)
@@ -36,9 +48,20 @@ def register(subparsers: Any) -> None:
     verify.add_argument("evidence", type=Path, help="evidence JSON file")
     verify.add_argument("--policy", required=True, type=Path, help="policy YAML file")
     verify.add_argument("--now", type=float, help="verify as of this unix time (default: now)")
-    verify.add_argument("--collateral", type=Path, help="sgx/tdx: collateral JSON file")
+    verify.add_argument("--collateral", type=Path, help="sgx/tdx: one collateral JSON file")
+    verify.add_argument(
+        "--collateral-dir", type=Path, help="sgx/tdx: collateral files <tee>-<fmspc>-<ca>.json"
+    )
     verify.add_argument("--pccs-url", help="sgx/tdx: fetch collateral from this PCCS")
     verify.add_argument("--report-data", help="hex the evidence must be bound to")
+    verify.add_argument("--vcek-dir", type=Path, help="sev-snp: directory of cached VCEKs")
+    verify.add_argument("--kds-url", help="sev-snp: fetch VCEKs from this AMD KDS (or proxy)")
+    verify.add_argument(
+        "--snp-product",
+        action="append",
+        choices=PRODUCTS,
+        help="sev-snp: accept only this AMD product line's root (repeatable; default all)",
+    )
     verify.set_defaults(func=_verify)
 
 
@@ -52,7 +75,7 @@ def _hex_arg(text: str, what: str) -> bytes:
 def _home(args: argparse.Namespace) -> Path:
     if args.home is not None:
         return Path(args.home)
-    from trustserve.config import default_home
+    from trustserve.files import default_home
 
     return default_home()
 
@@ -61,11 +84,9 @@ def _attest(args: argparse.Namespace) -> int:
     options: dict[str, Any] = {}
     if args.tcti:
         options["tcti"] = args.tcti
-    if args.pcrs:
-        try:
-            options["pcrs"] = [int(p) for p in args.pcrs.split(",")]
-        except ValueError:
-            raise ConfigError("--pcrs must be comma-separated integers") from None
+    for key in ("pcrs", "ak_handle", "ak_template_nv", "ak_cert_nv", "ak_cert_intermediates"):
+        if getattr(args, key):
+            options[key] = getattr(args, key)
     if args.tsm_root:
         options["root"] = args.tsm_root
     if args.attestation_dir:
@@ -76,10 +97,19 @@ def _attest(args: argparse.Namespace) -> int:
     if evidence.kind == "sim":
         print("trustserve: warning: sim evidence is not hardware-protected", file=sys.stderr)
     if evidence.kind == "tpm":
-        from trustserve.attestation.tpm import ak_public_pem
+        from trustserve.attestation.tpm import ak_name_of
 
-        print("TPM attestation key (pin it in tpm_ak_public_keys):", file=sys.stderr)
-        print(ak_public_pem(evidence), file=sys.stderr, end="")
+        print("TPM attestation key Name (pin it in tpm_ak_names):", file=sys.stderr)
+        print(ak_name_of(evidence), file=sys.stderr)
+        if "ak_cert" in evidence.data:
+            from cryptography import x509
+
+            cert = x509.load_der_x509_certificate(unb64(evidence.data["ak_cert"], "ak_cert"))
+            print(
+                f"AK certificate: subject {cert.subject.rfc4514_string()}, issued by "
+                f"{cert.issuer.rfc4514_string()} (list that CA in tpm_ak_ca_certs)",
+                file=sys.stderr,
+            )
     return 0
 
 
@@ -95,16 +125,23 @@ def _read_json(path: Path, what: str) -> Any:
 def _verify(args: argparse.Namespace) -> int:
     evidence = Evidence.from_json(_read_json(args.evidence, "evidence"))
     policy = Policy.load(args.policy)
-    collateral = _read_json(args.collateral, "collateral") if args.collateral else None
-    if collateral is not None and not isinstance(collateral, dict):
-        raise BadRequest("collateral must be a JSON object")
+    sources = VerifierSources.configured(
+        collateral_dir=args.collateral_dir,
+        pccs_url=args.pccs_url,
+        vcek_dir=args.vcek_dir,
+        kds_url=args.kds_url,
+        snp_products=args.snp_product,
+    )
+    if args.collateral:
+        collateral = _read_json(args.collateral, "collateral")
+        if not isinstance(collateral, dict):
+            raise BadRequest("collateral must be a JSON object")
+        sources = dataclasses.replace(sources, collateral=FixedCollateral(collateral))
     expected = _hex_arg(args.report_data, "--report-data") if args.report_data else None
     now = time.time() if args.now is None else args.now
     claims: Claims | None = None
     try:
-        verifier = make_verifier(
-            evidence.kind, policy, collateral=collateral, pccs_url=args.pccs_url
-        )
+        verifier = make_verifier(evidence.kind, policy, sources)
         claims = verifier.verify(evidence, expected, now)
         policy.check(claims, now)
     except AttestationRefused as exc:

@@ -1,9 +1,10 @@
 """SGX and TDX quote verification through Intel DCAP (the ``dcap-qvl`` package).
 
-Evidence: ``Evidence(kind="tdx"|"sgx", data={"quote": b64, "collateral": {...}?})``.
-The collateral (PCK CRL, TCB info, QE identity and their chains, the JSON that
-``dcap-qvl`` and PCCS produce) comes from, in order: the ``collateral`` the
-verifier was given (an operator's file), the evidence, or a PCCS at ``pccs_url``.
+Evidence: ``Evidence(kind="tdx"|"sgx", data={"quote": b64})``. The collateral
+(PCK CRL, TCB info, QE identity and their chains) comes from the verifier's own
+``CollateralSource`` (a collateral directory and/or a PCCS, see
+``trustserve.attestation.collateral``); a ``collateral`` field in the evidence is
+ignored, since the requester would choose it. No source: refused (``collateral``).
 
 ``dcap-qvl`` checks the quote's signature chain to Intel's root, the collateral's
 validity at ``now``, and evaluates the TCB status and advisories; accepting that
@@ -12,18 +13,16 @@ status is the policy's job.
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 import json
 from typing import Any
 
 import dcap_qvl
 
-from trustserve.attestation._common import check_report_data, require
+from trustserve.attestation._common import check_report_data
 from trustserve.attestation.base import Claims, Evidence, unb64
+from trustserve.attestation.collateral import CollateralSource
 from trustserve.errors import AttestationRefused, BadRequest
 
-_FETCH_TIMEOUT_S = 30.0
 # report key in dcap-qvl's verified report -> our tee name
 _REPORT_TEE = {"SgxEnclave": "sgx", "TD10": "tdx", "TD15": "tdx"}
 _TDX_FIELDS = {
@@ -42,27 +41,6 @@ _SGX_DEBUG_FLAG = 0x02  # ATTRIBUTES.DEBUG, bit 1 of the first byte
 _TD_DEBUG_FLAG = 0x01  # TDATTRIBUTES.DEBUG, bit 0 of the first byte
 
 
-def fetch_collateral(quote: bytes, pccs_url: str) -> dict[str, Any]:
-    """Collateral for ``quote`` from the PCCS (or Intel PCS) at ``pccs_url``."""
-
-    def run() -> Any:
-        return asyncio.run(_fetch(quote, pccs_url))
-
-    # dcap-qvl's fetch is a coroutine; run it on its own loop so callers inside
-    # an event loop (the KMS) can call this synchronous verifier too.
-    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
-        try:
-            collateral = pool.submit(run).result(timeout=_FETCH_TIMEOUT_S)
-        except (RuntimeError, ValueError, OSError, TimeoutError) as exc:
-            raise AttestationRefused("collateral", f"cannot fetch from {pccs_url}: {exc}") from None
-    raw: dict[str, Any] = json.loads(collateral.to_json())
-    return raw
-
-
-async def _fetch(quote: bytes, pccs_url: str) -> Any:
-    return await dcap_qvl.get_collateral(pccs_url, quote)
-
-
 def _refusal(message: str) -> AttestationRefused:
     """Map a dcap-qvl verification error to the claim it is about."""
     lowered = message.lower()
@@ -78,11 +56,8 @@ def _refusal(message: str) -> AttestationRefused:
 
 
 class DcapVerifier:
-    def __init__(
-        self, *, collateral: dict[str, Any] | None = None, pccs_url: str | None = None
-    ) -> None:
+    def __init__(self, collateral: CollateralSource | None = None) -> None:
         self._collateral = collateral
-        self._pccs_url = pccs_url
 
     def verify(self, evidence: Evidence, expected_report_data: bytes | None, now: float) -> Claims:
         if evidence.kind not in ("sgx", "tdx"):
@@ -94,7 +69,7 @@ class DcapVerifier:
             raise BadRequest(f"{evidence.kind} evidence is not a DCAP quote: {exc}") from None
         if parsed.is_tdx() != (evidence.kind == "tdx"):
             raise AttestationRefused("tee", f"evidence says {evidence.kind}, the quote does not")
-        collateral = self._collateral_for(evidence, quote)
+        collateral = self._collateral_for(quote, now)
         try:
             report = dcap_qvl.verify(quote, collateral, int(now))
         except ValueError as exc:
@@ -103,18 +78,17 @@ class DcapVerifier:
         check_report_data(claims.report_data, expected_report_data)
         return claims
 
-    def _collateral_for(self, evidence: Evidence, quote: bytes) -> Any:
-        raw = self._collateral
-        if raw is None and "collateral" in evidence.data:
-            raw = require(evidence.data, "collateral", dict, evidence.kind)
-        if raw is None and self._pccs_url:
-            raw = fetch_collateral(quote, self._pccs_url)
-        if raw is None:
-            raise BadRequest("no collateral for the quote: give a collateral file or a PCCS URL")
+    def _collateral_for(self, quote: bytes, now: float) -> Any:
+        if self._collateral is None:
+            raise AttestationRefused(
+                "collateral",
+                "no collateral source configured: give a collateral directory or a PCCS URL",
+            )
+        raw = self._collateral.collateral(quote, now)
         try:
             return dcap_qvl.QuoteCollateralV3.from_json(json.dumps(raw))
         except (ValueError, TypeError) as exc:
-            raise BadRequest(f"collateral is unusable: {exc}") from None
+            raise AttestationRefused("collateral", f"collateral is unusable: {exc}") from None
 
 
 def _claims(kind: str, verified: dict[str, Any]) -> Claims:

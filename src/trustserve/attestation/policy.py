@@ -3,7 +3,8 @@
 Defaults are strict: simulated evidence and debug TEEs are refused, the TCB must
 be ``UpToDate``, no advisory is accepted, evidence may be at most 300 s old, and
 an empty measurement list refuses everything. Every refusal raises
-``AttestationRefused`` naming the claim that failed.
+``AttestationRefused`` naming the claim that failed. What each TEE's measurement
+set must name is in ``trustserve.attestation.measurements``.
 
 Example::
 
@@ -11,44 +12,33 @@ Example::
     accepted_tcb_statuses: [UpToDate]
     max_evidence_age_s: 300
     measurements:
-      - {tee: tdx, mrtd: "91eb2b44...", rtmr0: "44c0197b..."}
-      - {tee: sgx, mrsigner: "815f42f1...", isv_prod_id: 0, isv_svn_min: 1}
-      - {tee: tpm, pcrs: {"0": "d0c3...", "7": "65ca..."}}
+      - {tee: tdx, mrtd: "91eb...", rtmr1: "...", rtmr2: "...", rtmr3: "..."}
+      - {tee: sgx, mrsigner: "815f...", isv_prod_id: 0, isv_svn_min: 1}
+      - {tee: tpm, pcrs: {"0": "d0c3...", "1": "...", ..., "7": "65ca..."}}
       - {tee: sim, sim_measurement: "5a1c..."}
-    tpm_ak_public_keys: ["-----BEGIN PUBLIC KEY-----\\n..."]
+      - {tee: sev-snp, measurement: "7a1e...", min_tcb: {snp: 8}}
+    tpm_ak_names: ["000b8f3c..."]               # TPM object Names of pinned AKs
+    tpm_ak_ca_certs: ["-----BEGIN CERTIFICATE-----\\n..."]  # or AKs certified by these CAs
 """
 
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
-from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
 from trustserve.attestation.base import Claims
+from trustserve.attestation.measurements import RULES, parse_hex
+from trustserve.attestation.tpm_ak import check_ca_pem, parse_ak_name
 from trustserve.errors import AttestationRefused, ConfigError
 
-# The hex-valued measurement fields a policy may pin, per TEE (the claim names).
-HEX_FIELDS: dict[str, frozenset[str]] = {
-    "tdx": frozenset(
-        {"mrtd", "rtmr0", "rtmr1", "rtmr2", "rtmr3", "mr_seam", "mr_signer_seam"}
-        | {"mr_config_id", "mr_owner", "mr_owner_config"}
-    ),
-    "sgx": frozenset({"mrenclave", "mrsigner"}),
-    "tpm": frozenset(),
-    "sim": frozenset({"sim_measurement"}),
-}
-INT_FIELDS: dict[str, frozenset[str]] = {"sgx": frozenset({"isv_prod_id", "isv_svn_min"})}
-# A set must pin at least one of these, or it would accept any code of that TEE.
-_REQUIRED: dict[str, frozenset[str]] = {
-    "tdx": frozenset({"mrtd"}),
-    "sgx": frozenset({"mrenclave", "mrsigner"}),
-}
-# TEEs without a TCB status of their own (a TPM quote says nothing about firmware currency).
-NO_TCB_STATUS = frozenset({"tpm", "sim"})
+# TEEs without a TCB status of their own (a TPM quote says nothing about firmware currency;
+# SEV-SNP's TCB is bounded by the set's min_tcb instead).
+NO_TCB_STATUS = frozenset({"tpm", "sim", "sev-snp"})
 CLOCK_SKEW_S = 30.0
 
 _KEYS = {
@@ -58,39 +48,30 @@ _KEYS = {
     "accepted_advisories",
     "max_evidence_age_s",
     "measurements",
-    "tpm_ak_public_keys",
+    "tpm_ak_names",
+    "tpm_ak_ca_certs",
     "sim_platform_keys",
 }
+# Removed: a bare public key does not pin the key's attributes (issue 11 item 9).
+_REMOVED = {"tpm_ak_public_keys": "pin the AK's TPM Name in tpm_ak_names instead"}
 
 
 @dataclass(frozen=True)
 class MeasurementSet:
-    """One allowed set: every value listed must match (``isv_svn_min`` is a lower bound)."""
+    """One allowed set: every value listed must match (a ``*_min`` value is a lower bound).
+
+    ``values`` is the set in its canonical JSON form, as its TEE's ``SetRules`` parsed it.
+    """
 
     tee: str
-    values: dict[str, str | int] = field(default_factory=dict)
-    pcrs: dict[int, str] = field(default_factory=dict)
+    values: dict[str, Any] = field(default_factory=dict)
 
     def first_mismatch(self, claims: Claims) -> str | None:
         """The name of the first claim this set does not accept, or None if it matches."""
-        got = claims.measurements
-        for name, want in self.values.items():
-            if name == "isv_svn_min":
-                svn = got.get("isv_svn", "")
-                if not svn.isdigit() or int(svn) < int(want):
-                    return "isv_svn"
-            elif got.get(name, "").lower() != str(want):
-                return name
-        for index, digest in self.pcrs.items():
-            if got.get(f"pcr{index}", "").lower() != digest:
-                return f"pcr{index}"
-        return None
+        return RULES[self.tee].first_mismatch(self.values, claims)
 
     def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"tee": self.tee, **self.values}
-        if self.pcrs:
-            out["pcrs"] = {str(i): d for i, d in self.pcrs.items()}
-        return out
+        return {"tee": self.tee, **self.values}
 
 
 @dataclass(frozen=True)
@@ -101,7 +82,8 @@ class Policy:
     accepted_advisories: tuple[str, ...] = ()
     max_evidence_age_s: float = 300.0
     measurements: tuple[MeasurementSet, ...] = ()
-    tpm_ak_public_keys: tuple[str, ...] = ()
+    tpm_ak_names: tuple[str, ...] = ()
+    tpm_ak_ca_certs: tuple[str, ...] = ()
     sim_platform_keys: tuple[str, ...] = ()
 
     # ---- construction ----
@@ -156,6 +138,10 @@ class Policy:
     def from_mapping(cls, raw: Any) -> Policy:
         if not isinstance(raw, dict):
             raise ConfigError("policy must be a mapping")
+        removed = sorted(set(raw) & set(_REMOVED))
+        if removed:
+            key = removed[0]
+            raise ConfigError(f"policy key {key} is no longer accepted: {_REMOVED[key]}")
         unknown = sorted(set(raw) - _KEYS)
         if unknown:
             raise ConfigError(
@@ -172,9 +158,10 @@ class Policy:
             accepted_advisories=_strings(raw, "accepted_advisories", ()),
             max_evidence_age_s=_positive(raw, "max_evidence_age_s", 300.0),
             measurements=tuple(_measurement_set(i, s) for i, s in enumerate(sets)),
-            tpm_ak_public_keys=tuple(_pem(k) for k in _strings(raw, "tpm_ak_public_keys", ())),
+            tpm_ak_names=tuple(parse_ak_name(k) for k in _strings(raw, "tpm_ak_names", ())),
+            tpm_ak_ca_certs=tuple(check_ca_pem(k) for k in _strings(raw, "tpm_ak_ca_certs", ())),
             sim_platform_keys=tuple(
-                _hex(k, 32, "sim_platform_keys entry")
+                parse_hex(k, 32, "sim_platform_keys entry")
                 for k in _strings(raw, "sim_platform_keys", ())
             ),
         )
@@ -187,7 +174,8 @@ class Policy:
             "accepted_advisories": list(self.accepted_advisories),
             "max_evidence_age_s": self.max_evidence_age_s,
             "measurements": [m.to_json() for m in self.measurements],
-            "tpm_ak_public_keys": list(self.tpm_ak_public_keys),
+            "tpm_ak_names": list(self.tpm_ak_names),
+            "tpm_ak_ca_certs": list(self.tpm_ak_ca_certs),
             "sim_platform_keys": list(self.sim_platform_keys),
         }
 
@@ -195,7 +183,9 @@ class Policy:
 
     def check(self, claims: Claims, now: float) -> None:
         """Return if the claims are acceptable; raise AttestationRefused naming the claim."""
-        if claims.tee not in HEX_FIELDS:
+        if not math.isfinite(now):
+            raise ConfigError("the verification time must be a finite number")
+        if claims.tee not in RULES:
             raise AttestationRefused("tee", f"no policy can accept {claims.tee!r} evidence")
         if claims.tee == "sim" and not self.allow_simulated:
             raise AttestationRefused(
@@ -212,6 +202,8 @@ class Policy:
         if refused:
             raise AttestationRefused("advisories", f"not accepted: {', '.join(refused)}")
         if claims.issued_at is not None:
+            if not math.isfinite(claims.issued_at):
+                raise AttestationRefused("issued_at", "evidence time is not a finite number")
             age = now - claims.issued_at
             if age > self.max_evidence_age_s:
                 raise AttestationRefused(
@@ -251,29 +243,14 @@ def _strings(raw: dict[str, Any], key: str, default: tuple[str, ...]) -> tuple[s
 
 def _positive(raw: dict[str, Any], key: str, default: float) -> float:
     value = raw.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-        raise ConfigError(f"policy key {key} must be a positive number")
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or value <= 0
+    ):
+        raise ConfigError(f"policy key {key} must be a positive finite number")
     return float(value)
-
-
-def _hex(value: Any, size: int | None, what: str) -> str:
-    if not isinstance(value, str):
-        raise ConfigError(f"{what} must be a quoted hex string")
-    try:
-        data = bytes.fromhex(value)
-    except ValueError:
-        raise ConfigError(f"{what} is not valid hex") from None
-    if size is not None and len(data) != size:
-        raise ConfigError(f"{what} must be {size} bytes, got {len(data)}")
-    return data.hex()
-
-
-def _pem(text: str) -> str:
-    try:
-        load_pem_public_key(text.encode())
-    except ValueError:
-        raise ConfigError("tpm_ak_public_keys entry is not a PEM public key") from None
-    return text
 
 
 def _measurement_set(index: int, raw: Any) -> MeasurementSet:
@@ -281,36 +258,6 @@ def _measurement_set(index: int, raw: Any) -> MeasurementSet:
     if not isinstance(raw, dict):
         raise ConfigError(f"{where} must be a mapping")
     tee = raw.get("tee")
-    if tee not in HEX_FIELDS:
-        raise ConfigError(f"{where}.tee must be one of {', '.join(HEX_FIELDS)}")
-    allowed = (
-        HEX_FIELDS[tee] | INT_FIELDS.get(tee, frozenset()) | ({"pcrs"} if tee == "tpm" else set())
-    )
-    unknown = sorted(set(raw) - allowed - {"tee"})
-    if unknown:
-        raise ConfigError(
-            f"{where}: unknown key(s) {', '.join(map(str, unknown))} for {tee}; "
-            f"known: {', '.join(sorted(allowed))}"
-        )
-    values: dict[str, str | int] = {}
-    for key, value in raw.items():
-        if key in HEX_FIELDS[tee]:
-            values[key] = _hex(value, None, f"{where}.{key}")
-        elif key in INT_FIELDS.get(tee, ()):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ConfigError(f"{where}.{key} must be a non-negative integer")
-            values[key] = value
-    pcrs: dict[int, str] = {}
-    if "pcrs" in raw:
-        if not isinstance(raw["pcrs"], dict) or not raw["pcrs"]:
-            raise ConfigError(f"{where}.pcrs must be a non-empty mapping of PCR index to hex")
-        for index_raw, digest in raw["pcrs"].items():
-            if not str(index_raw).isdigit() or not 0 <= int(index_raw) <= 23:
-                raise ConfigError(f"{where}.pcrs: {index_raw!r} is not a PCR index 0..23")
-            pcrs[int(index_raw)] = _hex(digest, None, f"{where}.pcrs.{index_raw}")
-    required = _REQUIRED.get(tee)
-    if required and not required & set(values):
-        raise ConfigError(f"{where} must name {' or '.join(sorted(required))} for {tee}")
-    if tee == "tpm" and not pcrs:
-        raise ConfigError(f"{where} must name pcrs for tpm")
-    return MeasurementSet(tee, values, pcrs)
+    if tee not in RULES:
+        raise ConfigError(f"{where}.tee must be one of {', '.join(RULES)}")
+    return MeasurementSet(tee, RULES[tee].parse(where, raw))

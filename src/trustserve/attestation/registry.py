@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import importlib
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from trustserve.attestation._common import check_report_data
 from trustserve.attestation.base import Claims, Evidence, EvidenceProvider, Verifier
 from trustserve.attestation.policy import Policy
 from trustserve.errors import AttestationRefused, ConfigError
+
+if TYPE_CHECKING:
+    from trustserve.attestation.collateral import CollateralSource
+    from trustserve.attestation.snp import SnpOptions
 
 # provider name -> "module:factory"; the factory takes (home, **options).
 PROVIDERS = {
@@ -29,31 +36,82 @@ def _load(ref: str) -> Any:
 def make_provider(name: str, home: Path, **options: Any) -> EvidenceProvider:
     """The evidence provider called ``name`` (sim, tpm, tdx, sev-snp, sgx).
 
-    Options: tpm ``tcti`` (e.g. ``"swtpm:host=127.0.0.1,port=2321"``) and ``pcrs``
-    (list of PCR indices); tdx/sev-snp ``root`` (the configfs-tsm report dir,
-    default /sys/kernel/config/tsm/report); sgx ``attestation_dir`` (default
-    /dev/attestation).
+    Options: tpm ``tcti`` (e.g. ``"swtpm:host=127.0.0.1,port=2321"``), ``pcrs``
+    (list of PCR indices), ``bank``, ``ak_handle``, ``ak_template_nv``,
+    ``ak_cert_nv``, ``ak_cert_intermediates`` (see ``attestation.tpm``); tdx/sev-snp
+    ``root`` (the configfs-tsm report dir, default /sys/kernel/config/tsm/report);
+    sgx ``attestation_dir`` (default /dev/attestation). Values may be strings, as
+    ``parse_options`` makes them from ``--attestation-option KEY=VALUE`` flags.
     """
     if name not in PROVIDERS:
         raise ConfigError(f"unknown attestation provider {name!r}; one of {', '.join(PROVIDERS)}")
     factory = _load(PROVIDERS[name])
     if name == "sim":
         options = {}
-    provider: EvidenceProvider = factory(home, **options)
+    try:
+        provider: EvidenceProvider = factory(home, **options)
+    except TypeError as exc:
+        raise ConfigError(f"attestation provider {name}: unusable options: {exc}") from None
     return provider
 
 
-def make_verifier(
-    kind: str,
-    policy: Policy,
-    *,
-    collateral: dict[str, Any] | None = None,
-    pccs_url: str | None = None,
-) -> Verifier:
+def parse_options(pairs: Sequence[str] | None) -> dict[str, str]:
+    """``["tcti=device:/dev/tpmrm0", "pcrs=0,7"]`` -> options for ``make_provider``."""
+    options: dict[str, str] = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"attestation option {pair!r} is not KEY=VALUE")
+        options[key.strip().replace("-", "_")] = value
+    return options
+
+
+@dataclass(frozen=True)
+class VerifierSources:
+    """What verifiers fetch from the verifier's own side, never from the evidence.
+
+    ``collateral``: DCAP collateral for sgx/tdx quotes (a collateral directory
+    and/or a PCCS; ``trustserve.attestation.collateral.collateral_source``).
+    Without it, sgx/tdx evidence is refused (claim ``collateral``).
+
+    ``snp``: where sev-snp VCEKs come from when the evidence holds none (a cache
+    directory, an AMD KDS URL) and which AMD product lines are accepted
+    (``trustserve.attestation.snp.SnpOptions``; None: all products, no VCEK source).
+    """
+
+    collateral: CollateralSource | None = None
+    snp: SnpOptions | None = None
+
+    @classmethod
+    def configured(
+        cls,
+        *,
+        collateral_dir: Path | None = None,
+        pccs_url: str | None = None,
+        vcek_dir: Path | None = None,
+        kds_url: str | None = None,
+        snp_products: Sequence[str] | None = None,
+    ) -> VerifierSources:
+        """From the ``--collateral-dir`` / ``--pccs-url`` / ``--vcek-dir`` / ``--kds-url`` /
+        ``--snp-product`` options (any of them, or none); ConfigError for one that cannot work.
+        """
+        from trustserve.attestation.collateral import collateral_source
+        from trustserve.attestation.snp import SnpOptions
+
+        return cls(
+            collateral=collateral_source(collateral_dir, pccs_url),
+            snp=SnpOptions.configured(vcek_dir=vcek_dir, kds_url=kds_url, products=snp_products),
+        )
+
+
+NO_SOURCES = VerifierSources()
+
+
+def make_verifier(kind: str, policy: Policy, sources: VerifierSources = NO_SOURCES) -> Verifier:
     """The verifier for evidence of ``kind``, configured from ``policy`` where it needs trust roots.
 
-    For sgx/tdx, collateral comes from ``collateral``, else from the evidence
-    itself, else from ``pccs_url``.
+    ``sources``: where sgx/tdx collateral and sev-snp VCEKs come from, and which AMD
+    product lines are accepted (the evidence's own collateral is never used).
     """
     if kind == "sim":
         from trustserve.attestation.sim import SimVerifier
@@ -62,11 +120,15 @@ def make_verifier(
     if kind == "tpm":
         from trustserve.attestation.tpm import TpmVerifier
 
-        return TpmVerifier(policy.tpm_ak_public_keys)
+        return TpmVerifier(policy.tpm_ak_names, policy.tpm_ak_ca_certs)
     if kind in ("sgx", "tdx"):
         from trustserve.attestation.dcap import DcapVerifier
 
-        return DcapVerifier(collateral=collateral, pccs_url=pccs_url)
+        return DcapVerifier(sources.collateral)
+    if kind == "sev-snp":
+        from trustserve.attestation.snp import SnpVerifier
+
+        return SnpVerifier(sources.snp)
     raise AttestationRefused("tee", f"no verifier for {kind!r} evidence")
 
 
@@ -75,19 +137,19 @@ def verify_evidence(
     expected_report_data: bytes | None,
     policy: Policy,
     now: float,
-    *,
-    collateral: dict[str, Any] | None = None,
-    pccs_url: str | None = None,
+    sources: VerifierSources = NO_SOURCES,
 ) -> Claims:
     """Verify ``evidence`` and apply ``policy``; return the claims if both accept it.
 
     Raises AttestationRefused (naming the claim) or BadRequest (malformed evidence).
     """
+    if not math.isfinite(now):
+        raise ConfigError("the verification time must be a finite number")
     if evidence.kind == "sim" and not policy.allow_simulated:
         raise AttestationRefused(
             "tee", "simulated evidence (not hardware-protected); policy lacks allow_simulated"
         )
-    verifier = make_verifier(evidence.kind, policy, collateral=collateral, pccs_url=pccs_url)
+    verifier = make_verifier(evidence.kind, policy, sources)
     claims = verifier.verify(evidence, expected_report_data, now)
     check_report_data(claims.report_data, expected_report_data)
     policy.check(claims, now)

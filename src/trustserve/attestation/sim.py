@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import math
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -137,6 +138,13 @@ def _parse_public(raw: Any) -> bytes:
     return public
 
 
+def _finite(value: float) -> bool:
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an integer too large for a float
+        return False
+
+
 def _parse_statement(body: bytes) -> dict[str, Any]:
     try:
         statement = json.loads(body)
@@ -150,6 +158,9 @@ def _parse_statement(body: bytes) -> dict[str, Any]:
     issued_at = statement.get("issued_at")
     if isinstance(issued_at, bool) or not isinstance(issued_at, int | float):
         raise BadRequest("sim statement field issued_at must be a number")
+    if not _finite(issued_at):
+        # NaN compares false with everything: it would never be too old nor in the future
+        raise AttestationRefused("issued_at", "sim evidence issued_at is not a finite time")
     try:
         if len(bytes.fromhex(statement["report_data"])) != 64:
             raise BadRequest("sim statement report_data must be 64 bytes")

@@ -2,19 +2,28 @@
 
 Provider: an attestation key (AK), then TPM2_Quote over the configured PCRs with
 the 64 bytes of report data as qualifying data, then the PCR values themselves.
-Without ``ak_handle`` the AK is a primary ECC P-256 restricted signing key in the
-endorsement hierarchy: the TPM derives it from its endorsement seed, so it is the
-same key every time and needs no storage. With ``ak_handle`` (e.g. 0x81000003 on
-Azure) the persistent key there is used.
+Which AK:
+
+- by default a primary ECC P-256 restricted signing key in the endorsement
+  hierarchy: the TPM derives it from its endorsement seed, so it is the same key
+  every time and needs no storage;
+- ``ak_handle``: the persistent key there (Azure: 0x81000003);
+- ``ak_template_nv``: a primary key made from the TPMT_PUBLIC template stored in
+  that NV index (GCP: 0x01C10001 RSA, 0x01C10003 ECC).
+
+With ``ak_cert_nv`` (Azure: 0x01C101D0; GCP: 0x01C10000 / 0x01C10002) the AK
+certificate stored there goes into the evidence, with the PEM intermediates of
+the file ``ak_cert_intermediates`` if given.
 
 Evidence data: ``ak_public`` (b64 TPMT_PUBLIC), ``quote`` (b64 TPMS_ATTEST),
-``signature`` (b64 TPMT_SIGNATURE), ``pcr_bank`` and ``pcrs`` ({index: hex}).
+``signature`` (b64 TPMT_SIGNATURE), ``pcr_bank``, ``pcrs`` ({index: hex}) and,
+optionally, ``ak_cert`` (b64 DER) and ``ak_cert_intermediates`` (list of b64 DER).
 
-Verifier: the AK must be one the policy pins (``tpm_ak_public_keys``) and a
-restricted, fixed-TPM signing key; the signature over the quote; the quote's
-qualifying data is the report data; the PCR digest in the quote is the hash of
-the reported PCR values. A TPM quote carries no wall-clock time: freshness comes
-from the report data (a verifier's nonce).
+Verifier: the AK must be trusted (``tpm_ak``: a pinned Name or an AK certificate)
+and have the attributes of an attestation key; the signature over the quote; the
+quote's qualifying data is the report data; the PCR digest in the quote is the
+hash of the reported PCR values. A TPM quote carries no wall-clock time:
+freshness comes from the report data (a verifier's nonce).
 """
 
 from __future__ import annotations
@@ -27,19 +36,18 @@ from pathlib import Path
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.serialization import (
-    Encoding,
-    PublicFormat,
-    load_pem_public_key,
-)
 
 from trustserve.attestation._common import check_report_data, normalize_report_data, require
 from trustserve.attestation.base import Claims, Evidence, b64, unb64
+from trustserve.attestation.tpm_ak import AkTrust, ak_name
+from trustserve.attestation.tpm_nv import ak_cert_der, load_intermediates, nv_template, read_nv
 from trustserve.errors import AttestationRefused, BadRequest, ConfigError
 
 DEFAULT_TCTI = "device:/dev/tpmrm0"
 DEFAULT_PCRS = (0, 1, 2, 3, 4, 5, 6, 7)
 _BANKS = {"sha1": hashlib.sha1, "sha256": hashlib.sha256, "sha384": hashlib.sha384}
+# TPM2_Quote hashes the PCR values with the signing scheme's hash (TPM2_ALG ids).
+_QUOTE_HASHES = {0x000B: hashlib.sha256, 0x000C: hashlib.sha384, 0x000D: hashlib.sha512}
 _PCR_READ_MAX = 8  # TPM2_PCR_Read returns at most 8 digests per call
 _ATTEMPTS = 3
 
@@ -67,7 +75,12 @@ class TpmProvider:
         pcrs: Sequence[int] = DEFAULT_PCRS,
         bank: str = "sha256",
         ak_handle: int | None = None,
+        ak_template_nv: int | None = None,
+        ak_cert_nv: int | None = None,
+        ak_cert_intermediates: Path | str | None = None,
     ) -> None:
+        if ak_handle is not None and ak_template_nv is not None:
+            raise ConfigError("tpm: give ak_handle or ak_template_nv, not both")
         if bank not in _BANKS:
             raise ConfigError(f"tpm PCR bank must be one of {', '.join(_BANKS)}")
         if importlib.util.find_spec("tpm2_pytss") is None:
@@ -78,6 +91,9 @@ class TpmProvider:
         self._pcrs = sorted(set(pcrs))
         self._bank = bank
         self._ak_handle = ak_handle
+        self._ak_template_nv = ak_template_nv
+        self._ak_cert_nv = ak_cert_nv
+        self._intermediates = load_intermediates(ak_cert_intermediates)
 
     def make(self, report_data: bytes) -> Evidence:
         from tpm2_pytss import ESAPI, TSS2_Exception
@@ -90,8 +106,15 @@ class TpmProvider:
         except TSS2_Exception as exc:
             raise ConfigError(f"cannot open TPM at {self._tcti}: {exc}") from None
         try:
+            certs: dict[str, Any] = {}
+            if self._ak_cert_nv is not None:
+                certs["ak_cert"] = b64(ak_cert_der(read_nv(esapi, self._ak_cert_nv)))
+                certs["ak_cert_intermediates"] = self._intermediates
             if self._ak_handle is None:
-                ak, public, *_ = esapi.create_primary(None, _ak_template(), ESYS_TR.ENDORSEMENT)
+                template = _ak_template()
+                if self._ak_template_nv is not None:
+                    template = nv_template(read_nv(esapi, self._ak_template_nv))
+                ak, public, *_ = esapi.create_primary(None, template, ESYS_TR.ENDORSEMENT)
                 transient = True
             else:
                 ak = esapi.tr_from_tpmpublic(self._ak_handle)
@@ -102,7 +125,7 @@ class TpmProvider:
                     attest, signature = esapi.quote(ak, selection, nonce)
                     quote = bytes(attest)
                     values = self._read_pcrs(esapi)
-                    if _pcr_digest_matches(quote, self._bank, values):
+                    if _pcr_digest_matches(quote, _quote_hash(signature), values):
                         break
                 else:
                     raise ConfigError("PCRs kept changing while quoting; try again")
@@ -121,6 +144,7 @@ class TpmProvider:
                 "signature": b64(signature.marshal()),
                 "pcr_bank": self._bank,
                 "pcrs": {str(i): v.hex() for i, v in values.items()},
+                **certs,
             },
         )
 
@@ -135,31 +159,58 @@ class TpmProvider:
         return values
 
 
+_OPTIONS = {"tcti", "pcrs", "bank", "ak_handle", "ak_template_nv", "ak_cert_nv"}
+_OPTIONS |= {"ak_cert_intermediates"}
+_HANDLES = ("ak_handle", "ak_template_nv", "ak_cert_nv")
+
+
 def provider(home: Path, **options: Any) -> TpmProvider:
+    """The TPM provider; string option values (from a command line) are converted.
+
+    ``pcrs`` may be ``"0,7"``; handles and NV indices may be ``"0x81000003"``.
+    """
+    unknown = sorted(set(options) - _OPTIONS)
+    if unknown:
+        raise ConfigError(f"unknown tpm option(s) {', '.join(unknown)}; known: {sorted(_OPTIONS)}")
+    if isinstance(options.get("pcrs"), str):
+        try:
+            options["pcrs"] = [int(p) for p in options["pcrs"].split(",")]
+        except ValueError:
+            raise ConfigError("tpm option pcrs must be comma-separated integers") from None
+    for key in _HANDLES:
+        if isinstance(options.get(key), str):
+            try:
+                options[key] = int(options[key], 0)
+            except ValueError:
+                raise ConfigError(f"tpm option {key} must be an integer (0x...)") from None
     return TpmProvider(home, **options)
 
 
-def _pcr_digest_matches(quote: bytes, bank: str, values: dict[int, bytes]) -> bool:
+def _quote_hash(signature: Any) -> Any:
+    """The hash the quote's PCR digest uses: that of the signature's scheme."""
+    alg = int(signature.signature.any.hashAlg)
+    if alg not in _QUOTE_HASHES:
+        raise AttestationRefused("signature", f"the quote is signed with hash {alg:#06x}")
+    return _QUOTE_HASHES[alg]
+
+
+def _pcr_digest_matches(quote: bytes, digest: Any, values: dict[int, bytes]) -> bool:
     from tpm2_pytss import TPMS_ATTEST
 
     attest, _ = TPMS_ATTEST.unmarshal(quote)
-    expected = _BANKS[bank](b"".join(values[i] for i in sorted(values))).digest()
+    expected = digest(b"".join(values[i] for i in sorted(values))).digest()
     return hmac.compare_digest(bytes(attest.attested.quote.pcrDigest), expected)
 
 
-def _spki(pem: str) -> bytes:
-    return load_pem_public_key(pem.encode()).public_bytes(
-        Encoding.DER, PublicFormat.SubjectPublicKeyInfo
-    )
-
-
 class TpmVerifier:
-    def __init__(self, trusted_ak_pems: Sequence[str] = ()) -> None:
-        self._trusted = [_spki(p) for p in trusted_ak_pems]
+    """Verifies TPM quotes by AKs that ``tpm_ak_names`` pins or ``tpm_ak_ca_certs`` certify."""
+
+    def __init__(self, ak_names: Sequence[str] = (), ak_ca_certs: Sequence[str] = ()) -> None:
+        self._trust = AkTrust(ak_names, ak_ca_certs)
 
     def verify(self, evidence: Evidence, expected_report_data: bytes | None, now: float) -> Claims:
         from tpm2_pytss import TPMS_ATTEST, TPMT_PUBLIC, TPMT_SIGNATURE, TSS2_Exception
-        from tpm2_pytss.constants import TPM2_GENERATED, TPM2_ST, TPMA_OBJECT
+        from tpm2_pytss.constants import TPM2_GENERATED, TPM2_ST
 
         if evidence.kind != "tpm":
             raise BadRequest(f"tpm verifier given {evidence.kind} evidence")
@@ -173,17 +224,11 @@ class TpmVerifier:
             ak, _ = TPMT_PUBLIC.unmarshal(unb64(data.get("ak_public"), "ak_public"))
             signature, _ = TPMT_SIGNATURE.unmarshal(unb64(data.get("signature"), "signature"))
             attest, _ = TPMS_ATTEST.unmarshal(quote)
-            ak_der = ak.to_der()
+            ak_pem = ak.to_pem().decode()
         except (TSS2_Exception, ValueError, TypeError) as exc:
             raise BadRequest(f"tpm evidence is malformed: {exc}") from None
 
-        if not self._trusted:
-            raise AttestationRefused("ak", "no TPM attestation key is trusted (tpm_ak_public_keys)")
-        if not any(hmac.compare_digest(ak_der, k) for k in self._trusted):
-            raise AttestationRefused("ak", "the TPM attestation key is not a pinned one")
-        needed = TPMA_OBJECT.FIXEDTPM | TPMA_OBJECT.RESTRICTED | TPMA_OBJECT.SIGN_ENCRYPT
-        if ak.objectAttributes & needed != needed:
-            raise AttestationRefused("ak", "the AK is not a restricted, fixed-TPM signing key")
+        ak_claims = self._trust.check(ak, data, now)
         try:
             signature.verify_signature(ak, quote)
         except InvalidSignature:
@@ -198,7 +243,7 @@ class TpmVerifier:
             raise AttestationRefused("report_data", "quote qualifying data is not 64 bytes")
         check_report_data(report_data, expected_report_data)
         _check_selection(attest.attested.quote.pcrSelect, bank, set(values))
-        if not _pcr_digest_matches(quote, bank, values):
+        if not _pcr_digest_matches(quote, _quote_hash(signature), values):
             raise AttestationRefused("pcrs", "the PCR values do not match the quoted PCR digest")
         return Claims(
             tee="tpm",
@@ -210,7 +255,8 @@ class TpmVerifier:
             issued_at=None,
             extra={
                 "pcr_bank": bank,
-                "ak_public_key": ak.to_pem().decode(),
+                "ak_public_key": ak_pem,
+                **ak_claims,
                 "firmware_version": int(attest.firmwareVersion),
                 "reset_count": int(attest.clockInfo.resetCount),
             },
@@ -248,13 +294,12 @@ def _check_selection(selection: Any, bank: str, indices: set[int]) -> None:
         raise AttestationRefused("pcrs", "the reported PCRs are not the quoted ones")
 
 
-def ak_public_pem(evidence: Evidence) -> str:
-    """The PEM public key of the AK that signed TPM ``evidence`` (to pin in a policy)."""
+def ak_name_of(evidence: Evidence) -> str:
+    """The Name (hex) of the AK that signed TPM ``evidence``: what ``tpm_ak_names`` pins."""
     from tpm2_pytss import TPMT_PUBLIC, TSS2_Exception
 
     try:
         ak, _ = TPMT_PUBLIC.unmarshal(unb64(evidence.data.get("ak_public"), "ak_public"))
-        pem: bytes = ak.to_pem()
     except (TSS2_Exception, ValueError, TypeError) as exc:
         raise BadRequest(f"tpm evidence ak_public is malformed: {exc}") from None
-    return pem.decode()
+    return ak_name(ak)

@@ -11,11 +11,11 @@ from typing import Any
 import numpy as np
 import yaml
 
-from trustserve.attestation import Policy
+from trustserve.attestation import Policy, VerifierSources
 from trustserve.client.sdk import TrustserveClient
 from trustserve.client.verify import ClientPolicy
-from trustserve.config import default_home
 from trustserve.errors import InvalidInput
+from trustserve.files import default_home
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
 
@@ -37,7 +37,11 @@ def client_policy(args: argparse.Namespace) -> ClientPolicy:
         workers = yaml.safe_load(Path(args.require_workers).read_text())
         if not isinstance(workers, list):
             raise InvalidInput("--require-workers must be a YAML list of measurement sets")
-    return ClientPolicy(kms, workers, allow_simulated_workers=args.allow_simulated)
+    sources = VerifierSources.configured(
+        collateral_dir=Path(args.collateral_dir) if args.collateral_dir else None,
+        pccs_url=args.pccs_url,
+    )
+    return ClientPolicy(kms, workers, allow_simulated_workers=args.allow_simulated, sources=sources)
 
 
 def top_k(outputs: dict[str, Any], k: int) -> dict[str, Any]:
@@ -92,5 +96,9 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--require-workers", help="YAML list: the only worker measurements the KMS may admit"
     )
+    p.add_argument(
+        "--collateral-dir", help="sgx/tdx KMS evidence: collateral files <tee>-<fmspc>-<ca>.json"
+    )
+    p.add_argument("--pccs-url", help="sgx/tdx KMS evidence: fetch collateral from this PCCS")
     p.add_argument("--top-k", type=int, default=5)
     p.set_defaults(func=cmd_predict)

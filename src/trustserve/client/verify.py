@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from trustserve.attestation import Claims, Policy
+from trustserve.attestation import Claims, Policy, VerifierSources
 from trustserve.errors import AttestationRefused
 from trustserve.kms.bundle import verify_bundle
 
@@ -16,11 +16,13 @@ from trustserve.kms.bundle import verify_bundle
 class ClientPolicy:
     """``kms``: which KMS evidence to accept. ``worker_measurements``: if set, the KMS release
     policy may admit only workers with these measurement sets (and no simulated or debug TEE
-    unless ``allow_simulated_workers``)."""
+    unless ``allow_simulated_workers``). ``sources``: where sgx/tdx collateral for the KMS
+    evidence comes from (the client's collateral directory / PCCS)."""
 
     kms: Policy
     worker_measurements: list[dict[str, Any]] | None = None
     allow_simulated_workers: bool = False
+    sources: VerifierSources = field(default_factory=VerifierSources)
 
 
 @dataclass(frozen=True)
@@ -51,7 +53,7 @@ def check_release_policy(release: dict[str, Any], policy: ClientPolicy) -> None:
 def verify(bundle: Any, policy: ClientPolicy, now: float | None = None) -> ServingTarget:
     """The current serving key if the bundle is trusted; else AttestationRefused/BadRequest."""
     now = time.time() if now is None else now
-    claims, keys, release = verify_bundle(bundle, policy.kms, now)
+    claims, keys, release = verify_bundle(bundle, policy.kms, now, policy.sources)
     check_release_policy(release, policy)
     usable = [k for k in keys if float(k["not_after"]) > now]
     if not usable:

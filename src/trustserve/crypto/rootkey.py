@@ -4,6 +4,10 @@ Two protectors wrap it:
 
 * ``PassphraseProtector`` (``TRUSTSERVE_KMS_PASSPHRASE``): argon2id (argon2-cffi)
   with a random 16-byte salt stored beside the wrapped key, then AES-256-GCM.
+  The argon2id parameters are stored in the blob, which sits on the untrusted
+  host disk, so they are read only within ``ARGON2_BOUNDS``: a tampered blob can
+  neither weaken the KDF below the default nor make the KMS spend more than
+  1 GiB or about ten default derivations of CPU on it.
 * ``KeyFileProtector`` (``TRUSTSERVE_KMS_KEY_FILE``): HKDF-SHA256 over the
   file's bytes (at least 32) with a random salt, then AES-256-GCM.
 
@@ -37,6 +41,19 @@ PASSPHRASE_ENV = "TRUSTSERVE_KMS_PASSPHRASE"  # noqa: S105 (a variable name)
 KEY_FILE_ENV = "TRUSTSERVE_KMS_KEY_FILE"
 _AAD = b"trustserve-kms-root-key-v1"
 MIN_KEY_FILE = 32
+# argon2id parameter -> (least, most) accepted, in the blob and in the constructor.
+ARGON2_BOUNDS = {
+    "t": (3, 30),  # passes
+    "m": (65536, 1048576),  # memory in KiB: 64 MiB .. 1 GiB
+    "p": (1, 8),  # lanes
+    "salt": (16, 64),  # salt length in bytes
+}
+_ARGON2_NAMES = {
+    "t": "time cost",
+    "m": "memory cost (KiB)",
+    "p": "parallelism",
+    "salt": "salt length",
+}
 
 
 class KeyStore(Protocol):
@@ -80,16 +97,14 @@ class PassphraseProtector:
         if not passphrase:
             raise ConfigError(f"{PASSPHRASE_ENV} is empty")
         self._secret = passphrase.encode()
-        self._params = {"t": time_cost, "m": memory_cost_kib, "p": lanes}
+        self._params = _argon2_params({"t": time_cost, "m": memory_cost_kib, "p": lanes})
 
     def __repr__(self) -> str:
         return "PassphraseProtector(<secret>)"
 
     def _derive(self, salt: bytes, params: Mapping[str, Any]) -> bytes:
-        try:
-            t, m, p = int(params["t"]), int(params["m"]), int(params["p"])
-        except (KeyError, TypeError, ValueError):
-            raise ConfigError("KMS root key file: bad argon2id parameters") from None
+        t, m, p = (_argon2_params(params)[k] for k in ("t", "m", "p"))
+        _in_bounds("salt", len(salt))
         return hash_secret_raw(self._secret, salt, t, m, p, 32, Type.ID)
 
     def wrap(self, root_key: bytes) -> dict[str, Any]:
@@ -164,6 +179,26 @@ def unlock(store: KeyStore, protector: Protector) -> RootKey:
         env = PASSPHRASE_ENV if method == PassphraseProtector.method else KEY_FILE_ENV
         raise ConfigError(f"{WRONG_SECRET}: the root key is protected by {method}; set {env}")
     return RootKey(protector.unwrap(parsed))
+
+
+def _argon2_params(params: Mapping[str, Any]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for key in ("t", "m", "p"):
+        value = params.get(key)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"KMS root key file: argon2id {_ARGON2_NAMES[key]} is not an integer")
+        out[key] = _in_bounds(key, value)
+    return out
+
+
+def _in_bounds(key: str, value: int) -> int:
+    least, most = ARGON2_BOUNDS[key]
+    if not least <= value <= most:
+        raise ConfigError(
+            f"KMS root key file: argon2id {_ARGON2_NAMES[key]} {value} is outside "
+            f"{least}..{most} (tampered with, or written by another tool)"
+        )
+    return value
 
 
 def _seal(wrapping_key: bytes, root_key: bytes, params: dict[str, Any]) -> dict[str, Any]:

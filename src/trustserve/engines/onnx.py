@@ -6,7 +6,7 @@ import numpy as np
 import onnxruntime as ort
 
 from trustserve.archive import Manifest
-from trustserve.engines.base import Tensors
+from trustserve.engines.base import Tensors, check_io
 from trustserve.errors import ArchiveError
 
 
@@ -34,17 +34,3 @@ class OnnxRuntimeEngine:
     def infer(self, inputs: Tensors) -> Tensors:
         results = self._session.run(self._outputs, inputs)
         return {n: np.asarray(r) for n, r in zip(self._outputs, results, strict=True)}
-
-
-def check_io(manifest: Manifest, inputs: list[str], outputs: list[str]) -> None:
-    """The manifest must name exactly the model's inputs, and outputs the model has."""
-    problems = []
-    if sorted(inputs) != sorted(t.name for t in manifest.inputs):
-        problems.append(
-            f"model inputs are {sorted(inputs)}, manifest says "
-            f"{sorted(t.name for t in manifest.inputs)}"
-        )
-    if missing := {t.name for t in manifest.outputs} - set(outputs):
-        problems.append(f"manifest outputs {sorted(missing)} are not model outputs {outputs}")
-    if problems:
-        raise ArchiveError(f"model '{manifest.name}': " + "; ".join(problems))

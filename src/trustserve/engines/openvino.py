@@ -5,8 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from trustserve.archive import Manifest
-from trustserve.engines.base import Tensors
-from trustserve.engines.onnx import check_io
+from trustserve.engines.base import Tensors, check_io
 from trustserve.errors import ArchiveError, ConfigError
 
 

@@ -32,7 +32,7 @@ from trustserve.errors import (
 from trustserve.frontend.keys import FrontendKeys
 from trustserve.frontend.metrics import Metrics
 from trustserve.frontend.registry import ModelEntry, ModelRegistry
-from trustserve.frontend.responses import (
+from trustserve.responses import (
     EXCEPTION_HANDLERS,
     error_response,
     json_response,

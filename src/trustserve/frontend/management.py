@@ -9,7 +9,9 @@ from __future__ import annotations
 import asyncio
 import hmac
 import time
-from typing import Any
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Protocol
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -20,11 +22,29 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from trustserve.broker.base import Broker
 from trustserve.errors import BadRequest, Unauthorized
 from trustserve.frontend.registry import ModelEntry, ModelRegistry
-from trustserve.frontend.responses import EXCEPTION_HANDLERS, error_response, json_response
-from trustserve.supervisor import WorkerSupervisor
+from trustserve.responses import EXCEPTION_HANDLERS, error_response, json_response
 
 MAX_WORKERS = 64
 DRAIN_S = 30.0  # requests already accepted are answered before the workers stop
+
+
+class Worker(Protocol):
+    """One worker process as the management API describes it."""
+
+    @property
+    def pid(self) -> int | None: ...
+
+    restarts: int
+
+
+class WorkerPool(Protocol):
+    """What the management API needs of the processes that serve a queue."""
+
+    async def scale(self, queue: str, archive: Path, n: int) -> None: ...
+
+    async def stop(self, queue: str) -> None: ...
+
+    def workers(self, queue: str) -> Sequence[Worker]: ...
 
 
 class BearerToken:
@@ -62,12 +82,12 @@ class ManagementApi:
         self,
         registry: ModelRegistry,
         broker: Broker,
-        supervisor: WorkerSupervisor,
+        pool: WorkerPool,
         default_workers: int,
     ) -> None:
         self.registry = registry
         self.broker = broker
-        self.supervisor = supervisor
+        self.pool = pool
         self.default_workers = default_workers
 
     def app(self, token: str) -> ASGIApp:
@@ -75,6 +95,8 @@ class ManagementApi:
             Route("/models", self.list_models, methods=["GET"]),
             Route("/models", self.register, methods=["POST"]),
             Route("/models/{model}", self.describe, methods=["GET"]),
+            Route("/models/{model}/all", self.describe_all, methods=["GET"]),
+            Route("/models/{model}/{version}/set-default", self.set_default, methods=["PUT"]),
             Route("/models/{model}/{version}", self.describe, methods=["GET"]),
             Route("/models/{model}", self.scale, methods=["PUT"]),
             Route("/models/{model}/{version}", self.scale, methods=["PUT"]),
@@ -97,7 +119,7 @@ class ManagementApi:
             raise BadRequest("register needs ?url=<archive in the model store>")
         workers = _count(request, "initial_workers", self.default_workers)
         entry = self.registry.register(url, workers)
-        await self.supervisor.scale(entry, workers)
+        await self._scale(entry, workers)
         m = entry.manifest
         return json_response(
             {"status": f'Model "{m.name}" Version: {m.version} registered with {workers} workers'}
@@ -112,12 +134,26 @@ class ManagementApi:
         entry = self._entry(request)
         return json_response([await self._description(entry)])
 
+    async def describe_all(self, request: Request) -> Response:
+        name = request.path_params["model"]
+        self.registry.resolve(name)  # 404 for an unknown model
+        entries = [self.registry.resolve(name, v) for v in self.registry.versions(name)]
+        return json_response([await self._description(e) for e in entries])
+
+    async def set_default(self, request: Request) -> Response:
+        name, version = request.path_params["model"], request.path_params["version"]
+        self.registry.set_default(name, version)
+        return json_response(
+            {"status": f'Default version successfully updated for model "{name}" to "{version}"'}
+        )
+
     async def _description(self, entry: ModelEntry) -> dict[str, Any]:
         m = entry.manifest
         return {
             "modelName": m.name,
             "modelVersion": m.version,
             "modelUrl": entry.url,
+            "default": self.registry.default_version(m.name) == m.version,
             "encrypted": entry.encrypted,
             "failed": entry.failed,
             "minWorkers": entry.min_workers,
@@ -126,7 +162,7 @@ class ManagementApi:
             "queueDepth": await self.broker.depth(entry.queue),
             "readyWorkers": await self.broker.consumers(entry.queue),
             "workers": [
-                {"pid": s.pid, "restarts": s.restarts} for s in self.supervisor.workers(entry.queue)
+                {"pid": w.pid, "restarts": w.restarts} for w in self.pool.workers(entry.queue)
             ],
             "inputs": [t.to_json() for t in m.inputs],
             "outputs": [t.to_json() for t in m.outputs],
@@ -135,7 +171,7 @@ class ManagementApi:
     async def scale(self, request: Request) -> Response:
         entry = self._entry(request)
         n = _count(request, "min_worker", entry.min_workers)
-        await self.supervisor.scale(entry, n)
+        await self._scale(entry, n)
         return json_response({"status": f"model {entry.manifest.name} scaled to {n} workers"})
 
     async def unregister(self, request: Request) -> Response:
@@ -144,6 +180,12 @@ class ManagementApi:
         deadline = time.monotonic() + DRAIN_S
         while await self.broker.depth(entry.queue) and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
-        await self.supervisor.stop(entry.queue)
+        await self.pool.stop(entry.queue)
         m = entry.manifest
         return json_response({"status": f'Model "{m.name}" version {m.version} unregistered'})
+
+    async def _scale(self, entry: ModelEntry, n: int) -> None:
+        """Asking again after a load failure tries afresh."""
+        entry.failed = None
+        entry.min_workers = n
+        await self.pool.scale(entry.queue, entry.path, n)

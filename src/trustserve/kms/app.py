@@ -30,11 +30,11 @@ from trustserve import files
 from trustserve.attestation import EvidenceProvider
 from trustserve.crypto import hpke
 from trustserve.errors import BadRequest, NotFound, PayloadTooLarge, TrustserveError, Unauthorized
-from trustserve.frontend.responses import handle_error, json_response
+from trustserve.kms.release import PROVISION_INFO
 from trustserve.kms.service import KmsService
+from trustserve.responses import handle_error, json_response
 
 MAX_BODY = 4 * 1024 * 1024
-PROVISION_INFO = b"trustserve-kms-provision-v1"
 
 
 def admin_token(service: KmsService) -> str:

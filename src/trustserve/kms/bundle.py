@@ -18,7 +18,7 @@ import hashlib
 import json
 from typing import Any
 
-from trustserve.attestation import Claims, Evidence, Policy, verify_evidence
+from trustserve.attestation import Claims, Evidence, Policy, VerifierSources, verify_evidence
 from trustserve.crypto.keys import verify_serving_keys
 from trustserve.encoding import b64
 from trustserve.errors import BadRequest
@@ -51,12 +51,13 @@ def make_bundle(
 
 
 def verify_bundle(
-    bundle: Any, policy: Policy, now: float
+    bundle: Any, policy: Policy, now: float, sources: VerifierSources | None = None
 ) -> tuple[Claims, list[dict[str, Any]], dict[str, Any]]:
     """Check a bundle against the client's ``policy``.
 
     Returns the KMS claims, the serving keys (current first, as signed) and the
-    KMS release policy (for the caller to inspect). Raises AttestationRefused
+    KMS release policy (for the caller to inspect). ``sources``: the client's own
+    collateral configuration for sgx/tdx KMS evidence. Raises AttestationRefused
     or BadRequest saying why the bundle is not to be trusted.
     """
     if not isinstance(bundle, dict) or bundle.get("version") != 1:
@@ -69,6 +70,7 @@ def verify_bundle(
     except (KeyError, TypeError, ValueError):
         raise BadRequest("attestation bundle: identity_public_key malformed") from None
     expected = bundle_report_data(identity, release_policy)
-    claims = verify_evidence(Evidence.from_json(bundle.get("evidence")), expected, policy, now)
+    evidence = Evidence.from_json(bundle.get("evidence"))
+    claims = verify_evidence(evidence, expected, policy, now, sources or VerifierSources())
     body = verify_serving_keys(identity, bundle.get("serving_keys"))
     return claims, list(body["keys"]), release_policy

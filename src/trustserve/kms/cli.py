@@ -12,10 +12,10 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from trustserve.attestation import Policy, make_provider
-from trustserve.attestation.registry import PROVIDERS
-from trustserve.config import default_home
+from trustserve.attestation import Policy, VerifierSources, make_provider
+from trustserve.attestation.registry import PROVIDERS, parse_options
 from trustserve.crypto.rootkey import create_key_file
+from trustserve.files import default_home
 from trustserve.kms import audit
 from trustserve.kms.client import KmsClient
 from trustserve.kms.service import KmsService
@@ -45,6 +45,18 @@ def register(subparsers: Any) -> None:
         "--allow-sim", action="store_true", help="development: release to sim evidence"
     )
     serve.add_argument("--provider", choices=sorted(PROVIDERS), help="KMS's own evidence")
+    serve.add_argument(
+        "--collateral-dir", type=Path, help="sgx/tdx collateral files <tee>-<fmspc>-<ca>.json"
+    )
+    serve.add_argument("--pccs-url", help="sgx/tdx: fetch collateral from this PCCS")
+    serve.add_argument("--vcek-dir", type=Path, help="sev-snp: directory of cached VCEKs")
+    serve.add_argument("--kds-url", help="sev-snp: fetch VCEKs from this AMD KDS (or proxy)")
+    serve.add_argument(
+        "--attestation-option",
+        action="append",
+        metavar="KEY=VALUE",
+        help="provider option, repeatable",
+    )
     serve.set_defaults(func=_serve)
 
     rotate = sub.add_parser("rotate-serving-key", help="make a new current serving key")
@@ -109,8 +121,15 @@ def _serve(args: argparse.Namespace) -> int:
     from trustserve.kms.app import create_app
 
     home = _home(args)
-    service = KmsService.from_env(home, _policy(args, home))
-    provider = make_provider(args.provider, home) if args.provider else None
+    sources = VerifierSources.configured(
+        collateral_dir=args.collateral_dir,
+        pccs_url=args.pccs_url,
+        vcek_dir=args.vcek_dir,
+        kds_url=args.kds_url,
+    )
+    service = KmsService.from_env(home, _policy(args, home), sources=sources)
+    options = parse_options(args.attestation_option)
+    provider = make_provider(args.provider, home, **options) if args.provider else None
     ssl: dict[str, Any] = {}
     if not args.insecure_http:
         if args.cert is None or args.key is None:

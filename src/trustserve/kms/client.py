@@ -23,8 +23,7 @@ from trustserve.errors import (
     Unauthorized,
     Unavailable,
 )
-from trustserve.kms.app import PROVISION_INFO
-from trustserve.kms.release import make_request, open_keys
+from trustserve.kms.release import PROVISION_INFO, make_request, open_keys
 
 _ERRORS: dict[int, type[TrustserveError]] = {
     400: BadRequest,

@@ -33,6 +33,7 @@ CHALLENGE_TTL = 60.0
 NONCE_SIZE = 32
 MAX_KEYS = 64
 RELEASE_INFO = b"trustserve-kms-release-v1"
+PROVISION_INFO = b"trustserve-kms-provision-v1"  # model owners' data keys (management API)
 SERVING = "serving"
 BROKER = "broker"
 

@@ -15,7 +15,13 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, NoReturn
 
-from trustserve.attestation import Evidence, EvidenceProvider, Policy, verify_evidence
+from trustserve.attestation import (
+    Evidence,
+    EvidenceProvider,
+    Policy,
+    VerifierSources,
+    verify_evidence,
+)
 from trustserve.crypto.keys import sign_serving_keys
 from trustserve.crypto.rootkey import KeyStore, Protector, protector_from_env
 from trustserve.encoding import b64
@@ -50,9 +56,12 @@ class KmsService:
         challenge_ttl: float = CHALLENGE_TTL,
         serving_key_lifetime: float = 30 * DAY,
         rotation_grace: float = DAY,
+        sources: VerifierSources | None = None,
     ) -> None:
         self.home = home
         self.policy = policy
+        # where sgx/tdx collateral comes from: the KMS's configuration, never the requester
+        self.sources = sources or VerifierSources()
         self.clock = clock
         self.rotation_grace = rotation_grace
         self.state = KmsState(home, protector, keystore, serving_key_lifetime)
@@ -121,7 +130,7 @@ class KmsService:
             self._refuse("nonce", why, who)
         expected = release_report_data(req.nonce, req.public_key)
         try:
-            claims = verify_evidence(req.evidence, expected, self.policy, now)
+            claims = verify_evidence(req.evidence, expected, self.policy, now, self.sources)
         except AttestationRefused as exc:
             self._refuse(exc.claim, exc.detail, who)
         except BadRequest as exc:

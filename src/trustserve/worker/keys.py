@@ -84,8 +84,10 @@ class KeyRing:
         return True
 
 
-def key_ring(kms_url: str | None, home: Path, provider: str, ca: Path | None) -> KeyRing:
+def key_ring(
+    kms_url: str | None, home: Path, provider: str, ca: Path | None, **options: str
+) -> KeyRing:
     if kms_url is None:
         return KeyRing(None, None)
     client = KmsClient(kms_url, ca_file=ca)
-    return KeyRing(client, make_provider(provider, home))
+    return KeyRing(client, make_provider(provider, home, **options))

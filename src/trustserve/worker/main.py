@@ -6,7 +6,6 @@ Started by the supervisor of ``trustserve up`` / ``serve``, or by hand with
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import functools
@@ -14,51 +13,58 @@ import logging
 import os
 import signal
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from trustserve import archive
+from trustserve.attestation.registry import parse_options
 from trustserve.broker import JobSource, connect_job_source
 from trustserve.broker.base import queue_name
 from trustserve.broker.encrypted import DecryptingJobSource
-from trustserve.config import default_home
 from trustserve.engines import load_engine
-from trustserve.errors import ArchiveError, Forbidden, NotFound, TrustserveError
+from trustserve.errors import ArchiveError, ConfigError, Forbidden, NotFound, TrustserveError
+from trustserve.files import default_home
 from trustserve.logs import setup as setup_logging
 from trustserve.worker.keys import key_ring
 from trustserve.worker.loop import WorkerLoop
+from trustserve.worker.options import WorkerOptions, parser
 from trustserve.worker.replay import ReplayGuard, nonce_store
 from trustserve.worker.sealed import SealedReader
 
 log = logging.getLogger("trustserve.worker")
+EXIT_UNSERVABLE = 3  # the supervisor does not restart a worker that exits with this
+UNSERVABLE = "cannot serve this model: "  # the log line the supervisor passes on as the reason
 
 
 def preprocessor(manifest: archive.Manifest) -> Callable[[bytes], Any] | None:
     if manifest.preprocessing is None:
         return None
-    from trustserve.models.preprocess import preprocess_image
+    from trustserve.worker.preprocess import preprocess_image
 
     return functools.partial(preprocess_image, pre=manifest.preprocessing)
 
 
-async def serve(args: argparse.Namespace) -> int:
-    home = Path(args.home) if args.home else default_home()
-    model = archive.load(Path(args.archive))
+async def serve(opts: WorkerOptions) -> int:
+    if opts.archive is None or opts.broker is None:
+        raise ConfigError("a worker needs --archive and --broker")
+    log.info("worker %d starting with %s", os.getpid(), " ".join(opts.to_argv()))
+    home = opts.home or default_home()
+    model = archive.load(opts.archive)
     manifest = model.manifest
-    ca = Path(args.ca) if args.ca else home / "tls" / "ca.pem"
-    keys = key_ring(args.kms, home, args.attestation, ca if ca.exists() else None)
+    ca = opts.kms_ca or home / "tls" / "ca.pem"
+    options = parse_options(opts.attestation_options)
+    keys = key_ring(opts.kms, home, opts.attestation, ca if ca.exists() else None, **options)
     plaintext = await asyncio.to_thread(keys.obtain, model)
-    engine = load_engine(args.engine, plaintext, manifest, args.threads)
+    engine = load_engine(opts.engine, plaintext, manifest, opts.threads)
     del model, plaintext
     queue = queue_name(manifest.name, manifest.version)
-    source: JobSource = await connect_job_source(args.broker, queue)
+    source: JobSource = await connect_job_source(opts.broker, queue)
     if keys.broker is not None:
         source = DecryptingJobSource(source, keys.broker)
     sealed = None
     if keys.serving is not None:
-        nonces = nonce_store(args.broker, home, asyncio.get_running_loop())
-        sealed = SealedReader(keys, ReplayGuard(nonces, args.replay_window), manifest)
-    log.info("worker %d ready: %s, %s, %d threads", os.getpid(), queue, args.engine, args.threads)
+        nonces = nonce_store(opts.broker, home, asyncio.get_running_loop())
+        sealed = SealedReader(keys, ReplayGuard(nonces, opts.replay_window), manifest)
+    log.info("worker %d ready: %s, %s, %d threads", os.getpid(), queue, opts.engine, opts.threads)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -75,42 +81,23 @@ async def serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--archive", required=True, help="model archive (.tsm) to serve")
-    p.add_argument("--broker", required=True, help="unix:PATH (embedded) or rediss://HOST:PORT")
-    p.add_argument("--engine", default="onnxruntime", help="onnxruntime or openvino")
-    p.add_argument("--threads", type=int, default=1, help="engine threads (default 1)")
-    p.add_argument("--home", default=None, help="TRUSTSERVE_HOME (TLS CA, nonce store)")
-    p.add_argument("--kms", default=None, help="KMS URL: keys are released to this worker there")
-    p.add_argument("--ca", default=None, help="CA file for the KMS (default HOME/tls/ca.pem)")
-    p.add_argument(
-        "--attestation",
-        default="sim",
-        choices=["sim", "tpm", "tdx", "sev-snp", "sgx"],
-        help="evidence provider (sim is for development: the KMS must opt in)",
-    )
-    p.add_argument("--replay-window", type=float, default=300.0, help="sealed freshness, seconds")
-
-
-EXIT_UNSERVABLE = 3  # the supervisor does not restart a worker that exits with this
-
-
-def run(args: argparse.Namespace) -> int:
+def run(opts: WorkerOptions) -> int:
     try:
-        return asyncio.run(serve(args))
-    except (ArchiveError, Forbidden, NotFound) as exc:
-        log.error("worker cannot serve %s: %s", args.archive, exc)
+        return asyncio.run(serve(opts))
+    except (ArchiveError, ConfigError, Forbidden, NotFound) as exc:
+        # a bad archive, a refused release or a configuration that cannot work: restarting
+        # would only fail again, so the worker says why and is not restarted
+        log.error("%s%s", UNSERVABLE, exc)
         return EXIT_UNSERVABLE
-    except TrustserveError as exc:
+    except TrustserveError as exc:  # e.g. the KMS or the broker unreachable: worth a retry
         log.error("worker cannot start: %s", exc)
         return 2
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(prog="trustserve-worker")
-    add_arguments(parser)
+    args = parser().parse_args()
     setup_logging()
-    return run(parser.parse_args())
+    return run(WorkerOptions.from_args(args))
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ when its nonce was seen before by any worker sharing the same ``NonceStore``.
 from __future__ import annotations
 
 import asyncio
+import math
 import sqlite3
 import threading
 import time
@@ -73,7 +74,9 @@ class ReplayGuard:
 
     def check(self, issued_at: float, nonce: bytes, now: float | None = None) -> None:
         now = time.time() if now is None else now
-        if issued_at < now - self.window_s or issued_at > now + CLOCK_SKEW_S:
+        # NaN compares false with everything: it must not pass as "inside the window"
+        fresh = math.isfinite(issued_at) and now - self.window_s <= issued_at
+        if not fresh or issued_at > now + CLOCK_SKEW_S:
             raise Expired(
                 f"sealed request is outside the {self.window_s:.0f} s freshness window; seal anew"
             )

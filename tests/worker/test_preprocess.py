@@ -12,7 +12,7 @@ from PIL import Image
 
 from trustserve.archive import ImagePreprocessing
 from trustserve.errors import InvalidInput
-from trustserve.models.preprocess import preprocess_image
+from trustserve.worker.preprocess import preprocess_image
 
 PRE = ImagePreprocessing()
 MEAN = np.array(PRE.mean, dtype=np.float32)[:, None, None]

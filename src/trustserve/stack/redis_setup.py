@@ -1,0 +1,139 @@
+"""``trustserve redis config DIR --host NAME``: a ready Redis for the broker, and its URLs.
+
+Writes into DIR:
+
+* ``tls/``: a CA, the server certificate (for NAME and the bind addresses) and one
+  client certificate per role (Redis runs with ``tls-auth-clients yes``);
+* ``frontend.password``, ``worker.password``: one random ACL password per role (0600);
+  redis.conf holds only their SHA-256;
+* ``redis.conf``: TLS only (no plain port), append-only file, and one ACL user per role
+  with the least rights that role needs (docs/redis.md), on the broker's keys only.
+
+The broker URLs it prints name the files, never a password. The CA private key
+stays in DIR: keep DIR on the Redis host and copy to each frontend or worker host
+only ``tls/ca.pem``, that role's certificate, key and password file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+from trustserve.files import write_secret
+from trustserve.tls import TlsFiles, issue_client_cert, issue_local_ca
+
+PREFIX = "trustserve"
+_COMMON = "resetchannels -@all +@connection +ping +time +multi +exec +discard +@scripting"
+# What each role runs, on which keys (P = prefix; see the key table in docs/redis.md).
+ROLE_RIGHTS = {
+    # submit jobs (Lua: XLEN + XADD), read its result stream, count live workers, and
+    # answer (dead-letter) jobs every worker died on
+    "frontend": "~{p}:q:* ~{p}:r:* ~{p}:c:* ~{p}:dead:* "
+    + _COMMON
+    + " +@stream +zcount +expire +del",
+    # take, renew, answer and dead-letter jobs; heartbeats; the shared sealed-nonce store
+    "worker": "~{p}:q:* ~{p}:r:* ~{p}:c:* ~{p}:dead:* ~{p}:nonce:* "
+    + _COMMON
+    + " +@stream +@sortedset +expire +del +set",
+}
+
+
+def _hash(password: str) -> str:
+    return hashlib.sha256(password.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class RedisSetup:
+    directory: Path
+    host: str
+    port: int
+    tls: TlsFiles
+    conf: Path
+
+    def url(self, role: str) -> str:
+        query = {
+            "ca": str(self.tls.ca),
+            "cert": str(self.directory / "tls" / f"{role}.pem"),
+            "key": str(self.directory / "tls" / f"{role}-key.pem"),
+            "password_file": str(self.directory / f"{role}.password"),
+        }
+        return f"rediss://{role}@{self.host}:{self.port}/0?{urlencode(query)}"
+
+
+def write_redis_setup(
+    directory: Path,
+    host: str,
+    *,
+    port: int = 6380,
+    bind: tuple[str, ...] = ("0.0.0.0",),
+    prefix: str = PREFIX,
+    appendfsync: str = "always",
+) -> RedisSetup:
+    directory = directory.resolve()
+    data = directory / "data"
+    data.mkdir(parents=True, exist_ok=True, mode=0o700)
+    names = list(dict.fromkeys([host, "localhost", "127.0.0.1", *bind]))
+    tls = issue_local_ca(directory / "tls", [n for n in names if n != "0.0.0.0"])
+    users = []
+    for role, rights in ROLE_RIGHTS.items():
+        issue_client_cert(tls, directory / "tls", role)
+        password = secrets.token_urlsafe(32)
+        write_secret(directory / f"{role}.password", password.encode())
+        users.append(f"user {role} on #{_hash(password)} {rights.format(p=prefix)}")
+    union = " ".join(dict.fromkeys(" ".join(ROLE_RIGHTS.values()).format(p=prefix).split()))
+    conf = [
+        f"bind {' '.join(bind)}",
+        "port 0",
+        f"tls-port {port}",
+        f"tls-cert-file {tls.cert}",
+        f"tls-key-file {tls.key}",
+        f"tls-ca-cert-file {tls.ca}",
+        "tls-auth-clients yes",
+        f"dir {data}",
+        "appendonly yes",
+        f"appendfsync {appendfsync}",
+        'save ""',
+        "maxmemory-policy noeviction",
+        # Not "user default off": Redis 7.0 (Debian 12) replays MULTI/EXEC from the AOF as the
+        # default user and drops what that user may not run (redis/redis#14541), so `default`
+        # gets the broker's rights and a password nobody is told.
+        f"user default on #{_hash(secrets.token_urlsafe(32))} {union}",
+        *users,
+        f"logfile {directory / 'redis.log'}",
+    ]
+    path = directory / "redis.conf"
+    write_secret(path, ("\n".join(conf) + "\n").encode())
+    return RedisSetup(directory, host, port, tls, path)
+
+
+def _config(args: argparse.Namespace) -> int:
+    setup = write_redis_setup(
+        Path(args.directory), args.host, port=args.port, bind=tuple(args.bind or ["0.0.0.0"])
+    )
+    print(f"wrote {setup.conf} (TLS on port {setup.port}, ACL users 'frontend' and 'worker')")
+    print(f"start Redis:   redis-server {setup.conf}")
+    print(f"frontends:     --broker '{setup.url('frontend')}'")
+    print(f"workers:       --broker '{setup.url('worker')}'")
+    print(
+        "copy to each frontend/worker host only tls/ca.pem and that role's tls/ROLE.pem, "
+        "tls/ROLE-key.pem and ROLE.password (the paths in its URL); tls/ca-key.pem never leaves"
+    )
+    return 0
+
+
+def register(sub: Any) -> None:
+    redis = sub.add_parser("redis", help="Redis for scale-out")
+    actions = redis.add_subparsers(dest="redis_command", required=True, metavar="ACTION")
+    p = actions.add_parser("config", help="write redis.conf, certificates and passwords")
+    p.add_argument("directory", help="where to write (keep it on the Redis host)")
+    p.add_argument("--host", required=True, help="the name frontends and workers reach Redis by")
+    p.add_argument("--port", type=int, default=6380, help="TLS port (default 6380)")
+    p.add_argument(
+        "--bind", action="append", help="address to listen on (repeatable; default 0.0.0.0)"
+    )
+    p.set_defaults(func=_config)

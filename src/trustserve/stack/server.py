@@ -1,0 +1,233 @@
+"""The whole serving stack in one process, started step by step and stopped in reverse.
+
+Order of start-up: TLS files, the embedded KMS (``up`` / ``--dev``), the broker,
+the frontend's keys (broker key by attestation), the workers, then the three
+front doors (inference, management, metrics). Shutdown closes the front doors
+first, then stops the workers, the broker, the KMS client and last the KMS.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import socket
+from collections.abc import Iterator
+from dataclasses import replace
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+from starlette.types import ASGIApp
+
+from trustserve.attestation import make_provider
+from trustserve.broker import Broker, open_broker
+from trustserve.broker.encrypted import EncryptingBroker
+from trustserve.errors import ConfigError
+from trustserve.files import read_or_create_token
+from trustserve.frontend.inference import InferenceApi
+from trustserve.frontend.keys import FrontendKeys
+from trustserve.frontend.management import ManagementApi
+from trustserve.frontend.metrics import Metrics
+from trustserve.frontend.registry import ModelRegistry
+from trustserve.kms.client import KmsClient
+from trustserve.kms.service import KmsService
+from trustserve.stack.config import Settings
+from trustserve.stack.supervisor import WorkerSupervisor
+from trustserve.tls import TlsFiles, ensure_local_ca
+
+log = logging.getLogger("trustserve")
+
+
+class _Server(uvicorn.Server):
+    """A uvicorn server that leaves signals to the stack (several servers share one loop)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def http_server(app: ASGIApp, host: str, port: int, tls: TlsFiles | None) -> _Server:
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        http="httptools",
+        loop="none",
+        access_log=False,
+        log_level="warning",
+        lifespan="off",
+        ssl_certfile=str(tls.cert) if tls else None,
+        ssl_keyfile=str(tls.key) if tls else None,
+        timeout_keep_alive=30,
+        timeout_graceful_shutdown=10,
+        backlog=2048,
+    )
+    return _Server(config)
+
+
+class Stack:
+    def __init__(self, settings: Settings, kms: KmsService | None = None) -> None:
+        self.settings = settings
+        self.kms = kms
+        self.metrics = Metrics()
+        self.registry = ModelRegistry(settings.store)
+        self.supervisor = WorkerSupervisor(
+            replace(settings.worker, home=settings.home),
+            on_unservable=self.registry.mark_unservable,
+        )
+        self.broker: Broker
+        self.keys: FrontendKeys | None = None
+        self._tls_files: TlsFiles
+        self._kms_server: _Server | None = None
+        self._kms_task: asyncio.Task[None] | None = None
+        self._servers: list[_Server] = []
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self.stop)
+        self._tls_files = ensure_local_ca(self.settings.tls_dir)
+        self._check_ports()
+        try:
+            kms_url = await self._start_kms()
+            worker_url = await self._open_broker()
+            if kms_url is not None:
+                await self._obtain_keys(kms_url)
+            else:
+                log.warning(
+                    "!!! no key service: broker payloads are NOT encrypted (plaintext mode)"
+                )
+            await self._start_workers(worker_url, kms_url)
+            await asyncio.gather(*(asyncio.create_task(s.serve()) for s in self._front_doors()))
+        finally:
+            await self._shutdown()
+
+    def stop(self) -> None:
+        for srv in self._servers:
+            srv.should_exit = True
+
+    # -- the steps, in start-up order ----------------------------------------------
+
+    def _check_ports(self) -> None:
+        """Before anything starts: a port in use is a clear error naming it and its setting."""
+        s = self.settings
+        wanted = [
+            (s.host, s.inference_port, "inference", "--port / listen.port"),
+            (s.management_host, s.management_port, "management", "--management-port"),
+            (s.management_host, s.metrics_port, "metrics", "--metrics-port"),
+        ]
+        if s.kms_url is None and (s.dev or self.kms is not None):
+            wanted.append(("127.0.0.1", s.kms_port, "embedded KMS", "--kms-port / kms.port"))
+        for host, port, what, setting in wanted:
+            family = socket.AF_INET6 if ":" in host else socket.AF_INET
+            with socket.socket(family, socket.SOCK_STREAM) as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                try:
+                    probe.bind((host, port))
+                except OSError as exc:
+                    raise ConfigError(
+                        f"cannot listen on {host}:{port} for the {what} API: {exc.strerror} "
+                        f"(is another trustserve running? choose another port with {setting})"
+                    ) from None
+
+    async def _start_kms(self) -> str | None:
+        """The embedded KMS of ``up`` / ``--dev`` on 127.0.0.1; else the configured URL."""
+        s = self.settings
+        if s.kms_url is not None or not (s.dev or self.kms is not None):
+            return s.kms_url
+        from trustserve.kms.app import create_app
+        from trustserve.kms.embedded import development_kms
+
+        service = self.kms or development_kms(s.home)
+        provider = make_provider(s.attestation, s.home, **s.attestation_options)
+        server = http_server(
+            create_app(service, provider), "127.0.0.1", s.kms_port, self._tls_files
+        )
+        self._kms_server, self._kms_task = server, asyncio.create_task(server.serve())
+        while not server.started:
+            if self._kms_task.done():
+                await self._kms_task
+            await asyncio.sleep(0.02)
+        return f"https://127.0.0.1:{s.kms_port}"
+
+    async def _open_broker(self) -> str:
+        """Opens the broker; returns the URL workers reach it at."""
+        s = self.settings
+        self.broker, worker_url = await open_broker(
+            s.broker_url, s.run_dir / "broker.sock", s.max_queue, s.max_deliveries
+        )
+        return worker_url
+
+    async def _obtain_keys(self, kms_url: str) -> None:
+        """The broker key, released to this frontend by attestation: payloads are sealed."""
+        s = self.settings
+        client = KmsClient(kms_url, ca_file=s.kms_ca)
+        provider = make_provider(s.attestation, s.home, **s.attestation_options)
+        self.keys = FrontendKeys(client, provider)
+        self.broker = EncryptingBroker(self.broker, await self.keys.broker_key())
+
+    async def _start_workers(self, worker_url: str, kms_url: str | None) -> None:
+        self.supervisor.options = replace(
+            self.supervisor.options, broker=worker_url, kms=kms_url, kms_ca=self.settings.kms_ca
+        )
+        for entry in self.registry.scan(self.settings.workers_per_model):
+            if entry.encrypted and kms_url is None:
+                # no worker could ever open it: say so now instead of starting workers that fail
+                m = entry.manifest
+                reason = (
+                    f"model {m.name} version {m.version} is encrypted and this server has no "
+                    "key service (start it with --kms URL, or --dev for development)"
+                )
+                log.error("%s", reason)
+                self.registry.mark_unservable(entry.queue, reason)
+                continue
+            await self.supervisor.scale(entry.queue, entry.path, entry.min_workers)
+
+    def _front_doors(self) -> list[_Server]:
+        s = self.settings
+        tls = self._tls_files if s.tls else None
+        if tls is not None and s.tls_cert is not None and s.tls_key is not None:
+            tls = TlsFiles(tls.ca, s.tls_cert, s.tls_key)
+        if tls is None:
+            log.warning(
+                "!!! TLS is OFF (--insecure-http): clients' data crosses the network in clear"
+            )
+        inference = InferenceApi(
+            self.registry,
+            self.broker,
+            self.metrics,
+            timeout_s=s.request_timeout_s,
+            max_body_bytes=s.max_body_bytes,
+            keys=self.keys,
+        )
+        management = ManagementApi(self.registry, self.broker, self.supervisor, s.workers_per_model)
+        metrics_app = Starlette(routes=[Route("/metrics", self.metrics_endpoint)])
+        token = read_or_create_token(s.token_file)
+        self._servers = [
+            http_server(inference.app(), s.host, s.inference_port, tls),
+            http_server(management.app(token), s.management_host, s.management_port, tls),
+            http_server(metrics_app, s.management_host, s.metrics_port, tls),
+        ]
+        return self._servers
+
+    async def _shutdown(self) -> None:
+        """Front doors are closed by now; then the workers, the broker, our KMS client, the KMS."""
+        await self.supervisor.stop_all()
+        if hasattr(self, "broker"):
+            await self.broker.close()
+        if self.keys is not None:
+            self.keys.client.close()
+        if self._kms_server is not None and self._kms_task is not None:
+            self._kms_server.should_exit = True
+            await self._kms_task
+
+    async def metrics_endpoint(self, request: Request) -> Response:
+        for entry in self.registry.entries():
+            self.metrics.workers.labels(entry.manifest.name).set(
+                len(self.supervisor.workers(entry.queue))
+            )
+        return await self.metrics.endpoint(request)

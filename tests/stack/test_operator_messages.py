@@ -1,0 +1,52 @@
+"""What an operator reads: the banner's commands, and a port that is already taken."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.support import free_port, write_tiny
+from trustserve.stack.banner import banner, sample_image
+from trustserve.stack.config import Settings
+
+
+def test_banner_suggests_only_models_that_are_served(tmp_path: Path) -> None:
+    s = Settings(home=tmp_path, dev=True)
+    text = banner(s, ["tiny"], [])
+    assert "/v2/models/tiny" in text
+    assert "resnet50" not in text and "digits" not in text
+    assert "try:" not in banner(s, [], [])
+
+
+def test_banner_predict_command_runs_from_here_and_allows_sim_only_when_simulated(
+    tmp_path: Path,
+) -> None:
+    s = Settings(home=tmp_path, dev=True)
+    sample_image(s).parent.mkdir(parents=True)
+    sample_image(s).write_bytes(b"\xff\xd8 a jpeg")
+    predict = next(
+        line for line in banner(s, ["resnet50"], ["resnet50"]).splitlines() if "predict " in line
+    )
+    program = predict.split()[0]
+    assert program == "trustserve" or Path(program).is_file()
+    assert "--allow-simulated" in predict and str(sample_image(s)) in predict
+    assert f"--ca {tmp_path / 'tls/ca.pem'}" in predict  # not the default home: say which CA
+
+
+def test_a_port_in_use_is_named_with_the_setting_that_moves_it(tmp_path: Path) -> None:
+    write_tiny(tmp_path / "store")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        out = subprocess.run(
+            [sys.executable, "-m", "trustserve.cli", "serve", "--home", str(tmp_path / "h"),
+             "--model-store", str(tmp_path / "store"), "--port", str(port),
+             "--management-port", str(free_port()), "--metrics-port", str(free_port())],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+    assert out.returncode == 2
+    assert f"cannot listen on 127.0.0.1:{port} for the inference API" in out.stderr
+    assert "--port" in out.stderr and "Traceback" not in out.stderr
