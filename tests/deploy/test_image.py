@@ -19,6 +19,7 @@ import shutil
 import subprocess
 import sys
 import time
+import tomllib
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -27,16 +28,34 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+from packaging.version import Version
 
 from tests.support import free_port
 from trustserve.tls import client_context
-
-pytestmark = pytest.mark.image
 
 REPO = Path(__file__).resolve().parents[2]
 UID = 10001
 STATE, CACHE = "/var/lib/trustserve", "/var/cache/trustserve"
 START_TIMEOUT_S = 600  # the first start builds the demo models inside the container
+
+
+def test_image_lock_pins_every_dependency_in_pyproject() -> None:
+    """A dependency added to pyproject.toml without ``make image-lock`` would miss the image."""
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    lock = (REPO / "deploy" / "image" / "requirements.lock").read_text()
+    pins = {
+        canonicalize_name(name): Version(version)
+        for name, version in re.findall(r"^([A-Za-z0-9_.-]+)==([^\s\\]+)", lock, re.MULTILINE)
+    }
+    for line in project["dependencies"]:
+        wanted = Requirement(line)
+        pinned = pins.get(canonicalize_name(wanted.name))
+        assert pinned is not None, f"{wanted.name} is not in requirements.lock: make image-lock"
+        assert wanted.specifier.contains(pinned, prereleases=True), (
+            f"requirements.lock pins {wanted.name}=={pinned}, pyproject wants {wanted.specifier}"
+        )
 
 
 @pytest.fixture(scope="module")
@@ -81,6 +100,7 @@ def _oci_blob(digest: str) -> dict[str, object]:
     return data
 
 
+@pytest.mark.image
 def test_image_config_runs_trustserve_as_a_non_root_user_with_state_on_volumes(
     image: str,
 ) -> None:
@@ -96,6 +116,7 @@ def test_image_config_runs_trustserve_as_a_non_root_user_with_state_on_volumes(
     assert not any("TOKEN" in e or "PASS" in e or "KEY" in e for e in config["Env"])
 
 
+@pytest.mark.image
 def test_image_holds_no_state_and_no_private_key(bundle: Path) -> None:
     """Nothing of a deployment is baked in: state directories empty, no private key anywhere."""
     rootfs = bundle / "rootfs"
@@ -226,6 +247,7 @@ def _wait_ready(box: Container, proc: subprocess.Popen[bytes]) -> None:
     pytest.fail(f"not ready after {START_TIMEOUT_S}s:\n{box.log.read_text()[-4000:]}")
 
 
+@pytest.mark.image
 def test_container_answers_inference_over_https_with_the_ca_it_wrote(
     container: Container,
 ) -> None:
@@ -246,6 +268,7 @@ def test_container_answers_inference_over_https_with_the_ca_it_wrote(
         c.get(f"https://127.0.0.1:{container.port}/v2/health/ready")
 
 
+@pytest.mark.image
 def test_container_runs_as_the_non_root_user_and_keeps_state_on_the_volume(
     container: Container,
 ) -> None:
@@ -260,6 +283,7 @@ def test_container_runs_as_the_non_root_user_and_keeps_state_on_the_volume(
     assert all(p.stat().st_uid == UID for p in written)
 
 
+@pytest.mark.image
 def test_container_root_filesystem_is_read_only(container: Container) -> None:
     """Not only file permissions: root inside the container cannot write there either."""
     as_user = container.exec("/bin/sh", "-c", "id -u && touch /opt/trustserve/x")
