@@ -262,7 +262,8 @@ def main() -> int:
     for tool in ("mmdebstrap", "umoci"):
         if shutil.which(tool) is None:
             sys.exit(f"build.py: {tool} is not installed (make debs)")
-    first = build(force=args.force, update_debian_lock=args.update_debian_lock)
+    update = args.update_debian_lock
+    first = build(force=args.force or update, update_debian_lock=update)
     print(first, flush=True)
     if args.check_reproducible:
         second = build(force=True, update_debian_lock=False)
