@@ -41,7 +41,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
 
 def answered(stack: RunningStack, status: int) -> float:
     text = httpx.get(f"https://127.0.0.1:{stack.metrics_port}/metrics", verify=str(stack.ca)).text
-    pattern = rf'trustserve_requests_total\{{api="v2",model="tiny",status="{status}"\}} (\S+)'
+    pattern = (
+        rf'trustserve_requests_total\{{api="v2",model="tiny",status="{status}",version="1"\}} (\S+)'
+    )
     return sum(float(c) for c in re.findall(pattern, text))
 
 

@@ -34,7 +34,7 @@ def sealed_client(stack: RunningStack) -> TrustserveClient:
 def requests_seen(stack: RunningStack) -> float:
     text = httpx.get(f"https://127.0.0.1:{stack.metrics_port}/metrics", verify=str(stack.ca)).text
     counts = re.findall(
-        r'trustserve_requests_total\{api="v2",model="tiny",status="\d+"\} (\S+)', text
+        r'trustserve_requests_total\{api="v2",model="tiny",status="\d+",version="1"\} (\S+)', text
     )
     return sum(float(c) for c in counts)
 

@@ -59,8 +59,10 @@ class InferenceApi:
         timeout_s: float = 30.0,
         max_body_bytes: int = 64 * 1024 * 1024,
         keys: FrontendKeys | None = None,
+        require: tuple[str, ...] = (),
     ) -> None:
         self.keys = keys
+        self.require = require
         self.registry = registry
         self.broker = broker
         self.metrics = metrics
@@ -98,11 +100,21 @@ class InferenceApi:
         return json_response({"live": True})
 
     async def ready(self, request: Request) -> Response:
-        entries = self.registry.entries()
-        missing = [e.queue for e in entries if not await self.broker.consumers(e.queue)]
+        """ "This frontend can answer": a model has a live worker, and every required one does.
+
+        A load balancer routes by this; per-model readiness is ``/v2/models/{m}/ready``.
+        """
+        live: set[str] = set()
+        for entry in self.registry.entries():
+            if await self.broker.consumers(entry.queue):
+                live.add(entry.manifest.name)
+        missing = [name for name in self.require if name not in live]
         if missing:
             return json_response({"ready": False, "waiting_for": missing}, 503)
-        return json_response({"ready": True})
+        if not live:
+            waiting = sorted({e.manifest.name for e in self.registry.entries()})
+            return json_response({"ready": False, "waiting_for": waiting or ["any model"]}, 503)
+        return json_response({"ready": True, "models": sorted(live)})
 
     async def attestation(self, request: Request) -> Response:
         """The KMS's attestation bundle: what a client verifies before it seals anything."""
@@ -183,9 +195,10 @@ class InferenceApi:
     async def _measured(self, request: Request, api: str, handler: Handler) -> Response:
         """Run ``handler`` for the request's model and body; every outcome goes to metrics."""
         started = time.perf_counter()
-        status, meta = 500, None
+        status, meta, version = 500, None, ""
         try:
             entry = self._entry(request)
+            version = entry.manifest.version
             kind, outcome = await handler(request, entry, await self.body(request))
             status, meta = outcome.status, outcome.meta
             return forward(kind, outcome)
@@ -194,7 +207,8 @@ class InferenceApi:
             return error_response(exc)
         finally:
             name = request.path_params["model"]
-            self.metrics.observe(name, api, status, time.perf_counter() - started, meta)
+            elapsed = time.perf_counter() - started
+            self.metrics.observe(name, version, api, status, elapsed, meta)
 
     async def _infer(
         self, request: Request, entry: ModelEntry, body: bytes

@@ -42,6 +42,7 @@ def _settings(args: argparse.Namespace) -> Settings:
         "max_body_bytes": None if a.max_body_mb is None else a.max_body_mb * 1024 * 1024,
         "dev": a.dev,
         "kms_port": a.kms_port,
+        "readiness_require": getattr(a, "readiness_require", None),
     }
     for name, value in given.items():
         if value is not None:
@@ -263,6 +264,7 @@ def cmd_config_show(args: argparse.Namespace) -> int:
         "limits.timeout_s": s.request_timeout_s,
         "limits.max_queue": s.max_queue,
         "limits.max_body_mb": s.max_body_bytes // (1024 * 1024),
+        "readiness.require": ",".join(s.readiness_require) or "(any model)",
         "dev": s.dev,
     }
     print(f"configuration file: {resolved.file or '(none)'}")

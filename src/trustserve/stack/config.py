@@ -35,6 +35,8 @@ class Settings:
     request_timeout_s: float = 30.0
     max_body_bytes: int = 64 * 1024 * 1024
     dev: bool = False
+    # models /v2/health/ready waits for; empty: any one model with a live worker
+    readiness_require: tuple[str, ...] = ()
     kms_port: int = 8083
 
     @property

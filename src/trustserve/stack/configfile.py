@@ -17,6 +17,7 @@ Example::
     attestation: {provider: tpm, options: {tcti: "device:/dev/tpmrm0", pcrs: "0,1,2,3,4,5,6,7"}}
     worker: {engine: onnxruntime, threads: 1, per_model: 2}
     limits: {timeout_s: 30, max_queue: 1024, max_body_mb: 64}
+    readiness: {require: [digits, resnet50]}
 """
 
 from __future__ import annotations
@@ -64,6 +65,15 @@ def _str(value: Any) -> str:
 
 def _path(value: Any) -> Path:
     return Path(_str(value)).expanduser()
+
+
+def _names(value: Any) -> tuple[str, ...]:
+    """A list of names in the file, ``a,b`` in the environment."""
+    if isinstance(value, str):
+        return tuple(n.strip() for n in value.split(",") if n.strip())
+    if isinstance(value, list | tuple):
+        return tuple(_str(v) for v in value)
+    raise ValueError("expected a list of names")
 
 
 def _pairs(value: Any) -> tuple[str, ...]:
@@ -115,6 +125,7 @@ KEYS = (
     Key("limits.timeout_s", "timeout", _float),
     Key("limits.max_queue", "max_queue", _int),
     Key("limits.max_body_mb", "max_body_mb", _int),
+    Key("readiness.require", "readiness_require", _names),
     Key("dev", "dev", _bool),
 )
 BY_NAME = {k.name: k for k in KEYS}

@@ -224,6 +224,7 @@ class Stack:
             timeout_s=s.request_timeout_s,
             max_body_bytes=s.max_body_bytes,
             keys=self.keys,
+            require=s.readiness_require,
         )
         management = ManagementApi(self.registry, self.broker, self.supervisor, s.workers_per_model)
         metrics_app = Starlette(routes=[Route("/metrics", self.metrics_endpoint)])
@@ -248,7 +249,8 @@ class Stack:
 
     async def metrics_endpoint(self, request: Request) -> Response:
         for entry in self.registry.entries():
-            self.metrics.workers.labels(entry.manifest.name).set(
+            m = entry.manifest
+            self.metrics.workers.labels(m.name, m.version).set(
                 len(self.supervisor.workers(entry.queue))
             )
         return await self.metrics.endpoint(request)
