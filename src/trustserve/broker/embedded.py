@@ -101,6 +101,12 @@ class EmbeddedBroker:
         jobs = self._inflight.pop(cid, {})
         q = self._queue(queue)
         q.consumers -= 1
+        held = sum(1 for job in jobs.values() if job.id in self._waiting)
+        if held:
+            log.warning(
+                "worker connection %d on %s left holding %d job(s): taken back at once",
+                cid, queue, held,
+            )  # fmt: skip
         async with q.changed:
             for job in reversed(list(jobs.values())):
                 if job.id not in self._waiting:

@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import Counter
 from dataclasses import replace
 from typing import Any, NamedTuple
 
@@ -112,16 +113,20 @@ class RedisSide:
             )
         except rx.ResponseError:  # NOGROUP: nothing was ever taken
             return []
-        delivered = {
-            p["message_id"]: int(p["times_delivered"])
-            for p in pending
-            if limit is None or int(p["times_delivered"]) >= limit
-        }
+        chosen = [p for p in pending if limit is None or int(p["times_delivered"]) >= limit]
+        delivered = {p["message_id"]: int(p["times_delivered"]) for p in chosen}
         if not delivered:
             return []
         claimed: Any = await self.client.xclaim(
             stream, GROUP, consumer, self.visibility_ms, list(delivered)
         )
+        got = {entry_id for entry_id, raw in claimed if raw}
+        owners = Counter(_text(p["consumer"]) for p in chosen if p["message_id"] in got)
+        for owner, jobs in sorted(owners.items()) if limit is None else ():
+            log.warning(
+                "%s took over %d job(s) of consumer %s on %s: no lease renewal for %.1f s",
+                consumer, jobs, owner, queue, self.config.visibility_s,
+            )  # fmt: skip
         taken = []
         for entry_id, raw in claimed:
             if not raw:
@@ -163,3 +168,7 @@ class Taken(NamedTuple):
 def put_outcome(pipe: Any, reply: str, outcome: Outcome) -> None:
     pipe.xadd(reply, {"outcome": orjson.dumps(outcome_meta(outcome)), "payload": outcome.payload})
     pipe.expire(reply, RESULT_TTL_S)
+
+
+def _text(value: Any) -> str:
+    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)

@@ -57,11 +57,28 @@ class RedisJobSource(RedisSide):
     @classmethod
     async def start(cls, client: Redis, config: RedisConfig, queue: str) -> RedisJobSource:
         source = cls(client, config, queue)
-        with contextlib.suppress(rx.RedisError):
-            await source._ensure_group(queue)
-            await source._beat()
+        await source._until_reachable()
         source._task = asyncio.create_task(source._keep_alive())
         return source
+
+    async def _until_reachable(self) -> None:
+        """Wait for Redis to answer: a worker that cannot reach it is not ready."""
+        waiting = False
+        while True:
+            try:
+                await self._ensure_group(self.queue)
+                await self._beat()
+                break
+            except (rx.ConnectionError, rx.TimeoutError) as exc:
+                if not waiting:
+                    log.warning("waiting for the broker at %s (%s)", self.config.where, exc)
+                    waiting = True
+                await asyncio.sleep(1.0)
+            except rx.RedisError as exc:  # not a reachability problem: the take loop reports it
+                self._warn("joining the queue", exc)
+                break
+        if waiting:
+            log.info("the broker at %s answered", self.config.where)
 
     async def _beat(self) -> None:
         await self._heartbeat(keys=[self.keys.live(self.queue)], args=[self.consumer, LIVE_S])
