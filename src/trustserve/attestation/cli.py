@@ -30,9 +30,14 @@ from trustserve.errors import AttestationRefused, BadRequest
 
 def register(subparsers: Any) -> None:
     attest = subparsers.add_parser("attest", help="make attestation evidence for report data")
-    attest.add_argument("--provider", required=True, choices=sorted(PROVIDERS))
-    attest.add_argument("--report-data", required=True, help="hex, at most 64 bytes")
-    attest.add_argument("-o", "--output", required=True, type=Path, help="evidence JSON file")
+    attest.add_argument("--provider", choices=sorted(PROVIDERS))
+    attest.add_argument("--report-data", help="hex, at most 64 bytes")
+    attest.add_argument("-o", "--output", type=Path, help="evidence JSON file")
+    attest.add_argument(
+        "--sim-key",
+        action="store_true",
+        help="print the home's sim platform public key (hex, for kms serve --sim-platform-key)",
+    )
     attest.add_argument("--home", type=Path, help="trustserve home (sim platform key)")
     attest.add_argument("--tcti", help="tpm: TCTI, e.g. swtpm:host=127.0.0.1,port=2321")
     attest.add_argument("--pcrs", help="tpm: comma-separated PCR indices (default 0-7)")
@@ -81,6 +86,15 @@ def _home(args: argparse.Namespace) -> Path:
 
 
 def _attest(args: argparse.Namespace) -> int:
+    if args.sim_key:
+        from trustserve.attestation.sim import platform_public_key
+
+        print(platform_public_key(_home(args)).hex())
+        return 0
+    missing = [f for f, v in (("--provider", args.provider), ("--report-data", args.report_data),
+                              ("-o/--output", args.output)) if v is None]  # fmt: skip
+    if missing:
+        raise BadRequest(f"attest needs {', '.join(missing)} (or --sim-key)")
     options: dict[str, Any] = {}
     if args.tcti:
         options["tcti"] = args.tcti

@@ -10,7 +10,9 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +50,22 @@ def register(subparsers: Any) -> None:
     serve.add_argument("--insecure-http", action="store_true", help="plain HTTP (tests only)")
     serve.add_argument("--policy", type=Path, help="release policy YAML (default: strict)")
     serve.add_argument(
-        "--allow-sim", action="store_true", help="development: release to sim evidence"
+        "--allow-sim",
+        action="store_true",
+        help="development: release to sim evidence made under this KMS's own home",
+    )
+    serve.add_argument(
+        "--sim-platform-key",
+        action="append",
+        default=[],
+        metavar="HEX",
+        help="development: also release to sim evidence of this platform key, repeatable "
+        "(print a home's key with `trustserve attest --sim-key --home H`)",
+    )
+    serve.add_argument(
+        "--allow-sim-any",
+        action="store_true",
+        help="development: release to sim evidence of any platform key",
     )
     serve.add_argument("--provider", choices=sorted(PROVIDERS), help="KMS's own evidence")
     serve.add_argument(
@@ -132,9 +149,38 @@ def _home(args: argparse.Namespace) -> Path:
 def _policy(args: argparse.Namespace, home: Path) -> Policy:
     if args.policy is not None:
         return Policy.load(args.policy)
+    if args.allow_sim_any:
+        _dev_warning("--allow-sim-any: any process on any host can obtain model keys")
+        return Policy.development(None)
+    if args.sim_platform_key:
+        named = tuple(_sim_key(k) for k in args.sim_platform_key)
+        _dev_warning("--sim-platform-key: whoever holds those homes' sim keys obtains model keys")
+        own = Policy.development(home)
+        return replace(own, sim_platform_keys=own.sim_platform_keys + named)
     if args.allow_sim:
         return Policy.development(home)
     return Policy.default()
+
+
+def _sim_key(text: str) -> str:
+    key = text.strip().lower()
+    if len(key) != 64 or any(c not in "0123456789abcdef" for c in key):
+        raise ConfigError(f"--sim-platform-key expects 64 hex digits (32 bytes), got {text!r}")
+    return key
+
+
+def _dev_warning(what: str) -> None:
+    """Loud, on stderr, before the KMS starts: an operator cannot miss it in a log."""
+    bar = "!" * 78
+    print(
+        f"{bar}\n!!! DEVELOPMENT MODE: this KMS releases model keys to SIMULATED evidence.\n"
+        f"!!! {what}.\n"
+        "!!! Sim evidence proves nothing: no hardware protects the key that signs it.\n"
+        "!!! Never use this with a model or data that must stay confidential.\n"
+        f"{bar}",
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 def _serve(args: argparse.Namespace) -> int:
