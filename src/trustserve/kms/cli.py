@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 from dataclasses import replace
@@ -136,10 +137,27 @@ def _encrypt(args: argparse.Namespace) -> int:
         with KmsClient(args.kms, ca_file=ca, token=token_file.read_text().strip()) as client:
             key_id = encrypt_model_file(Path(args.src), Path(args.output), client, progress=True)
     else:
-        service = KmsService.from_env(home, Policy.default())
+        service = _local_kms(home)
         key_id = encrypt_model_file(Path(args.src), Path(args.output), service, progress=True)
     print(f"{args.output}: encrypted under {key_id}")
     return 0
+
+
+def _local_kms(home: Path) -> KmsService:
+    """The KMS state under ``home``, in-process: unlocked by the operator's secret, or,
+    when none is set, by the development key file ``trustserve up`` made there."""
+    from trustserve.crypto.rootkey import KEY_FILE_ENV, PASSPHRASE_ENV
+    from trustserve.kms.embedded import development_kms
+
+    dev_key = home / "kms" / "dev-root.key"
+    if os.environ.get(PASSPHRASE_ENV) or os.environ.get(KEY_FILE_ENV) or not dev_key.exists():
+        return KmsService.from_env(home, Policy.default())
+    _dev_warning(
+        f"the KMS root key is unwrapped by the development key file {dev_key}",
+        f"a key file beside the state it protects guards nothing against whoever reads this "
+        f"disk; set {PASSPHRASE_ENV} or {KEY_FILE_ENV} for a deployment",
+    )
+    return development_kms(home, Policy.default())
 
 
 def _home(args: argparse.Namespace) -> Path:
@@ -150,11 +168,17 @@ def _policy(args: argparse.Namespace, home: Path) -> Policy:
     if args.policy is not None:
         return Policy.load(args.policy)
     if args.allow_sim_any:
-        _dev_warning("--allow-sim-any: any process on any host can obtain model keys")
+        _dev_warning(
+            "this KMS releases model keys to SIMULATED evidence of any sim platform key "
+            "(--allow-sim-any): any process that reaches it obtains model keys"
+        )
         return Policy.development(None)
     if args.sim_platform_key:
         named = tuple(_sim_key(k) for k in args.sim_platform_key)
-        _dev_warning("--sim-platform-key: whoever holds those homes' sim keys obtains model keys")
+        _dev_warning(
+            "this KMS releases model keys to SIMULATED evidence of the named sim platform "
+            "keys (--sim-platform-key): whoever can read those homes obtains model keys"
+        )
         own = Policy.development(home)
         return replace(own, sim_platform_keys=own.sim_platform_keys + named)
     if args.allow_sim:
@@ -169,13 +193,14 @@ def _sim_key(text: str) -> str:
     return key
 
 
-def _dev_warning(what: str) -> None:
-    """Loud, on stderr, before the KMS starts: an operator cannot miss it in a log."""
+SIM_PROVES_NOTHING = "sim evidence proves nothing: no hardware protects the key that signs it"
+
+
+def _dev_warning(what: str, why: str = SIM_PROVES_NOTHING) -> None:
+    """Loud, on stderr, before anything runs: an operator cannot miss it in a log."""
     bar = "!" * 78
     print(
-        f"{bar}\n!!! DEVELOPMENT MODE: this KMS releases model keys to SIMULATED evidence.\n"
-        f"!!! {what}.\n"
-        "!!! Sim evidence proves nothing: no hardware protects the key that signs it.\n"
+        f"{bar}\n!!! DEVELOPMENT MODE: {what}.\n!!! {why[0].upper() + why[1:]}.\n"
         "!!! Never use this with a model or data that must stay confidential.\n"
         f"{bar}",
         file=sys.stderr,
