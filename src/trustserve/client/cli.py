@@ -64,6 +64,32 @@ def top_k(outputs: dict[str, Any], k: int) -> dict[str, Any]:
     return shown
 
 
+def top_labels(answer: Any, k: int) -> Any:
+    """``--top-k`` on a TorchServe-style answer: label -> probability objects (one per
+    instance, or one object) keep their ``k`` best; raw outputs by name go through
+    ``top_k``. The server sends at most its top 5 labels: a larger ``k`` shows those."""
+    if isinstance(answer, list):
+        return [top_labels(a, k) for a in answer]
+    if not isinstance(answer, dict):
+        return answer
+    values = list(answer.values())
+    if values and all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
+        best = sorted(answer.items(), key=lambda item: -float(item[1]))[:k]
+        return dict(best)
+    if values and all(isinstance(v, list) for v in values):
+        return {name: _best(np.asarray(v), k) for name, v in answer.items()}
+    return answer
+
+
+def _best(a: np.ndarray, k: int) -> Any:
+    """One instance's output: its ``k`` largest entries by index when it has more."""
+    if a.ndim == 1 and a.size > k and np.issubdtype(a.dtype, np.number):
+        return {str(int(i)): round(float(a[i]), 6) for i in np.argsort(-a)[:k]}
+    if a.ndim == 2 and np.issubdtype(a.dtype, np.number):
+        return top_k({"_": a}, k)["_"]
+    return a.tolist()
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     path = Path(args.input)
     if not path.is_file():
@@ -102,8 +128,16 @@ def _predict(args: argparse.Namespace, path: Path) -> Any:
             name = meta["inputs"][0]["name"]
             return top_k(client.infer(args.model, {name: array}, args.version), args.top_k)
         if path.suffix.lower() in IMAGE_SUFFIXES or path.suffix.lower() == ".json":
-            return client.predict(args.model, path.read_bytes(), args.version)
+            return top_labels(
+                client.predict(args.model, path.read_bytes(), args.version), args.top_k
+            )
         raise InvalidInput("input must be an image (.jpg/.png), a .npy array or a .json file")
+
+
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
+    return int(text)
 
 
 def register(sub: Any) -> None:
@@ -138,5 +172,10 @@ def register(sub: Any) -> None:
         "--collateral-dir", help="sgx/tdx KMS evidence: collateral files <tee>-<fmspc>-<ca>.json"
     )
     p.add_argument("--pccs-url", help="sgx/tdx KMS evidence: fetch collateral from this PCCS")
-    p.add_argument("--top-k", type=int, default=5)
+    p.add_argument(
+        "--top-k",
+        type=_positive,
+        default=5,
+        help="classes shown per instance (default 5; the server sends at most 5 labels)",
+    )
     p.set_defaults(func=cmd_predict)
