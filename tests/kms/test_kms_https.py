@@ -18,10 +18,11 @@ from tests.support import tiny_manifest
 from trustserve import archive
 from trustserve.archive import Manifest, TensorSpec
 from trustserve.attestation import EvidenceProvider, Policy
+from trustserve.crypto.model_encryption import decrypt_archive
 from trustserve.errors import ConfigError, Conflict, Forbidden, NotFound, Unauthorized, Unavailable
 from trustserve.kms.app import admin_token, create_app
 from trustserve.kms.bundle import verify_bundle
-from trustserve.kms.client import KmsClient, fetch_model_key, open_archive
+from trustserve.kms.client import KmsClient, fetch_model_key
 from trustserve.kms.release import model_digest
 from trustserve.kms.service import KmsService
 from trustserve.kms.tools import encrypt_model_file
@@ -145,7 +146,8 @@ def test_owner_encrypts_and_worker_opens_over_tls(
     }
     assert model[:4096] not in encrypted.read_bytes()
     with KmsClient(running.url, ca_file=running.ca, trust=_trust(running)) as worker:
-        assert open_archive(worker, sim, encrypted) == model
+        held = archive.load(encrypted)
+        assert decrypt_archive(held, fetch_model_key(worker, sim, held)) == model
         bundle = worker.attestation_bundle()
     checked = verify_bundle(bundle, Policy.development(home), time.time())
     assert checked.claims.tee == "sim" and checked.keys
