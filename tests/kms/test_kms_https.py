@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import os
-import socket
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import uvicorn
 
+from tests.attacks.kms_fixtures import https_server
 from tests.kms.conftest import MakeService
 from tests.support import tiny_manifest
 from trustserve import archive
@@ -47,28 +45,9 @@ class Running:
 @pytest.fixture
 def running(make_service: MakeService, sim: EvidenceProvider, tmp_path: Path) -> Iterator[Running]:
     service = make_service(Policy.development())
-    ca, cert, key = _throwaway_ca(tmp_path)
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(
-        create_app(service, sim),
-        ssl_certfile=str(cert),
-        ssl_keyfile=str(key),
-        log_level="warning",
-        lifespan="off",
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline, "KMS did not start"
-        time.sleep(0.02)
-    yield Running(f"https://127.0.0.1:{port}", ca, admin_token(service), service)
-    server.should_exit = True
-    thread.join(timeout=10)
-    sock.close()
+    tls = issue_local_ca(tmp_path / "tls", ["127.0.0.1"])
+    with https_server(create_app(service, sim), tls) as url:
+        yield Running(url, tls.ca, admin_token(service), service)
 
 
 def _trust(running: Running) -> KmsTrust:
