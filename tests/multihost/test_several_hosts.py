@@ -129,10 +129,15 @@ class Deployment:
         self.client.copy_from(k, "release-policy.yaml", "release-policy.yaml")
 
         trust = {"kms_url": self.kms_url, "kms_identity": self.identity}
-        fe = f.start(SERVE, bind=self.bind, port=str(self.port),
-                     management_port=str(self.management_port),
-                     metrics_port=str(self.metrics_port),
-                     broker=_broker_url("frontend", "localhost", self.redis_port), **trust)  # fmt: skip
+        fe = f.start(
+            SERVE,
+            bind=self.bind,
+            port=str(self.port),
+            management_port=str(self.management_port),
+            metrics_port=str(self.metrics_port),
+            broker=_broker_url("frontend", "localhost", self.redis_port),
+            **trust,
+        )
         self.worker_proc = w.start(
             WORKER, broker=_broker_url("worker", "localhost", self.redis_port), **trust
         )
