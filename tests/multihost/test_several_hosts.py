@@ -53,6 +53,9 @@ WORKER = (
     "trustserve worker --home home --workers 2 --archive models/tiny-1.tsm"
     " --broker '{broker}' --kms {kms_url} --kms-ca kms-ca.pem --kms-identity {kms_identity}"
 )
+WORKER_FROM_FILE = (
+    "trustserve worker --config trustserve.yaml --home home --archive models/tiny-1.tsm"
+)
 PREDICT_SEALED = (
     "trustserve predict {frontend_url} tiny x.npy --ca frontend-ca.pem"
     " --allow-simulated --worker-policy release-policy.yaml"
@@ -93,9 +96,10 @@ class Deployment:
         self.kms_url = f"https://localhost:{self.kms_port}"
         self.frontend_url = f"https://localhost:{self.port}"
         self.worker_proc: subprocess.Popen[bytes] | None = None
+        self.extra: list[Host] = []
 
     def all(self) -> list[Host]:
-        return [self.client, self.workers, self.frontend, self.kms, self.redis]
+        return [self.client, *self.extra, self.workers, self.frontend, self.kms, self.redis]
 
     def platform_key(self, host: Host) -> str:
         host.run(PLATFORM_KEY)
@@ -143,6 +147,38 @@ class Deployment:
         )
         wait_http(f"{self.frontend_url}/v2/models/tiny/ready", f.dir / "home/tls/ca.pem", fe, 180)
         self.client.copy_from(f, "home/tls/ca.pem", "frontend-ca.pem")
+
+    def add_worker_host(self) -> None:
+        """Another worker host, configured by trustserve.yaml: its key goes into the release
+        policy, the KMS restarts (keeping every key), and it serves."""
+        k, f = self.kms, self.frontend
+        w = Host("worker2", self.workers.dir.parent / "worker-host-2")
+        self.extra.append(w)
+        policy = json.loads((k.dir / "release-policy.yaml").read_text())
+        policy["sim_platform_keys"].append(self.platform_key(w))
+        (k.dir / "release-policy.yaml").write_text(json.dumps(policy))
+        self.client.copy_from(k, "release-policy.yaml", "release-policy.yaml")
+        k.stop()
+        env = {KMS_ENV_NAME: "kms.key"}
+        kms_proc = k.start(KMS_SERVE, env, bind=self.bind, kms_port=str(self.kms_port))
+        wait_http(f"{self.kms_url}/healthz", k.dir / "kms-home/tls/ca.pem", kms_proc)
+        assert k.run(KMS_IDENTITY, env).strip().split()[-1] == self.identity
+        _give_broker_credentials(self.redis, w, "worker")
+        w.copy_from(k, "kms-home/tls/ca.pem", "kms-ca.pem")
+        w.copy_from(k, "tiny-1.enc.tsm", "models/tiny-1.tsm")
+        config = {
+            "kms": {"url": self.kms_url, "ca": "kms-ca.pem", "identity": self.identity},
+            "broker": {"url": _broker_url("worker", "localhost", self.redis_port)},
+            "worker": {"per_model": 2},
+        }
+        (w.dir / "trustserve.yaml").write_text(json.dumps(config))
+        self.worker_proc = w.start(WORKER_FROM_FILE)
+        ready = f"{self.frontend_url}/v2/models/tiny/ready"
+        wait_http(ready, f.dir / "home/tls/ca.pem", self.worker_proc, 180)
+        deadline = time.monotonic() + 60
+        while len(worker_pids(self.worker_proc.pid)) < 2:
+            assert time.monotonic() < deadline, w.logs()
+            time.sleep(0.2)
 
 
 @pytest.fixture(scope="module")
@@ -246,6 +282,9 @@ def test_kill_9_of_the_worker_parent_leaves_no_process_behind(deployment: Deploy
     while any(alive(p) for p in children) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert [p for p in children if alive(p)] == []
+    started = time.monotonic()
+    deployment.add_worker_host()
+    print(f"a worker host added (KMS restarted) and serving in {time.monotonic() - started:.1f} s")
 
 
 def test_the_doc_shows_the_commands_the_test_runs(deployment: Deployment) -> None:
