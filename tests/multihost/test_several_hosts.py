@@ -53,9 +53,7 @@ WORKER = (
     "trustserve worker --home home --workers 2 --archive models/tiny-1.tsm"
     " --broker '{broker}' --kms {kms_url} --kms-ca kms-ca.pem --kms-identity {kms_identity}"
 )
-WORKER_FROM_FILE = (
-    "trustserve worker --config trustserve.yaml --home home --archive models/tiny-1.tsm"
-)
+WORKER_FROM_FILE = "trustserve worker --config trustserve.yaml --archive models/tiny-1.tsm"
 PREDICT_SEALED = (
     "trustserve predict {frontend_url} tiny x.npy --ca frontend-ca.pem"
     " --allow-simulated --worker-policy release-policy.yaml"
@@ -167,6 +165,7 @@ class Deployment:
         w.copy_from(k, "kms-home/tls/ca.pem", "kms-ca.pem")
         w.copy_from(k, "tiny-1.enc.tsm", "models/tiny-1.tsm")
         config = {
+            "home": "home",  # the sim platform key the policy names is this home's
             "kms": {"url": self.kms_url, "ca": "kms-ca.pem", "identity": self.identity},
             "broker": {"url": _broker_url("worker", "localhost", self.redis_port)},
             "worker": {"per_model": 2},
