@@ -211,7 +211,7 @@ def start_stack(
             args, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
         )
     stack = RunningStack(proc, home, store, ports[0], ports[1], ports[2], log, ports[3])
-    # /v2/health/ready is 200 once any model is served: wait for each model of the store
+    # /v2/health/ready is 200 once any model is served (503 with none): wait for each one
     models = {archive.read_header(p).manifest.name for p in store.glob("*.tsm")}
     deadline = time.monotonic() + ready_timeout
     while time.monotonic() < deadline:
@@ -219,7 +219,8 @@ def start_stack(
             raise RuntimeError(f"stack exited with {proc.returncode}:\n{log.read_text()}")
         try:
             with stack.client() as c:
-                if c.get("/v2/health/ready").status_code == 200 and all(
+                health = "/v2/health/ready" if models else "/v2/health/live"  # none to serve
+                if c.get(health).status_code == 200 and all(
                     c.get(f"/v2/models/{m}/ready").status_code == 200 for m in models
                 ):
                     return stack
