@@ -15,8 +15,10 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,6 +27,31 @@ import httpx
 ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = ROOT / ".venv" / "bin"
 MARKER = re.compile(r"^<!-- doctest: ([\w-]+)( background)? -->$")
+
+
+def http_ok(url: str, verify: str | bool) -> Callable[[], bool]:
+    """Readiness: ``url`` answers 200."""
+
+    def check() -> bool:
+        try:
+            return httpx.get(url, verify=verify, timeout=2).status_code == 200
+        except (httpx.HTTPError, OSError):
+            return False
+
+    return check
+
+
+def port_open(port: int) -> Callable[[], bool]:
+    """Readiness: something accepts connections on 127.0.0.1:``port``."""
+
+    def check() -> bool:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return True
+        except OSError:
+            return False
+
+    return check
 
 
 @dataclass(frozen=True)
@@ -109,8 +136,8 @@ class DocShell:
         )
         return out
 
-    def start(self, block: Block, ready_url: str, verify: str | bool, timeout: float = 240) -> Path:
-        """Start a background block, poll ``ready_url`` until 200; the log file's path."""
+    def start(self, block: Block, ready: Callable[[], bool], timeout: float = 240) -> Path:
+        """Start a background block, poll ``ready()`` until true; its log file's path."""
         assert block.background, block.name
         log = self.home.parent / f"{block.name}.log"
         with log.open("wb") as out:
@@ -126,13 +153,10 @@ class DocShell:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             assert proc.poll() is None, f"{block.name} exited {proc.returncode}:\n{log.read_text()}"
-            try:
-                if httpx.get(ready_url, verify=verify, timeout=2).status_code == 200:
-                    return log
-            except (httpx.HTTPError, OSError):
-                pass
+            if ready():
+                return log
             time.sleep(0.5)
-        raise AssertionError(f"{block.name} not ready at {ready_url}:\n{log.read_text()}")
+        raise AssertionError(f"{block.name} not ready:\n{log.read_text()}")
 
     def stop(self) -> None:
         for _, proc, _ in reversed(self.background):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from tests.docs.blocks import ROOT, DocShell, json_documents, marked_blocks
+from tests.docs.blocks import ROOT, DocShell, http_ok, json_documents, marked_blocks
 from tests.docs.conftest import link_demo
 from tests.support import free_port
 
@@ -35,7 +35,8 @@ def test_standalone_kms_walk_through(tmp_path: Path, demo_dir: Path) -> None:
     shell.env["TRUSTSERVE_KMS_KEY_FILE"] = str(key_file)  # the doc's export, in the next shell
     try:
         shell.start(
-            blocks["kms-serve"], f"https://127.0.0.1:{port}/healthz", str(home / "tls" / "ca.pem")
+            blocks["kms-serve"],
+            http_ok(f"https://127.0.0.1:{port}/healthz", str(home / "tls" / "ca.pem")),
         )
         out = shell.run(blocks["kms-use"])
     finally:

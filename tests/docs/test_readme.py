@@ -11,7 +11,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.docs.blocks import ROOT, VENV_BIN, Block, DocShell, json_documents, marked_blocks
+from tests.docs.blocks import (
+    ROOT,
+    VENV_BIN,
+    Block,
+    DocShell,
+    http_ok,
+    json_documents,
+    marked_blocks,
+)
 from tests.support import free_port
 
 README = ROOT / "README.md"
@@ -35,7 +43,9 @@ def quickstart(tmp_path_factory: pytest.TempPathFactory, demo_dir: Path) -> Iter
     )
     ready = f"https://localhost:{port}/v2/health/ready"
     try:
-        shell.start(up, ready, verify=False)  # readiness only: the commands verify with $CA
+        shell.start(
+            up, http_ok(ready, verify=False)
+        )  # readiness only: the commands verify with $CA
         yield shell
     finally:
         shell.stop()
