@@ -43,3 +43,13 @@ def test_quantize_prints_what_the_doc_shows(shell: DocShell) -> None:
     fp32 = float(re.search(r"FP32 accuracy: ([\d.]+)%", out)[1])  # type: ignore[index]
     int8 = float(re.search(r"INT8 accuracy: ([\d.]+)%", out)[1])  # type: ignore[index]
     assert fp32 > 90 and abs(fp32 - int8) < 3
+
+
+def test_the_int8_agreement_the_doc_quotes_is_what_the_build_records(demo_dir: Path) -> None:
+    from trustserve import archive
+
+    quoted = re.search(r"agreement on synthetic images: ~(\d+)%", DOC.read_text())
+    assert quoted, "models.md no longer quotes the INT8/FP32 agreement"
+    parsed = archive.parse((demo_dir / "resnet50.tsm").read_bytes())
+    recorded = 100 * float(parsed.manifest.extra["fp32_top1_agreement"])
+    assert abs(recorded - int(quoted[1])) <= 3, (recorded, quoted[0])
