@@ -64,6 +64,20 @@ def modes(model: bytes, x: np.ndarray, threads: int) -> dict[str, Callable[[], N
     }
 
 
+def measure(
+    model: bytes, batch: int, threads: int, seconds: float, rounds: int
+) -> dict[str, list[float]]:
+    """Rows per second of every setting, ``rounds`` times, interleaved."""
+    x = np.random.default_rng(1).standard_normal((batch, 3, 224, 224)).astype(np.float32)
+    runs = modes(model, x, threads)
+    got: dict[str, list[float]] = {k: [] for k in runs}
+    for r in range(rounds):
+        for k, run in runs.items():
+            got[k].append(rate(run, batch, seconds))
+            print(f"round {r + 1}: {k}: {got[k][-1]:.1f} rows/s", flush=True)
+    return got
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("model", type=Path)
@@ -72,13 +86,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=8)
     ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args()
-    x = np.random.default_rng(1).standard_normal((args.batch, 3, 224, 224)).astype(np.float32)
-    runs = modes(args.model.read_bytes(), x, args.threads)
-    got: dict[str, list[float]] = {k: [] for k in runs}
-    for r in range(args.rounds):
-        for k, run in runs.items():
-            got[k].append(rate(run, args.batch, args.seconds))
-            print(f"round {r + 1}: {k}: {got[k][-1]:.1f} rows/s", flush=True)
+    got = measure(args.model.read_bytes(), args.batch, args.threads, args.seconds, args.rounds)
     ort_median = statistics.median(got["onnxruntime"])
     print(f"\nbatch {args.batch}, {args.threads} threads, median of {args.rounds} interleaved")
     for k, values in got.items():
