@@ -50,7 +50,7 @@ def results() -> dict[str, Any]:
         ],
         "inflight_sweep": [
             {"in_flight": 1, "img_s": 90, "p50_ms": 10.0, "p99_ms": 12.0, "client_cpu": 0.01}
-        ],  # fmt: skip
+        ],
         "startup": [
             {"name": "trustserve serve", "first_answer_s": s, "peak_rss_bytes": 2**30}
             for s in (1.5, 9.0, 1.7)
