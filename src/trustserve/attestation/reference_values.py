@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from trustserve.attestation.base import Evidence
+from trustserve.attestation.measurements import parse_hex
 from trustserve.attestation.sigstruct import read_sigstruct
 from trustserve.errors import BadRequest, ConfigError
 
@@ -124,13 +125,13 @@ def tdx_from_values(values: dict[str, str | None]) -> Set:
     missing = [f for f in TDX_MINIMUM if not values.get(f)]
     if missing:
         raise ConfigError(f"a TDX set needs {', '.join('--tdx-' + m for m in missing)}")
-    return {"tee": "tdx", **{k: _hex(v, 48, f"--tdx-{k}") for k, v in values.items() if v}}
+    return {"tee": "tdx", **{k: parse_hex(v, 48, f"--tdx-{k}") for k, v in values.items() if v}}
 
 
 def snp_from_measurement(measurement: str, host_data: str | None = None) -> Set:
-    snp: Set = {"tee": "sev-snp", "measurement": _hex(measurement, 48, "measurement")}
+    snp: Set = {"tee": "sev-snp", "measurement": parse_hex(measurement, 48, "measurement")}
     if host_data:  # CoCo: the initdata digest the host hands the guest at launch
-        snp["host_data"] = _hex(host_data, 32, "host_data")
+        snp["host_data"] = parse_hex(host_data, 32, "host_data")
     return snp
 
 
@@ -231,13 +232,3 @@ def _read(path: Path) -> bytes:
         return path.read_bytes()
     except OSError as exc:
         raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
-
-
-def _hex(value: str, size: int, what: str) -> str:
-    try:
-        data = bytes.fromhex(value)
-    except ValueError:
-        raise ConfigError(f"{what} is not hex") from None
-    if len(data) != size:
-        raise ConfigError(f"{what} must be {size} bytes ({2 * size} hex digits), got {len(data)}")
-    return data.hex()
