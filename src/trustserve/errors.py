@@ -19,6 +19,7 @@ wrong and never carry a secret.
     ├── Conflict (409)
     │   └── Replayed                a nonce seen before
     ├── PayloadTooLarge (413)
+    ├── TooManyRequests (429)       a per-client bound reached (carries retry_after)
     ├── Unavailable (503)           queue full, broker down (carries retry_after)
     ├── DeadlineExceeded (504)
     └── ConfigError (500)           the operator's configuration is unusable
@@ -87,6 +88,15 @@ class Replayed(Conflict):
 
 class PayloadTooLarge(TrustserveError):
     status = 413
+
+
+class TooManyRequests(TrustserveError):
+    status = 429
+    code = "too_many_requests"
+
+    def __init__(self, message: str, retry_after: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class Unavailable(TrustserveError):

@@ -9,7 +9,7 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from trustserve.errors import TrustserveError, Unavailable
+from trustserve.errors import TooManyRequests, TrustserveError, Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -21,7 +21,8 @@ def json_response(body: Any, status: int = 200, headers: dict[str, str] | None =
 
 
 def error_response(exc: TrustserveError) -> Response:
-    headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, Unavailable) else None
+    waits = isinstance(exc, Unavailable | TooManyRequests)
+    headers = {"Retry-After": str(exc.retry_after)} if waits else None
     return json_response({"error": str(exc)}, exc.status, headers)
 
 

@@ -41,10 +41,23 @@ def admin_token(service: KmsService) -> str:
     return files.read_or_create_token(service.state.dir / "admin.token")
 
 
+async def read_body(request: Request, limit: int = MAX_BODY) -> bytes:
+    """The body, refused (413) as soon as its declared or received size passes ``limit``."""
+    too_large = PayloadTooLarge(f"request body over the {limit}-byte limit")
+    declared = request.headers.get("content-length")
+    if declared is not None and (not declared.isdigit() or int(declared) > limit):
+        raise too_large if declared.isdigit() else BadRequest("Content-Length must be a number")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise too_large
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 async def _json(request: Request) -> Any:
-    body = await request.body()
-    if len(body) > MAX_BODY:
-        raise PayloadTooLarge("request body too large")
+    body = await read_body(request)
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError:
@@ -63,7 +76,8 @@ def create_app(
             raise Unauthorized("management needs a valid bearer token")
 
     async def challenge(request: Request) -> Response:
-        return json_response(service.challenge())
+        client = request.client.host if request.client else ""
+        return json_response(service.challenge(client))
 
     async def release(request: Request) -> Response:
         body = await _json(request)
