@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -51,6 +52,8 @@ Answer = tuple[Outcome, Callable[[Outcome], Response]]
 Handler = Callable[[Request, "ModelEntry", bytes], Awaitable[Answer]]
 EXTENSIONS = ["binary_tensor_data", "model_repository", "trustserve_sealed"]
 ATTESTATION_PATH = "/v2/trustserve/attestation"
+PARSE_INLINE_BYTES = 256 * 1024
+UNKNOWN_MODEL = "unknown"  # the metrics label of requests for a model that is not registered
 
 
 class InferenceApi:
@@ -186,8 +189,10 @@ class InferenceApi:
         """Run ``handler`` for the request's model and body; every outcome goes to metrics."""
         started = time.perf_counter()
         status, meta = 500, {}
+        label = UNKNOWN_MODEL  # never a name from the URL: each label is kept forever
         try:
             entry = self._entry(request)
+            label = entry.manifest.name
             outcome, render = await handler(request, entry, await self.body(request))
             status, meta = outcome.status, outcome.meta
             if status != 200:
@@ -197,15 +202,17 @@ class InferenceApi:
             status = exc.status
             return error_response(exc)
         finally:
-            name = request.path_params["model"]
-            self.metrics.observe(name, api, status, time.perf_counter() - started, meta)
+            self.metrics.observe(label, api, status, time.perf_counter() - started, meta)
 
     async def _infer(self, request: Request, entry: ModelEntry, body: bytes) -> Answer:
         if request.headers.get("content-type", "").startswith(SEALED_TYPE):
             outcome = await self._sealed(request, entry, body)
             return outcome, lambda o: Response(o.payload, media_type=SEALED_TYPE)
         header_length = request.headers.get("inference-header-content-length")
-        req = parse_request(body, header_length)
+        if len(body) > PARSE_INLINE_BYTES:  # a large body is parsed off the event loop
+            req = await run_in_threadpool(parse_request, body, header_length, entry.manifest)
+        else:
+            req = parse_request(body, header_length, entry.manifest)
         check_against(req, entry.manifest)
         if header_length is not None and req.all_binary:
             payload, head_len = body, int(header_length)  # checked; the worker reads it as is
