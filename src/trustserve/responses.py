@@ -21,8 +21,9 @@ def json_response(body: Any, status: int = 200, headers: dict[str, str] | None =
 
 
 def error_response(exc: TrustserveError) -> Response:
-    waits = isinstance(exc, Unavailable | TooManyRequests)
-    headers = {"Retry-After": str(exc.retry_after)} if waits else None
+    headers = None
+    if isinstance(exc, Unavailable | TooManyRequests):
+        headers = {"Retry-After": str(exc.retry_after)}
     return json_response({"error": str(exc)}, exc.status, headers)
 
 
