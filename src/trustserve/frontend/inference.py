@@ -33,6 +33,7 @@ from trustserve.errors import (
 from trustserve.frontend.keys import FrontendKeys
 from trustserve.frontend.metrics import Metrics
 from trustserve.frontend.registry import ModelEntry, ModelRegistry
+from trustserve.openapi import openapi_route
 from trustserve.responses import (
     EXCEPTION_HANDLERS,
     error_response,
@@ -91,6 +92,7 @@ class InferenceApi:
             Route("/ping", self.ping),
             Route("/predictions/{model}", self.predict, methods=["POST"]),
             Route("/predictions/{model}/{version}", self.predict, methods=["POST"]),
+            openapi_route("inference"),
         ]
         return Starlette(routes=routes, exception_handlers=EXCEPTION_HANDLERS)
 

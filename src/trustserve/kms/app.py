@@ -6,6 +6,7 @@ Public (attestation is the guard):
     GET  /v1/attestation        the attestation bundle (needs an evidence provider)
     GET  /v1/serving-keys       public serving keys, current first
     GET  /healthz
+    GET  /openapi.json          the OpenAPI document of this API (trustserve/openapi/kms.yaml)
 Management (``Authorization: Bearer <token>``, the token in ``<home>/kms/admin.token``):
     POST /v1/keys/models        {"model", "version", "public_key"} -> {"key_id", "sealed"}
                                 (the data key HPKE-sealed to ``public_key``)
@@ -32,6 +33,7 @@ from trustserve.crypto import hpke
 from trustserve.errors import BadRequest, NotFound, PayloadTooLarge, TrustserveError, Unauthorized
 from trustserve.kms.release import PROVISION_INFO
 from trustserve.kms.service import KmsService
+from trustserve.openapi import openapi_route
 from trustserve.responses import handle_error, json_response
 
 MAX_BODY = 4 * 1024 * 1024
@@ -128,5 +130,6 @@ def create_app(
         Route("/v1/keys/models", list_model_keys, methods=["GET"]),
         Route("/v1/keys/serving/rotate", rotate, methods=["POST"]),
         Route("/healthz", healthz, methods=["GET"]),
+        openapi_route("kms"),
     ]
     return Starlette(routes=routes, exception_handlers={TrustserveError: handle_error})
