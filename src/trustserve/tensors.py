@@ -166,8 +166,9 @@ def _tensors(
 
 def _from_json_data(data: Any, dtype: np.dtype[Any], shape: tuple[int, ...], where: str) -> Array:
     try:
-        array = np.asarray(data, dtype=dtype)
-    except (TypeError, ValueError, OverflowError):
+        with np.errstate(over="raise", invalid="raise"):  # 1e300 is no FP32 value
+            array = np.asarray(data, dtype=dtype)
+    except (TypeError, ValueError, ArithmeticError):
         raise InvalidInput(f"{where}: data does not hold {dtype} values") from None
     if array.size != math.prod(shape):
         raise InvalidInput(
