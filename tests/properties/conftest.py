@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, settings
 
 settings.register_profile(
     "trustserve",
-    max_examples=int(os.environ.get("TRUSTSERVE_PROPERTY_EXAMPLES", "150")),
+    max_examples=int(os.environ.get("TRUSTSERVE_PROPERTY_EXAMPLES", "100")),
     deadline=None,
     database=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
