@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 HOME_DIR ?= $(HOME)/.trustserve
 DEBS := redis-server swtpm swtpm-tools tpm2-tools libtss2-dev openssl
 
-.PHONY: up test lint bench venv debs clean
+.PHONY: up test lint bench soak venv debs clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -44,6 +44,12 @@ $(VENV)/.bench: pyproject.toml | $(VENV)/.installed
 # One run of every configuration, side by side (about 15 minutes; TorchServe gets its own venv).
 bench: debs venv $(VENV)/.bench
 	cd bench && ../$(BIN)/python run.py
+
+# A bounded mix (valid, sealed, replayed, invalid, oversized, cut-off, slow) for SOAK_SECONDS
+# against a stack on localhost; fails on any 5xx, a failed valid request, or RSS/fd growth.
+SOAK_SECONDS ?= 300
+soak: debs venv
+	$(BIN)/python -m bench.soak --seconds $(SOAK_SECONDS) --json bench/results/soak.json
 
 clean:
 	rm -rf $(VENV) build *.egg-info
