@@ -49,7 +49,8 @@ bench: debs venv $(VENV)/.bench
 # against a stack on localhost; fails on any 5xx, a failed valid request, or RSS/fd growth.
 SOAK_SECONDS ?= 300
 soak: debs venv
-	$(BIN)/python -m bench.soak --seconds $(SOAK_SECONDS) --json bench/results/soak.json
+	$(BIN)/python -m bench.soak --seconds $(SOAK_SECONDS) --json bench/results/soak.json \
+	  --doc docs/benchmarks.md
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -36,7 +36,6 @@ from typing import Any
 import httpx
 import numpy as np
 
-from tests.support import RunningStack, start_stack, write_tiny
 from trustserve.attestation import Policy
 from trustserve.client import ClientPolicy, TrustserveClient
 from trustserve.client.sdk import prepare
@@ -272,7 +271,8 @@ def grown(
     return problems
 
 
-def soak(args: argparse.Namespace, stack: RunningStack) -> dict[str, Any]:
+def soak(args: argparse.Namespace, stack: Any) -> dict[str, Any]:
+    """``stack``: a running ``tests.support.RunningStack``."""
     run(stack.url, stack.ca, stack.home, min(5.0, args.seconds), args.concurrency)  # warm-up
     start = snapshot(stack.process.pid)
     began = time.monotonic()
@@ -325,6 +325,50 @@ def print_report(report: dict[str, Any]) -> None:
     print("soak: OK" if report["ok"] else "soak: FAILED")
 
 
+def markdown(report: dict[str, Any]) -> str:
+    """The ``## Soak`` section of docs/benchmarks.md for ``report``."""
+    b = report["bounds"]
+    lines = [
+        "## Soak",
+        "",
+        f"`make soak` (`bench/soak.py`): {report['seconds']:.0f} s, {report['concurrency']} client "
+        f"threads against a `--dev` stack on localhost (tiny model, 1 MiB body limit); run "
+        f"{report.get('when', '')}. {report['requests']} requests; "
+        f"answers by status: {', '.join(f'{k}: {v}' for k, v in report['by_status'].items())} "
+        "(0: cut off by the client, no answer expected).",
+        "",
+        "| kind | status | count |",
+        "|---|---|---|",
+        *(f"| {k.split()[0]} | {k.split()[1]} | {n} |" for k, n in report["by_kind"].items()),
+        "",
+        "| process | RSS MiB start | RSS MiB end | fds start | fds end |",
+        "|---|---|---|---|---|",
+    ]
+    end = {p["pid"]: p for p in report["end"]}
+    for p in report["start"]:
+        e = end.get(p["pid"], {"rss_mb": "gone", "fds": "gone"})
+        lines.append(f"| {p['cmd']} | {p['rss_mb']} | {e['rss_mb']} | {p['fds']} | {e['fds']} |")
+    verdict = (
+        "passed"
+        if report["ok"]
+        else "FAILED: " + "; ".join(report["failures"][:3] + report["growth_problems"][:3])
+    )
+    lines += [
+        "",
+        f"Bounds: RSS growth ≤ {b['rss_growth_mb']} MiB and fd growth ≤ {b['fd_growth']} per "
+        f"process (after a 5 s warm-up); no 5xx; every valid request 200. Result: {verdict}.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def write_doc(doc: Path, report: dict[str, Any]) -> None:
+    """Replace (or add) the ``## Soak`` section of ``doc``."""
+    text = doc.read_text() if doc.exists() else ""
+    head, _, rest = text.partition("## Soak\n")
+    tail = rest[rest.find("\n## ") + 1 :] if "\n## " in rest else ""
+    doc.write_text(head.rstrip("\n") + "\n\n" + markdown(report) + ("\n" + tail if tail else ""))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=300)
@@ -332,7 +376,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-rss-growth-mb", type=float, default=64)
     parser.add_argument("--max-fd-growth", type=int, default=16)
     parser.add_argument("--json", type=Path, help="also write the report here")
+    parser.add_argument("--doc", type=Path, help="write the figures into this markdown file")
     args = parser.parse_args(argv)
+    from tests.support import start_stack, write_tiny  # run from the repository root
+
     with tempfile.TemporaryDirectory(prefix="trustserve-soak-") as tmp:
         store = Path(tmp) / "store"
         store.mkdir()
@@ -342,9 +389,12 @@ def main(argv: list[str] | None = None) -> int:
             report = soak(args, stack)
         finally:
             stack.stop()
+    report["when"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     print_report(report)
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))
+    if args.doc:
+        write_doc(args.doc, report)
     return 0 if report["ok"] else 1
 
 
