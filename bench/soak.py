@@ -102,12 +102,16 @@ def usage(pid: int) -> dict[str, Any] | None:
     except OSError:
         return None
     rss_kb = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS"))
-    role = "worker" if any(b"worker" in a for a in argv) else "serve (frontend, broker, KMS)"
+    worker = any(a == b"worker" or a.endswith(b".worker") for a in argv)
+    role = "worker" if worker else Path(argv[0].decode(errors="replace")).name
     return {"pid": pid, "rss_mb": round(rss_kb / 1024, 1), "fds": fds, "cmd": role}
 
 
 def snapshot(root: int) -> dict[int, dict[str, Any]]:
-    return {p: u for p in processes(root) if (u := usage(p)) is not None}
+    found = {p: u for p in processes(root) if (u := usage(p)) is not None}
+    if root in found:
+        found[root]["cmd"] = "serve (frontend, broker, KMS)"
+    return found
 
 
 class Mix:
