@@ -184,8 +184,12 @@ def _check_budget(body: bytes, header_length: str | None, manifest: Manifest) ->
     budget = json_value_budget(manifest)
     if budget is None:
         return
-    n = int(header_length) if header_length is not None and header_length.isdigit() else None
-    head = body if n is None else body[:n]
+    head = body
+    if header_length is not None:
+        try:
+            head = body[: max(int(header_length), 0)]  # binary data after it is not JSON
+        except ValueError:
+            return  # split_body refuses the header length
     if head.count(b",") > budget:
         raise InvalidInput(
             f"request holds more values than model '{manifest.name}' takes "
