@@ -9,6 +9,7 @@ from tests.properties.own_errors import refused_cleanly
 from trustserve.crypto import hpke
 from trustserve.crypto.sealing import (
     Route,
+    SealedAnswer,
     open_request,
     open_response,
     seal_request,
@@ -21,9 +22,16 @@ routes = st.builds(Route, st.text(max_size=12), st.text(max_size=4), st.text(max
 lengths = st.none() | st.integers(0, 2**32 - 2)
 
 
-@given(routes, st.binary(max_size=300), lengths, st.sampled_from(["v2", "raw"]))
+@given(
+    routes,
+    st.binary(max_size=300),
+    lengths,
+    st.sampled_from(["v2", "torchserve"]),
+    st.sampled_from([200, 400, 409, 503]),
+    st.none() | st.text(max_size=20),
+)
 def test_request_and_answer_round_trip(
-    route: Route, body: bytes, hl: int | None, kind: str
+    route: Route, body: bytes, hl: int | None, kind: str, status: int, code: str | None
 ) -> None:
     sealed, reply = seal_request(PUBLIC, route, body, hl, now=1.5, kind=kind)
     opened = open_request(PRIVATE, route, sealed)
@@ -34,8 +42,8 @@ def test_request_and_answer_round_trip(
         1.5,
     )
     assert opened.reply == reply
-    answer = seal_response(opened.reply, route, body[::-1], hl)
-    assert open_response(reply, route, answer) == (body[::-1], hl)
+    answer = seal_response(opened.reply, route, body[::-1], hl, status, code)
+    assert open_response(reply, route, answer) == SealedAnswer(status, code, body[::-1], hl)
 
 
 @given(st.binary(max_size=300))
