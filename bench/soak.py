@@ -36,7 +36,6 @@ from typing import Any
 import httpx
 import numpy as np
 
-from trustserve.attestation import Policy
 from trustserve.client import ClientPolicy, TrustserveClient
 from trustserve.client.sdk import prepare
 from trustserve.crypto.sealing import CONTENT_TYPE, KEY_ID_HEADER
@@ -70,7 +69,7 @@ class Tally:
     def add(self, kind: str, status: int, detail: str = "") -> None:
         with self.lock:
             self.answers[(kind, status)] += 1
-            if status >= 500 or (kind in VALID and status != 200):
+            if status >= 500 or status == -2 or (kind in VALID and status != 200):
                 self.failures.append(f"{kind}: {status} {detail[:200]}")
 
 
@@ -120,11 +119,9 @@ class Mix:
     def __init__(self, url: str, ca: Path, home: Path, tally: Tally) -> None:
         self.url, self.ca, self.tally = url, ca, tally
         self.http = httpx.Client(base_url=url, verify=str(ca), timeout=60)
-        self.sealed_client = TrustserveClient(
-            url, policy=ClientPolicy(Policy.development(home)), ca=ca
-        )
+        self.sealed_client = TrustserveClient(url, policy=ClientPolicy.development(home), ca=ca)
         self.rng = np.random.default_rng()
-        self.replay: tuple[bytes, dict[str, str]] | None = None
+        self.replay: tuple[str, bytes, dict[str, str]] | None = None
         host, port = url.removeprefix("https://").split(":")
         self.address = (host, int(port))
         self.tls = ssl.create_default_context(cafile=str(ca))
@@ -169,13 +166,13 @@ class Mix:
         r = self.http.post(p.path, content=p.body, headers=headers)
         self.tally.add("sealed", r.status_code, r.text)
         if r.status_code == 200:
-            self.replay = (p.body, headers)
+            self.replay = (p.path, p.body, headers)
 
     def replayed(self) -> None:
         if self.replay is None:
             return self.sealed()
-        body, headers = self.replay
-        r = self.http.post(INFER, content=body, headers=headers)
+        path, body, headers = self.replay
+        r = self.http.post(path, content=body, headers=headers)
         self.tally.add("replayed", r.status_code, r.text)
 
     def invalid(self) -> None:
@@ -248,6 +245,8 @@ def run(url: str, ca: Path, home: Path, seconds: float, concurrency: int) -> Tal
                     getattr(mix, kind)()
                 except (httpx.HTTPError, OSError) as exc:
                     tally.add(kind, -1 if kind != "cancelled" else 0, repr(exc))
+                except Exception as exc:  # a failure of this client: counted, never silent
+                    tally.add(kind, -2, repr(exc))
         finally:
             mix.close()
 

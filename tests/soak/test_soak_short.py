@@ -18,4 +18,5 @@ def test_short_soak_passes(tmp_path: Path) -> None:
     kinds = {k.split()[0] for k in report["by_kind"]}
     assert kinds >= {"json", "binary", "sealed", "invalid", "oversized", "cancelled", "slow"}
     assert not any(int(s) >= 500 for s in report["by_status"])
+    assert all(k.split()[1] == "409" for k in report["by_kind"] if k.startswith("replayed"))
     assert len(report["start"]) >= 2  # the stack and at least one worker were measured
