@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import statistics
 from pathlib import Path
 from typing import Any
@@ -306,4 +307,9 @@ def write_report(res: dict[str, Any], results_dir: Path, doc: Path) -> None:
         "  (TLS, the broker-key AES-GCM, copies), load client about 4%: on 2 cores the",
         "  frontend's and the client's share is what served loses to raw.",
     ]
+    soak = results_dir / "soak.json"  # the last `make soak`, kept when the benchmarks are redone
+    if soak.exists():
+        from soak import markdown
+
+        lines += ["", markdown(json.loads(soak.read_text())).rstrip("\n")]
     doc.write_text("\n".join(lines) + "\n")
