@@ -67,8 +67,14 @@ class KmsTrust:
     sources: VerifierSources | None = None  # DCAP collateral for a TDX/SGX KMS's bundle
 
     @classmethod
-    def from_options(cls, identity: str | None, policy: str | Path | None) -> KmsTrust | None:
-        """From ``--kms-identity`` / ``--kms-policy``; None when neither is given."""
+    def from_options(
+        cls,
+        identity: str | None,
+        policy: str | Path | None,
+        sources: VerifierSources | None = None,
+    ) -> KmsTrust | None:
+        """From ``--kms-identity`` / ``--kms-policy`` (and the verifier-side ``sources`` for a
+        hardware KMS's evidence); None when neither is given."""
         if not identity and not policy:
             return None
         loaded = Policy.load(policy) if policy else None
@@ -79,7 +85,7 @@ class KmsTrust:
                 "pose as the KMS",
                 policy,
             )
-        return cls(parse_identity(identity) if identity else None, loaded)
+        return cls(parse_identity(identity) if identity else None, loaded, sources)
 
     def resolve(self, fetch_bundle: Callable[[], Any]) -> bytes:
         """The identity key to check release answers with (fetching the bundle if needed)."""
