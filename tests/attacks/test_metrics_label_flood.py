@@ -30,7 +30,7 @@ async def test_unknown_model_names_share_one_label(tmp_path: Path) -> None:
         assert known.status_code == 400
     page = generate_latest(metrics.registry).decode()
     assert not any(name in page for name in names)
-    v2 = 'trustserve_requests_total{api="v2",model="unknown",status="404"} 100.0'
-    ts = 'trustserve_requests_total{api="torchserve",model="unknown",status="404"} 100.0'
+    v2 = 'trustserve_requests_total{api="v2",model="unknown",status="404",version=""} 100.0'
+    ts = 'trustserve_requests_total{api="torchserve",model="unknown",status="404",version=""} 100.0'
     assert v2 in page and ts in page
     assert 'model="tiny",status="400"' in page
