@@ -39,7 +39,7 @@ from trustserve.broker.base import Broker
 from trustserve.errors import ArchiveError, BadRequest, NotFound, Unauthorized, Unavailable
 from trustserve.frontend.management import WorkerPool
 from trustserve.frontend.registry import ModelEntry, ModelRegistry
-from trustserve.responses import json_response
+from trustserve.responses import error_response, json_response
 
 MAX_BODY = 64 * 1024
 DRAIN_S = 30.0  # requests already accepted are answered before the workers stop
@@ -107,7 +107,8 @@ class RepositoryApi:
     # -- load and unload (management token) ---------------------------------
 
     async def load(self, request: Request) -> Response:
-        self._authorize(request)
+        if (denied := self._denied(request)) is not None:
+            return denied
         body = await _json_body(request)
         params = body.get("parameters") or {}
         if not isinstance(params, dict):
@@ -128,7 +129,8 @@ class RepositoryApi:
         return Response(status_code=200)
 
     async def unload(self, request: Request) -> Response:
-        self._authorize(request)
+        if (denied := self._denied(request)) is not None:
+            return denied
         await _json_body(request)  # tritonclient sends unload_dependents: nothing depends here
         name = request.path_params["model"]
         entries = [e for e in self.registry.entries() if e.manifest.name == name]
@@ -147,14 +149,20 @@ class RepositoryApi:
 
     # -- helpers --------------------------------------------------------------
 
-    def _authorize(self, request: Request) -> None:
+    def _denied(self, request: Request) -> Response | None:
+        """401 unless the request carries the management token (constant-time compare)."""
         given = request.headers.get("authorization", "")
         token = given[7:].encode() if given.startswith("Bearer ") else b""
-        if not hmac.compare_digest(token, self._token):
-            raise Unauthorized(
+        if hmac.compare_digest(token, self._token):
+            return None
+        response = error_response(
+            Unauthorized(
                 "loading and unloading models needs the management token "
                 "(Authorization: Bearer <token>)"
             )
+        )
+        response.headers["WWW-Authenticate"] = "Bearer"
+        return response
 
     def _stored(self) -> list[_Stored]:
         """The archives at the top of the model store; one that cannot be read is left out."""

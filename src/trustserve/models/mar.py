@@ -116,13 +116,15 @@ def import_mar(
         else _load_eager(mar, path.name)
     )
     if manifest is None:
-        manifest = _classifier_manifest(mar, module, path.name)
+        manifest = _classifier_manifest(mar, module, path.name, name, version)
     manifest = _complete(manifest, mar, name, version)
     exported = torch_import.export(module, manifest)
     return pack_model(exported.onnx_bytes, manifest), manifest, exported
 
 
-def _classifier_manifest(mar: MarContents, module: Any, what: str) -> Manifest:
+def _classifier_manifest(
+    mar: MarContents, module: Any, what: str, name: str | None, version: str | None
+) -> Manifest:
     """The stock image classifier's tensors: images in, one row of class scores out."""
     torch = torch_import.torch_module()
     with torch.no_grad():
@@ -140,8 +142,8 @@ def _classifier_manifest(mar: MarContents, module: Any, what: str) -> Manifest:
     classes = int(out.shape[1])
     return _manifest(
         {
-            "name": mar.name,
-            "version": mar.version,
+            "name": name or mar.name,
+            "version": version or mar.version,
             "inputs": [{"name": "input", "datatype": "FP32", "shape": list(IMAGE_SHAPE)}],
             "outputs": [{"name": "logits", "datatype": "FP32", "shape": [-1, classes]}],
             "labels": list(mar.labels) if mar.labels else [str(i) for i in range(classes)],
