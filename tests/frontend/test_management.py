@@ -91,3 +91,30 @@ def test_register_scale_unregister(tiny_stack: RunningStack) -> None:
         assert m.get("/models/tiny/2").status_code == 404
         with tiny_stack.client() as c:
             assert c.get("/v2/models/tiny").json()["versions"] == ["1"]
+
+
+def test_all_versions_and_set_default(tiny_stack: RunningStack) -> None:
+    """TorchServe's /models/{m}/all and PUT /models/{m}/{v}/set-default (on a model of its own,
+    registered and unregistered here, so the module's other tests see the stack unchanged)."""
+    for version in ("1", "3"):
+        write_tiny(tiny_stack.store, "versioned", version)
+    body = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 4], "data": [0, 0, 0, 1]}]}
+    infer = "/v2/models/versioned/infer"
+    with tiny_stack.management() as m, tiny_stack.client() as c:
+        for version in ("1", "3"):
+            r = m.post(
+                "/models", params={"url": f"versioned-{version}.tsm", "initial_workers": "1"}
+            )
+            assert r.is_success, r.text
+            tiny_stack.wait_model_ready("versioned", version)
+        described = m.get("/models/versioned/all").json()
+        assert [(d["modelVersion"], d["default"]) for d in described] == [("1", False), ("3", True)]
+        assert c.post(infer, json=body).json()["model_version"] == "3"
+        r = m.put("/models/versioned/1/set-default")
+        assert r.status_code == 200 and '"versioned" to "1"' in r.json()["status"]
+        assert c.post(infer, json=body).json()["model_version"] == "1"
+        assert m.put("/models/versioned/9/set-default").status_code == 404
+        assert m.get("/models/nothing/all").status_code == 404
+        assert m.delete("/models/versioned/1").status_code == 200  # back to the rule
+        assert c.post(infer, json=body).json()["model_version"] == "3"
+        assert m.delete("/models/versioned/3").status_code == 200

@@ -4,7 +4,7 @@ See docs/attestation.md. The public API::
 
     make_provider(name, home, **options) -> EvidenceProvider
     verify_evidence(evidence, expected_report_data, policy, now, sources=NO_SOURCES) -> Claims
-    VerifierSources.configured(collateral_dir=..., pccs_url=...)  # sgx/tdx collateral
+    VerifierSources.configured(collateral_dir=..., pccs_url=..., vcek_dir=..., kds_url=...)
     Policy.from_yaml / load / default / development / from_json, policy.check / to_json
 """
 

@@ -7,6 +7,7 @@ verified, its claims; it exits 0 accepted, 1 refused, 2 unusable input.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -23,6 +24,7 @@ from trustserve.attestation.registry import (
     make_provider,
     make_verifier,
 )
+from trustserve.attestation.snp_report import PRODUCTS
 from trustserve.errors import AttestationRefused, BadRequest
 
 
@@ -52,6 +54,14 @@ def register(subparsers: Any) -> None:
     )
     verify.add_argument("--pccs-url", help="sgx/tdx: fetch collateral from this PCCS")
     verify.add_argument("--report-data", help="hex the evidence must be bound to")
+    verify.add_argument("--vcek-dir", type=Path, help="sev-snp: directory of cached VCEKs")
+    verify.add_argument("--kds-url", help="sev-snp: fetch VCEKs from this AMD KDS (or proxy)")
+    verify.add_argument(
+        "--snp-product",
+        action="append",
+        choices=PRODUCTS,
+        help="sev-snp: accept only this AMD product line's root (repeatable; default all)",
+    )
     verify.set_defaults(func=_verify)
 
 
@@ -115,12 +125,18 @@ def _read_json(path: Path, what: str) -> Any:
 def _verify(args: argparse.Namespace) -> int:
     evidence = Evidence.from_json(_read_json(args.evidence, "evidence"))
     policy = Policy.load(args.policy)
-    sources = VerifierSources.configured(collateral_dir=args.collateral_dir, pccs_url=args.pccs_url)
+    sources = VerifierSources.configured(
+        collateral_dir=args.collateral_dir,
+        pccs_url=args.pccs_url,
+        vcek_dir=args.vcek_dir,
+        kds_url=args.kds_url,
+        snp_products=args.snp_product,
+    )
     if args.collateral:
         collateral = _read_json(args.collateral, "collateral")
         if not isinstance(collateral, dict):
             raise BadRequest("collateral must be a JSON object")
-        sources = VerifierSources(FixedCollateral(collateral))
+        sources = dataclasses.replace(sources, collateral=FixedCollateral(collateral))
     expected = _hex_arg(args.report_data, "--report-data") if args.report_data else None
     now = time.time() if args.now is None else args.now
     claims: Claims | None = None

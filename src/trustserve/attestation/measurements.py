@@ -16,10 +16,12 @@ minimum (a set below it is a configuration error, not a weaker policy):
   Secure Boot policy); higher PCRs may be added. ``pcr_bank`` (default
   ``sha256``) fixes the digest size and must be the bank the quote covers.
 * ``sim``: ``sim_measurement`` (32 bytes) or nothing (any sim evidence).
+* ``sev-snp``: ``measurement`` (48 bytes), plus ``host_data``, the ID/author key
+  digests, ``vmpl`` (0 when not named), ``min_tcb`` and ``guest_svn_min``; its
+  rules live beside its verifier (``trustserve.attestation.snp_policy``).
 
 Hex values must be non-empty and of their field's exact size. A claim the
-evidence does not carry never matches. ``sev-snp`` sets are parsed and matched
-by rules that live beside their verifier; they are added to ``RULES``.
+evidence does not carry never matches.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from trustserve.attestation.base import Claims
+from trustserve.attestation.snp_policy import SnpRules
 from trustserve.errors import ConfigError
 
 
@@ -160,7 +163,7 @@ _TDX_48 = (
     "mrtd rtmr0 rtmr1 rtmr2 rtmr3 mr_seam mr_signer_seam mr_config_id mr_owner mr_owner_config"
 )
 
-# tee -> its rules. sev-snp: its SetRules live beside its verifier; add its entry here.
+# tee -> its rules.
 RULES: dict[str, SetRules] = {
     "tdx": FieldRules(
         "tdx",
@@ -175,4 +178,5 @@ RULES: dict[str, SetRules] = {
     ),
     "tpm": TpmRules(),
     "sim": FieldRules("sim", {"sim_measurement": 32}),
+    "sev-snp": SnpRules(),
 }

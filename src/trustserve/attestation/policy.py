@@ -16,6 +16,7 @@ Example::
       - {tee: sgx, mrsigner: "815f...", isv_prod_id: 0, isv_svn_min: 1}
       - {tee: tpm, pcrs: {"0": "d0c3...", "1": "...", ..., "7": "65ca..."}}
       - {tee: sim, sim_measurement: "5a1c..."}
+      - {tee: sev-snp, measurement: "7a1e...", min_tcb: {snp: 8}}
     tpm_ak_names: ["000b8f3c..."]               # TPM object Names of pinned AKs
     tpm_ak_ca_certs: ["-----BEGIN CERTIFICATE-----\\n..."]  # or AKs certified by these CAs
 """
@@ -35,8 +36,9 @@ from trustserve.attestation.measurements import RULES, parse_hex
 from trustserve.attestation.tpm_ak import check_ca_pem, parse_ak_name
 from trustserve.errors import AttestationRefused, ConfigError
 
-# TEEs without a TCB status of their own (a TPM quote says nothing about firmware currency).
-NO_TCB_STATUS = frozenset({"tpm", "sim"})
+# TEEs without a TCB status of their own (a TPM quote says nothing about firmware currency;
+# SEV-SNP's TCB is bounded by the set's min_tcb instead).
+NO_TCB_STATUS = frozenset({"tpm", "sim", "sev-snp"})
 CLOCK_SKEW_S = 30.0
 
 _KEYS = {

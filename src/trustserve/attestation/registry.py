@@ -16,6 +16,7 @@ from trustserve.errors import AttestationRefused, ConfigError
 
 if TYPE_CHECKING:
     from trustserve.attestation.collateral import CollateralSource
+    from trustserve.attestation.snp import SnpOptions
 
 # provider name -> "module:factory"; the factory takes (home, **options).
 PROVIDERS = {
@@ -72,18 +73,35 @@ class VerifierSources:
     ``collateral``: DCAP collateral for sgx/tdx quotes (a collateral directory
     and/or a PCCS; ``trustserve.attestation.collateral.collateral_source``).
     Without it, sgx/tdx evidence is refused (claim ``collateral``).
+
+    ``snp``: where sev-snp VCEKs come from when the evidence holds none (a cache
+    directory, an AMD KDS URL) and which AMD product lines are accepted
+    (``trustserve.attestation.snp.SnpOptions``; None: all products, no VCEK source).
     """
 
     collateral: CollateralSource | None = None
+    snp: SnpOptions | None = None
 
     @classmethod
     def configured(
-        cls, *, collateral_dir: Path | None = None, pccs_url: str | None = None
+        cls,
+        *,
+        collateral_dir: Path | None = None,
+        pccs_url: str | None = None,
+        vcek_dir: Path | None = None,
+        kds_url: str | None = None,
+        snp_products: Sequence[str] | None = None,
     ) -> VerifierSources:
-        """From the ``--collateral-dir`` / ``--pccs-url`` options (either, both or none)."""
+        """From the ``--collateral-dir`` / ``--pccs-url`` / ``--vcek-dir`` / ``--kds-url`` /
+        ``--snp-product`` options (any of them, or none); ConfigError for one that cannot work.
+        """
         from trustserve.attestation.collateral import collateral_source
+        from trustserve.attestation.snp import SnpOptions
 
-        return cls(collateral=collateral_source(collateral_dir, pccs_url))
+        return cls(
+            collateral=collateral_source(collateral_dir, pccs_url),
+            snp=SnpOptions.configured(vcek_dir=vcek_dir, kds_url=kds_url, products=snp_products),
+        )
 
 
 NO_SOURCES = VerifierSources()
@@ -92,7 +110,8 @@ NO_SOURCES = VerifierSources()
 def make_verifier(kind: str, policy: Policy, sources: VerifierSources = NO_SOURCES) -> Verifier:
     """The verifier for evidence of ``kind``, configured from ``policy`` where it needs trust roots.
 
-    ``sources``: where sgx/tdx collateral comes from (the evidence's own is never used).
+    ``sources``: where sgx/tdx collateral and sev-snp VCEKs come from, and which AMD
+    product lines are accepted (the evidence's own collateral is never used).
     """
     if kind == "sim":
         from trustserve.attestation.sim import SimVerifier
@@ -106,6 +125,10 @@ def make_verifier(kind: str, policy: Policy, sources: VerifierSources = NO_SOURC
         from trustserve.attestation.dcap import DcapVerifier
 
         return DcapVerifier(sources.collateral)
+    if kind == "sev-snp":
+        from trustserve.attestation.snp import SnpVerifier
+
+        return SnpVerifier(sources.snp)
     raise AttestationRefused("tee", f"no verifier for {kind!r} evidence")
 
 

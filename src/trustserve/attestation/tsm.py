@@ -6,6 +6,11 @@ The ABI (Documentation/ABI/testing/configfs-tsm): ``mkdir`` an entry under
 ``outblob``; ``provider`` names the TEE driver (``tdx_guest``, ``sev_guest``) and
 ``generation`` counts writes, so a reader can tell its outblob answers its
 own inblob. Each ``make`` uses its own entry and removes it afterwards.
+
+For ``sev_guest``, ``auxblob`` holds the certificate table of the extended report
+(filled by the host, so untrusted); when it has the chip's VCEK, the evidence
+carries it (``{"report": b64, "vcek": b64 DER}``) so a verifier needs no KDS. The
+verifier checks the VCEK's chain to AMD's roots whatever its source.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from typing import Any
 
 from trustserve.attestation._common import normalize_report_data
 from trustserve.attestation.base import Evidence, b64
+from trustserve.attestation.snp_report import parse_cert_table
 from trustserve.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -52,6 +58,7 @@ class TsmProvider:
             _wait_for(entry / "outblob")
             generation = _generation(entry)
             outblob = (entry / "outblob").read_bytes()
+            auxblob = _read_optional(entry / "auxblob") if self.name == "sev-snp" else b""
             provider = (entry / "provider").read_text().strip()
             # An unchanged generation across the read: nobody wrote inblob in between.
             if _generation(entry) != generation:
@@ -63,9 +70,32 @@ class TsmProvider:
                 entry.rmdir()
         if provider != _DRIVERS[self.name]:
             raise ConfigError(f"configfs-tsm provider is {provider!r}, not {_DRIVERS[self.name]}")
+        if self.name == "sev-snp":
+            return Evidence(self.name, _snp_data(outblob, auxblob, provider, generation))
         return Evidence(
             self.name, {"quote": b64(outblob), "provider": provider, "generation": generation}
         )
+
+
+def _snp_data(report: bytes, auxblob: bytes, provider: str, generation: int) -> dict[str, Any]:
+    data: dict[str, Any] = {"report": b64(report), "provider": provider, "generation": generation}
+    if auxblob:
+        try:
+            certs = parse_cert_table(auxblob)
+        except ValueError as exc:
+            log.warning("ignoring the SEV-SNP certificate table in auxblob: %s", exc)
+            certs = {}
+        if "vcek" in certs:
+            data["vcek"] = b64(certs["vcek"])
+    return data
+
+
+def _read_optional(path: Path) -> bytes:
+    """An attribute a TSM may not provide (then it is absent) or leave empty."""
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        return b""
 
 
 def _generation(entry: Path) -> int:

@@ -95,6 +95,8 @@ class ManagementApi:
             Route("/models", self.list_models, methods=["GET"]),
             Route("/models", self.register, methods=["POST"]),
             Route("/models/{model}", self.describe, methods=["GET"]),
+            Route("/models/{model}/all", self.describe_all, methods=["GET"]),
+            Route("/models/{model}/{version}/set-default", self.set_default, methods=["PUT"]),
             Route("/models/{model}/{version}", self.describe, methods=["GET"]),
             Route("/models/{model}", self.scale, methods=["PUT"]),
             Route("/models/{model}/{version}", self.scale, methods=["PUT"]),
@@ -132,12 +134,26 @@ class ManagementApi:
         entry = self._entry(request)
         return json_response([await self._description(entry)])
 
+    async def describe_all(self, request: Request) -> Response:
+        name = request.path_params["model"]
+        self.registry.resolve(name)  # 404 for an unknown model
+        entries = [self.registry.resolve(name, v) for v in self.registry.versions(name)]
+        return json_response([await self._description(e) for e in entries])
+
+    async def set_default(self, request: Request) -> Response:
+        name, version = request.path_params["model"], request.path_params["version"]
+        self.registry.set_default(name, version)
+        return json_response(
+            {"status": f'Default version successfully updated for model "{name}" to "{version}"'}
+        )
+
     async def _description(self, entry: ModelEntry) -> dict[str, Any]:
         m = entry.manifest
         return {
             "modelName": m.name,
             "modelVersion": m.version,
             "modelUrl": entry.url,
+            "default": self.registry.default_version(m.name) == m.version,
             "encrypted": entry.encrypted,
             "failed": entry.failed,
             "minWorkers": entry.min_workers,

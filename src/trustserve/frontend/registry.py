@@ -36,6 +36,7 @@ class ModelRegistry:
     def __init__(self, store: Path) -> None:
         self.store = store.resolve()
         self._models: dict[str, dict[str, ModelEntry]] = {}
+        self._defaults: dict[str, str] = {}  # set-default by the management API
 
     def locate(self, url: str) -> Path:
         """An archive inside the model store; anything else (a URL, an escape) is refused."""
@@ -68,6 +69,8 @@ class ModelRegistry:
         entry = self.resolve(name, version)
         versions = self._models[name]
         del versions[entry.manifest.version]
+        if self._defaults.get(name) == entry.manifest.version:
+            del self._defaults[name]
         if not versions:
             del self._models[name]
         return entry
@@ -83,11 +86,19 @@ class ModelRegistry:
         return versions[version]
 
     def default_version(self, name: str) -> str:
-        """The version whose manifest says ``extra.default_version: true``; else the greatest
-        numeric version; else the greatest name."""
+        """The version set by ``set_default``; else the one whose manifest says
+        ``extra.default_version: true``; else the greatest numeric version; else the greatest
+        name."""
         versions = self._models[name]
+        if name in self._defaults:
+            return self._defaults[name]
         marked = [v for v, e in versions.items() if e.manifest.extra.get("default_version")]
         return max(marked or versions, key=_version_key)
+
+    def set_default(self, name: str, version: str) -> None:
+        """Requests that name no version go to ``version`` from now on."""
+        self.resolve(name, version)
+        self._defaults[name] = version
 
     def versions(self, name: str) -> list[str]:
         return sorted(self._models.get(name, {}), key=_version_key)

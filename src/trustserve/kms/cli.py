@@ -49,6 +49,8 @@ def register(subparsers: Any) -> None:
         "--collateral-dir", type=Path, help="sgx/tdx collateral files <tee>-<fmspc>-<ca>.json"
     )
     serve.add_argument("--pccs-url", help="sgx/tdx: fetch collateral from this PCCS")
+    serve.add_argument("--vcek-dir", type=Path, help="sev-snp: directory of cached VCEKs")
+    serve.add_argument("--kds-url", help="sev-snp: fetch VCEKs from this AMD KDS (or proxy)")
     serve.add_argument(
         "--attestation-option",
         action="append",
@@ -119,7 +121,12 @@ def _serve(args: argparse.Namespace) -> int:
     from trustserve.kms.app import create_app
 
     home = _home(args)
-    sources = VerifierSources.configured(collateral_dir=args.collateral_dir, pccs_url=args.pccs_url)
+    sources = VerifierSources.configured(
+        collateral_dir=args.collateral_dir,
+        pccs_url=args.pccs_url,
+        vcek_dir=args.vcek_dir,
+        kds_url=args.kds_url,
+    )
     service = KmsService.from_env(home, _policy(args, home), sources=sources)
     options = parse_options(args.attestation_option)
     provider = make_provider(args.provider, home, **options) if args.provider else None
