@@ -218,3 +218,33 @@ def test_serving_never_imports_torch() -> None:
     code = f"import sys, {', '.join(modules)}; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+class _Small(torch.nn.Module):
+    """Takes only 32x32 images: the stock 224 default does not fit it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = torch.nn.Linear(3 * 32 * 32, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(x.flatten(1))
+
+
+def test_a_classifier_of_another_size_needs_a_manifest(tmp_path: Path) -> None:
+    mar = write_mar(tmp_path / "s.mar", torchscript_bytes(_Small().eval()))
+    with pytest.raises(archive.ArchiveError, match="give its tensors and preprocessing with"):
+        import_mar(mar)
+    manifest = archive.Manifest.from_json(
+        {
+            "name": "small",
+            "version": "2",
+            "inputs": [{"name": "input", "datatype": "FP32", "shape": [-1, 3, 32, 32]}],
+            "outputs": [{"name": "logits", "datatype": "FP32", "shape": [-1, 3]}],
+            "preprocessing": {"resize": 36, "crop": 32},
+        }
+    )
+    _, used, exported = import_mar(mar, manifest=manifest)
+    assert used.preprocessing == archive.ImagePreprocessing(resize=36, crop=32)
+    assert used.inputs == manifest.inputs and used.extra["mar_model"] == "torchscript"
+    assert exported.max_abs_diff < ATOL

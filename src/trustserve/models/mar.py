@@ -133,7 +133,8 @@ def _classifier_manifest(
         except Exception as exc:  # the model's own code raises anything
             raise ArchiveError(
                 f"{what}: the model does not take a [1, 3, 224, 224] image batch "
-                f"({str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__})"
+                f"({str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}"
+                "); give its tensors and preprocessing with --manifest"
             ) from None
     if not isinstance(out, torch.Tensor) or out.ndim != 2:
         raise ArchiveError(
