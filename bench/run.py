@@ -63,13 +63,10 @@ def v2_request(stack: RunningStack, model: str) -> bytes:
 
 
 def sealed_requests(stack: RunningStack, model: str, count: int) -> list[bytes]:
-    from trustserve.attestation import Policy
     from trustserve.client import ClientPolicy, TrustserveClient
     from trustserve.client.sdk import prepare
 
-    with TrustserveClient(
-        stack.url, policy=ClientPolicy(Policy.development(stack.home)), ca=stack.ca
-    ) as c:
+    with TrustserveClient(stack.url, policy=ClientPolicy.development(stack.home), ca=stack.ca) as c:
         target = c.verify()
     out = []
     for _ in range(count):

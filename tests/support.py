@@ -62,10 +62,27 @@ def tiny_manifest(name: str = "tiny", version: str = "1", **kw: object) -> archi
     return archive.Manifest.from_json(raw)
 
 
-def write_tiny(store: Path, name: str = "tiny", version: str = "1") -> Path:
+def write_tiny(
+    store: Path, name: str = "tiny", version: str = "1", home: Path | None = None
+) -> Path:
+    """A plaintext tiny archive; with ``home``, encrypted by that home's development KMS."""
     path = store / f"{name}-{version}.tsm"
     write_atomic(path, archive.pack(tiny_manifest(name, version), tiny_onnx()))
+    if home is not None:
+        encrypt_for_dev_kms(home, path)
     return path
+
+
+def encrypt_for_dev_kms(home: Path, *paths: Path) -> None:
+    """Encrypt plaintext archives in place under ``home``'s development KMS, as ``up`` does:
+    a stack with a KMS serves encrypted archives only."""
+    from trustserve.kms.embedded import development_kms
+    from trustserve.kms.tools import encrypt_model_file
+
+    kms = development_kms(home)
+    for path in paths:
+        if not archive.read_header(path).encrypted:
+            encrypt_model_file(path, path, kms)
 
 
 def tiny_expected(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -92,6 +109,18 @@ class RunningStack:
         return f"https://localhost:{self.port}"
 
     @property
+    def kms_url(self) -> str:
+        return f"https://127.0.0.1:{self.kms_port}"
+
+    @property
+    def kms_identity(self) -> str:
+        """The embedded KMS's identity public key (base64), as its own parts are told it."""
+        from trustserve.encoding import b64
+        from trustserve.kms.state import KmsState
+
+        return b64(KmsState.public_identity(self.home / "kms" / "state.json"))
+
+    @property
     def management_url(self) -> str:
         return f"https://127.0.0.1:{self.management_port}"
 
@@ -109,6 +138,16 @@ class RunningStack:
             timeout=60,
             headers={"Authorization": f"Bearer {self.token}"},
         )
+
+    def rotate_serving_key(self) -> None:
+        """Rotate the KMS's serving key (the embedded KMS's admin token)."""
+        token = (self.home / "kms" / "admin.token").read_text().strip()
+        r = httpx.post(
+            f"https://127.0.0.1:{self.kms_port}/v1/keys/serving/rotate",
+            headers={"Authorization": f"Bearer {token}"},
+            verify=str(self.ca),
+        )
+        assert r.status_code == 200, r.text
 
     def wait_model_ready(self, model: str, version: str | None = None, timeout: float = 60) -> None:
         path = f"/v2/models/{model}" + (f"/versions/{version}" if version else "") + "/ready"
@@ -139,10 +178,13 @@ def start_stack(
     ready_timeout: float = 120,
     env: dict[str, str] | None = None,
 ) -> RunningStack:
-    """``dev``: the embedded KMS with simulated attestation (broker payloads encrypted)."""
+    """``dev``: the embedded KMS with simulated attestation (broker payloads encrypted);
+    plaintext archives in the store are encrypted under it first (it serves no other)."""
     ports = [free_port() for _ in range(4)]
     log = home / "stack.log"
     home.mkdir(parents=True, exist_ok=True)
+    if dev:
+        encrypt_for_dev_kms(home, *sorted(store.glob("*.tsm")))
     args = [
         sys.executable,
         "-m",

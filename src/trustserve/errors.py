@@ -1,96 +1,144 @@
 """The one error hierarchy of trustserve.
 
-Every error a user can meet is a ``TrustserveError``; its ``status`` is the
-HTTP status the frontend answers with (the mapping to a response body lives in
-``trustserve.responses`` and nowhere else). Messages say what was
-wrong and never carry a secret.
+Every error a user can meet is a ``TrustserveError``. Each class has an HTTP
+``status`` and a stable machine ``code``; an error body is
+``{"error": message, "code": code}`` (built in ``trustserve.responses`` and
+nowhere else). Clients decide on the code, never on the message text or the
+bare status: ``error_class(code)`` is the way back from a body to a class.
+Messages say what was wrong and never carry a secret.
 
-    TrustserveError (500)
-    ├── BadRequest (400)
-    │   ├── InvalidInput            wrong tensor name / datatype / shape, bad JSON
-    │   ├── ArchiveError            a model archive that cannot be used
-    │   ├── CannotOpenSealed        sealed request that fails to open
-    │   ├── UnknownKeyId            sealed request for a key id we do not hold
-    │   └── Expired                 sealed request outside its freshness window
-    ├── Unauthorized (401)
-    ├── Forbidden (403)
-    │   └── AttestationRefused      evidence refused by a policy (names the claim)
-    ├── NotFound (404)              unknown model / version / key id
-    ├── Conflict (409)
-    │   └── Replayed                a nonce seen before
-    ├── PayloadTooLarge (413)
-    ├── Unavailable (503)           queue full, broker down (carries retry_after)
-    ├── DeadlineExceeded (504)
-    └── ConfigError (500)           the operator's configuration is unusable
+    class                       status  code
+    TrustserveError               500   internal             a bug, or nothing better fits
+    ├── BadRequest                400   bad_request
+    │   ├── InvalidInput          400   invalid_input        wrong tensor name / datatype / shape
+    │   ├── ArchiveError          400   archive_error        a model archive that cannot be used
+    │   ├── CannotOpenSealed      400   cannot_open_sealed   sealed request that fails to open
+    │   ├── UnknownKeyId          400   stale_serving_key    sealed to a serving key not held (any
+    │   │                                                    more): fetch the bundle again, retry
+    │   ├── Expired               400   expired              sealed request outside its window
+    │   └── WrongModelVersion     400   wrong_model_version  sealed for another model version than
+    │                                                        the worker's (or none)
+    ├── Unauthorized              401   unauthorized
+    ├── Forbidden                 403   forbidden
+    │   └── AttestationRefused    403   attestation_refused  evidence refused (names the claim)
+    ├── NotFound                  404   not_found            unknown model / version / model key
+    ├── Conflict                  409   conflict
+    │   └── Replayed              409   replayed             a nonce seen before
+    ├── PayloadTooLarge           413   payload_too_large
+    ├── WorkersFailed             500   broker_failure       the broker's own notice: every worker
+    │                                                        that took it died; says only "failed"
+    ├── BrokerTampered            502   broker_tampered      an answer or job failed authentication
+    ├── Unavailable               503   unavailable          queue full, broker down (retry_after)
+    ├── DeadlineExceeded          504   deadline_exceeded
+    └── ConfigError               500   config_error         the operator's settings are unusable
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class TrustserveError(Exception):
     status = 500
+    code = "internal"
+
+    @classmethod
+    def from_message(cls, message: str) -> TrustserveError:
+        """The error again from the message of an error body (see ``error_class``)."""
+        return cls(message)
 
 
 class BadRequest(TrustserveError):
     status = 400
+    code = "bad_request"
 
 
 class InvalidInput(BadRequest):
-    pass
+    code = "invalid_input"
 
 
 class ArchiveError(BadRequest):
-    pass
+    code = "archive_error"
 
 
 class CannotOpenSealed(BadRequest):
-    def __init__(self) -> None:
-        super().__init__("cannot open sealed request")
+    code = "cannot_open_sealed"
+
+    def __init__(self, message: str = "cannot open sealed request") -> None:
+        super().__init__(message)
 
 
 class UnknownKeyId(BadRequest):
-    pass
+    code = "stale_serving_key"
 
 
 class Expired(BadRequest):
-    pass
+    code = "expired"
+
+
+class WrongModelVersion(BadRequest):
+    """A sealed request names a model version this worker does not serve (or none)."""
+
+    code = "wrong_model_version"
 
 
 class Unauthorized(TrustserveError):
     status = 401
+    code = "unauthorized"
 
 
 class Forbidden(TrustserveError):
     status = 403
+    code = "forbidden"
 
 
 class AttestationRefused(Forbidden):
     """Evidence failed a policy; ``claim`` names the claim that failed."""
+
+    code = "attestation_refused"
 
     def __init__(self, claim: str, detail: str) -> None:
         super().__init__(f"{claim}: {detail}")
         self.claim = claim
         self.detail = detail
 
+    @classmethod
+    def from_message(cls, message: str) -> TrustserveError:
+        claim, _, detail = message.partition(": ")
+        return cls(claim, detail)
+
 
 class NotFound(TrustserveError):
     status = 404
+    code = "not_found"
 
 
 class Conflict(TrustserveError):
     status = 409
+    code = "conflict"
 
 
 class Replayed(Conflict):
-    pass
+    code = "replayed"
 
 
 class PayloadTooLarge(TrustserveError):
     status = 413
+    code = "payload_too_large"
+
+
+class WorkersFailed(TrustserveError):
+    code = "broker_failure"
+
+
+class BrokerTampered(TrustserveError):
+    status = 502
+    code = "broker_tampered"
 
 
 class Unavailable(TrustserveError):
     status = 503
+    code = "unavailable"
 
     def __init__(self, message: str, retry_after: int = 1) -> None:
         super().__init__(message)
@@ -99,7 +147,24 @@ class Unavailable(TrustserveError):
 
 class DeadlineExceeded(TrustserveError):
     status = 504
+    code = "deadline_exceeded"
 
 
 class ConfigError(TrustserveError):
     status = 500
+    code = "config_error"
+
+
+def _classes(root: type[TrustserveError]) -> list[type[TrustserveError]]:
+    found = [root]
+    for sub in root.__subclasses__():
+        found += _classes(sub)
+    return found
+
+
+def error_class(code: Any) -> type[TrustserveError]:
+    """The class of the hierarchy above with this machine code; TrustserveError if none."""
+    for cls in _classes(TrustserveError):
+        if cls.__module__ == __name__ and cls.code == code:
+            return cls
+    return TrustserveError

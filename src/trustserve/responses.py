@@ -1,4 +1,5 @@
-"""The one place errors become HTTP responses: status from the error, body ``{"error": ...}``."""
+"""The one place errors become HTTP responses: status from the error, body
+``{"error": message, "code": machine code}`` (the codes are drawn in ``trustserve.errors``)."""
 
 from __future__ import annotations
 
@@ -22,20 +23,23 @@ def json_response(body: Any, status: int = 200, headers: dict[str, str] | None =
 
 def error_response(exc: TrustserveError) -> Response:
     headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, Unavailable) else None
-    return json_response({"error": str(exc)}, exc.status, headers)
+    return status_error(exc.status, str(exc), exc.code, headers)
 
 
-def status_error(status: int, message: str) -> Response:
-    """An error a worker reported for one request, passed on as it is."""
-    headers = {"Retry-After": "1"} if status == 503 else None
-    return json_response({"error": message}, status, headers)
+def status_error(
+    status: int, message: str, code: str, headers: dict[str, str] | None = None
+) -> Response:
+    """An error body; also how an error a worker reported for one request is passed on."""
+    if status == 503 and headers is None:
+        headers = {"Retry-After": "1"}
+    return json_response({"error": message, "code": code}, status, headers)
 
 
 async def handle_error(request: Request, exc: Exception) -> Response:
     if isinstance(exc, TrustserveError):
         return error_response(exc)
     log.exception("unexpected error on %s %s", request.method, request.url.path)
-    return json_response({"error": "internal server error"}, 500)
+    return status_error(500, "internal server error", TrustserveError.code)
 
 
 # Our own errors are answered where they happen (Starlette's ExceptionMiddleware);

@@ -220,6 +220,19 @@ def encode_binary(header: dict[str, Any], key: str, tensors: list[Tensor]) -> tu
     return body, head_len
 
 
+def as_binary_request(request: InferRequest) -> tuple[bytes, int]:
+    """The same request with every input as binary data: its id, parameters and requested
+    outputs (each JSON or binary) kept, so whoever reads it answers what the client asked."""
+    header: dict[str, Any] = {"parameters": request.parameters}
+    if request.id is not None:
+        header["id"] = request.id
+    if request.outputs is not None:
+        header["outputs"] = [
+            {"name": o.name, "parameters": {"binary_data": o.binary}} for o in request.outputs
+        ]
+    return encode_binary(header, "inputs", request.inputs)
+
+
 def encode_response(
     header: dict[str, Any], tensors: list[Tensor], binary: dict[str, bool]
 ) -> tuple[bytes, int | None]:

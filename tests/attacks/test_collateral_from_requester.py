@@ -27,6 +27,7 @@ from tests.attestation.attestation_data import (
     collateral_dir,
     quote_evidence,
 )
+from tests.support import tiny_manifest
 from trustserve.attestation import Evidence, Policy, VerifierSources, verify_evidence
 from trustserve.crypto.rootkey import KeyFileProtector, create_key_file
 from trustserve.errors import AttestationRefused, Forbidden
@@ -78,7 +79,7 @@ def kms(tmp_path: Path, sources: VerifierSources) -> KmsService:
 
 
 def release_refusal(service: KmsService, evidence: Evidence) -> str:
-    key_id = service.create_model_key("m", "1")
+    key_id = service.create_model_key(tiny_manifest("m", "1"))
     nonce = base64.b64decode(service.challenge()["nonce"])
     _, request = make_request(nonce, RecordedQuote(evidence), [key_id])
     with pytest.raises(Forbidden):

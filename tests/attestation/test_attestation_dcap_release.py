@@ -25,6 +25,7 @@ from attestation_data import (
     quote_evidence,
 )
 
+from tests.support import tiny_manifest
 from trustserve.attestation import Evidence, Policy, VerifierSources, verify_evidence
 from trustserve.crypto.rootkey import KeyFileProtector, create_key_file
 from trustserve.errors import AttestationRefused, Forbidden
@@ -79,7 +80,7 @@ def test_kms_verifies_the_genuine_quote_and_refuses_it_for_its_report_data(
     name, policy_yaml, now = CASES[kind]
     sources = VerifierSources.configured(collateral_dir=collateral_dir(tmp_path))
     kms = make_kms(tmp_path, Policy.from_yaml(policy_yaml), now, sources)
-    key_id = kms.create_model_key("m", "1")
+    key_id = kms.create_model_key(tiny_manifest("m", "1"))
     evidence = quote_evidence(kind, name)  # as a real provider sends it: no collateral
 
     # dcap-qvl accepted signature, collateral and TCB inside release; the nonce binding failed
@@ -111,7 +112,7 @@ def test_kms_with_a_mismatching_measurement_still_reaches_dcap_qvl(
 def test_kms_without_collateral_refuses_hardware_evidence(kind: str, tmp_path: Path) -> None:
     name, policy_yaml, now = CASES[kind]
     kms = make_kms(tmp_path, Policy.from_yaml(policy_yaml), now, VerifierSources())
-    key_id = kms.create_model_key("m", "1")
+    key_id = kms.create_model_key(tiny_manifest("m", "1"))
     evidence = quote_evidence(kind, name)
     evidence.data["collateral"] = collateral(name)  # the requester's own is never used
     assert refused_claim(kms, evidence, key_id) == "collateral"
@@ -122,5 +123,5 @@ def test_kms_refuses_once_its_collateral_file_has_expired(tmp_path: Path) -> Non
     sources = VerifierSources.configured(collateral_dir=collateral_dir(tmp_path))
     expired = 1752969600.0  # 2025-07-20: after the TCB info's and the PCK CRL's nextUpdate
     kms = make_kms(tmp_path, Policy.from_yaml(policy_yaml), expired, sources)
-    key_id = kms.create_model_key("m", "1")
+    key_id = kms.create_model_key(tiny_manifest("m", "1"))
     assert refused_claim(kms, quote_evidence("tdx", name), key_id) == "collateral"

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 from snp_data import NOW, REPORT_DATA, snp_evidence, snp_policy, vcek_der
 
+from tests.support import tiny_manifest
 from trustserve.attestation import Evidence, VerifierSources, verify_evidence
 from trustserve.crypto.rootkey import KeyFileProtector, create_key_file
 from trustserve.errors import Forbidden
@@ -44,7 +45,7 @@ class ReplayingProvider:
 
 def refused_claim(home: Path, kms: KmsService, provider: ReplayingProvider) -> str:
     """The claim the KMS's release path refuses ``provider``'s evidence for (from its audit)."""
-    key_id = kms.create_model_key("m", "1")
+    key_id = kms.create_model_key(tiny_manifest("m", "1"))
     nonce = base64.b64decode(kms.challenge()["nonce"])
     _, request = make_request(nonce, provider, [key_id])
     with pytest.raises(Forbidden):
@@ -69,7 +70,7 @@ def test_the_kms_refuses_a_genuine_report_not_bound_to_its_nonce(tmp_path: Path)
     kms = KmsService(
         tmp_path / "home", KeyFileProtector(tmp_path / "kms.key"), policy, clock=lambda: NOW
     )
-    key_id = kms.create_model_key("m", "1")
+    key_id = kms.create_model_key(tiny_manifest("m", "1"))
     nonce = base64.b64decode(kms.challenge()["nonce"])
     _, request = make_request(nonce, ReplayingProvider(), [key_id])
     with pytest.raises(Forbidden):

@@ -34,6 +34,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from tpm2_pytss import ESAPI, TPM2B_PUBLIC, TPMT_PUBLIC
 from tpm2_pytss.constants import ESYS_TR, TPM2_ALG
 
+from tests.support import tiny_manifest
 from trustserve.attestation import Evidence, Policy, make_provider, verify_evidence
 from trustserve.attestation.base import b64, unb64
 from trustserve.attestation.registry import parse_options
@@ -41,7 +42,7 @@ from trustserve.attestation.tpm import ak_name_of
 from trustserve.cli import main
 from trustserve.crypto.rootkey import KeyFileProtector, create_key_file
 from trustserve.errors import AttestationRefused, BadRequest, ConfigError, Forbidden
-from trustserve.kms.release import make_request, open_keys
+from trustserve.kms.release import make_request, model_digest, open_keys
 from trustserve.kms.service import KmsService
 
 PCRS = list(range(8))  # a tpm set must pin the boot chain, PCRs 0-7
@@ -256,10 +257,13 @@ def test_the_kms_releases_a_key_to_a_certified_ak_only(
     def release(ca: Ca) -> dict[str, bytes]:
         policy = {"measurements": [{"tee": "tpm", "pcrs": pcrs}], "tpm_ak_ca_certs": [ca.pem]}
         kms = KmsService(tmp_path / "kms", KeyFileProtector(key_file), Policy.from_mapping(policy))
-        key_id = kms.create_model_key("m", "1")
+        manifest = tiny_manifest("m", os.urandom(4).hex())  # a new model version each time
+        key_id = kms.create_model_key(manifest)
         nonce = base64.b64decode(kms.challenge()["nonce"])
-        private, request = make_request(nonce, provider, [key_id])
-        keys = open_keys(private, nonce, kms.release(request.to_json()))
+        held = {key_id: model_digest(manifest)}
+        private, request = make_request(nonce, provider, [key_id], held)
+        identity = kms.state.identity_public_key()
+        keys = open_keys(private, nonce, kms.release(request.to_json()), identity)
         assert keys[key_id] == kms.model_key(key_id)
         return keys
 

@@ -29,6 +29,7 @@ from trustserve.attestation.registry import parse_options
 from trustserve.attestation.tpm import ak_name_of
 from trustserve.cli import build_parser
 from trustserve.crypto.rootkey import KeyFileProtector, create_key_file
+from trustserve.encoding import b64
 from trustserve.errors import ConfigError
 from trustserve.kms.app import create_app
 from trustserve.kms.service import KmsService
@@ -107,6 +108,7 @@ def test_worker_passes_its_tpm_options_to_the_provider(
         argv = [sys.executable, "-m", "trustserve.cli", "worker", "--archive", str(encrypted)]
         argv += ["--broker", f"unix:{tmp_path / 'no-broker.sock'}", "--kms", url]
         argv += ["--kms-ca", str(ca), "--home", str(tmp_path / "worker-home")]
+        argv += ["--kms-identity", b64(service.state.identity_public_key())]
         argv += ["--attestation", "tpm", "--attestation-option", f"tcti={swtpm}"]
         argv += ["--attestation-option", f"pcrs={pcrs_option}"]
         done = subprocess.run(argv, capture_output=True, text=True, timeout=120)
@@ -117,7 +119,7 @@ def test_worker_passes_its_tpm_options_to_the_provider(
             assert "model 'enc' does not load" in done.stderr  # decrypted, then not ONNX
         else:
             assert event["event"] == "refusal", event
-            assert "refused this worker the keys" in done.stderr
+            assert "key release refused" in done.stderr
 
 
 def test_serve_gives_its_attestation_options_to_its_provider_and_its_workers(

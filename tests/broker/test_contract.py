@@ -9,12 +9,19 @@ import uuid
 import pytest
 
 from tests.broker.conftest import BrokerPair
-from trustserve.broker.base import Job, Outcome
+from trustserve.broker.base import Job, JobKind, JobMeta, Outcome, OutcomeMeta
 from trustserve.errors import DeadlineExceeded, Unavailable
 
 
-def job(queue: str = "m:1", payload: bytes = b"p", timeout: float = 10) -> Job:
-    return Job(uuid.uuid4().hex, queue, "v2", payload, time.time() + timeout, {"header_length": 3})
+def job(
+    queue: str = "m:1",
+    payload: bytes = b"p",
+    timeout: float = 10,
+    kind: JobKind = JobKind.V2,
+    meta: JobMeta | None = None,
+) -> Job:
+    meta = JobMeta(header_length=3) if meta is None else meta
+    return Job(uuid.uuid4().hex, queue, kind, payload, time.time() + timeout, meta)
 
 
 async def until(predicate: object, timeout: float = 10) -> None:
@@ -32,7 +39,9 @@ async def echo_once(pair: BrokerPair, queue: str, max_items: int = 8, delay: flo
     while not jobs:
         jobs = await source.take(queue, max_items, delay)
     for j in jobs:
-        await source.answer(j, Outcome(j.id, 200, j.payload[::-1], {"n": len(jobs)}))
+        await source.answer(
+            j, Outcome(j.id, 200, j.payload[::-1], OutcomeMeta(batch_size=len(jobs)))
+        )
     return len(jobs)
 
 
@@ -45,24 +54,60 @@ async def test_submit_take_answer_round_trip(pair: BrokerPair) -> None:
     await worker
 
 
-async def test_jobs_keep_their_metadata(pair: BrokerPair) -> None:
+@pytest.mark.parametrize(
+    ("kind", "meta"),
+    [
+        (JobKind.V2, JobMeta(header_length=3)),
+        (JobKind.V2, JobMeta()),
+        (JobKind.TORCHSERVE, JobMeta()),
+        (JobKind.SEALED, JobMeta(key_id="srv-0123", version="2")),
+    ],
+)
+async def test_jobs_keep_their_kind_and_metadata(
+    pair: BrokerPair, kind: JobKind, meta: JobMeta
+) -> None:
     source = await pair.connect("m:1")
-    sent = job()
+    sent = job(kind=kind, meta=meta)
     task = asyncio.create_task(pair.broker.submit(sent))
     jobs: list[Job] = []
     while not jobs:
         jobs = await source.take("m:1", 1, 0)
     (got,) = jobs
-    assert (got.id, got.queue, got.kind, got.payload, got.meta) == (
+    assert (got.id, got.queue, got.kind, got.payload, got.meta, got.deadline) == (
         sent.id,
         sent.queue,
         sent.kind,
         sent.payload,
         sent.meta,
+        sent.deadline,
     )
+    assert isinstance(got.kind, JobKind) and isinstance(got.meta, JobMeta)
     assert got.deliveries == 1 and got.enqueued_at > 0
     await source.answer(got, Outcome(got.id, 200, b"ok"))
     assert (await task).payload == b"ok"
+
+
+@pytest.mark.parametrize(
+    ("status", "meta"),
+    [
+        (200, OutcomeMeta(header_length=17, inference_ms=1.5, queue_ms=0.25, batch_size=3)),
+        (200, OutcomeMeta(sealed=True)),
+        (400, OutcomeMeta(code="invalid_input")),
+        (400, OutcomeMeta(code="invalid_input", sealed=True)),
+    ],
+)
+async def test_outcomes_keep_their_status_and_metadata(
+    pair: BrokerPair, status: int, meta: OutcomeMeta
+) -> None:
+    source = await pair.connect("m:1")
+    task = asyncio.create_task(pair.broker.submit(job()))
+    jobs: list[Job] = []
+    while not jobs:
+        jobs = await source.take("m:1", 1, 0)
+    await source.answer(jobs[0], Outcome(jobs[0].id, status, b"\x00answer\xff", meta))
+    outcome = await task
+    assert (outcome.status, outcome.payload, outcome.meta) == (status, b"\x00answer\xff", meta)
+    assert not outcome.by_broker
 
 
 async def test_take_fills_a_batch_up_to_max_items(pair: BrokerPair) -> None:
@@ -163,5 +208,6 @@ async def test_a_job_that_kills_every_worker_fails_clearly(pair: BrokerPair) -> 
             taken = await dying.take("m:1", 8, 0.01)
         await dying.close()
     outcome = await asyncio.wait_for(task, 30)
-    assert outcome.status >= 500
+    assert outcome.status >= 500 and outcome.by_broker
+    assert outcome.meta == OutcomeMeta(code="broker_failure")
     assert b"worker" in outcome.payload

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.broker.redis_server import RedisServer
-from trustserve.broker.base import Job, JobSource, Outcome
+from trustserve.broker.base import Job, JobKind, JobSource, Outcome
 from trustserve.broker.redis import RedisStreamsBroker
 from trustserve.broker.redis_config import parse_redis_url
 from trustserve.errors import ConfigError, DeadlineExceeded, Unavailable
@@ -28,7 +28,7 @@ async def redis(tmp_path: Path) -> AsyncIterator[RedisServer]:
 
 
 def job(queue: str = "m:1", payload: bytes = b"p", timeout: float = 10) -> Job:
-    return Job(uuid.uuid4().hex, queue, "v2", payload, time.time() + timeout, {})
+    return Job(uuid.uuid4().hex, queue, JobKind.V2, payload, time.time() + timeout)
 
 
 async def serve(source: JobSource, queue: str, stop: asyncio.Event) -> int:

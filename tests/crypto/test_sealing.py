@@ -7,6 +7,7 @@ import pytest
 from trustserve.crypto import hpke
 from trustserve.crypto.sealing import (
     Route,
+    SealedAnswer,
     open_request,
     open_response,
     seal_request,
@@ -27,7 +28,7 @@ def test_round_trip_and_fresh_keys_each_time() -> None:
     opened = open_request(private, ROUTE, sealed)
     assert (opened.body, opened.header_length, opened.reply) == (body, 42, reply)
     answer = seal_response(opened.reply, ROUTE, b"outputs", None)
-    assert open_response(reply, ROUTE, answer) == (b"outputs", None)
+    assert open_response(reply, ROUTE, answer) == SealedAnswer(200, None, b"outputs", None)
 
 
 @pytest.mark.parametrize(

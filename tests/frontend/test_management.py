@@ -37,7 +37,7 @@ def test_list_and_describe(tiny_stack: RunningStack) -> None:
         assert {"tiny", "colour"} <= names
         d = m.get("/models/tiny").json()[0]
         assert d["modelVersion"] == "1" and d["batchSize"] == 8 and d["readyWorkers"] >= 1
-        assert len(d["workers"]) == 1 and d["encrypted"] is False
+        assert len(d["workers"]) == 1 and d["encrypted"] is True
 
 
 @pytest.mark.parametrize(
@@ -69,7 +69,7 @@ def test_register_symlink_escaping_the_store_is_refused(tiny_stack: RunningStack
 
 
 def test_register_scale_unregister(tiny_stack: RunningStack) -> None:
-    write_tiny(tiny_stack.store, "tiny", "2")
+    write_tiny(tiny_stack.store, "tiny", "2", home=tiny_stack.home)
     with tiny_stack.management() as m:
         r = m.post("/models", params={"url": "tiny-2.tsm", "initial_workers": "1"})
         assert r.status_code == 200, r.text
@@ -97,7 +97,7 @@ def test_all_versions_and_set_default(tiny_stack: RunningStack) -> None:
     """TorchServe's /models/{m}/all and PUT /models/{m}/{v}/set-default (on a model of its own,
     registered and unregistered here, so the module's other tests see the stack unchanged)."""
     for version in ("1", "3"):
-        write_tiny(tiny_stack.store, "versioned", version)
+        write_tiny(tiny_stack.store, "versioned", version, home=tiny_stack.home)
     body = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 4], "data": [0, 0, 0, 1]}]}
     infer = "/v2/models/versioned/infer"
     with tiny_stack.management() as m, tiny_stack.client() as c:

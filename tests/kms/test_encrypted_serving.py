@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import secrets
 import subprocess
 import sys
 import time
@@ -29,7 +31,12 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
 
 
 def encrypt(stack: RunningStack, src: Path, name: str) -> Path:
+    """Encrypt ``src`` as a new version (each version gets its own, fresh key)."""
     dst = stack.store / name
+    plain = archive.load(src)
+    fresh = dataclasses.replace(plain.manifest, version=secrets.token_hex(4))
+    src = stack.store.parent / f"plain-{fresh.version}.tsm"
+    src.write_bytes(archive.pack(fresh, plain.payload))
     subprocess.run(
         [
             sys.executable, "-m", "trustserve.cli", "model", "encrypt", str(src), "-o", str(dst),

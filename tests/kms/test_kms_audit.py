@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.kms.conftest import MakeService
+from tests.support import tiny_manifest
 from trustserve.attestation import EvidenceProvider, Policy
 from trustserve.cli import main
 from trustserve.errors import Forbidden
@@ -19,9 +20,10 @@ from trustserve.kms.service import KmsService
 def kms(make_service: MakeService, sim: EvidenceProvider) -> KmsService:
     """Six audited events: 3 key creations, a release, a refusal, a rotation."""
     service = make_service(Policy.development())
-    ids = [service.create_model_key(f"m{i}", "1") for i in range(3)]
+    ids = [service.create_model_key(tiny_manifest(f"m{i}", "1")) for i in range(3)]
     nonce = base64.b64decode(service.challenge()["nonce"])
-    _, request = make_request(nonce, sim, ids[:1])
+    digest = service.state.model_keys()[ids[0]]["digest"]
+    _, request = make_request(nonce, sim, ids[:1], {ids[0]: digest})
     service.release(request)
     with pytest.raises(Forbidden):
         service.release(request)
@@ -106,8 +108,45 @@ def test_line_appended_without_the_kms_is_found(kms: KmsService, home: Path) -> 
 def test_cli_audit_verify_needs_no_secret_and_reports_tampering(
     kms: KmsService, home: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main(["kms", "audit", "verify", "--home", str(home)]) == 0
+    identity = base64.b64encode(kms.state.identity_public_key()).decode()
+    verify = ["kms", "audit", "verify", "--home", str(home), "--identity", identity]
+    assert main(verify) == 0
     assert "intact: 6 lines" in capsys.readouterr().out
     _edit(home, lambda lines: lines.pop(1))
-    assert main(["kms", "audit", "verify", "--home", str(home)]) == 1
+    assert main(verify) == 1
     assert "line 2" in capsys.readouterr().out
+
+
+def test_cli_audit_verify_takes_the_identity_from_a_bundle(
+    kms: KmsService, home: Path, sim: EvidenceProvider, tmp_path: Path
+) -> None:
+    bundle = tmp_path / "bundle.json"
+    bundle.write_text(json.dumps(kms.attestation_bundle(sim)))
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(json.dumps(Policy.development(home).to_json()))
+    verify = ["kms", "audit", "verify", "--home", str(home), "--bundle", str(bundle)]
+    assert main(verify) == 0
+    assert main([*verify, "--policy", str(policy)]) == 0
+
+
+def test_cli_audit_verify_insists_on_an_expected_identity(
+    kms: KmsService, home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["kms", "audit", "verify", "--home", str(home)])
+    assert exited.value.code == 2
+    assert "--identity" in capsys.readouterr().err
+
+
+def test_cli_identity_prints_the_unlocked_identity(
+    kms: KmsService,
+    home: Path,
+    key_file: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("TRUSTSERVE_KMS_KEY_FILE", str(key_file))
+    monkeypatch.delenv("TRUSTSERVE_KMS_PASSPHRASE", raising=False)
+    assert main(["kms", "identity", "--home", str(home)]) == 0
+    printed = capsys.readouterr().out.strip()
+    assert base64.b64decode(printed) == kms.state.identity_key().public_key().public_bytes_raw()

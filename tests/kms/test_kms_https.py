@@ -14,15 +14,18 @@ import pytest
 import uvicorn
 
 from tests.kms.conftest import MakeService
+from tests.support import tiny_manifest
 from trustserve import archive
 from trustserve.archive import Manifest, TensorSpec
 from trustserve.attestation import EvidenceProvider, Policy
-from trustserve.errors import Forbidden, NotFound, Unauthorized, Unavailable
+from trustserve.errors import ConfigError, Conflict, Forbidden, NotFound, Unauthorized, Unavailable
 from trustserve.kms.app import admin_token, create_app
 from trustserve.kms.bundle import verify_bundle
 from trustserve.kms.client import KmsClient, fetch_model_key, open_archive
+from trustserve.kms.release import model_digest
 from trustserve.kms.service import KmsService
 from trustserve.kms.tools import encrypt_model_file
+from trustserve.kms.trust import KmsTrust
 from trustserve.tls import issue_local_ca
 
 
@@ -67,20 +70,48 @@ def running(make_service: MakeService, sim: EvidenceProvider, tmp_path: Path) ->
     sock.close()
 
 
+def _trust(running: Running) -> KmsTrust:
+    return KmsTrust(running.service.state.identity_public_key())
+
+
 def test_release_over_tls(running: Running, sim: EvidenceProvider) -> None:
-    key_id = running.service.create_model_key("m", "1")
-    with KmsClient(running.url, ca_file=running.ca) as client:
-        keys = client.release(sim, [key_id, "broker"])
+    manifest = tiny_manifest("m", "1")
+    key_id = running.service.create_model_key(manifest)
+    held = archive.ModelArchive(manifest, {"key_id": key_id}, b"", b"")
+    with KmsClient(running.url, ca_file=running.ca, trust=_trust(running)) as client:
+        keys = client.release(sim, [key_id, "broker"], {key_id: model_digest(manifest)})
         assert keys[key_id] == running.service.model_key(key_id)
-        assert fetch_model_key(client, sim, key_id) == keys[key_id]
+        assert fetch_model_key(client, sim, held) == keys[key_id]
         with pytest.raises(NotFound):
             client.release(sim, ["model-unknown-1-00000000"])
 
 
+def test_release_needs_a_trusted_identity(running: Running, sim: EvidenceProvider) -> None:
+    client = KmsClient(running.url, ca_file=running.ca)
+    with client, pytest.raises(ConfigError, match="--kms-identity"):
+        client.release(sim, ["broker"])
+
+
+def test_identity_from_a_bundle_verified_under_the_requesters_policy(
+    running: Running, sim: EvidenceProvider, home: Path
+) -> None:
+    trusting = KmsTrust(policy=Policy.development(home))
+    with KmsClient(running.url, ca_file=running.ca, trust=trusting) as client:
+        assert len(client.release(sim, ["broker"])["broker"]) == 32
+    strict = KmsTrust(policy=Policy.default())  # refuses the KMS's sim evidence
+    refusing = KmsClient(running.url, ca_file=running.ca, trust=strict)
+    with refusing, pytest.raises(Forbidden, match="tee"):
+        refusing.release(sim, ["broker"])
+
+
 def test_refusal_over_tls_is_a_bare_403(running: Running, sim: EvidenceProvider) -> None:
-    key_id = running.service.create_model_key("m", "1")
+    key_id = running.service.create_model_key(tiny_manifest("m", "1"))
     running.service.policy = Policy.default()
-    with KmsClient(running.url, ca_file=running.ca) as client, pytest.raises(Forbidden) as refused:
+    trust = _trust(running)
+    with (
+        KmsClient(running.url, ca_file=running.ca, trust=trust) as client,
+        pytest.raises(Forbidden) as refused,
+    ):
         client.release(sim, [key_id])
     assert str(refused.value) == "KMS: key release refused"
 
@@ -106,23 +137,25 @@ def test_owner_encrypts_and_worker_opens_over_tls(
     encrypted = tmp_path / "enc.tsm"
     with KmsClient(running.url, ca_file=running.ca, token=running.token) as owner:
         key_id = encrypt_model_file(plain, encrypted, owner)
-        assert encrypt_model_file(plain, tmp_path / "again.tsm", owner) == key_id
+        with pytest.raises(Conflict):
+            encrypt_model_file(plain, tmp_path / "again.tsm", owner)
     assert archive.read_header(encrypted).encryption == {
         "scheme": "tink-streaming-aead/AES256_GCM_HKDF_1MB",
         "key_id": key_id,
     }
     assert model[:4096] not in encrypted.read_bytes()
-    with KmsClient(running.url, ca_file=running.ca) as worker:
+    with KmsClient(running.url, ca_file=running.ca, trust=_trust(running)) as worker:
         assert open_archive(worker, sim, encrypted) == model
         bundle = worker.attestation_bundle()
-    claims, keys, _ = verify_bundle(bundle, Policy.development(home), time.time())
-    assert claims.tee == "sim" and keys
+    checked = verify_bundle(bundle, Policy.development(home), time.time())
+    assert checked.claims.tee == "sim" and checked.keys
+    assert [m["name"] for m in checked.models] == [manifest.name]
 
 
 def test_management_needs_the_token(running: Running) -> None:
     with KmsClient(running.url, ca_file=running.ca, token="not-the-token") as client:
         with pytest.raises(Unauthorized):
-            client.provision_model_key("m", "1")
+            client.provision_model_key(tiny_manifest("m", "1"))
         with pytest.raises(Unauthorized):
             client.rotate_serving_key()
     with KmsClient(running.url, ca_file=running.ca, token=running.token) as client:

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.kms.conftest import MakeService
+from tests.support import tiny_manifest
 from trustserve.attestation import EvidenceProvider, Policy
 from trustserve.crypto import hpke
 from trustserve.crypto.keys import ServingKeySet
@@ -17,10 +18,20 @@ from trustserve.kms.release import make_request, open_keys
 from trustserve.kms.service import KmsService
 
 
+def _honest(kms: KmsService, key_ids: list[str]) -> dict[str, str]:
+    """The archive digests an honest requester holds: those the KMS recorded."""
+    records = kms.state.model_keys()
+    return {k: records[k]["digest"] for k in key_ids if k in records}
+
+
+def _identity(kms: KmsService) -> bytes:
+    return kms.state.identity_public_key()
+
+
 def _release(kms: KmsService, provider: EvidenceProvider, key_ids: list[str]) -> dict[str, bytes]:
     nonce = base64.b64decode(kms.challenge()["nonce"])
-    private, request = make_request(nonce, provider, key_ids)
-    return open_keys(private, nonce, kms.release(request.to_json()))
+    private, request = make_request(nonce, provider, key_ids, _honest(kms, key_ids))
+    return open_keys(private, nonce, kms.release(request.to_json()), _identity(kms))
 
 
 def _audit_events(home: Path) -> list[str]:
@@ -32,7 +43,7 @@ def test_sim_evidence_gets_keys_under_a_policy_that_allows_sim(
     make_service: MakeService, sim: EvidenceProvider
 ) -> None:
     kms = make_service(Policy.development())
-    key_id = kms.create_model_key("m", "1")
+    key_id = kms.create_model_key(tiny_manifest("m", "1"))
     keys = _release(kms, sim, [key_id, "serving", "broker"])
     assert keys[key_id] == kms.model_key(key_id)
     assert keys["broker"] == kms.state.broker_key()[1]
@@ -46,7 +57,7 @@ def test_sim_evidence_is_refused_by_the_strict_policy_with_a_generic_403(
     make_service: MakeService, sim: EvidenceProvider, home: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     kms = make_service(Policy.default())
-    key_id = kms.create_model_key("m", "1")
+    key_id = kms.create_model_key(tiny_manifest("m", "1"))
     with caplog.at_level(logging.WARNING, "trustserve.kms"), pytest.raises(Forbidden) as refused:
         _release(kms, sim, [key_id])
     assert str(refused.value) == "key release refused"
@@ -57,10 +68,10 @@ def test_sim_evidence_is_refused_by_the_strict_policy_with_a_generic_403(
 
 def test_a_nonce_is_good_once(make_service: MakeService, sim: EvidenceProvider) -> None:
     kms = make_service()
-    key_id = kms.create_model_key("m", "1")
+    key_id = kms.create_model_key(tiny_manifest("m", "1"))
     nonce = base64.b64decode(kms.challenge()["nonce"])
-    private, request = make_request(nonce, sim, [key_id])
-    open_keys(private, nonce, kms.release(request))
+    private, request = make_request(nonce, sim, [key_id], _honest(kms, [key_id]))
+    open_keys(private, nonce, kms.release(request), _identity(kms))
     with pytest.raises(Forbidden, match="key release refused"):
         kms.release(request)
 
@@ -70,7 +81,7 @@ def test_an_expired_or_unknown_nonce_is_refused(
 ) -> None:
     now = [1_000_000.0]
     kms = make_service(clock=lambda: now[0], challenge_ttl=60.0)
-    key_id = kms.create_model_key("m", "1")
+    key_id = kms.create_model_key(tiny_manifest("m", "1"))
     nonce = base64.b64decode(kms.challenge()["nonce"])
     now[0] += 61
     _, request = make_request(nonce, sim, [key_id])
@@ -88,9 +99,9 @@ def test_evidence_bound_to_another_key_is_refused(
     make_service: MakeService, sim: EvidenceProvider, caplog: pytest.LogCaptureFixture
 ) -> None:
     kms = make_service()
-    key_id = kms.create_model_key("m", "1")
+    key_id = kms.create_model_key(tiny_manifest("m", "1"))
     nonce = base64.b64decode(kms.challenge()["nonce"])
-    _, honest = make_request(nonce, sim, [key_id])
+    _, honest = make_request(nonce, sim, [key_id], _honest(kms, [key_id]))
     swapped = {**honest.to_json(), "public_key": base64.b64encode(hpke.generate_keypair()[1])}
     swapped["public_key"] = swapped["public_key"].decode()
     with caplog.at_level(logging.WARNING, "trustserve.kms"), pytest.raises(Forbidden):
@@ -108,12 +119,13 @@ def test_released_keys_open_only_with_the_ephemeral_key(
     make_service: MakeService, sim: EvidenceProvider
 ) -> None:
     kms = make_service()
-    key_id = kms.create_model_key("m", "1")
+    key_id = kms.create_model_key(tiny_manifest("m", "1"))
     nonce = base64.b64decode(kms.challenge()["nonce"])
-    _, request = make_request(nonce, sim, [key_id])
+    private, request = make_request(nonce, sim, [key_id], _honest(kms, [key_id]))
     answer = kms.release(request)
-    with pytest.raises(Forbidden, match="cannot be opened"):
-        open_keys(hpke.generate_keypair()[0], nonce, answer)
+    with pytest.raises(Forbidden, match="not signed by the trusted KMS"):
+        open_keys(hpke.generate_keypair()[0], nonce, answer, _identity(kms))
+    assert open_keys(private, nonce, answer, _identity(kms))[key_id] == kms.model_key(key_id)
 
 
 def test_rotation_keeps_the_previous_serving_key_until_it_expires(
@@ -135,10 +147,10 @@ def test_attestation_bundle_verifies_and_binds_the_policy(
 ) -> None:
     kms = make_service()
     bundle = kms.attestation_bundle(sim)
-    claims, keys, release_policy = verify_bundle(bundle, Policy.development(home), kms.clock())
-    assert claims.tee == "sim"
-    assert keys[0]["key_id"] == kms.serving_public_keys()[0]["key_id"]
-    assert release_policy == kms.policy.to_json()
+    checked = verify_bundle(bundle, Policy.development(home), kms.clock())
+    assert checked.claims.tee == "sim"
+    assert checked.keys[0]["key_id"] == kms.serving_public_keys()[0]["key_id"]
+    assert checked.release_policy == kms.policy.to_json()
     lying = {**bundle, "release_policy": Policy.default().to_json()}
     with pytest.raises(Forbidden):
         verify_bundle(lying, Policy.development(home), kms.clock())

@@ -9,9 +9,11 @@ from pathlib import Path
 import pytest
 
 from tests.kms.conftest import MakeService
+from tests.support import tiny_manifest
+from trustserve.archive import Manifest
 from trustserve.attestation import Policy
 from trustserve.crypto.rootkey import PassphraseProtector
-from trustserve.errors import BadRequest, ConfigError, NotFound
+from trustserve.errors import BadRequest, ConfigError, Conflict, NotFound
 from trustserve.kms.service import KmsService
 
 
@@ -21,8 +23,8 @@ def _snapshot(directory: Path) -> dict[str, bytes]:
 
 def test_restart_keeps_every_key(make_service: MakeService) -> None:
     first = make_service()
-    model_a = first.create_model_key("a", "1")
-    model_b = first.create_model_key("b", "2")
+    model_a = first.create_model_key(tiny_manifest("a", "1"))
+    model_b = first.create_model_key(tiny_manifest("b", "2"))
     first.rotate_serving_key()
     serving = first.state.serving_keys(first.clock())
     broker = first.state.broker_key()
@@ -35,25 +37,28 @@ def test_restart_keeps_every_key(make_service: MakeService) -> None:
     assert len(serving.keys) == 2
     assert again.state.broker_key() == broker
     assert again.state.identity_public_key() == identity
-    assert again.create_model_key("a", "1") == model_a
+    with pytest.raises(Conflict):
+        again.create_model_key(tiny_manifest("a", "1"))
 
 
 def test_model_keys_are_one_per_version_and_unknown_ids_are_404(
     make_service: MakeService,
 ) -> None:
     kms = make_service()
-    v1, v2 = kms.create_model_key("m", "1"), kms.create_model_key("m", "2")
+    v1 = kms.create_model_key(tiny_manifest("m", "1"))
+    v2 = kms.create_model_key(tiny_manifest("m", "2"))
     assert v1 != v2 and kms.model_key(v1) != kms.model_key(v2)
-    assert kms.create_model_key("m", "1") == v1
+    with pytest.raises(Conflict, match="already has a key"):
+        kms.create_model_key(tiny_manifest("m", "1"))
     with pytest.raises(NotFound):
         kms.model_key("model-m-3-00000000")
     with pytest.raises(BadRequest):
-        kms.create_model_key("../etc", "1")
+        kms.create_model_key(Manifest("../etc", "1", (), ()))
 
 
 def test_no_key_is_stored_in_clear(make_service: MakeService, home: Path) -> None:
     kms = make_service()
-    data_key = kms.model_key(kms.create_model_key("m", "1"))
+    data_key = kms.model_key(kms.create_model_key(tiny_manifest("m", "1")))
     broker = kms.state.broker_key()[1]
     serving = kms.state.serving_keys(kms.clock()).current.private_key
     assert serving is not None
@@ -66,7 +71,7 @@ def test_no_key_is_stored_in_clear(make_service: MakeService, home: Path) -> Non
 def test_wrong_passphrase_is_clear_and_leaves_state_untouched(home: Path) -> None:
     secret = os.urandom(12).hex()
     kms = KmsService(home, PassphraseProtector(secret), Policy.default())
-    kms.create_model_key("m", "1")
+    kms.create_model_key(tiny_manifest("m", "1"))
     before = _snapshot(home)
     with pytest.raises(ConfigError, match="wrong KMS passphrase or key file"):
         KmsService(home, PassphraseProtector(os.urandom(12).hex()), Policy.default())
@@ -79,11 +84,12 @@ from pathlib import Path
 from trustserve.attestation import Policy
 from trustserve.crypto.rootkey import KeyFileProtector
 from trustserve.kms.service import KmsService
+from tests.support import tiny_manifest
 home, key, tag = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
 kms = KmsService(home, KeyFileProtector(key), Policy.default())
 sys.stdin.readline()
 for i in range(60):
-    kms.create_model_key(f"{tag}{i}", "1")
+    kms.create_model_key(tiny_manifest(f"{tag}{i}", "1"))
 """
 
 

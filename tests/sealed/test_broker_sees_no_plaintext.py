@@ -20,8 +20,8 @@ import numpy as np
 import pytest
 
 from tests.support import RunningStack
-from trustserve.attestation import Policy, make_provider
-from trustserve.broker.base import Job, Outcome
+from trustserve.attestation import make_provider
+from trustserve.broker.base import Job, JobKind, JobMeta, Outcome
 from trustserve.broker.embedded import EmbeddedBroker
 from trustserve.broker.encrypted import EncryptingBroker
 from trustserve.client.sdk import prepare
@@ -29,6 +29,7 @@ from trustserve.client.verify import ClientPolicy, verify
 from trustserve.crypto.sealing import open_response
 from trustserve.frontend.keys import FrontendKeys
 from trustserve.kms.client import KmsClient
+from trustserve.kms.trust import KmsTrust
 from trustserve.tensors import Tensor, encode_binary, parse_response
 
 
@@ -59,8 +60,10 @@ def worker(tiny_stack: RunningStack, tmp_path: Path) -> Iterator[Path]:
 
 async def test_broker_holds_only_ciphertext(tiny_stack: RunningStack, worker: Path) -> None:
     kms_url = f"https://127.0.0.1:{tiny_stack.kms_port}"
+    trust = KmsTrust.from_options(tiny_stack.kms_identity, None)
     keys = FrontendKeys(
-        KmsClient(kms_url, ca_file=tiny_stack.ca), make_provider("sim", tiny_stack.home)
+        KmsClient(kms_url, ca_file=tiny_stack.ca, trust=trust),
+        make_provider("sim", tiny_stack.home),
     )
     recording = RecordingBroker()
     await recording.serve_workers(worker)
@@ -71,6 +74,7 @@ async def test_broker_holds_only_ciphertext(tiny_stack: RunningStack, worker: Pa
             "--archive", str(tiny_stack.store / "tiny-1.tsm"),
             "--broker", f"unix:{worker}",
             "--kms", kms_url,
+            "--kms-identity", tiny_stack.kms_identity,
             "--home", str(tiny_stack.home),
             "--threads", "1",
         ]
@@ -81,21 +85,22 @@ async def test_broker_holds_only_ciphertext(tiny_stack: RunningStack, worker: Pa
         x_sealed = rng.uniform(1e3, 1e4, (4, 4)).astype(np.float32)
 
         body, hlen = encode_binary({}, "inputs", [Tensor("x", "FP32", (4, 4), x_standard)])
-        job = Job(uuid.uuid4().hex, "tiny:1", "v2", body, time.time() + 60, {"header_length": hlen})
+        meta = JobMeta(header_length=hlen)
+        job = Job(uuid.uuid4().hex, "tiny:1", JobKind.V2, body, time.time() + 60, meta)
         outcome = await broker.submit(job)
-        _, outputs = parse_response(outcome.payload, outcome.meta["header_length"])
+        _, outputs = parse_response(outcome.payload, outcome.meta.header_length)
         y_standard = {t.name: t.data for t in outputs}["y"]
         np.testing.assert_allclose(y_standard, 2 * x_standard + 1)
 
-        target = verify(await keys.bundle(), ClientPolicy(Policy.development(tiny_stack.home)))
+        target = verify(await keys.bundle(), ClientPolicy.development(tiny_stack.home))
         p = prepare("tiny", None, {"x": x_sealed}, None, target)
-        meta = {"key_id": target.key_id, "version": ""}
+        meta = JobMeta(key_id=target.key_id, version="1")
         outcome = await broker.submit(
-            Job(uuid.uuid4().hex, "tiny:1", "sealed", p.body, time.time() + 60, meta)
+            Job(uuid.uuid4().hex, "tiny:1", JobKind.SEALED, p.body, time.time() + 60, meta)
         )
         assert p.reply is not None and p.route is not None
-        answer, hlen2 = open_response(p.reply, p.route, outcome.payload)
-        _, outputs = parse_response(answer, hlen2)
+        answer = open_response(p.reply, p.route, outcome.payload)
+        _, outputs = parse_response(answer.body, answer.header_length)
         y_sealed = {t.name: t.data for t in outputs}["y"]
         np.testing.assert_allclose(y_sealed, 2 * x_sealed + 1)
 

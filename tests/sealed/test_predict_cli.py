@@ -8,8 +8,11 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import yaml
 
+from tests.sealed.test_sealed_e2e import requests_seen
 from tests.support import RunningStack, png
+from trustserve.attestation import Policy
 
 
 def predict(stack: RunningStack, *args: str) -> subprocess.CompletedProcess[str]:
@@ -38,6 +41,7 @@ def test_sealed_and_standard_give_the_same_top_k(tiny_stack: RunningStack, tmp_p
     standard = predict(tiny_stack, "colour", str(image), "--standard")
     assert sealed.returncode == 0, sealed.stderr
     assert "SIMULATED" in sealed.stderr
+    assert "sealing for colour version 1" in sealed.stderr
     assert json.loads(sealed.stdout) == json.loads(standard.stdout)
     assert next(iter(json.loads(sealed.stdout))) == "red"
 
@@ -55,6 +59,24 @@ def test_without_a_policy_that_admits_the_server_nothing_is_sent(
 ) -> None:
     x = tmp_path / "x.npy"
     np.save(x, np.ones((1, 4), np.float32))
+    before = requests_seen(tiny_stack)
     out = predict(tiny_stack, "tiny", str(x))
     assert out.returncode == 2
-    assert "tee" in out.stderr and "allow_simulated" in out.stderr
+    assert "refused by rule tee" in out.stderr and "allow_simulated" in out.stderr
+    assert "nothing was sent" in out.stderr
+    assert requests_seen(tiny_stack) == before
+
+
+def test_trusting_the_kms_is_not_enough_if_it_releases_keys_to_simulated_workers(
+    tiny_stack: RunningStack, tmp_path: Path
+) -> None:
+    """The KMS's own (sim) evidence is accepted by ``--policy``; its release policy is not."""
+    policy = tmp_path / "kms-policy.yaml"
+    policy.write_text(yaml.safe_dump(Policy.development(tiny_stack.home).to_json()))
+    x = tmp_path / "x.npy"
+    np.save(x, np.ones((1, 4), np.float32))
+    before = requests_seen(tiny_stack)
+    out = predict(tiny_stack, "tiny", str(x), "--policy", str(policy))
+    assert out.returncode == 2, out.stdout
+    assert "refused by rule release_policy.allow_simulated" in out.stderr
+    assert requests_seen(tiny_stack) == before

@@ -11,7 +11,6 @@ import pytest
 
 from tests.broker.redis_server import RedisServer
 from tests.support import RunningStack, start_stack, write_tiny
-from trustserve.attestation import Policy
 from trustserve.client import ClientPolicy, TrustserveClient
 from trustserve.client.sdk import prepare
 from trustserve.crypto.sealing import CONTENT_TYPE, KEY_ID_HEADER
@@ -48,7 +47,7 @@ def test_both_modes_over_redis_leave_no_plaintext(
     x_sealed = rng.uniform(1e3, 1e4, (6, 4)).astype(np.float32)
     with TrustserveClient(stack.url, ca=stack.ca, sealed=False) as c:
         y_standard = c.infer("tiny", {"x": x_standard})["y"]
-    policy = ClientPolicy(Policy.development(stack.home))
+    policy = ClientPolicy.development(stack.home)
     with TrustserveClient(stack.url, policy=policy, ca=stack.ca) as c:
         y_sealed = c.infer("tiny", {"x": x_sealed})["y"]
     np.testing.assert_allclose(y_standard, 2 * x_standard + 1)
@@ -67,7 +66,7 @@ def test_a_replay_is_refused_whichever_worker_gets_it(
 ) -> None:
     """Two workers, nonces claimed in Redis: the second delivery of the same sealed bytes is 409."""
     _, stack = redis_stack
-    policy = ClientPolicy(Policy.development(stack.home))
+    policy = ClientPolicy.development(stack.home)
     with TrustserveClient(stack.url, policy=policy, ca=stack.ca) as c:
         target = c.verify()
     p = prepare("tiny", None, {"x": np.ones((1, 4), np.float32)}, None, target)
@@ -75,7 +74,5 @@ def test_a_replay_is_refused_whichever_worker_gets_it(
     statuses = []
     with httpx.Client(base_url=stack.url, verify=str(stack.ca), timeout=30) as h:
         for _ in range(4):
-            statuses.append(
-                h.post("/v2/models/tiny/infer", content=p.body, headers=headers).status_code
-            )
+            statuses.append(h.post(p.path, content=p.body, headers=headers).status_code)
     assert statuses == [200, 409, 409, 409]

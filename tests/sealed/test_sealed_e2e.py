@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import re
 import time
+from dataclasses import replace
 
 import httpx
 import numpy as np
@@ -13,19 +15,20 @@ from tests.support import RunningStack, png, tiny_expected
 from trustserve.attestation import Policy
 from trustserve.client import AsyncTrustserveClient, ClientPolicy, TrustserveClient
 from trustserve.client.sdk import prepare
-from trustserve.client.verify import ServingTarget
+from trustserve.client.verify import ServingTarget, verify
 from trustserve.crypto.sealing import CONTENT_TYPE, KEY_ID_HEADER, Route, seal_request
 from trustserve.errors import AttestationRefused
+from trustserve.kms.bundle import encode_nonce
 from trustserve.tensors import Tensor, encode_binary
 
 
-def dev_policy(stack: RunningStack, **kw: object) -> ClientPolicy:
+def dev_policy(stack: RunningStack) -> ClientPolicy:
     """Trusts simulated evidence from this one installation only."""
-    return ClientPolicy(Policy.development(stack.home), **kw)  # type: ignore[arg-type]
+    return ClientPolicy.development(stack.home)
 
 
-def sealed_client(stack: RunningStack, **kw: object) -> TrustserveClient:
-    return TrustserveClient(stack.url, policy=dev_policy(stack, **kw), ca=stack.ca)
+def sealed_client(stack: RunningStack) -> TrustserveClient:
+    return TrustserveClient(stack.url, policy=dev_policy(stack), ca=stack.ca)
 
 
 def requests_seen(stack: RunningStack) -> float:
@@ -85,13 +88,28 @@ async def test_async_client(tiny_stack: RunningStack) -> None:
             "platform_key",
         ),
         (
-            lambda stack: dev_policy(
-                stack, worker_measurements=[{"tee": "tdx", "mrtd": "00" * 48}]
+            lambda stack: ClientPolicy(Policy.development(stack.home)),
+            "release_policy.allow_simulated",
+        ),
+        (
+            lambda stack: replace(
+                dev_policy(stack),
+                workers=replace(
+                    dev_policy(stack).workers,
+                    measurements=Policy.from_mapping(
+                        {"measurements": [{"tee": "sim", "sim_measurement": "ab" * 32}]}
+                    ).measurements,
+                ),
             ),
-            "release_policy",
+            "release_policy.measurements",
         ),
     ],
-    ids=["strict-default", "other-platform-key", "release-policy-admits-sim"],
+    ids=[
+        "strict-default",
+        "other-platform-key",
+        "release-policy-admits-sim",
+        "release-policy-admits-other-code",
+    ],
 )
 def test_a_client_whose_policy_does_not_match_sends_nothing(
     tiny_stack: RunningStack, policy: object, claim: str
@@ -109,10 +127,12 @@ def _target(stack: RunningStack) -> ServingTarget:
         return c.verify()
 
 
-def _post(stack: RunningStack, body: bytes, key_id: str) -> httpx.Response:
+def _post(
+    stack: RunningStack, body: bytes, key_id: str, path: str = "/v2/models/tiny/versions/1/infer"
+) -> httpx.Response:
     with stack.client() as c:
         return c.post(
-            "/v2/models/tiny/infer",
+            path,
             content=body,
             headers={"Content-Type": CONTENT_TYPE, KEY_ID_HEADER: key_id},
         )
@@ -132,7 +152,8 @@ def test_tampered_ciphertext_is_400_without_detail(tiny_stack: RunningStack) -> 
         bad = bytearray(p.body)
         bad[i] ^= 0x10
         r = _post(tiny_stack, bytes(bad), target.key_id)
-        assert r.status_code == 400 and r.json() == {"error": "cannot open sealed request"}
+        assert r.status_code == 400
+        assert r.json() == {"error": "cannot open sealed request", "code": "cannot_open_sealed"}
     _still_serving(tiny_stack)
 
 
@@ -159,7 +180,7 @@ def test_expired_request_is_400(tiny_stack: RunningStack) -> None:
     x = Tensor("x", "FP32", (1, 4), np.ones((1, 4), np.float32))
     body, hlen = encode_binary({}, "inputs", [x])
     old, _ = seal_request(
-        target.public_key, Route("tiny", "", target.key_id), body, hlen, now=time.time() - 3600
+        target.public_key, Route("tiny", "1", target.key_id), body, hlen, now=time.time() - 3600
     )
     r = _post(tiny_stack, old, target.key_id)
     assert r.status_code == 400 and "freshness window" in r.json()["error"]
@@ -170,20 +191,15 @@ def test_sealed_to_one_model_cannot_be_sent_to_another(tiny_stack: RunningStack)
     target = _target(tiny_stack)
     p = prepare("colour", None, {"x": np.ones((1, 4), np.float32)}, None, target)
     r = _post(tiny_stack, p.body, target.key_id)  # posted to tiny
-    assert r.status_code == 400 and r.json() == {"error": "cannot open sealed request"}
+    assert r.status_code == 400
+    assert r.json() == {"error": "cannot open sealed request", "code": "cannot_open_sealed"}
 
 
 def test_rotation_keeps_the_previous_key_working(tiny_stack: RunningStack) -> None:
     """Runs last in this module: it rotates the stack's serving key."""
     old = _target(tiny_stack)
     sealed_to_old = prepare("tiny", None, {"x": np.full((1, 4), 2, np.float32)}, None, old)
-    token = (tiny_stack.home / "kms" / "admin.token").read_text().strip()
-    r = httpx.post(
-        f"https://127.0.0.1:{tiny_stack.kms_port}/v1/keys/serving/rotate",
-        headers={"Authorization": f"Bearer {token}"},
-        verify=str(tiny_stack.ca),
-    )
-    assert r.status_code == 200, r.text
+    tiny_stack.rotate_serving_key()
     time.sleep(1.1)  # frontend and workers refresh their view of the keys at most once a second
     with sealed_client(tiny_stack) as c:
         new = c.verify(refresh=True)
@@ -192,3 +208,18 @@ def test_rotation_keeps_the_previous_key_working(tiny_stack: RunningStack) -> No
             c.infer("tiny", {"x": np.ones((1, 4), np.float32)})["y"], [[3, 3, 3, 3]]
         )
     assert _post(tiny_stack, sealed_to_old.body, old.key_id).status_code == 200
+
+
+def test_a_nonce_passes_through_the_frontend_to_fresh_evidence(tiny_stack: RunningStack) -> None:
+    nonce = os.urandom(32)
+    with tiny_stack.client() as c:
+        r = c.get("/v2/trustserve/attestation", params={"nonce": encode_nonce(nonce)})
+        again = c.get("/v2/trustserve/attestation", params={"nonce": encode_nonce(nonce)})
+        bad = c.get("/v2/trustserve/attestation", params={"nonce": "c2hvcnQ"})
+    assert r.status_code == 200 and r.json()["nonce"] == encode_nonce(nonce)
+    assert verify(r.json(), dev_policy(tiny_stack), nonce=nonce).models
+    assert again.json()["evidence"] != r.json()["evidence"]  # made again, not cached
+    assert bad.status_code == 400 and "nonce" in bad.json()["error"]
+    kms = f"https://127.0.0.1:{tiny_stack.kms_port}/v1/attestation"
+    direct = httpx.get(kms, params={"nonce": "x" * 100}, verify=str(tiny_stack.ca))
+    assert direct.status_code == 400 and "nonce" in direct.json()["error"]

@@ -6,6 +6,7 @@ so children ran with sim attestation, the default CA and the default replay wind
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 import signal
@@ -28,6 +29,8 @@ def test_each_child_of_worker_gets_every_option(tmp_path: Path) -> None:
         "--threads", "2",
         "--kms", f"https://127.0.0.1:{free_port()}",
         "--kms-ca", str(kms_ca),
+        "--kms-identity", base64.b64encode(os.urandom(32)).decode(),
+        "--key-refresh", "7.0",
         "--attestation", "tdx",
         "--replay-window", "17.5",
     ]  # fmt: skip

@@ -1,51 +1,152 @@
 """The broker seam: frontends submit jobs, workers take them in batches and answer.
 
 A broker only ever moves opaque payload bytes plus clear routing metadata (queue
-name, id, deadline). Two implementations: ``EmbeddedBroker`` (one machine, the
-default) and ``RedisStreamsBroker`` (scale-out). Both pass ``tests/broker``'s
-contract suite.
+name, id, kind, deadline, ``JobMeta``/``OutcomeMeta``). Two implementations:
+``EmbeddedBroker`` (one machine, the default) and ``RedisStreamsBroker``
+(scale-out). Both pass ``tests/broker``'s contract suite.
+
+The contract between frontend and worker, in one place:
+
+    kind        payload                               JobMeta          the worker answers
+    v2          a v2 request, every input as binary   header_length    the v2 response the request
+                data; its id, parameters and                           asked for (JSON or binary,
+                requested outputs as the client sent                   the outputs it named)
+    torchserve  a body as TorchServe's inference API  -                TorchServe's JSON answer
+                takes it (image bytes or JSON)                         (top-k for a classifier)
+    sealed      a sealed request (crypto/sealing.py)  key_id, version  a sealed answer
+                holding a v2 or a torchserve body
+
+The worker encodes each answer once; the frontend forwards it as it is. An
+error answer's payload is its UTF-8 message and ``OutcomeMeta.code`` its
+machine code (``trustserve.errors``). In standard mode ``broker/encrypted.py``
+puts the payload, the status and the ``OutcomeMeta`` inside the broker-key AEAD.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from enum import StrEnum
 from typing import Any, Protocol
+
+from trustserve.errors import WorkersFailed
 
 
 def queue_name(model: str, version: str) -> str:
     return f"{model}:{version}"
 
 
+class JobKind(StrEnum):
+    """How a worker must read a job's payload (see the table above)."""
+
+    V2 = "v2"
+    TORCHSERVE = "torchserve"
+    SEALED = "sealed"
+
+
+def _field(raw: dict[str, Any], name: str, *types: type) -> Any:
+    """``raw[name]`` if absent/None or of exactly one of ``types`` (so a bool is no int)."""
+    value = raw.get(name)
+    if value is not None and type(value) not in types:
+        raise ValueError(f"metadata field {name!r} has the wrong type")
+    return value
+
+
+@dataclass(frozen=True)
+class JobMeta:
+    """Clear facts a worker needs to read a job's payload; none of them secret.
+
+    ``header_length``: a v2 body's JSON header length (None: the body is all JSON).
+    ``key_id`` / ``version``: the serving key id and model version a sealed request
+    names (``""`` version: the model's default); both are bound into the sealing.
+    """
+
+    header_length: int | None = None
+    key_id: str = ""
+    version: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if v not in (None, "")}
+
+    @classmethod
+    def from_json(cls, raw: Any) -> JobMeta:
+        """Strict: the broker is not trusted to hand back what it was given."""
+        if not isinstance(raw, dict) or set(raw) - {"header_length", "key_id", "version"}:
+            raise ValueError("job metadata is malformed")
+        return cls(
+            _field(raw, "header_length", int),
+            _field(raw, "key_id", str) or "",
+            _field(raw, "version", str) or "",
+        )
+
+
+@dataclass(frozen=True)
+class OutcomeMeta:
+    """Clear facts about an answer that the frontend acts on; none of them secret.
+
+    ``code``: an error's machine code (None on success). ``header_length``: a v2
+    binary answer's JSON header length (None: all JSON). ``sealed``: the payload is
+    a sealed answer only the client can open. The rest is for metrics.
+    """
+
+    code: str | None = None
+    header_length: int | None = None
+    sealed: bool = False
+    inference_ms: float | None = None
+    queue_ms: float | None = None
+    batch_size: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if v not in (None, False)}
+
+    @classmethod
+    def from_json(cls, raw: Any) -> OutcomeMeta:
+        names = {"code", "header_length", "sealed", "inference_ms", "queue_ms", "batch_size"}
+        if not isinstance(raw, dict) or set(raw) - names:
+            raise ValueError("outcome metadata is malformed")
+        inference_ms = _field(raw, "inference_ms", int, float)
+        queue_ms = _field(raw, "queue_ms", int, float)
+        return cls(
+            _field(raw, "code", str),
+            _field(raw, "header_length", int),
+            bool(_field(raw, "sealed", bool)),
+            None if inference_ms is None else float(inference_ms),
+            None if queue_ms is None else float(queue_ms),
+            _field(raw, "batch_size", int),
+        )
+
+
 @dataclass(frozen=True)
 class Job:
     """One request on its way to a worker.
 
-    ``kind`` says how the worker must read ``payload`` (``v2``, ``torchserve``,
-    ``sealed``); ``deadline`` is a unix time after which nobody waits for it.
+    ``kind`` says how the worker must read ``payload``; ``deadline`` is a unix time
+    after which nobody waits for it. ``enqueued_at`` and ``deliveries`` are the
+    broker's own bookkeeping.
     """
 
     id: str
     queue: str
-    kind: str
+    kind: JobKind
     payload: bytes
     deadline: float
-    meta: dict[str, Any] = field(default_factory=dict)
+    meta: JobMeta = field(default_factory=JobMeta)
     enqueued_at: float = 0.0
     deliveries: int = 0
 
 
 @dataclass(frozen=True)
 class Outcome:
-    """A worker's answer to one job: an HTTP-like status and the response body bytes.
-
-    ``meta`` carries clear, non-secret facts for metrics and the frontend
-    (``content_type``, ``inference_ms``, ``queue_ms``, ``batch_size``, ``json_size``).
-    """
+    """A worker's answer to one job: an HTTP status, the response body bytes, clear facts."""
 
     id: str
     status: int
     payload: bytes
-    meta: dict[str, Any] = field(default_factory=dict)
+    meta: OutcomeMeta = field(default_factory=OutcomeMeta)
+
+    @property
+    def by_broker(self) -> bool:
+        """The broker's own failure notice (``broker_failure``), not a worker's answer."""
+        return self.meta.code == WorkersFailed.code
 
 
 class Broker(Protocol):
@@ -81,6 +182,12 @@ class JobSource(Protocol):
     async def close(self) -> None: ...
 
 
-def broker_failure(job_id: str, message: str) -> Outcome:
-    """An answer the broker itself gives (no worker could): clear text, marked as the broker's."""
-    return Outcome(job_id, 500, message.encode(), {"broker": True})
+WORKERS_FAILED = "request failed on every worker that took it"
+
+
+def broker_failure(job_id: str, message: str = WORKERS_FAILED) -> Outcome:
+    """The answer the broker itself gives when no worker could: clear text, an error status,
+    code ``broker_failure``. Never authenticated: ``EncryptingBroker`` passes on only the
+    fixed notice, so all it can say is "failed"."""
+    code = WorkersFailed.code
+    return Outcome(job_id, WorkersFailed.status, message.encode(), OutcomeMeta(code))

@@ -107,9 +107,7 @@ class EmbeddedBroker:
                     continue
                 if job.deliveries >= self.max_deliveries:
                     log.warning("job %s failed on %d workers", job.id, job.deliveries)
-                    self._resolve(
-                        broker_failure(job.id, "request failed on every worker that took it")
-                    )
+                    self._resolve(broker_failure(job.id))
                 else:
                     q.jobs.appendleft(job)
             q.changed.notify_all()

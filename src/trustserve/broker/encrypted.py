@@ -1,29 +1,50 @@
-"""Standard mode: every payload in the broker is ciphertext under the broker key.
+"""Standard mode: every payload in the broker is ciphertext under the broker key, and
+everything the frontend acts on in an answer is authenticated.
 
 The KMS releases the broker key only to attested frontends and workers. These
 two decorators sit on the broker seam: ``EncryptingBroker`` (frontend side)
 seals each job and opens each outcome; ``DecryptingJobSource`` (worker side)
-does the reverse. AES-256-GCM with a random nonce per message; the job id,
-queue, kind and direction are associated data, so a payload cannot be moved
-to another job or turned into an answer.
+does the reverse. AES-256-GCM with a random nonce per message.
+
+- A job's associated data is its direction, queue, id, kind and ``JobMeta``: the
+  broker can neither move a payload to another job nor change how a worker reads it
+  (a worker answers such a job 502 ``broker_tampered``).
+- An outcome is sealed whole: the worker seals ``frame(id, status, OutcomeMeta,
+  payload)``; in the clear the broker sees only a copy of the status (for its own
+  bookkeeping) and no metadata. The frontend acts only on what it opened and
+  refuses, with ``BrokerTampered`` (502), an outcome that fails to open, whose
+  clear status differs from the sealed one, or that carries clear metadata. So a
+  broker cannot inject an error, flip a status or change ``header_length``.
+- The one clear outcome the frontend takes is the broker's own failure notice
+  (``broker_failure``: every worker that took the job died). It is replaced by
+  the fixed notice, so all it can ever say is "failed".
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import replace
 
+import orjson
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from trustserve.broker.base import Broker, Job, JobSource, Outcome
-from trustserve.errors import CannotOpenSealed, TrustserveError
+from trustserve.broker.base import Broker, Job, JobSource, Outcome, OutcomeMeta, broker_failure
+from trustserve.broker.wire import frame, outcome_from, outcome_meta, unframe
+from trustserve.errors import BrokerTampered, CannotOpenSealed
 
+log = logging.getLogger(__name__)
 _IV = 12
 
 
 def _aad(job_id: str, queue: str, direction: str) -> bytes:
-    return f"trustserve-broker-v1|{direction}|{queue}|{job_id}".encode()
+    return f"trustserve-broker-v2|{direction}|{queue}|{job_id}".encode()
+
+
+def _job_aad(job: Job) -> bytes:
+    meta = orjson.dumps(job.meta.to_json(), option=orjson.OPT_SORT_KEYS)
+    return _aad(job.id, job.queue, "job") + b"|" + job.kind.value.encode() + b"|" + meta
 
 
 class PayloadCipher:
@@ -47,16 +68,25 @@ class EncryptingBroker:
         self.cipher = PayloadCipher(key)
 
     async def submit(self, job: Job) -> Outcome:
-        aad = _aad(job.id, job.queue, "job") + job.kind.encode()
-        sealed = replace(job, payload=self.cipher.seal(job.payload, aad))
+        sealed = replace(job, payload=self.cipher.seal(job.payload, _job_aad(job)))
         outcome = await self.inner.submit(sealed)
-        if outcome.meta.get("broker") and outcome.status != 200:
-            return outcome  # the broker's own failure notice: no worker data in it
+        if outcome.by_broker:
+            return broker_failure(job.id)
+        return self.open(job, outcome)
+
+    def open(self, job: Job, outcome: Outcome) -> Outcome:
+        """The worker's outcome as it sealed it; BrokerTampered if anything was changed."""
         try:
-            payload = self.cipher.open(outcome.payload, _aad(job.id, job.queue, "outcome"))
-        except CannotOpenSealed:
-            raise TrustserveError("an answer from the broker failed authentication") from None
-        return replace(outcome, payload=payload)
+            plain = self.cipher.open(outcome.payload, _aad(job.id, job.queue, "outcome"))
+            head, payload = unframe(plain)
+            inner = outcome_from(head, payload)
+        except (CannotOpenSealed, ValueError):
+            log.warning("an answer for job %s failed authentication", job.id)
+            raise BrokerTampered("an answer from the broker failed authentication") from None
+        if inner.id != job.id or inner.status != outcome.status or outcome.meta != OutcomeMeta():
+            log.warning("the broker changed the status or metadata of job %s's answer", job.id)
+            raise BrokerTampered("the broker changed the status or metadata of an answer")
+        return inner
 
     async def depth(self, queue: str) -> int:
         return await self.inner.depth(queue)
@@ -77,18 +107,24 @@ class DecryptingJobSource:
         jobs = await self.inner.take(queue, max_items, max_delay_s)
         opened = []
         for job in jobs:
-            aad = _aad(job.id, job.queue, "job") + job.kind.encode()
             try:
-                opened.append(replace(job, payload=self.cipher.open(job.payload, aad)))
+                opened.append(replace(job, payload=self.cipher.open(job.payload, _job_aad(job))))
             except CannotOpenSealed:
-                await self.answer(job, Outcome(job.id, 400, b"cannot open broker payload"))
+                log.warning("job %s from the broker failed authentication", job.id)
+                refused = BrokerTampered("a job from the broker failed authentication")
+                await self.answer(
+                    job,
+                    Outcome(
+                        job.id, refused.status, str(refused).encode(), OutcomeMeta(refused.code)
+                    ),
+                )
         return opened
 
     async def answer(self, job: Job, outcome: Outcome) -> None:
-        aad = _aad(job.id, job.queue, "outcome")
-        await self.inner.answer(
-            job, replace(outcome, payload=self.cipher.seal(outcome.payload, aad))
+        sealed = self.cipher.seal(
+            frame(outcome_meta(outcome), outcome.payload), _aad(job.id, job.queue, "outcome")
         )
+        await self.inner.answer(job, Outcome(outcome.id, outcome.status, sealed))
 
     async def close(self) -> None:
         await self.inner.close()

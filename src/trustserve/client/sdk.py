@@ -10,6 +10,7 @@ only the transport differs.
 from __future__ import annotations
 
 import ssl
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, TypeVar
@@ -18,7 +19,7 @@ import httpx
 import numpy as np
 import numpy.typing as npt
 
-from trustserve.client.verify import ClientPolicy, ServingTarget, verify
+from trustserve.client.verify import ClientPolicy, ServingTarget, new_nonce, verify
 from trustserve.crypto.sealing import (
     CONTENT_TYPE,
     KEY_ID_HEADER,
@@ -27,7 +28,8 @@ from trustserve.crypto.sealing import (
     open_response,
     seal_request,
 )
-from trustserve.errors import TrustserveError
+from trustserve.errors import BrokerTampered, CannotOpenSealed, TrustserveError, UnknownKeyId
+from trustserve.kms.bundle import encode_nonce
 from trustserve.tensors import Tensor, datatype_of, encode_binary, parse_response
 
 ATTESTATION_PATH = "/v2/trustserve/attestation"
@@ -35,12 +37,27 @@ Arrays = dict[str, npt.NDArray[Any]]
 
 
 class ServerError(TrustserveError):
-    """The server answered with an error; ``status`` is its HTTP status."""
+    """The server answered with an error: its HTTP ``status``, its machine ``code`` (the
+    codes of ``trustserve.errors``) and message. ``sealed``: the worker sealed this error
+    to us (authenticated); otherwise it came in the clear from the untrusted middle,
+    which can always refuse service but never forge an answer."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(
+        self, status: int, message: str, code: str | None = None, sealed: bool = False
+    ) -> None:
         super().__init__(f"{status}: {message}")
         self.status = status
         self.message = message
+        self.code = code or TrustserveError.code
+        self.sealed = sealed
+
+
+def _error(response: httpx.Response) -> ServerError:
+    try:
+        body = response.json()
+        return ServerError(response.status_code, str(body["error"]), body.get("code"))
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return ServerError(response.status_code, response.text[:500])
 
 
 @dataclass
@@ -74,7 +91,12 @@ def prepare(
     raw: bytes | None,
     target: ServingTarget | None,
 ) -> Prepared:
-    """``inputs`` as v2 tensors, or ``raw`` as the TorchServe API takes it; sealed if ``target``."""
+    """``inputs`` as v2 tensors, or ``raw`` as the TorchServe API takes it; sealed if ``target``.
+
+    A sealed request names the model version resolved from the bundle's model list
+    (``version``, or the default of the versions the KMS holds keys for), in its
+    path and in its sealed route, so the frontend cannot route it to another version.
+    """
     is_raw = raw is not None
     if raw is not None:
         body, head_len = raw, None
@@ -84,28 +106,47 @@ def prepare(
     if target is None:
         headers = {} if head_len is None else {"Inference-Header-Content-Length": str(head_len)}
         return Prepared(_path(model, version, is_raw), body, headers, raw=is_raw)
-    route = Route(model, version or "", target.key_id)
+    version = target.resolve(model, version)  # the worker refuses any other version
+    route = Route(model, version, target.key_id)
     sealed, reply = seal_request(
-        target.public_key, route, body, head_len, kind="raw" if is_raw else "v2"
+        target.public_key, route, body, head_len, kind="torchserve" if is_raw else "v2"
     )
     headers = {"Content-Type": CONTENT_TYPE, KEY_ID_HEADER: target.key_id}
     return Prepared(_path(model, version, False), sealed, headers, route, reply, is_raw)
 
 
 def read_answer(prepared: Prepared, response: httpx.Response) -> Any:
-    """Arrays for a v2 request; the JSON answer for a raw one. ServerError on an error status."""
-    if response.status_code != 200:
-        try:
-            message = str(response.json().get("error", response.text))
-        except ValueError:
-            message = response.text
-        raise ServerError(response.status_code, message)
-    body = response.content
+    """Arrays for a v2 request; the JSON answer for a raw one. ServerError on an error status.
+
+    A sealed request's answer must be sealed, with the same status inside as outside:
+    anything else was forged or changed on the way and is refused (BrokerTampered).
+    """
+    sealed = response.headers.get("content-type", "").startswith(CONTENT_TYPE)
     head_len: int | None = None
     if prepared.reply is not None and prepared.route is not None:
-        body, head_len = open_response(prepared.reply, prepared.route, body)
-    elif "inference-header-content-length" in response.headers:
-        head_len = int(response.headers["inference-header-content-length"])
+        if not sealed:
+            if response.status_code == 200:
+                raise BrokerTampered("the answer to a sealed request is not sealed: refused")
+            raise _error(response)
+        try:
+            answer = open_response(prepared.reply, prepared.route, response.content)
+        except CannotOpenSealed:
+            raise BrokerTampered("the sealed answer failed authentication: refused") from None
+        if answer.status != response.status_code:
+            raise BrokerTampered(
+                f"the server changed the status of a sealed answer ({answer.status} sealed, "
+                f"{response.status_code} sent): refused"
+            )
+        if answer.status != 200:
+            message = answer.body.decode(errors="replace")
+            raise ServerError(answer.status, message, answer.code, sealed=True)
+        body, head_len = answer.body, answer.header_length
+    else:
+        if response.status_code != 200:
+            raise _error(response)
+        body = response.content
+        if "inference-header-content-length" in response.headers:
+            head_len = int(response.headers["inference-header-content-length"])
     if prepared.raw:
         import orjson
 
@@ -115,12 +156,21 @@ def read_answer(prepared: Prepared, response: httpx.Response) -> Any:
 
 
 def _stale_key(exc: ServerError) -> bool:
-    return exc.status == 400 and "unknown serving key id" in exc.message
+    """The serving key we sealed to is not held any more: fetch the bundle again, retry once."""
+    return exc.code == UnknownKeyId.code
 
 
 def _fresh(refresh: bool) -> dict[str, str]:
     """Asks the frontend for a bundle fresh from the KMS (it may cache one briefly)."""
     return {"Cache-Control": "no-cache"} if refresh else {}
+
+
+def _bundle_request(policy: ClientPolicy) -> tuple[str, bytes | None]:
+    """The attestation path to GET, with a fresh nonce if the policy asks for one."""
+    if not policy.send_nonce:
+        return ATTESTATION_PATH, None
+    nonce = new_nonce()
+    return f"{ATTESTATION_PATH}?nonce={encode_nonce(nonce)}", nonce
 
 
 def _tls(ca: Path | str | None) -> ssl.SSLContext | bool:
@@ -152,6 +202,16 @@ class _Base(Generic[H]):
     def _open(self, base_url: str, verify: ssl.SSLContext | bool, timeout: float) -> H:
         raise NotImplementedError
 
+    def _usable(self, refresh: bool) -> ServingTarget | None:
+        """The verified target, unless a refresh is asked for or its key list is older than
+        the policy allows (so a long-lived client follows a rotation within that bound)."""
+        target = self._target
+        if target is None or refresh or self.policy is None:
+            return None
+        if time.time() - target.issued_at > self.policy.max_bundle_age_s:
+            return None
+        return target
+
 
 class TrustserveClient(_Base[httpx.Client]):
     """Sync client; ``policy`` is what the server's attestation must satisfy (sealed mode)."""
@@ -161,13 +221,15 @@ class TrustserveClient(_Base[httpx.Client]):
 
     def verify(self, refresh: bool = False) -> ServingTarget:
         """Fetch and verify the attestation bundle; nothing is sent before this succeeds."""
-        if self._target is None or refresh:
+        target = self._usable(refresh)
+        if target is None:
             assert self.policy is not None
-            r = self._http.get(ATTESTATION_PATH, headers=_fresh(refresh))
+            path, nonce = _bundle_request(self.policy)
+            r = self._http.get(path, headers=_fresh(refresh))
             if r.status_code != 200:
-                raise ServerError(r.status_code, r.text)
-            self._target = verify(r.json(), self.policy)
-        return self._target
+                raise _error(r)
+            target = self._target = verify(r.json(), self.policy, nonce=nonce)
+        return target
 
     def infer(self, model: str, inputs: Arrays, version: str | None = None) -> Arrays:
         answer: Arrays = self._send(model, version, inputs, None)
@@ -209,13 +271,15 @@ class AsyncTrustserveClient(_Base[httpx.AsyncClient]):
         return httpx.AsyncClient(base_url=base_url, verify=verify, timeout=timeout)
 
     async def verify(self, refresh: bool = False) -> ServingTarget:
-        if self._target is None or refresh:
+        target = self._usable(refresh)
+        if target is None:
             assert self.policy is not None
-            r = await self._http.get(ATTESTATION_PATH, headers=_fresh(refresh))
+            path, nonce = _bundle_request(self.policy)
+            r = await self._http.get(path, headers=_fresh(refresh))
             if r.status_code != 200:
-                raise ServerError(r.status_code, r.text)
-            self._target = verify(r.json(), self.policy)
-        return self._target
+                raise _error(r)
+            target = self._target = verify(r.json(), self.policy, nonce=nonce)
+        return target
 
     async def infer(self, model: str, inputs: Arrays, version: str | None = None) -> Arrays:
         answer: Arrays = await self._send(model, version, inputs, None)

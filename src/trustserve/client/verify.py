@@ -1,61 +1,136 @@
-"""What a client checks before it seals anything: the attestation bundle, against its own policy."""
+"""What a client checks before it seals anything: the attestation bundle, against its own policy.
+
+1. The KMS evidence satisfies ``ClientPolicy.kms`` and binds the identity key, the
+   release policy, the signed serving-key list, the model list and, when the client
+   sent one, its nonce (``trustserve.kms.bundle``).
+2. The release policy admits no worker ``ClientPolicy.workers`` would refuse
+   (``trustserve.client.rules``).
+3. The signed key list is at most ``max_bundle_age_s`` old, so a key list replayed
+   after a rotation stops working within that bound even without a nonce.
+
+The model list then says which model versions an attested worker can serve; a
+sealed request names the version resolved from it (``ServingTarget.resolve``).
+"""
 
 from __future__ import annotations
 
 import base64
+import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 from trustserve.attestation import Claims, Policy, VerifierSources
-from trustserve.errors import AttestationRefused
-from trustserve.kms.bundle import verify_bundle
+from trustserve.client.rules import check_release_policy
+from trustserve.errors import AttestationRefused, ConfigError
+from trustserve.kms.bundle import NONCE_SIZE, verify_bundle
+
+CLOCK_SKEW_S = 30.0
+DEFAULT_MAX_BUNDLE_AGE_S = 300.0
 
 
 @dataclass(frozen=True)
 class ClientPolicy:
-    """``kms``: which KMS evidence to accept. ``worker_measurements``: if set, the KMS release
-    policy may admit only workers with these measurement sets (and no simulated or debug TEE
-    unless ``allow_simulated_workers``). ``sources``: where sgx/tdx collateral for the KMS
-    evidence comes from (the client's collateral directory / PCCS)."""
+    """``kms``: which KMS evidence to accept. ``workers``: the most the KMS release policy
+    may admit (strict by default: no simulated or debug TEE, TCB ``UpToDate`` only, no
+    advisory, no TPM AK; any measurement set, unless it names some). ``max_bundle_age_s``:
+    the oldest signed serving-key list accepted. ``send_nonce``: ask for evidence bound to a
+    fresh nonce of this client (the frontend cannot replay an old bundle then).
+    ``sources``: where sgx/tdx collateral for the KMS evidence comes from (the client's
+    collateral directory / PCCS)."""
 
     kms: Policy
-    worker_measurements: list[dict[str, Any]] | None = None
-    allow_simulated_workers: bool = False
+    workers: Policy = field(default_factory=Policy.default)
+    max_bundle_age_s: float = DEFAULT_MAX_BUNDLE_AGE_S
+    send_nonce: bool = True
     sources: VerifierSources = field(default_factory=VerifierSources)
+
+    def __post_init__(self) -> None:
+        if not 0 < self.max_bundle_age_s < float("inf"):
+            raise ConfigError("max_bundle_age_s must be a positive number of seconds")
+
+    @classmethod
+    def development(cls, home: Path | None = None, **options: Any) -> ClientPolicy:
+        """Accepts simulated attestation (of the installation at ``home`` if given), for
+        the KMS and its workers: proves nothing, for development only."""
+        kms = Policy.development(home)
+        workers = replace(Policy.default(), allow_simulated=True)
+        workers = replace(workers, sim_platform_keys=kms.sim_platform_keys)
+        return cls(kms, workers, **options)
 
 
 @dataclass(frozen=True)
 class ServingTarget:
-    """A verified serving key: what requests are sealed to."""
+    """A verified serving key: what requests are sealed to, and the models behind it."""
 
     key_id: str
     public_key: bytes
     not_after: float
     kms_claims: Claims
     release_policy: dict[str, Any] = field(repr=False)
+    models: tuple[dict[str, Any], ...] = ()
+    issued_at: float = 0.0
 
-
-def check_release_policy(release: dict[str, Any], policy: ClientPolicy) -> None:
-    if policy.worker_measurements is None:
-        return
-    if release.get("allow_simulated") and not policy.allow_simulated_workers:
-        raise AttestationRefused("release_policy", "the KMS would release keys to simulated TEEs")
-    if release.get("allow_debug"):
-        raise AttestationRefused("release_policy", "the KMS would release keys to debug TEEs")
-    for admitted in release.get("measurements", []):
-        if admitted not in policy.worker_measurements:
+    def resolve(self, model: str, version: str | None) -> str:
+        """The version a sealed request names: ``version`` if the KMS holds its key, else
+        (None) the default among the versions it holds. AttestationRefused otherwise."""
+        held = [str(m["version"]) for m in self.models if m.get("name") == model]
+        if not held:
             raise AttestationRefused(
-                "release_policy", f"the KMS admits workers this client does not accept: {admitted}"
+                "models", f"the KMS holds no key for model {model!r}: no attested worker serves it"
             )
+        if version is None:
+            return default_version(held)
+        if version not in held:
+            raise AttestationRefused(
+                "models",
+                f"the KMS holds no key for {model!r} version {version!r} (it holds {sorted(held)})",
+            )
+        return version
+
+    def digest(self, model: str, version: str) -> str | None:
+        """The archive digest the KMS pinned for ``model`` ``version`` (None if none)."""
+        for m in self.models:
+            if m.get("name") == model and m.get("version") == version:
+                return m.get("digest")
+        return None
 
 
-def verify(bundle: Any, policy: ClientPolicy, now: float | None = None) -> ServingTarget:
-    """The current serving key if the bundle is trusted; else AttestationRefused/BadRequest."""
+def default_version(versions: list[str]) -> str:
+    """The frontend registry's rule: the greatest numeric version, else the greatest name.
+
+    (A manifest's ``default_version`` marker is not in the bundle: name the version to
+    pick another.)
+    """
+    return max(versions, key=lambda v: (1, int(v), "") if v.isdigit() else (0, 0, v))
+
+
+def new_nonce() -> bytes:
+    return os.urandom(NONCE_SIZE)
+
+
+def verify(
+    bundle: Any, policy: ClientPolicy, now: float | None = None, nonce: bytes | None = None
+) -> ServingTarget:
+    """The current serving key if the bundle is trusted; else AttestationRefused/BadRequest.
+
+    ``nonce``: the nonce this client sent with its request for the bundle (then the
+    evidence must bind it); without one only the signed ``issued_at`` proves freshness.
+    """
     now = time.time() if now is None else now
-    claims, keys, release = verify_bundle(bundle, policy.kms, now, policy.sources)
-    check_release_policy(release, policy)
-    usable = [k for k in keys if float(k["not_after"]) > now]
+    checked = verify_bundle(bundle, policy.kms, now, policy.sources, nonce)
+    check_release_policy(checked.release_policy, policy.workers)
+    age = now - checked.issued_at
+    if age > policy.max_bundle_age_s:
+        raise AttestationRefused(
+            "issued_at",
+            f"the serving-key list was signed {age:.0f} s ago; "
+            f"this client accepts at most {policy.max_bundle_age_s:g} s (a replayed old list?)",
+        )
+    if age < -CLOCK_SKEW_S:
+        raise AttestationRefused("issued_at", "the serving-key list is dated in the future")
+    usable = [k for k in checked.keys if float(k["not_after"]) > now]
     if not usable:
         raise AttestationRefused("serving_keys", "every serving key in the bundle has expired")
     key = usable[0]
@@ -63,6 +138,8 @@ def verify(bundle: Any, policy: ClientPolicy, now: float | None = None) -> Servi
         str(key["key_id"]),
         base64.b64decode(key["public_key"]),
         float(key["not_after"]),
-        claims,
-        release,
+        checked.claims,
+        checked.release_policy,
+        tuple(checked.models),
+        checked.issued_at,
     )

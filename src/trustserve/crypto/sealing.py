@@ -5,10 +5,15 @@ Request: ``u32 n | head | body`` where ``head`` (``n`` bytes) is
 header_length, kind}, aad=route)`` and ``body`` is ``iv | AES-256-GCM(v2 body)``
 under a key exported from the same HPKE context (RFC 9180 secret export), with
 the route as associated data too. ``route`` names model, version and key id,
-so a sealed request cannot be replayed against another model or key.
+so a sealed request cannot be replayed against another model or key, nor be
+routed to another version of the model: the client names the concrete version
+it resolved from the attestation bundle's model list, and a worker refuses a
+route whose version is not its own (an empty "default" version included).
 Response: AES-256-GCM under the client's fresh response key, with the route and
 the request nonce as associated data, so a response cannot be swapped between
-requests.
+requests. Its plaintext is ``u32 n | JSON {status, code, header_length} | body``:
+the status (an error's machine code) is inside, so a frontend or broker can
+neither turn an answer into an error nor change where its JSON header ends.
 """
 
 from __future__ import annotations
@@ -32,14 +37,13 @@ KEY_ID_HEADER = "Trustserve-Key-Id"
 REQUEST_INFO = b"trustserve sealed request v1"
 BODY_EXPORTER = b"trustserve sealed request body key"
 _LEN = struct.Struct(">I")
-_NO_HEADER = 0xFFFFFFFF
 NONCE_SIZE = 16
 IV_SIZE = 12
 
 
 @dataclass(frozen=True)
 class Route:
-    """What a sealed message is bound to; an empty version means the model's default."""
+    """What a sealed message is bound to: model, the concrete version, serving key id."""
 
     model: str
     version: str
@@ -63,7 +67,7 @@ class ResponseKey:
 
 @dataclass(frozen=True)
 class OpenedRequest:
-    """``kind`` is ``v2`` (tensors) or ``raw`` (a body as the TorchServe API takes it)."""
+    """``kind`` is ``v2`` (tensors) or ``torchserve`` (a body as the TorchServe API takes it)."""
 
     kind: str
     body: bytes
@@ -124,27 +128,49 @@ def open_request(private_key: bytes, route: Route, sealed: bytes) -> OpenedReque
         body = AESGCM(body_key).decrypt(bytes(iv), view[head_end + IV_SIZE :], aad)
     except (ValueError, KeyError, TypeError, InvalidTag):
         raise CannotOpenSealed() from None
-    if len(key) != 32 or len(nonce) != NONCE_SIZE or kind not in ("v2", "raw"):
+    if len(key) != 32 or len(nonce) != NONCE_SIZE or kind not in ("v2", "torchserve"):
         raise CannotOpenSealed()
     return OpenedRequest(kind, body, header_length, issued_at, ResponseKey(key, nonce))
 
 
+@dataclass(frozen=True)
+class SealedAnswer:
+    """An opened answer: the worker's status and error code, and the body (an error's message)."""
+
+    status: int
+    code: str | None
+    body: bytes
+    header_length: int | None
+
+
 def seal_response(
-    reply: ResponseKey, route: Route, body: bytes, header_length: int | None
+    reply: ResponseKey,
+    route: Route,
+    body: bytes,
+    header_length: int | None,
+    status: int = 200,
+    code: str | None = None,
 ) -> bytes:
+    head = json.dumps({"status": status, "code": code, "header_length": header_length}).encode()
     iv = os.urandom(IV_SIZE)
-    plain = _LEN.pack(_NO_HEADER if header_length is None else header_length) + body
+    plain = b"".join([_LEN.pack(len(head)), head, body])
     return iv + AESGCM(reply.key).encrypt(iv, plain, route.aad() + reply.nonce)
 
 
-def open_response(reply: ResponseKey, route: Route, sealed: bytes) -> tuple[bytes, int | None]:
+def open_response(reply: ResponseKey, route: Route, sealed: bytes) -> SealedAnswer:
     if len(sealed) < IV_SIZE + _LEN.size + 16:
         raise CannotOpenSealed()
     try:
         plain = AESGCM(reply.key).decrypt(
             sealed[:IV_SIZE], sealed[IV_SIZE:], route.aad() + reply.nonce
         )
-    except InvalidTag:
+        (n,) = _LEN.unpack_from(plain)
+        head = json.loads(plain[_LEN.size : _LEN.size + n])
+        status, code, hl = head["status"], head["code"], head["header_length"]
+    except (InvalidTag, ValueError, KeyError, TypeError, struct.error):
         raise CannotOpenSealed() from None
-    (hl,) = _LEN.unpack_from(plain)
-    return plain[_LEN.size :], None if hl == _NO_HEADER else hl
+    if type(status) is not int or not (code is None or isinstance(code, str)):
+        raise CannotOpenSealed()
+    if not (hl is None or type(hl) is int):
+        raise CannotOpenSealed()
+    return SealedAnswer(status, code, plain[_LEN.size + n :], hl)

@@ -1,8 +1,10 @@
 """The inference API: Open Inference Protocol v2 and TorchServe-compatible predictions.
 
-The frontend checks what it can from the model's public manifest, hands each
-request to the broker as one job, and turns the worker's answer into the
-response format the client asked for.
+The frontend checks what it can from the model's public manifest (4xx before
+anything is queued), hands each request to the broker as one job (a v2 request
+with its inputs as binary data, its id, parameters and requested outputs kept),
+and forwards the worker's answer as the worker encoded it: the worker reads the
+requested outputs and response format from the request, as for a sealed one.
 """
 
 from __future__ import annotations
@@ -10,7 +12,6 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -18,11 +19,12 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from trustserve import __version__
-from trustserve.broker.base import Broker, Job, Outcome
+from trustserve.broker.base import Broker, Job, JobKind, JobMeta, Outcome
 from trustserve.crypto.sealing import CONTENT_TYPE as SEALED_TYPE
 from trustserve.crypto.sealing import KEY_ID_HEADER
 from trustserve.errors import (
     BadRequest,
+    BrokerTampered,
     NotFound,
     PayloadTooLarge,
     TrustserveError,
@@ -32,23 +34,17 @@ from trustserve.errors import (
 from trustserve.frontend.keys import FrontendKeys
 from trustserve.frontend.metrics import Metrics
 from trustserve.frontend.registry import ModelEntry, ModelRegistry
+from trustserve.kms.bundle import parse_nonce
 from trustserve.responses import (
     EXCEPTION_HANDLERS,
     error_response,
     json_response,
     status_error,
 )
-from trustserve.tensors import (
-    check_against,
-    encode_binary,
-    encode_response,
-    parse_request,
-    parse_response,
-)
+from trustserve.tensors import as_binary_request, check_against, parse_request
 
-# a handler answers with the worker's outcome and how to turn a successful one into a response
-Answer = tuple[Outcome, Callable[[Outcome], Response]]
-Handler = Callable[[Request, "ModelEntry", bytes], Awaitable[Answer]]
+# a handler answers with the kind of job it submitted and the worker's outcome
+Handler = Callable[[Request, "ModelEntry", bytes], Awaitable[tuple[JobKind, Outcome]]]
 EXTENSIONS = ["binary_tensor_data", "model_repository", "trustserve_sealed"]
 ATTESTATION_PATH = "/v2/trustserve/attestation"
 
@@ -113,7 +109,8 @@ class InferenceApi:
         if self.keys is None:
             raise NotFound("this server runs without a key service: no sealed inference")
         refresh = "no-cache" in request.headers.get("cache-control", "")
-        return json_response(await self.keys.bundle(refresh=refresh))
+        nonce = parse_nonce(request.query_params.get("nonce"))
+        return json_response(await self.keys.bundle(refresh=refresh, nonce=nonce))
 
     async def ping(self, request: Request) -> Response:
         ready = (await self.ready(request)).status_code == 200
@@ -141,7 +138,8 @@ class InferenceApi:
         entry = self._entry(request)
         if await self.broker.consumers(entry.queue):
             return json_response({"name": entry.manifest.name, "ready": True})
-        return json_response({"error": f"model '{entry.manifest.name}' has no worker ready"}, 400)
+        message = f"model '{entry.manifest.name}' has no worker ready"
+        return status_error(400, message, Unavailable.code)
 
     # -- inference -----------------------------------------------------------
 
@@ -162,8 +160,8 @@ class InferenceApi:
         return b"".join(chunks)
 
     async def submit(
-        self, entry: ModelEntry, kind: str, payload: bytes, meta: dict[str, Any]
-    ) -> Outcome:
+        self, entry: ModelEntry, kind: JobKind, payload: bytes, meta: JobMeta
+    ) -> tuple[JobKind, Outcome]:
         if entry.failed and not await self.broker.consumers(entry.queue):
             raise Unavailable(entry.failed, retry_after=60)
         job = Job(
@@ -174,7 +172,7 @@ class InferenceApi:
             deadline=time.time() + self.timeout_s,
             meta=meta,
         )
-        return await self.broker.submit(job)
+        return kind, await self.broker.submit(job)
 
     async def infer(self, request: Request) -> Response:
         return await self._measured(request, "v2", self._infer)
@@ -185,14 +183,12 @@ class InferenceApi:
     async def _measured(self, request: Request, api: str, handler: Handler) -> Response:
         """Run ``handler`` for the request's model and body; every outcome goes to metrics."""
         started = time.perf_counter()
-        status, meta = 500, {}
+        status, meta = 500, None
         try:
             entry = self._entry(request)
-            outcome, render = await handler(request, entry, await self.body(request))
+            kind, outcome = await handler(request, entry, await self.body(request))
             status, meta = outcome.status, outcome.meta
-            if status != 200:
-                return status_error(status, outcome.payload.decode(errors="replace"))
-            return render(outcome)
+            return forward(kind, outcome)
         except TrustserveError as exc:
             status = exc.status
             return error_response(exc)
@@ -200,29 +196,30 @@ class InferenceApi:
             name = request.path_params["model"]
             self.metrics.observe(name, api, status, time.perf_counter() - started, meta)
 
-    async def _infer(self, request: Request, entry: ModelEntry, body: bytes) -> Answer:
+    async def _infer(
+        self, request: Request, entry: ModelEntry, body: bytes
+    ) -> tuple[JobKind, Outcome]:
         if request.headers.get("content-type", "").startswith(SEALED_TYPE):
-            outcome = await self._sealed(request, entry, body)
-            return outcome, lambda o: Response(o.payload, media_type=SEALED_TYPE)
+            return await self._sealed(request, entry, body)
         header_length = request.headers.get("inference-header-content-length")
         req = parse_request(body, header_length)
         check_against(req, entry.manifest)
         if header_length is not None and req.all_binary:
             payload, head_len = body, int(header_length)  # checked; the worker reads it as is
         else:
-            payload, head_len = encode_binary({}, "inputs", req.inputs)
-        outcome = await self.submit(entry, "v2", payload, {"header_length": head_len})
-        return outcome, lambda o: self._v2_response(
-            entry, o, req.id, req.outputs, req.binary_output_default
-        )
+            payload, head_len = as_binary_request(req)  # no JSON numbers parsed twice
+        return await self.submit(entry, JobKind.V2, payload, JobMeta(header_length=head_len))
 
-    async def _predict(self, request: Request, entry: ModelEntry, body: bytes) -> Answer:
+    async def _predict(
+        self, request: Request, entry: ModelEntry, body: bytes
+    ) -> tuple[JobKind, Outcome]:
         if not body:
             raise BadRequest("request body is empty: send an image or JSON")
-        outcome = await self.submit(entry, "torchserve", body, {})
-        return outcome, lambda o: Response(o.payload, media_type="application/json")
+        return await self.submit(entry, JobKind.TORCHSERVE, body, JobMeta())
 
-    async def _sealed(self, request: Request, entry: ModelEntry, body: bytes) -> Outcome:
+    async def _sealed(
+        self, request: Request, entry: ModelEntry, body: bytes
+    ) -> tuple[JobKind, Outcome]:
         """Routed on the clear model name; the body goes to the broker as it came."""
         if self.keys is None:
             raise BadRequest("this server has no key service: send a standard request")
@@ -236,34 +233,26 @@ class InferenceApi:
                 f"fetch {ATTESTATION_PATH} again"
             )
         version = request.path_params.get("version", "")
-        return await self.submit(entry, "sealed", body, {"key_id": key_id, "version": version})
-
-    def _v2_response(
-        self,
-        entry: ModelEntry,
-        outcome: Outcome,
-        rid: str | None,
-        wanted: Any,
-        binary_default: bool,
-    ) -> Response:
-        _, tensors = parse_response(outcome.payload, outcome.meta.get("header_length"))
-        if wanted:
-            by_name = {t.name: t for t in tensors}
-            tensors = [by_name[o.name] for o in wanted]
-            binary = {o.name: o.binary for o in wanted}
-        else:
-            binary = {t.name: binary_default for t in tensors}
-        header: dict[str, Any] = {
-            "model_name": entry.manifest.name,
-            "model_version": entry.manifest.version,
-        }
-        if rid is not None:
-            header["id"] = rid
-        body, head_len = encode_response(header, tensors, binary)
-        if head_len is None:
-            return Response(body, media_type="application/json")
-        return Response(
-            body,
-            media_type="application/octet-stream",
-            headers={"Inference-Header-Content-Length": str(head_len)},
+        return await self.submit(
+            entry, JobKind.SEALED, body, JobMeta(key_id=key_id, version=version)
         )
+
+
+def forward(kind: JobKind, outcome: Outcome) -> Response:
+    """The worker's answer as the worker encoded it, or its error as an error body."""
+    if kind is JobKind.SEALED and outcome.meta.sealed:
+        # only the client can open it, and it checks the status sealed inside against ours
+        return Response(outcome.payload, status_code=outcome.status, media_type=SEALED_TYPE)
+    if outcome.status != 200:
+        message = outcome.payload.decode(errors="replace")
+        return status_error(outcome.status, message, outcome.meta.code or TrustserveError.code)
+    if kind is JobKind.SEALED or outcome.meta.sealed:
+        raise BrokerTampered("an answer does not match the kind of its request")
+    head_len = outcome.meta.header_length
+    if head_len is None:
+        return Response(outcome.payload, media_type="application/json")
+    return Response(
+        outcome.payload,
+        media_type="application/octet-stream",
+        headers={"Inference-Header-Content-Length": str(head_len)},
+    )

@@ -2,7 +2,10 @@
 
 The bundle is public (clients verify it themselves); the frontend caches it
 briefly and reads the current serving key ids from it, so that a request
-sealed to an unknown key is answered with the key id to use instead.
+sealed to an unknown key is answered with the key id to use instead. The
+broker key is accepted only from a KMS whose identity the frontend trusts
+(``client.trust``: pinned or from a bundle verified under its own policy); a
+frontend without one refuses to start.
 """
 
 from __future__ import annotations
@@ -14,9 +17,11 @@ import time
 from typing import Any
 
 from trustserve.attestation import EvidenceProvider
-from trustserve.errors import Unavailable
+from trustserve.errors import ConfigError, Unavailable
+from trustserve.kms.bundle import encode_nonce
 from trustserve.kms.client import KmsClient
 from trustserve.kms.release import BROKER
+from trustserve.kms.trust import NO_TRUST
 
 BUNDLE_TTL_S = 30.0
 MIN_REFRESH_S = 0.5  # a refresh asked for by a client reaches the KMS at most this often
@@ -24,6 +29,8 @@ MIN_REFRESH_S = 0.5  # a refresh asked for by a client reaches the KMS at most t
 
 class FrontendKeys:
     def __init__(self, client: KmsClient, provider: EvidenceProvider) -> None:
+        if client.trust is None:
+            raise ConfigError(NO_TRUST)
         self.client = client
         self.provider = provider
         self._bundle: tuple[float, dict[str, Any]] | None = None
@@ -33,16 +40,21 @@ class FrontendKeys:
         keys = await asyncio.to_thread(self.client.release, self.provider, [BROKER])
         return keys[BROKER]
 
-    async def bundle(self, refresh: bool = False) -> dict[str, Any]:
+    async def bundle(self, refresh: bool = False, nonce: bytes | None = None) -> dict[str, Any]:
+        """The cached bundle; with a client's ``nonce``, a fresh one bound to it (not cached)."""
+        if nonce is not None:
+            return await self._fetch(encode_nonce(nonce))
         async with self._lock:
             age = time.monotonic() - self._bundle[0] if self._bundle else float("inf")
             if age > BUNDLE_TTL_S or (refresh and age > MIN_REFRESH_S) or self._bundle is None:
-                try:
-                    fresh = await asyncio.to_thread(self.client.attestation_bundle)
-                except Exception as exc:  # the KMS unreachable or failing: say so, 503
-                    raise Unavailable(f"key service unavailable: {type(exc).__name__}") from None
-                self._bundle = (time.monotonic(), fresh)
+                self._bundle = (time.monotonic(), await self._fetch(None))
             return self._bundle[1]
+
+    async def _fetch(self, nonce: str | None) -> dict[str, Any]:
+        try:
+            return await asyncio.to_thread(self.client.attestation_bundle, nonce)
+        except Exception as exc:  # the KMS unreachable or failing: say so, 503
+            raise Unavailable(f"key service unavailable: {type(exc).__name__}") from None
 
     async def serving_key_ids(self, expect: str | None = None) -> list[str]:
         """Key ids the KMS currently signs (current first); unverified: only for routing hints.

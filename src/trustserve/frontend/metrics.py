@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from starlette.requests import Request
 from starlette.responses import Response
+
+from trustserve.broker.base import OutcomeMeta
 
 _LATENCY = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 _BATCH = (1, 2, 4, 8, 16, 32, 64, 128)
@@ -43,14 +43,14 @@ class Metrics:
         self.workers = Gauge("trustserve_workers", "Worker processes", ["model"], registry=r)
 
     def observe(
-        self, model: str, api: str, status: int, seconds: float, meta: dict[str, Any]
+        self, model: str, api: str, status: int, seconds: float, meta: OutcomeMeta | None
     ) -> None:
         self.requests.labels(model, api, str(status)).inc()
         self.total.labels(model).observe(seconds)
-        if "inference_ms" in meta:
-            self.queue.labels(model).observe(float(meta.get("queue_ms", 0.0)) / 1000)
-            self.inference.labels(model).observe(float(meta["inference_ms"]) / 1000)
-            self.batch.labels(model).observe(float(meta.get("batch_size", 1)))
+        if meta is not None and meta.inference_ms is not None:
+            self.queue.labels(model).observe((meta.queue_ms or 0.0) / 1000)
+            self.inference.labels(model).observe(meta.inference_ms / 1000)
+            self.batch.labels(model).observe(meta.batch_size or 1)
 
     async def endpoint(self, request: Request) -> Response:
         return Response(generate_latest(self.registry), media_type=CONTENT_TYPE_LATEST)

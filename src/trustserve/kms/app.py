@@ -3,12 +3,14 @@
 Public (attestation is the guard):
     POST /v1/challenge          -> {"nonce", "expires_at"}
     POST /v1/release            ReleaseRequest JSON -> {"key_ids", "sealed"}
-    GET  /v1/attestation        the attestation bundle (needs an evidence provider)
+    GET  /v1/attestation        the attestation bundle (needs an evidence provider);
+                                ``?nonce=`` (32 bytes, base64url) for evidence bound to it
     GET  /v1/serving-keys       public serving keys, current first
     GET  /healthz
 Management (``Authorization: Bearer <token>``, the token in ``<home>/kms/admin.token``):
-    POST /v1/keys/models        {"model", "version", "public_key"} -> {"key_id", "sealed"}
-                                (the data key HPKE-sealed to ``public_key``)
+    POST /v1/keys/models        {"manifest", "public_key"} -> {"key_id", "sealed"}
+                                (a NEW data key HPKE-sealed to ``public_key``; 409 if the
+                                model version has one: existing keys are never returned)
     GET  /v1/keys/models        public metadata of every model key
     POST /v1/keys/serving/rotate -> the new current serving key (public)
 """
@@ -27,9 +29,18 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from trustserve import files
+from trustserve.archive import Manifest
 from trustserve.attestation import EvidenceProvider
 from trustserve.crypto import hpke
-from trustserve.errors import BadRequest, NotFound, PayloadTooLarge, TrustserveError, Unauthorized
+from trustserve.errors import (
+    ArchiveError,
+    BadRequest,
+    NotFound,
+    PayloadTooLarge,
+    TrustserveError,
+    Unauthorized,
+)
+from trustserve.kms.bundle import parse_nonce
 from trustserve.kms.release import PROVISION_INFO
 from trustserve.kms.service import KmsService
 from trustserve.responses import handle_error, json_response
@@ -72,7 +83,8 @@ def create_app(
     async def attestation(request: Request) -> Response:
         if provider is None:
             raise NotFound("this KMS has no evidence provider configured")
-        return json_response(await run_in_threadpool(service.attestation_bundle, provider))
+        nonce = parse_nonce(request.query_params.get("nonce"))
+        return json_response(await run_in_threadpool(service.attestation_bundle, provider, nonce))
 
     async def serving_keys(request: Request) -> Response:
         return json_response({"keys": service.serving_public_keys()})
@@ -82,7 +94,10 @@ def create_app(
         body = await _json(request)
         if not isinstance(body, dict):
             raise BadRequest("body must be a JSON object")
-        model, version = str(body.get("model", "")), str(body.get("version", ""))
+        try:
+            manifest = Manifest.from_json(body.get("manifest"))
+        except ArchiveError as exc:
+            raise BadRequest(f"manifest: {exc}") from None
         public_key = body.get("public_key")
         if not isinstance(public_key, str):
             raise BadRequest("public_key (base64 X25519) is required")
@@ -90,7 +105,7 @@ def create_app(
             recipient = base64.b64decode(public_key, validate=True)
         except ValueError:
             raise BadRequest("public_key is not valid base64") from None
-        key_id, data_key = await run_in_threadpool(service.provision_model_key, model, version)
+        key_id, data_key = await run_in_threadpool(service.provision_model_key, manifest)
         sealed = hpke.seal(recipient, data_key, aad=key_id.encode(), info=PROVISION_INFO)
         return json_response({"key_id": key_id, "sealed": base64.b64encode(sealed).decode()})
 

@@ -1,4 +1,5 @@
-"""``trustserve kms``: run the key service, rotate the serving key, verify the audit log.
+"""``trustserve kms``: run the key service, rotate the serving key, show its identity,
+verify the audit log against an identity the caller names.
 
 The root key is unlocked with ``TRUSTSERVE_KMS_PASSPHRASE`` or
 ``TRUSTSERVE_KMS_KEY_FILE`` (never a command-line argument).
@@ -9,18 +10,23 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
 from trustserve.attestation import Policy, VerifierSources, make_provider
 from trustserve.attestation.registry import PROVIDERS, parse_options
 from trustserve.crypto.rootkey import create_key_file
+from trustserve.encoding import b64, unb64
+from trustserve.errors import BadRequest, ConfigError
 from trustserve.files import default_home
 from trustserve.kms import audit
+from trustserve.kms.bundle import verify_bundle
 from trustserve.kms.client import KmsClient
 from trustserve.kms.service import KmsService
 from trustserve.kms.state import KmsState, kms_dir
 from trustserve.kms.tools import encrypt_model_file
+from trustserve.kms.trust import parse_identity
 
 log = logging.getLogger("trustserve.kms")
 
@@ -67,10 +73,26 @@ def register(subparsers: Any) -> None:
     key_file.add_argument("path", type=Path)
     key_file.set_defaults(func=_init_key_file)
 
+    identity = sub.add_parser(
+        "identity", help="print the KMS identity public key (base64) for --kms-identity"
+    )
+    common(identity)
+    identity.set_defaults(func=_identity)
+
     audit_p = sub.add_parser("audit", help="the audit log")
     audit_sub = audit_p.add_subparsers(dest="audit_command", required=True, metavar="ACTION")
     verify = audit_sub.add_parser("verify", help="check the hash chain and the signed head")
     common(verify)
+    expected = verify.add_mutually_exclusive_group(required=True)
+    expected.add_argument(
+        "--identity", help="the KMS identity you expect (public key file or base64)"
+    )
+    expected.add_argument(
+        "--bundle", type=Path, help="an attestation bundle (JSON file) naming the identity"
+    )
+    verify.add_argument(
+        "--policy", type=Path, help="with --bundle: verify the bundle's evidence under this policy"
+    )
     verify.set_defaults(func=_audit_verify)
 
 
@@ -139,6 +161,7 @@ def _serve(args: argparse.Namespace) -> int:
             args.cert, args.key = tls.cert, tls.key
         ssl = {"ssl_certfile": str(args.cert), "ssl_keyfile": str(args.key)}
     log.info("KMS on %s:%d (state in %s)", args.host, args.port, kms_dir(home))
+    log.info("KMS identity (for --kms-identity): %s", b64(service.state.identity_public_key()))
     uvicorn.run(create_app(service, provider), host=args.host, port=args.port, **ssl)
     return 0
 
@@ -155,14 +178,34 @@ def _init_key_file(args: argparse.Namespace) -> int:
     return 0
 
 
+def _identity(args: argparse.Namespace) -> int:
+    """The public half of the unlocked identity key (not the copy stored beside it)."""
+    service = KmsService.from_env(_home(args), Policy.default())
+    print(b64(service.state.identity_key().public_key().public_bytes_raw()))
+    return 0
+
+
+def _expected_identity(args: argparse.Namespace) -> bytes:
+    if args.identity is not None:
+        return parse_identity(args.identity)
+    try:
+        bundle = json.loads(args.bundle.read_bytes())
+        identity = unb64(bundle["identity_public_key"], "identity_public_key")
+    except (OSError, ValueError, KeyError, TypeError, BadRequest) as exc:
+        raise ConfigError(f"attestation bundle {args.bundle} is unusable: {exc}") from None
+    if args.policy is not None:
+        verify_bundle(bundle, Policy.load(args.policy), time.time())
+    return identity
+
+
 def _audit_verify(args: argparse.Namespace) -> int:
-    """Needs no secret: the head is checked with the identity public key."""
+    """Needs no secret; the head is checked with the identity the caller expects, never
+    with the public key stored beside the log (whoever rewrites the log can replace it)."""
     directory = kms_dir(_home(args))
+    expected = _expected_identity(args)
     state = directory / "state.json"
-    if not state.exists():
-        print(f"no KMS state in {directory}")
-        return 2
-    public_key = KmsState.public_identity(state)
-    report = audit.verify(directory, public_key)
+    if state.exists() and KmsState.public_identity(state) != expected:
+        print(f"warning: {state} names another identity than the one expected")
+    report = audit.verify(directory, expected)
     print(report)
     return 0 if report.ok else 1

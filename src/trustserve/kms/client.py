@@ -1,4 +1,9 @@
-"""A synchronous client for the KMS: key release for workers, provisioning for model owners."""
+"""A synchronous client for the KMS: key release for workers, provisioning for model owners.
+
+A release answer is accepted only when signed by the KMS identity the caller
+trusts (``trust``: pinned, or from a bundle verified under the caller's policy);
+the TLS CA only protects the connection, it does not say which KMS is genuine.
+"""
 
 from __future__ import annotations
 
@@ -11,27 +16,26 @@ from typing import Any
 import httpx
 
 from trustserve import archive
+from trustserve.archive import Manifest
 from trustserve.attestation import EvidenceProvider
 from trustserve.crypto import hpke, model_encryption
-from trustserve.encoding import b64
+from trustserve.encoding import b64, unb64
 from trustserve.errors import (
+    ArchiveError,
     BadRequest,
-    Conflict,
+    ConfigError,
     Forbidden,
-    NotFound,
-    TrustserveError,
-    Unauthorized,
     Unavailable,
+    error_class,
 )
-from trustserve.kms.release import PROVISION_INFO, make_request, open_keys
-
-_ERRORS: dict[int, type[TrustserveError]] = {
-    400: BadRequest,
-    401: Unauthorized,
-    403: Forbidden,
-    404: NotFound,
-    409: Conflict,
-}
+from trustserve.kms.release import (
+    NONCE_SIZE,
+    PROVISION_INFO,
+    make_request,
+    model_digest,
+    open_keys,
+)
+from trustserve.kms.trust import NO_TRUST, KmsTrust
 
 
 class KmsClient:
@@ -42,7 +46,10 @@ class KmsClient:
         ssl_context: ssl.SSLContext | None = None,
         token: str | None = None,
         timeout: float = 30.0,
+        trust: KmsTrust | None = None,
     ) -> None:
+        self.trust = trust
+        self._identity: bytes | None = None
         verify: ssl.SSLContext | bool = True
         if ssl_context is not None:
             verify = ssl_context
@@ -71,30 +78,56 @@ class KmsClient:
             raise Unavailable(f"KMS at {self._http.base_url} unreachable: {exc}") from None
         if response.status_code >= 400:
             try:
-                message = str(response.json().get("error"))
-            except ValueError:
-                message = response.text[:200]
-            raise _ERRORS.get(response.status_code, TrustserveError)(f"KMS: {message}")
+                answer = response.json()
+                message, code = str(answer.get("error")), answer.get("code")
+            except (ValueError, AttributeError):
+                message, code = response.text[:200], None
+            raise error_class(code).from_message(f"KMS: {message}")
         return response.json()
 
-    def release(self, provider: EvidenceProvider, key_ids: list[str]) -> dict[str, bytes]:
+    def kms_identity(self) -> bytes:
+        """The identity key release answers must be signed with (resolved once)."""
+        if self._identity is None:
+            if self.trust is None:
+                raise ConfigError(NO_TRUST)
+            self._identity = self.trust.resolve(self.attestation_bundle)
+        return self._identity
+
+    def release(
+        self,
+        provider: EvidenceProvider,
+        key_ids: list[str],
+        archives: dict[str, str] | None = None,
+    ) -> dict[str, bytes]:
         """Prove this process with ``provider`` and receive ``key_ids`` (model ids, "serving",
-        "broker"): challenge, ephemeral key, evidence, release, unwrap."""
-        nonce = base64.b64decode(self._call("POST", "/v1/challenge")["nonce"])
-        private, request = make_request(nonce, provider, key_ids)
-        keys = open_keys(private, nonce, self._call("POST", "/v1/release", request.to_json()))
+        "broker"): challenge, ephemeral key, evidence, release, check the KMS signature,
+        unwrap. ``archives`` gives, for each model key id, the digest of the archive held."""
+        identity = self.kms_identity()
+        challenge = self._call("POST", "/v1/challenge")
+        try:
+            nonce = unb64(challenge["nonce"], "nonce")
+        except (BadRequest, KeyError, TypeError):
+            raise Forbidden("KMS challenge is malformed") from None
+        if len(nonce) != NONCE_SIZE:
+            raise Forbidden("KMS challenge nonce has the wrong size")
+        private, request = make_request(nonce, provider, key_ids, archives)
+        answer = self._call("POST", "/v1/release", request.to_json())
+        keys = open_keys(private, nonce, answer, identity)
         if sorted(keys) != sorted(set(key_ids)):
             raise Forbidden("KMS released other keys than asked for")
         return keys
 
-    def attestation_bundle(self) -> dict[str, Any]:
-        bundle: dict[str, Any] = self._call("GET", "/v1/attestation")
+    def attestation_bundle(self, nonce: str | None = None) -> dict[str, Any]:
+        """The KMS's bundle; ``nonce`` (base64url, as a client sent it) for fresh evidence."""
+        path = "/v1/attestation" + (f"?nonce={nonce}" if nonce is not None else "")
+        bundle: dict[str, Any] = self._call("GET", path)
         return bundle
 
-    def provision_model_key(self, model: str, version: str) -> tuple[str, bytes]:
-        """Key id and data key for ``model`` ``version`` (management token needed)."""
+    def provision_model_key(self, manifest: Manifest) -> tuple[str, bytes]:
+        """A fresh key id and data key for the archive of ``manifest`` (management token
+        needed); 409 if that model version already has a key."""
         private, public = hpke.generate_keypair()
-        body = {"model": model, "version": version, "public_key": b64(public)}
+        body = {"manifest": manifest.to_json(), "public_key": b64(public)}
         answer = self._call("POST", "/v1/keys/models", body)
         key_id = str(answer["key_id"])
         sealed = base64.b64decode(answer["sealed"])
@@ -105,8 +138,15 @@ class KmsClient:
         return key
 
 
-def fetch_model_key(client: KmsClient, provider: EvidenceProvider, key_id: str) -> bytes:
-    return client.release(provider, [key_id])[key_id]
+def fetch_model_key(
+    client: KmsClient, provider: EvidenceProvider, model_archive: archive.ModelArchive
+) -> bytes:
+    """The data key of an encrypted archive, released for this archive's digest only."""
+    if model_archive.encryption is None:
+        raise ArchiveError(f"model {model_archive.manifest.name} archive is not encrypted")
+    key_id = str(model_archive.encryption.get("key_id", ""))
+    digest = model_digest(model_archive.manifest)
+    return client.release(provider, [key_id], {key_id: digest})[key_id]
 
 
 def decrypt_model(
@@ -118,10 +158,7 @@ def decrypt_model(
     Raises Forbidden if this process's evidence is refused (it cannot serve the
     model then), NotFound if the KMS has no such key, ArchiveError on tampering.
     """
-    if model_archive.encryption is None:
-        raise BadRequest(f"model {model_archive.manifest.name} archive is not encrypted")
-    key_id = str(model_archive.encryption.get("key_id", ""))
-    data_key = fetch_model_key(client, provider, key_id)
+    data_key = fetch_model_key(client, provider, model_archive)
     return model_encryption.decrypt_archive(model_archive, data_key)
 
 

@@ -15,8 +15,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, NoReturn
 
+from trustserve.archive import Manifest
 from trustserve.attestation import (
-    Evidence,
     EvidenceProvider,
     Policy,
     VerifierSources,
@@ -24,17 +24,23 @@ from trustserve.attestation import (
 )
 from trustserve.crypto.keys import sign_serving_keys
 from trustserve.crypto.rootkey import KeyStore, Protector, protector_from_env
-from trustserve.encoding import b64
-from trustserve.errors import AttestationRefused, BadRequest, Forbidden, NotFound
+from trustserve.encoding import b64, unb64
+from trustserve.errors import AttestationRefused, BadRequest, Conflict, Forbidden, NotFound
 from trustserve.kms import audit
-from trustserve.kms.bundle import bundle_report_data, make_bundle
+from trustserve.kms.bundle import (
+    FreshEvidenceLimit,
+    bundle_report_data,
+    canonical,
+    make_bundle,
+    model_list,
+)
 from trustserve.kms.release import (
     BROKER,
     CHALLENGE_TTL,
     SERVING,
     Challenges,
     ReleaseRequest,
-    release_report_data,
+    model_digest,
     seal_keys,
 )
 from trustserve.kms.state import DAY, KmsState
@@ -67,8 +73,16 @@ class KmsService:
         self.state = KmsState(home, protector, keystore, serving_key_lifetime)
         self.audit = audit.AuditLog(self.state.dir, self.state.identity_key())
         self.challenges = Challenges(challenge_ttl)
+        legacy = [k for k, v in self.state.model_keys().items() if not v.get("digest")]
+        if legacy:
+            log.warning(
+                "model keys %s have no recorded archive digest (made by an older version) "
+                "and are never released: re-encrypt those models as a new version",
+                ", ".join(sorted(legacy)),
+            )
         self._bundle_lock = threading.Lock()
-        self._bundle_cache: tuple[float, str, dict[str, Any]] | None = None
+        self._bundle_cache: tuple[float, bytes, dict[str, Any]] | None = None
+        self._fresh_limit = FreshEvidenceLimit()
 
     @classmethod
     def from_env(
@@ -79,17 +93,27 @@ class KmsService:
 
     # ---- keys (owner side) ----
 
-    def create_model_key(self, model: str, version: str) -> str:
-        """The key id of the data key for ``model`` ``version`` (made on first call)."""
-        before = set(self.state.model_keys())
-        key_id = self.state.create_model_key(model, version, self.clock())
-        if key_id not in before:
-            self.audit.append("model-key-created", key_id=key_id, model=model, version=version)
+    def create_model_key(self, manifest: Manifest) -> str:
+        """The key id of a new data key for the archive of ``manifest`` (audited).
+
+        Conflict (audited too) if that model version has a key already: existing
+        keys never leave the KMS except by attested release.
+        """
+        digest = model_digest(manifest)
+        what = {"model": manifest.name, "version": manifest.version, "digest": digest}
+        try:
+            key_id = self.state.create_model_key(
+                manifest.name, manifest.version, digest, self.clock()
+            )
+        except (Conflict, BadRequest) as exc:
+            self.audit.append("model-key-refused", reason=str(exc), **what)
+            raise
+        self.audit.append("model-key-created", key_id=key_id, **what)
         return key_id
 
-    def provision_model_key(self, model: str, version: str) -> tuple[str, bytes]:
-        """Key id and data key, for the model owner who encrypts an archive."""
-        key_id = self.create_model_key(model, version)
+    def provision_model_key(self, manifest: Manifest) -> tuple[str, bytes]:
+        """A fresh key id and data key, for the model owner who encrypts this archive."""
+        key_id = self.create_model_key(manifest)
         return key_id, self.state.model_key(key_id)
 
     def model_key(self, key_id: str) -> bytes:
@@ -124,11 +148,12 @@ class KmsService:
             "evidence_kind": req.evidence.kind,
             "requester_key": hashlib.sha256(req.public_key).hexdigest()[:16],
             "key_ids": list(req.key_ids),
+            "archives": dict(req.archives),
         }
         why = self.challenges.consume(req.nonce, now)
         if why is not None:
             self._refuse("nonce", why, who)
-        expected = release_report_data(req.nonce, req.public_key)
+        expected = req.report_data
         try:
             claims = verify_evidence(req.evidence, expected, self.policy, now, self.sources)
         except AttestationRefused as exc:
@@ -136,13 +161,30 @@ class KmsService:
         except BadRequest as exc:
             self._refuse("evidence", str(exc), who)
         try:
+            self._check_archives(req, who)
             keys = {key_id: self._key(key_id, now) for key_id in req.key_ids}
         except NotFound as exc:
             self.audit.append("release-failed", reason=str(exc), **who)
             raise
         self.audit.append("release", tee=claims.tee, measurements=claims.measurements, **who)
         log.info("released %s to %s evidence", ", ".join(req.key_ids), claims.tee)
-        return seal_keys(req.public_key, req.nonce, keys)
+        return seal_keys(self.state.identity_key(), req.public_key, req.nonce, keys)
+
+    def _check_archives(self, req: ReleaseRequest, who: dict[str, Any]) -> None:
+        """A model key goes only to a requester holding the archive it was provisioned for."""
+        for key_id in req.key_ids:
+            if key_id in (SERVING, BROKER):
+                continue
+            recorded = self.state.model_digest(key_id)
+            held = req.archives.get(key_id)
+            if recorded is None:
+                self._refuse("archive", f"{key_id} has no recorded archive digest", who)
+            if held != recorded:
+                self._refuse(
+                    "archive",
+                    f"{key_id} is provisioned for archive {recorded}, requester holds {held}",
+                    who,
+                )
 
     def _key(self, key_id: str, now: float) -> bytes:
         if key_id == SERVING:
@@ -158,26 +200,39 @@ class KmsService:
 
     # ---- attestation bundle (for clients, issue 5) ----
 
-    def attestation_bundle(self, provider: EvidenceProvider) -> dict[str, Any]:
-        """KMS evidence binding its identity key and release policy, plus signed serving keys.
+    def attestation_bundle(
+        self, provider: EvidenceProvider, nonce: bytes | None = None
+    ) -> dict[str, Any]:
+        """KMS evidence binding its identity key, release policy, signed serving keys and
+        model list (see ``trustserve.kms.bundle``), and the client's ``nonce`` if given.
 
-        The evidence is made again when older than ``BUNDLE_EVIDENCE_TTL`` seconds.
+        Without a nonce the bundle is made again when older than ``BUNDLE_EVIDENCE_TTL``
+        seconds or when the keys or models changed; with one, always (rate-limited).
         """
         now = self.clock()
         identity = self.state.identity_key()
         public = identity.public_key().public_bytes_raw()
         policy = self.policy.to_json()
+        keys = self.state.serving_keys(now, private=False)
+        models = model_list(self.state.model_keys())
+        what = canonical([provider.name, [k.public_json() for k in keys.keys], models])
+
+        def fresh() -> dict[str, Any]:
+            signed = sign_serving_keys(identity, keys, now)
+            payload = unb64(signed["payload"], "payload")
+            data = bundle_report_data(public, policy, payload, models, nonce)
+            return make_bundle(public, provider.make(data), signed, policy, models, nonce)
+
+        if nonce is not None:
+            self._fresh_limit.take()
+            return fresh()
         with self._bundle_lock:
             cached = self._bundle_cache
-            if (
-                cached is None
-                or now - cached[0] > BUNDLE_EVIDENCE_TTL
-                or cached[1] != provider.name
-            ):
-                evidence = provider.make(bundle_report_data(public, policy)).to_json()
-                self._bundle_cache = cached = (now, provider.name, evidence)
-        signed = sign_serving_keys(identity, self.state.serving_keys(now, private=False), now)
-        return make_bundle(public, Evidence.from_json(cached[2]), signed, policy)
+            if cached is None or now - cached[0] > BUNDLE_EVIDENCE_TTL or cached[1] != what:
+                self._bundle_cache = cached = (now, what, fresh())
+            return cached[2]
 
     def verify_audit(self) -> audit.AuditReport:
-        return audit.verify(self.state.dir, self.state.identity_public_key())
+        """The audit log checked against this KMS's own identity (its private key's half)."""
+        identity = self.state.identity_key().public_key().public_bytes_raw()
+        return audit.verify(self.state.dir, identity)

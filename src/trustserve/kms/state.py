@@ -26,7 +26,7 @@ from trustserve.crypto import model_encryption
 from trustserve.crypto.keys import ServingKey, ServingKeySet, new_broker_key, new_key_id
 from trustserve.crypto.rootkey import FileKeyStore, KeyStore, Protector, unlock
 from trustserve.encoding import b64, unb64
-from trustserve.errors import BadRequest, ConfigError, NotFound
+from trustserve.errors import BadRequest, ConfigError, Conflict, NotFound
 
 T = TypeVar("T")
 DAY = 86400.0
@@ -104,8 +104,16 @@ class KmsState:
         return self._root.unwrap(unb64(entry["wrapped"], "KMS state field"), purpose, key_id)
 
     def _check_root(self) -> None:
-        """The root key must open this state (a root key file from elsewhere would not)."""
-        self.identity_key()
+        """The root key must open this state (a root key file from elsewhere would not),
+        and the stored public identity must be the wrapped private key's: the audit log
+        is verified with the public one, so a swapped public key would vouch for a log
+        re-signed by someone else."""
+        private = self.identity_key().public_key().public_bytes_raw()
+        if private != self.identity_public_key():
+            raise ConfigError(
+                f"KMS state {self.path}: the stored identity public key does not match the "
+                "identity private key (the state was tampered with); refusing to start"
+            )
 
     def _initial(self, now: float) -> dict[str, Any]:
         identity = Ed25519PrivateKey.generate()
@@ -187,8 +195,12 @@ class KmsState:
         self.update(change)
         return key
 
-    def create_model_key(self, model: str, version: str, now: float) -> str:
-        """The key id of ``model`` ``version``'s data key, made if there is none yet."""
+    def create_model_key(self, model: str, version: str, digest: str, now: float) -> str:
+        """A new data key for the archive of ``model`` ``version`` with manifest ``digest``.
+
+        Conflict if that model version already has a key: an existing key is never
+        handed out again (a new archive means a new version).
+        """
         for name, what in ((model, "model name"), (version, "model version")):
             if not NAME_RE.match(name):
                 raise BadRequest(f"{what} {name!r} must match {NAME_RE.pattern}")
@@ -196,18 +208,30 @@ class KmsState:
         def change(state: dict[str, Any]) -> str:
             for key_id, entry in state["models"].items():
                 if entry["model"] == model and entry["version"] == version:
-                    return str(key_id)
+                    raise Conflict(
+                        f"model {model} version {version} already has a key ({key_id}); "
+                        "existing keys are never handed out again: publish a new version"
+                    )
             key_id = f"model-{model}-{version}-{secrets.token_hex(4)}"
             wrapped = self._wrap(model_encryption.new_data_key(), "model", key_id)
             state["models"][key_id] = {
                 "model": model,
                 "version": version,
+                "digest": digest,
                 "created_at": now,
                 "wrapped": wrapped,
             }
             return key_id
 
         return self.update(change)
+
+    def model_digest(self, key_id: str) -> str | None:
+        """The archive digest recorded for a model key (None for keys made before digests)."""
+        entry = self.read()["models"].get(key_id)
+        if entry is None:
+            raise NotFound(f"unknown key id {key_id!r}")
+        digest = entry.get("digest")
+        return str(digest) if digest is not None else None
 
     def model_key(self, key_id: str) -> bytes:
         entry = self.read()["models"].get(key_id)

@@ -16,7 +16,7 @@ from trustserve.errors import ArchiveError
 class ModelKeySource(Protocol):
     """``KmsService`` (in-process) and ``KmsClient`` (with the management token) both are one."""
 
-    def provision_model_key(self, model: str, version: str) -> tuple[str, bytes]: ...
+    def provision_model_key(self, manifest: Manifest) -> tuple[str, bytes]: ...
 
 
 def encrypt_model_file(
@@ -29,8 +29,9 @@ def encrypt_model_file(
     """Encrypt ``src`` into the archive ``dst``; returns the key id.
 
     ``src`` is a plaintext archive (``.tsm``), or, with ``manifest``, the bare
-    model file. The data key of the model version is made in the KMS on first
-    use (the same key id after that). ``dst`` is written atomically.
+    model file. A new data key is made in the KMS for this model version, bound
+    to the manifest's digest (Conflict if the version has a key already: a new
+    archive is a new version). ``dst`` is written atomically.
     """
     if manifest is None:
         plain = archive.load(src)
@@ -42,7 +43,7 @@ def encrypt_model_file(
             payload = src.read_bytes()
         except OSError as exc:
             raise ArchiveError(f"cannot read {src.name}: {exc.strerror}") from None
-    key_id, data_key = keys.provision_model_key(manifest.name, manifest.version)
+    key_id, data_key = keys.provision_model_key(manifest)
     with tqdm(
         total=len(payload),
         unit="B",

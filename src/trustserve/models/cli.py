@@ -10,6 +10,7 @@ import argparse
 import json
 import sys
 import time
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,7 @@ from trustserve.models.calibration import (
 from trustserve.models.packing import load_manifest, pack_model
 
 SubParsers = Any  # argparse's _SubParsersAction is private
-_MODEL_GROUPS: dict[int, SubParsers] = {}
+_MODEL_GROUPS: weakref.WeakKeyDictionary[SubParsers, SubParsers] = weakref.WeakKeyDictionary()
 
 
 def register(subparsers: SubParsers) -> None:
@@ -108,11 +109,10 @@ def register(subparsers: SubParsers) -> None:
 
 def model_subparsers(subparsers: SubParsers) -> SubParsers:
     """The subcommands of ``trustserve model``, created on first use; add yours to it."""
-    key = id(subparsers)
-    if key not in _MODEL_GROUPS:
+    if subparsers not in _MODEL_GROUPS:  # weakly keyed: a new parser never meets an old group
         parser = subparsers.add_parser("model", help="model archives and quantization")
-        _MODEL_GROUPS[key] = parser.add_subparsers(dest="model_command", required=True)
-    return _MODEL_GROUPS[key]
+        _MODEL_GROUPS[subparsers] = parser.add_subparsers(dest="model_command", required=True)
+    return _MODEL_GROUPS[subparsers]
 
 
 def _demo_models(args: argparse.Namespace) -> int:

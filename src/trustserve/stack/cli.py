@@ -57,9 +57,12 @@ WORKER_FLAGS = (
     "threads",
     "kms",
     "kms_ca",
+    "kms_identity",
+    "kms_policy",
     "attestation",
     "attestation_options",
     "replay_window",
+    "key_refresh",
 )
 
 
@@ -247,6 +250,8 @@ def cmd_config_show(args: argparse.Namespace) -> int:
         "kms.url": s.kms_url or ("(embedded)" if s.dev else "(none)"),
         "kms.ca": s.kms_ca,
         "kms.port": s.kms_port,
+        "kms.identity": s.worker.kms_identity or ("(embedded)" if s.dev else "(none)"),
+        "kms.policy": s.worker.kms_policy or "(none)",
         "broker.url": s.broker_url or "(embedded)",
         "attestation.provider": s.worker.attestation,
         "attestation.options": ",".join(s.worker.attestation_options or ()) or "(none)",
@@ -254,6 +259,7 @@ def cmd_config_show(args: argparse.Namespace) -> int:
         "worker.threads": s.worker.threads,
         "worker.per_model": s.workers_per_model,
         "worker.replay_window": s.worker.replay_window,
+        "worker.key_refresh": s.worker.key_refresh,
         "limits.timeout_s": s.request_timeout_s,
         "limits.max_queue": s.max_queue,
         "limits.max_body_mb": s.max_body_bytes // (1024 * 1024),

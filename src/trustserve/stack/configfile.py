@@ -11,7 +11,8 @@ Example::
 
     listen: {host: 0.0.0.0, port: 8080}
     tls: {cert: /etc/trustserve/server.pem, key: /etc/trustserve/server-key.pem}
-    kms: {url: "https://kms.internal:8443", ca: /etc/trustserve/kms-ca.pem}
+    kms: {url: "https://kms.internal:8443", ca: /etc/trustserve/kms-ca.pem,
+          identity: /etc/trustserve/kms-identity.pub}
     broker: {url: "rediss://frontend@redis.internal:6380/0?ca=..."}
     attestation: {provider: tpm, options: {tcti: "device:/dev/tpmrm0", pcrs: "0,1,2,3,4,5,6,7"}}
     worker: {engine: onnxruntime, threads: 1, per_model: 2}
@@ -101,6 +102,8 @@ KEYS = (
     Key("kms.url", "kms", _str),
     Key("kms.ca", "kms_ca", _path),
     Key("kms.port", "kms_port", _int),
+    Key("kms.identity", "kms_identity", _str),
+    Key("kms.policy", "kms_policy", _path),
     Key("broker.url", "broker", _str),
     Key("attestation.provider", "attestation", _str),
     Key("attestation.options", "attestation_options", _pairs),
@@ -108,6 +111,7 @@ KEYS = (
     Key("worker.threads", "threads", _int),
     Key("worker.per_model", "workers", _int),
     Key("worker.replay_window", "replay_window", _float),
+    Key("worker.key_refresh", "key_refresh", _float),
     Key("limits.timeout_s", "timeout", _float),
     Key("limits.max_queue", "max_queue", _int),
     Key("limits.max_body_mb", "max_body_mb", _int),

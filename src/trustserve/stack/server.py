@@ -15,6 +15,7 @@ import signal
 import socket
 from collections.abc import Iterator
 from dataclasses import replace
+from pathlib import Path
 
 import uvicorn
 from starlette.applications import Starlette
@@ -26,6 +27,7 @@ from starlette.types import ASGIApp
 from trustserve.attestation import make_provider
 from trustserve.broker import Broker, open_broker
 from trustserve.broker.encrypted import EncryptingBroker
+from trustserve.encoding import b64
 from trustserve.errors import ConfigError
 from trustserve.files import read_or_create_token
 from trustserve.frontend.inference import InferenceApi
@@ -36,6 +38,7 @@ from trustserve.frontend.registry import ModelRegistry
 from trustserve.frontend.repository import RepositoryApi
 from trustserve.kms.client import KmsClient
 from trustserve.kms.service import KmsService
+from trustserve.kms.trust import KmsTrust
 from trustserve.stack.config import Settings
 from trustserve.stack.supervisor import WorkerSupervisor
 from trustserve.tls import TlsFiles, ensure_local_ca
@@ -85,6 +88,7 @@ class Stack:
         self._tls_files: TlsFiles
         self._kms_server: _Server | None = None
         self._kms_task: asyncio.Task[None] | None = None
+        self._embedded_identity: str | None = None
         self._servers: list[_Server] = []
 
     async def run(self) -> None:
@@ -144,6 +148,9 @@ class Stack:
         from trustserve.kms.embedded import development_kms
 
         service = self.kms or development_kms(s.home)
+        # the stack made this KMS, so it knows its identity and tells its own parts
+        identity = service.state.identity_key().public_key().public_bytes_raw()
+        self._embedded_identity = b64(identity)
         provider = make_provider(s.attestation, s.home, **s.attestation_options)
         server = http_server(
             create_app(service, provider), "127.0.0.1", s.kms_port, self._tls_files
@@ -154,6 +161,13 @@ class Stack:
                 await self._kms_task
             await asyncio.sleep(0.02)
         return f"https://127.0.0.1:{s.kms_port}"
+
+    def _kms_trust(self) -> tuple[str | None, Path | None]:
+        """Which KMS identity the frontend and workers believe: the embedded KMS's, or the
+        one configured (``--kms-identity`` / ``--kms-policy``)."""
+        if self._embedded_identity is not None:
+            return self._embedded_identity, None
+        return self.settings.worker.kms_identity, self.settings.worker.kms_policy
 
     async def _open_broker(self) -> str:
         """Opens the broker; returns the URL workers reach it at."""
@@ -166,14 +180,21 @@ class Stack:
     async def _obtain_keys(self, kms_url: str) -> None:
         """The broker key, released to this frontend by attestation: payloads are sealed."""
         s = self.settings
-        client = KmsClient(kms_url, ca_file=s.kms_ca)
+        trust = KmsTrust.from_options(*self._kms_trust())
+        client = KmsClient(kms_url, ca_file=s.kms_ca, trust=trust)
         provider = make_provider(s.attestation, s.home, **s.attestation_options)
         self.keys = FrontendKeys(client, provider)
         self.broker = EncryptingBroker(self.broker, await self.keys.broker_key())
 
     async def _start_workers(self, worker_url: str, kms_url: str | None) -> None:
+        identity, policy = self._kms_trust()
         self.supervisor.options = replace(
-            self.supervisor.options, broker=worker_url, kms=kms_url, kms_ca=self.settings.kms_ca
+            self.supervisor.options,
+            broker=worker_url,
+            kms=kms_url,
+            kms_ca=self.settings.kms_ca,
+            kms_identity=identity,
+            kms_policy=policy,
         )
         for entry in self.registry.scan(self.settings.workers_per_model):
             if entry.encrypted and kms_url is None:

@@ -1,13 +1,17 @@
 """Turning jobs into engine batches and engine outputs back into answers.
 
-A job's payload is read according to its kind: ``v2`` (binary v2 tensors) or
-``torchserve`` (a raw body: image bytes for an image model, else JSON). Jobs
-that cannot be read are answered 400 at once; the rest are concatenated along
-the batch axis, run, and split again.
+A job's payload is read according to its kind (the table is in ``broker/base.py``):
+a sealed job is opened first (``worker/sealed.py``), then its v2 or torchserve
+body is read as a standard one is. A job that cannot be read gets its error
+answer at once (sealed under the client's response key once the request is
+open); the rest are concatenated along the batch axis, run, and split again.
+Each answer is encoded once, here, in the format its request asked for; the
+frontend forwards it as it is.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -16,25 +20,48 @@ import numpy as np
 import orjson
 
 from trustserve.archive import DATATYPES, Manifest
-from trustserve.broker.base import Job
-from trustserve.crypto.sealing import CONTENT_TYPE, ResponseKey, Route, seal_response
+from trustserve.broker.base import Job, JobKind, Outcome, OutcomeMeta
+from trustserve.crypto.sealing import ResponseKey, Route, seal_response
 from trustserve.engines.base import Tensors
-from trustserve.errors import InvalidInput
-from trustserve.tensors import Tensor, check_against, datatype_of, encode_binary, parse_request
+from trustserve.errors import InvalidInput, TrustserveError, UnknownKeyId
+from trustserve.tensors import (
+    RequestedOutput,
+    Tensor,
+    check_against,
+    datatype_of,
+    encode_response,
+    parse_request,
+)
 from trustserve.worker.sealed import SealedReader
 
+log = logging.getLogger(__name__)
 TOP_K = 5
+SealedTo = tuple[ResponseKey, Route]  # what a sealed request's answer is sealed to
+
+
+@dataclass(frozen=True)
+class Reply:
+    """How to answer one request: its format and, for a sealed one, what to seal to.
+
+    ``kind`` is V2 or TORCHSERVE. For v2: the request's id (echoed), the outputs it
+    named, each as JSON or binary data (None: every output, ``binary_default``).
+    """
+
+    kind: JobKind
+    request_id: str | None = None
+    outputs: list[RequestedOutput] | None = None
+    binary_default: bool = False
+    sealed: SealedTo | None = None
 
 
 @dataclass
 class Decoded:
-    """A job's input tensors; ``answer`` says how to answer it (``v2`` or ``torchserve``)."""
+    """A job's input tensors, its number of rows, and how to answer it."""
 
     job: Job
     inputs: Tensors
     rows: int
-    answer: str
-    reply: tuple[ResponseKey, Route] | None = None
+    reply: Reply
 
 
 def decode(
@@ -42,24 +69,48 @@ def decode(
     manifest: Manifest,
     preprocess: Callable[[bytes], Any] | None,
     sealed: SealedReader | None = None,
+) -> Decoded | Outcome:
+    """The job read and checked, or the error outcome to answer it with."""
+    to: SealedTo | None = None
+    try:
+        kind, body, header_length = job.kind, job.payload, job.meta.header_length
+        if kind is JobKind.SEALED:
+            if sealed is None:
+                raise UnknownKeyId("this worker holds no serving key for sealed requests")
+            opened, route = sealed.open(job)
+            kind, body, header_length = JobKind(opened.kind), opened.body, opened.header_length
+            to = (opened.reply, route)
+        return _read(job, kind, body, header_length, to, manifest, preprocess)
+    except TrustserveError as exc:
+        return error_outcome(job, exc.status, exc.code, str(exc), to)
+    except Exception:
+        log.exception("reading a %s request failed", job.kind)
+        message = "the worker could not read this request"
+        return error_outcome(job, 500, TrustserveError.code, message, to)
+
+
+def _read(
+    job: Job,
+    kind: JobKind,
+    body: bytes,
+    header_length: int | None,
+    to: SealedTo | None,
+    manifest: Manifest,
+    preprocess: Callable[[bytes], Any] | None,
 ) -> Decoded:
-    kind, body, header_length, reply = job.kind, job.payload, job.meta.get("header_length"), None
-    if kind == "sealed":
-        if sealed is None:
-            raise InvalidInput("this worker holds no serving key for sealed requests")
-        opened, route = sealed.open(job)
-        kind = "v2" if opened.kind == "v2" else "torchserve"
-        body, header_length, reply = opened.body, opened.header_length, (opened.reply, route)
-    if kind == "v2":
+    if kind is JobKind.V2:
         request = parse_request(body, None if header_length is None else str(header_length))
         check_against(request, manifest)
         inputs = {t.name: t.data for t in request.inputs}
-    elif kind == "torchserve":
+        outputs, binary = request.outputs, request.binary_output_default
+        reply = Reply(JobKind.V2, request.id, outputs, binary, to)
+    elif kind is JobKind.TORCHSERVE:
         inputs = _torchserve_inputs(body, manifest, preprocess)
+        reply = Reply(JobKind.TORCHSERVE, sealed=to)
     else:
-        raise InvalidInput(f"this worker cannot read requests of kind {kind!r}")
+        raise InvalidInput(f"this worker cannot read requests of kind {kind.value!r}")
     rows = next(iter(inputs.values())).shape[0]
-    return Decoded(job, inputs, rows, kind, reply)
+    return Decoded(job, inputs, rows, reply)
 
 
 def _torchserve_inputs(
@@ -125,24 +176,46 @@ def split(run: list[Decoded], outputs: Tensors) -> list[Tensors]:
     return parts
 
 
-def encode_answer(d: Decoded, manifest: Manifest, outputs: Tensors) -> tuple[bytes, dict[str, Any]]:
-    """Response bytes for one job and the clear facts the frontend needs to pass them on."""
+def encode_answer(d: Decoded, manifest: Manifest, outputs: Tensors) -> tuple[bytes, OutcomeMeta]:
+    """The response body for one job, encoded once, and the clear facts to forward it with."""
     head_len: int | None = None
-    if d.answer == "torchserve":
-        body = orjson.dumps(_torchserve_answer(manifest, outputs))
-        meta: dict[str, Any] = {"content_type": "application/json"}
+    if d.reply.kind is JobKind.TORCHSERVE:
+        body = orjson.dumps(torchserve_answer(manifest, outputs))
     else:
-        tensors = [Tensor(n, datatype_of(a), tuple(a.shape), a) for n, a in outputs.items()]
-        header = {"model_name": manifest.name, "model_version": manifest.version}
-        body, head_len = encode_binary(header, "outputs", tensors)
-        meta = {"header_length": head_len}
-    if d.reply is not None:
-        reply, route = d.reply
-        return seal_response(reply, route, body, head_len), {"content_type": CONTENT_TYPE}
-    return body, meta
+        body, head_len = v2_answer(manifest, d.reply, outputs)
+    if d.reply.sealed is not None:
+        key, route = d.reply.sealed
+        return seal_response(key, route, body, head_len), OutcomeMeta(sealed=True)
+    return body, OutcomeMeta(header_length=head_len)
 
 
-def _torchserve_answer(manifest: Manifest, outputs: Tensors) -> Any:
+def error_outcome(
+    job: Job, status: int, code: str, message: str, sealed: SealedTo | None = None
+) -> Outcome:
+    """An error answer; once a sealed request is open, sealed to its client like any answer."""
+    if sealed is None:
+        return Outcome(job.id, status, message.encode(), OutcomeMeta(code))
+    key, route = sealed
+    payload = seal_response(key, route, message.encode(), None, status, code)
+    return Outcome(job.id, status, payload, OutcomeMeta(code, sealed=True))
+
+
+def v2_answer(manifest: Manifest, reply: Reply, outputs: Tensors) -> tuple[bytes, int | None]:
+    """A v2 response with the outputs the request named (or all), each as JSON or binary."""
+    tensors = {n: Tensor(n, datatype_of(a), tuple(a.shape), a) for n, a in outputs.items()}
+    if reply.outputs:
+        chosen = [tensors[o.name] for o in reply.outputs]
+        binary = {o.name: o.binary for o in reply.outputs}
+    else:
+        chosen = list(tensors.values())
+        binary = dict.fromkeys(tensors, reply.binary_default)
+    header: dict[str, Any] = {"model_name": manifest.name, "model_version": manifest.version}
+    if reply.request_id is not None:
+        header["id"] = reply.request_id
+    return encode_response(header, chosen, binary)
+
+
+def torchserve_answer(manifest: Manifest, outputs: Tensors) -> Any:
     first = outputs[manifest.outputs[0].name]
     if manifest.labels is None or first.ndim != 2 or first.shape[1] != len(manifest.labels):
         rows = [{n: a[i].tolist() for n, a in outputs.items()} for i in range(first.shape[0])]

@@ -1,12 +1,23 @@
 """What a worker obtains from the KMS by attestation: model key, serving keys, broker key.
 
-One release per worker start: the worker makes evidence with its configured
-provider, the KMS checks it against its release policy and wraps the keys to
-the worker's ephemeral key. Nothing released is written anywhere.
+One release when the worker starts: the worker makes evidence with its
+configured provider, the KMS checks it against its release policy and wraps the
+keys to the worker's ephemeral key; the worker accepts the answer only when it
+is signed by the KMS identity it trusts (``KmsTrust``). Nothing released is
+written anywhere. With a KMS configured, a plaintext archive is refused before
+anything is asked for: the model store is untrusted, and a plaintext archive
+is whatever its last writer wanted served.
+
+Serving keys are then refreshed every ``refresh_interval`` seconds (default 60):
+the ``ServingKeySet`` the KMS releases is the truth, so a key it no longer
+lists (rotated out) is dropped at the next refresh. A request naming a key id
+the worker does not hold triggers one extra refresh (at most every
+``REFRESH_AFTER_S``), for a key just rotated in.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from pathlib import Path
@@ -15,49 +26,60 @@ from trustserve import archive
 from trustserve.attestation import EvidenceProvider, make_provider
 from trustserve.crypto.keys import ServingKeySet
 from trustserve.crypto.model_encryption import decrypt_archive
-from trustserve.errors import ConfigError, Forbidden, UnknownKeyId
+from trustserve.errors import ArchiveError, ConfigError, Forbidden, TrustserveError, UnknownKeyId
 from trustserve.kms.client import KmsClient
-from trustserve.kms.release import BROKER, SERVING
+from trustserve.kms.release import BROKER, SERVING, model_digest
+from trustserve.kms.trust import NO_TRUST, KmsTrust
 
 log = logging.getLogger(__name__)
-REFRESH_AFTER_S = 1.0  # a worker asks the KMS again for new serving keys at most this often
+REFRESH_AFTER_S = 1.0  # an unknown key id makes the worker ask the KMS again at most once a second
+REFRESH_INTERVAL_S = 60.0  # serving keys are refreshed this often regardless
 
 
 class KeyRing:
-    """The worker's released keys, and a rate-limited refresh for newly rotated serving keys."""
+    """The worker's released keys, refreshed on a timer and on an unknown key id."""
 
-    def __init__(self, client: KmsClient | None, provider: EvidenceProvider | None) -> None:
+    def __init__(
+        self,
+        client: KmsClient | None,
+        provider: EvidenceProvider | None,
+        refresh_interval: float = REFRESH_INTERVAL_S,
+    ) -> None:
         self.client = client
         self.provider = provider
+        self.refresh_interval = refresh_interval
         self.serving: ServingKeySet | None = None
         self.broker: bytes | None = None
         self._refreshed = 0.0
 
     def obtain(self, model: archive.ModelArchive) -> bytes:
         """Release what this worker needs and return the plaintext model (memory only)."""
+        name = model.manifest.name
         if self.client is None or self.provider is None:
             if model.encrypted:
-                raise ConfigError(
-                    f"model {model.manifest.name} is encrypted: the worker needs --kms to serve it"
-                )
+                raise ConfigError(f"model {name} is encrypted: the worker needs --kms to serve it")
             return model.payload
-        wanted = [SERVING, BROKER]
-        if model.encrypted:
-            assert model.encryption is not None
-            wanted.append(str(model.encryption["key_id"]))
+        if model.encryption is None:
+            raise ArchiveError(
+                f"model {name} version {model.manifest.version}: the archive is not encrypted; "
+                "with a KMS configured only encrypted archives are served (the model store "
+                "is untrusted: anyone who can write it could swap the model)"
+            )
+        key_id = str(model.encryption.get("key_id", ""))
+        wanted = [SERVING, BROKER, key_id]
         try:
-            keys = self.client.release(self.provider, wanted)
-        except Forbidden:
+            keys = self.client.release(
+                self.provider, wanted, {key_id: model_digest(model.manifest)}
+            )
+        except Forbidden as exc:
             raise Forbidden(
-                f"the KMS refused this worker the keys for {model.manifest.name}; "
-                "it cannot serve that model (see the KMS log for the claim that failed)"
+                f"this worker got no keys for {name} ({exc}); it cannot serve that model "
+                "(a KMS refusal names the failed claim in the KMS log)"
             ) from None
         self.serving = ServingKeySet.from_bytes(keys[SERVING])
         self.broker = keys[BROKER]
         self._refreshed = time.monotonic()
-        if not model.encrypted:
-            return model.payload
-        return decrypt_archive(model, keys[wanted[-1]])
+        return decrypt_archive(model, keys[key_id])
 
     def serving_private_key(self, key_id: str, now: float) -> bytes:
         if self.serving is None:
@@ -65,29 +87,69 @@ class KeyRing:
         try:
             key = self.serving.find(key_id, now)
         except UnknownKeyId:
-            if not self._refresh():
+            if not self._refresh_for_unknown():
                 raise
             key = self.serving.find(key_id, now)
         assert key.private_key is not None
         return key.private_key
 
-    def _refresh(self) -> bool:
-        """Ask the KMS again (the serving key may have been rotated); at most every few seconds."""
+    def refresh(self) -> None:
+        """Replace the serving keys by the set the KMS releases now (drops rotated-out keys)."""
         if self.client is None or self.provider is None:
-            return False
-        if time.monotonic() - self._refreshed < REFRESH_AFTER_S:
-            return False
+            return
         self._refreshed = time.monotonic()
         keys = self.client.release(self.provider, [SERVING])
-        self.serving = ServingKeySet.from_bytes(keys[SERVING])
-        log.info("serving keys refreshed from the KMS")
+        fresh = ServingKeySet.from_bytes(keys[SERVING])
+        old = {k.key_id for k in self.serving.keys} if self.serving else set()
+        self.serving = fresh
+        dropped = old - {k.key_id for k in fresh.keys}
+        if dropped:
+            log.info("serving keys refreshed; dropped %s", ", ".join(sorted(dropped)))
+
+    def _refresh_for_unknown(self) -> bool:
+        """Ask the KMS again (the serving key may have been rotated); at most every second."""
+        if self.client is None or time.monotonic() - self._refreshed < REFRESH_AFTER_S:
+            return False
+        self.refresh()
         return True
+
+    async def keep_fresh(self, stop: asyncio.Event) -> None:
+        """Until ``stop``: refresh every ``refresh_interval`` s. A refusal drops every
+        serving key (the KMS no longer admits this worker); an unreachable KMS is logged
+        and the last set kept (its keys still end at their ``not_after``)."""
+        if self.client is None:
+            return
+        while not stop.is_set():
+            try:
+                await asyncio.wait_for(stop.wait(), self.refresh_interval)
+                return
+            except TimeoutError:
+                pass
+            try:
+                await asyncio.to_thread(self.refresh)
+            except Forbidden as exc:  # refused (policy changed) or not the trusted KMS
+                self.serving = None
+                log.error("serving key refresh refused; this worker drops its keys: %s", exc)
+            except TrustserveError as exc:
+                log.warning("serving key refresh failed (keeping the last set): %s", exc)
 
 
 def key_ring(
-    kms_url: str | None, home: Path, provider: str, ca: Path | None, **options: str
+    kms_url: str | None,
+    home: Path,
+    provider: str,
+    ca: Path | None,
+    trust: KmsTrust | None = None,
+    refresh_interval: float = REFRESH_INTERVAL_S,
+    **options: str,
 ) -> KeyRing:
+    """The worker's key ring; with a KMS, ``trust`` must say which KMS identity to believe.
+    ``options`` go to the evidence provider."""
     if kms_url is None:
         return KeyRing(None, None)
-    client = KmsClient(kms_url, ca_file=ca)
-    return KeyRing(client, make_provider(provider, home, **options))
+    if trust is None:
+        raise ConfigError(NO_TRUST)
+    if refresh_interval <= 0:
+        raise ConfigError("--key-refresh must be a positive number of seconds")
+    client = KmsClient(kms_url, ca_file=ca, trust=trust)
+    return KeyRing(client, make_provider(provider, home, **options), refresh_interval)

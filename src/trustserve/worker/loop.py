@@ -7,13 +7,22 @@ import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from typing import Any
 
 from trustserve.archive import Manifest
 from trustserve.broker.base import Job, JobSource, Outcome
 from trustserve.engines.base import Engine, Tensors
 from trustserve.errors import TrustserveError
-from trustserve.worker.batching import Decoded, concat, decode, encode_answer, plan, split
+from trustserve.worker.batching import (
+    Decoded,
+    concat,
+    decode,
+    encode_answer,
+    error_outcome,
+    plan,
+    split,
+)
 from trustserve.worker.sealed import SealedReader
 
 log = logging.getLogger(__name__)
@@ -63,13 +72,11 @@ class WorkerLoop:
         taken_at = time.time()
         decoded: list[Decoded] = []
         for job in jobs:
-            try:
-                decoded.append(await loop.run_in_executor(self._executor, self._decode, job))
-            except TrustserveError as exc:
-                await self._fail(job, exc.status, str(exc))
-            except Exception:
-                log.exception("reading a %s request failed", job.kind)
-                await self._fail(job, 500, "the worker could not read this request")
+            read = await loop.run_in_executor(self._executor, self._decode, job)
+            if isinstance(read, Outcome):
+                await self.source.answer(job, read)
+            else:
+                decoded.append(read)
         for run in plan(decoded, self.manifest.max_batch_size):
             start = time.perf_counter()
             try:
@@ -77,24 +84,36 @@ class WorkerLoop:
             except Exception:
                 log.exception("inference failed on a batch of %d", len(run))
                 for d in run:
-                    await self._fail(d.job, 500, "inference failed")
+                    failed = error_outcome(
+                        d.job, 500, TrustserveError.code, "inference failed", d.reply.sealed
+                    )
+                    await self.source.answer(d.job, failed)
                 continue
             infer_ms = (time.perf_counter() - start) * 1000
             rows = sum(d.rows for d in run)
             for d, out in zip(run, split(run, outputs), strict=True):
-                body, meta = encode_answer(d, self.manifest, out)
-                meta.update(
-                    inference_ms=infer_ms,
-                    queue_ms=max(0.0, (taken_at - d.job.enqueued_at) * 1000),
-                    batch_size=rows,
-                )
-                await self.source.answer(d.job, Outcome(d.job.id, 200, body, meta))
+                await self.source.answer(d.job, self._answer(d, out, infer_ms, taken_at, rows))
 
-    def _decode(self, job: Job) -> Decoded:
+    def _answer(
+        self, d: Decoded, outputs: Tensors, infer_ms: float, taken_at: float, rows: int
+    ) -> Outcome:
+        try:
+            body, meta = encode_answer(d, self.manifest, outputs)
+        except Exception:
+            log.exception("encoding an answer failed")
+            return error_outcome(
+                d.job, 500, TrustserveError.code, "encoding the answer failed", d.reply.sealed
+            )
+        timings = replace(
+            meta,
+            inference_ms=infer_ms,
+            queue_ms=max(0.0, (taken_at - d.job.enqueued_at) * 1000),
+            batch_size=rows,
+        )
+        return Outcome(d.job.id, 200, body, timings)
+
+    def _decode(self, job: Job) -> Decoded | Outcome:
         return decode(job, self.manifest, self.preprocess, self.sealed)
 
     def _infer(self, run: list[Decoded]) -> Tensors:
         return self.engine.infer(concat(run))
-
-    async def _fail(self, job: Job, status: int, message: str) -> None:
-        await self.source.answer(job, Outcome(job.id, status, message.encode(), {"error": True}))

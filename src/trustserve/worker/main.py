@@ -23,6 +23,7 @@ from trustserve.broker.encrypted import DecryptingJobSource
 from trustserve.engines import load_engine
 from trustserve.errors import ArchiveError, ConfigError, Forbidden, NotFound, TrustserveError
 from trustserve.files import default_home
+from trustserve.kms.trust import KmsTrust
 from trustserve.logs import setup as setup_logging
 from trustserve.worker.keys import key_ring
 from trustserve.worker.loop import WorkerLoop
@@ -52,7 +53,16 @@ async def serve(opts: WorkerOptions) -> int:
     manifest = model.manifest
     ca = opts.kms_ca or home / "tls" / "ca.pem"
     options = parse_options(opts.attestation_options)
-    keys = key_ring(opts.kms, home, opts.attestation, ca if ca.exists() else None, **options)
+    trust = KmsTrust.from_options(opts.kms_identity, opts.kms_policy)
+    keys = key_ring(
+        opts.kms,
+        home,
+        opts.attestation,
+        ca if ca.exists() else None,
+        trust,
+        opts.key_refresh,
+        **options,
+    )
     plaintext = await asyncio.to_thread(keys.obtain, model)
     engine = load_engine(opts.engine, plaintext, manifest, opts.threads)
     del model, plaintext
@@ -70,12 +80,14 @@ async def serve(opts: WorkerOptions) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     worker = WorkerLoop(source, queue, manifest, engine, preprocessor(manifest), sealed)
+    refresher = asyncio.create_task(keys.keep_fresh(stop))
     try:
         await worker.run(stop)
     except (asyncio.IncompleteReadError, ConnectionError):
         log.warning("worker %d lost its broker connection", os.getpid())
         return 1
     finally:
+        refresher.cancel()
         with contextlib.suppress(ConnectionError):
             await source.close()
     return 0

@@ -53,6 +53,25 @@ class WorkerOptions:
             type=Path,
         ),
     )
+    kms_identity: str | None = field(
+        default=None,
+        metadata=_opt(
+            "--kms-identity",
+            "with --kms: the KMS identity to trust (Ed25519 public key file or base64)",
+        ),
+    )
+    kms_policy: Path | None = field(
+        default=None,
+        metadata=_opt(
+            "--kms-policy",
+            "with --kms: or trust the KMS whose bundle this policy admits",
+            type=Path,
+        ),
+    )
+    key_refresh: float = field(
+        default=60.0,
+        metadata=_opt("--key-refresh", "serving-key refresh interval in seconds", type=float),
+    )
     attestation: str = field(
         default="sim",
         metadata=_opt(
