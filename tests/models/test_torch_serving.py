@@ -147,4 +147,3 @@ def test_imported_manifest_carries_the_stock_handler(served: Served) -> None:
     assert m.name == "eagercls" and m.version == "1.0"
     assert m.labels == tuple(LABELS)
     assert m.extra["mar_model"] == "eager" and m.extra["mar_handler"] == "image_classifier"
-    assert head.encrypted is False
