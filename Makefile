@@ -4,6 +4,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 HOME_DIR ?= $(HOME)/.trustserve
 DEBS := redis-server swtpm swtpm-tools tpm2-tools libtss2-dev openssl
+# The container image: built with mmdebstrap + umoci, run by its test with runc.
+DEBS += mmdebstrap umoci runc
 
 .PHONY: up test lint bench venv debs clean
 
@@ -44,6 +46,26 @@ $(VENV)/.bench: pyproject.toml | $(VENV)/.installed
 # One run of every configuration, side by side (about 15 minutes; TorchServe gets its own venv).
 bench: debs venv $(VENV)/.bench
 	cd bench && ../$(BIN)/python run.py
+
+# The OCI image (docs/image.md): layout in build/oci/, manifest digest in build/oci/digest.
+.PHONY: image image-reproducible image-lock
+image: debs venv
+	$(BIN)/python deploy/image/build.py
+
+# Build it again from nothing and fail unless the digest is the same.
+image-reproducible: debs venv
+	$(BIN)/python deploy/image/build.py --check-reproducible
+
+# Re-resolve the image's PyPI dependencies (with hashes) after pyproject.toml changes.
+image-lock: venv
+	$(BIN)/python -m venv build/lock-venv
+	build/lock-venv/bin/pip install -q pip-tools
+	build/lock-venv/bin/pip-compile -q --generate-hashes --allow-unsafe --strip-extras \
+	  --no-emit-index-url --no-emit-find-links -o deploy/image/requirements.lock \
+	  pyproject.toml deploy/image/requirements.in
+	build/lock-venv/bin/pip-compile -q --generate-hashes --allow-unsafe \
+	  --no-emit-index-url --no-emit-find-links -o deploy/image/build-requirements.lock \
+	  deploy/image/build-requirements.in
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -184,14 +184,14 @@ async def test_the_brokers_own_notice_can_only_say_failed(setup: Setup, status: 
 
 async def sealed_answer(setup: Setup, x: np.ndarray) -> tuple[Prepared, httpx.Response]:
     """A sealed request through broker and worker, and the response an honest frontend sends."""
-    route = Route("tiny", "", setup.serving.key_id)
+    route = Route("tiny", "1", setup.serving.key_id)
     body, hlen = encode_binary(
         {"parameters": {"binary_data_output": True}},
         "inputs",
         [Tensor("x", "FP32", tuple(x.shape), x)],
     )
     sealed, reply = seal_request(setup.serving.public_key, route, body, hlen)
-    meta = JobMeta(key_id=route.key_id)
+    meta = JobMeta(key_id=route.key_id, version=route.version)
     job = Job(uuid.uuid4().hex, "tiny:1", JobKind.SEALED, sealed, time.time() + 30, meta)
     honest = forward(JobKind.SEALED, await setup.broker.submit(job))
     response = httpx.Response(

@@ -11,17 +11,14 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import socket
 import subprocess
 import sys
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import uvicorn
 
+from tests.attacks.kms_fixtures import https_server
 from trustserve import archive
 from trustserve.archive import Manifest, TensorSpec
 from trustserve.attestation import Policy, make_provider
@@ -48,29 +45,9 @@ def kms_home(tmp_path: Path) -> Path:
 @contextlib.contextmanager
 def serve_kms(service: KmsService, tmp_path: Path) -> Iterator[tuple[str, Path]]:
     tls = issue_local_ca(tmp_path / "tls", ["127.0.0.1"])
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(
-        create_app(service, make_provider("sim", tmp_path / "kms-sim")),
-        ssl_certfile=str(tls.cert),
-        ssl_keyfile=str(tls.key),
-        log_level="warning",
-        lifespan="off",
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline, "KMS did not start"
-        time.sleep(0.02)
-    try:
-        yield f"https://127.0.0.1:{port}", tls.ca
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
+    app = create_app(service, make_provider("sim", tmp_path / "kms-sim"))
+    with https_server(app, tls) as url:
+        yield url, tls.ca
 
 
 def audit_events(kms_home: Path) -> list[dict[str, object]]:

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from tests.support import tiny_manifest
 from trustserve.attestation import EvidenceProvider, Policy, make_provider
 from trustserve.client.verify import ClientPolicy, default_version, verify
 from trustserve.crypto.keys import sign_serving_keys
@@ -26,7 +27,7 @@ def kms(tmp_path: Path) -> KmsService:
     home = tmp_path / "home"
     service = KmsService(home, KeyFileProtector(key_file), Policy.development(home))
     for model, version in (("digits", "1"), ("digits", "2"), ("digits", "10"), ("resnet", "b")):
-        service.create_model_key(model, version)
+        service.create_model_key(tiny_manifest(model, version))
     return service
 
 

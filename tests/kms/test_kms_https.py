@@ -3,25 +3,24 @@
 from __future__ import annotations
 
 import os
-import socket
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import uvicorn
 
+from tests.attacks.kms_fixtures import https_server
 from tests.kms.conftest import MakeService
 from tests.support import tiny_manifest
 from trustserve import archive
 from trustserve.archive import Manifest, TensorSpec
 from trustserve.attestation import EvidenceProvider, Policy
+from trustserve.crypto.model_encryption import decrypt_archive
 from trustserve.errors import ConfigError, Conflict, Forbidden, NotFound, Unauthorized, Unavailable
 from trustserve.kms.app import admin_token, create_app
 from trustserve.kms.bundle import verify_bundle
-from trustserve.kms.client import KmsClient, fetch_model_key, open_archive
+from trustserve.kms.client import KmsClient, fetch_model_key
 from trustserve.kms.release import model_digest
 from trustserve.kms.service import KmsService
 from trustserve.kms.tools import encrypt_model_file
@@ -46,28 +45,9 @@ class Running:
 @pytest.fixture
 def running(make_service: MakeService, sim: EvidenceProvider, tmp_path: Path) -> Iterator[Running]:
     service = make_service(Policy.development())
-    ca, cert, key = _throwaway_ca(tmp_path)
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(
-        create_app(service, sim),
-        ssl_certfile=str(cert),
-        ssl_keyfile=str(key),
-        log_level="warning",
-        lifespan="off",
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline, "KMS did not start"
-        time.sleep(0.02)
-    yield Running(f"https://127.0.0.1:{port}", ca, admin_token(service), service)
-    server.should_exit = True
-    thread.join(timeout=10)
-    sock.close()
+    tls = issue_local_ca(tmp_path / "tls", ["127.0.0.1"])
+    with https_server(create_app(service, sim), tls) as url:
+        yield Running(url, tls.ca, admin_token(service), service)
 
 
 def _trust(running: Running) -> KmsTrust:
@@ -145,7 +125,8 @@ def test_owner_encrypts_and_worker_opens_over_tls(
     }
     assert model[:4096] not in encrypted.read_bytes()
     with KmsClient(running.url, ca_file=running.ca, trust=_trust(running)) as worker:
-        assert open_archive(worker, sim, encrypted) == model
+        held = archive.load(encrypted)
+        assert decrypt_archive(held, fetch_model_key(worker, sim, held)) == model
         bundle = worker.attestation_bundle()
     checked = verify_bundle(bundle, Policy.development(home), time.time())
     assert checked.claims.tee == "sim" and checked.keys

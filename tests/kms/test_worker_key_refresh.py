@@ -24,7 +24,7 @@ from tests.attacks.kms_fixtures import genuine_kms, https_server, throwaway_ca
 from tests.support import RunningStack, start_stack, tiny_manifest, tiny_onnx, write_tiny
 from trustserve import archive
 from trustserve.attestation import Policy, make_provider
-from trustserve.broker.base import Job, Outcome
+from trustserve.broker.base import Job, JobKind, JobMeta, Outcome
 from trustserve.broker.embedded import EmbeddedBroker
 from trustserve.broker.encrypted import EncryptingBroker
 from trustserve.client.sdk import prepare
@@ -64,8 +64,9 @@ def _rotate(stack: RunningStack) -> str:
 async def _sealed(broker: EncryptingBroker, target: ServingTarget) -> Outcome:
     x = np.ones((1, 4), np.float32)
     p = prepare("tiny", None, {"x": x}, None, target)
-    meta = {"key_id": target.key_id, "version": ""}
-    job = Job(uuid.uuid4().hex, "tiny:1", "sealed", p.body, time.time() + 30, meta)
+    assert p.route is not None
+    meta = JobMeta(key_id=target.key_id, version=p.route.version)
+    job = Job(uuid.uuid4().hex, "tiny:1", JobKind.SEALED, p.body, time.time() + 30, meta)
     return await broker.submit(job)
 
 
@@ -76,7 +77,7 @@ async def test_a_key_rotated_out_twice_is_dropped_by_a_running_worker(
     keys = FrontendKeys(
         KmsClient(stack.kms_url, ca_file=stack.ca, trust=trust), make_provider("sim", stack.home)
     )
-    policy = ClientPolicy(Policy.development(stack.home))
+    policy = ClientPolicy.development(stack.home)
     plain = EmbeddedBroker()
     sock = tmp_path / "broker.sock"
     await plain.serve_workers(sock)

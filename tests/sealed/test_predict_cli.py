@@ -63,6 +63,7 @@ def test_without_a_policy_that_admits_the_server_nothing_is_sent(
     out = predict(tiny_stack, "tiny", str(x))
     assert out.returncode == 2
     assert "refused by rule tee" in out.stderr and "allow_simulated" in out.stderr
+    assert "add --allow-simulated to accept it" in out.stderr  # the way out, named
     assert "nothing was sent" in out.stderr
     assert requests_seen(tiny_stack) == before
 

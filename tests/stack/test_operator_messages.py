@@ -50,3 +50,30 @@ def test_a_port_in_use_is_named_with_the_setting_that_moves_it(tmp_path: Path) -
     assert out.returncode == 2
     assert f"cannot listen on 127.0.0.1:{port} for the inference API" in out.stderr
     assert "--port" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_serve_prints_its_banner_once_up_with_the_models_it_serves(tmp_path: Path) -> None:
+    """Printed when the front doors listen, not after a fixed delay (a slow start once
+    printed 'models (none)' and no commands)."""
+    write_tiny(tmp_path / "store")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "trustserve.cli", "serve", "--home", str(tmp_path / "h"),
+         "--model-store", str(tmp_path / "store"), "--port", str(free_port()),
+         "--management-port", str(free_port()), "--metrics-port", str(free_port()),
+         "--workers", "1"],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        lines = []
+        for line in proc.stdout:
+            lines.append(line.rstrip())
+            if line.startswith("try:") or len(lines) > 40:
+                break
+        text = "\n".join(lines)
+        assert "trustserve is up" in text
+        assert [ln.split()[1:] for ln in lines if ln.strip().startswith("models")] == [["tiny"]]
+        assert "/v2/models/tiny" in proc.stdout.readline()
+    finally:
+        proc.terminate()
+        proc.wait(20)

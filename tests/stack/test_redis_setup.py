@@ -20,7 +20,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from tests.support import free_port
-from trustserve.broker.base import Job, Outcome
+from trustserve.broker.base import Job, JobKind, Outcome
 from trustserve.broker.redis import RedisStreamsBroker
 
 
@@ -81,7 +81,7 @@ async def test_a_frontend_and_a_worker_with_their_own_users_serve_a_request(
     frontend = await RedisStreamsBroker.connect(configured["frontends"], max_queue=8)
     worker = await RedisStreamsBroker.connect(configured["workers"], consumer_queue="m:1")
     try:
-        job = Job(uuid.uuid4().hex, "m:1", "v2", b"ping", time.time() + 10, {})
+        job = Job(uuid.uuid4().hex, "m:1", JobKind.V2, b"ping", time.time() + 10)
         submitted = asyncio.create_task(frontend.submit(job))
         taken: list[Job] = []
         while not taken:

@@ -197,11 +197,13 @@ def test_a_sealed_job_is_answered_sealed_status_inside(
     sealed_reader: tuple[SealedReader, ServingKey],
 ) -> None:
     reader, key = sealed_reader
-    route = Route("tiny", "", key.key_id)
+    route = Route("tiny", "1", key.key_id)
     x = np.ones((1, 4), np.float32)
     body, hlen = encode_binary({}, "inputs", [Tensor("x", "FP32", (1, 4), x)])
     sealed, reply = seal_request(key.public_key, route, body, hlen)
-    d = decode(job(JobKind.SEALED, sealed, JobMeta(key_id=key.key_id)), MANIFEST, None, reader)
+    d = decode(
+        job(JobKind.SEALED, sealed, JobMeta(key_id=key.key_id, version="1")), MANIFEST, None, reader
+    )
     assert isinstance(d, Decoded) and d.reply.sealed is not None
     payload, meta = encode_answer(d, MANIFEST, OUTPUTS)
     assert meta.sealed and meta.header_length is None  # the frontend learns nothing from it
@@ -215,10 +217,12 @@ def test_a_sealed_request_with_bad_inputs_gets_a_sealed_error(
     sealed_reader: tuple[SealedReader, ServingKey],
 ) -> None:
     reader, key = sealed_reader
-    route = Route("tiny", "", key.key_id)
+    route = Route("tiny", "1", key.key_id)
     body = b"not a v2 body"
     sealed, reply = seal_request(key.public_key, route, body, None, kind="torchserve")
-    out = decode(job(JobKind.SEALED, sealed, JobMeta(key_id=key.key_id)), MANIFEST, None, reader)
+    out = decode(
+        job(JobKind.SEALED, sealed, JobMeta(key_id=key.key_id, version="1")), MANIFEST, None, reader
+    )
     assert isinstance(out, Outcome) and out.status == 400 and out.meta.sealed
     assert b"JSON" not in out.payload  # the message is for the client only
     opened = open_response(reply, route, out.payload)

@@ -71,8 +71,15 @@ def cmd_predict(args: argparse.Namespace) -> int:
     try:
         answer = _predict(args, path)
     except AttestationRefused as exc:
+        hint = ""
+        if "simulated" in exc.detail and not args.allow_simulated:
+            hint = (
+                "trustserve: this server's attestation is simulated (a development stack such "
+                "as 'trustserve up'): add --allow-simulated to accept it, knowing nothing is "
+                "hardware-protected\n"
+            )
         print(
-            f"trustserve: refused by rule {exc.claim}: {exc.detail}\n"
+            f"trustserve: refused by rule {exc.claim}: {exc.detail}\n{hint}"
             "trustserve: nothing was sent to the server",
             file=sys.stderr,
         )

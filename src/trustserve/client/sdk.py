@@ -21,6 +21,7 @@ import numpy.typing as npt
 
 from trustserve.client.verify import ClientPolicy, ServingTarget, new_nonce, verify
 from trustserve.crypto.sealing import (
+    ATTESTATION_PATH,
     CONTENT_TYPE,
     KEY_ID_HEADER,
     ResponseKey,
@@ -32,7 +33,6 @@ from trustserve.errors import BrokerTampered, CannotOpenSealed, TrustserveError,
 from trustserve.kms.bundle import encode_nonce
 from trustserve.tensors import Tensor, datatype_of, encode_binary, parse_response
 
-ATTESTATION_PATH = "/v2/trustserve/attestation"
 Arrays = dict[str, npt.NDArray[Any]]
 
 

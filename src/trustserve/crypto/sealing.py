@@ -33,6 +33,7 @@ from trustserve.encoding import b64
 from trustserve.errors import CannotOpenSealed
 
 CONTENT_TYPE = "application/trustserve-sealed"
+ATTESTATION_PATH = "/v2/trustserve/attestation"  # where a frontend serves the KMS bundle
 KEY_ID_HEADER = "Trustserve-Key-Id"
 REQUEST_INFO = b"trustserve sealed request v1"
 BODY_EXPORTER = b"trustserve sealed request body key"

@@ -20,8 +20,8 @@ from starlette.routing import Route
 
 from trustserve import __version__
 from trustserve.broker.base import Broker, Job, JobKind, JobMeta, Outcome
+from trustserve.crypto.sealing import ATTESTATION_PATH, KEY_ID_HEADER
 from trustserve.crypto.sealing import CONTENT_TYPE as SEALED_TYPE
-from trustserve.crypto.sealing import KEY_ID_HEADER
 from trustserve.errors import (
     BadRequest,
     BrokerTampered,
@@ -46,7 +46,6 @@ from trustserve.tensors import as_binary_request, check_against, parse_request
 # a handler answers with the kind of job it submitted and the worker's outcome
 Handler = Callable[[Request, "ModelEntry", bytes], Awaitable[tuple[JobKind, Outcome]]]
 EXTENSIONS = ["binary_tensor_data", "model_repository", "trustserve_sealed"]
-ATTESTATION_PATH = "/v2/trustserve/attestation"
 
 
 class InferenceApi:

@@ -11,12 +11,12 @@ frontend without one refuses to start.
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import time
 from typing import Any
 
 from trustserve.attestation import EvidenceProvider
+from trustserve.encoding import unb64
 from trustserve.errors import ConfigError, Unavailable
 from trustserve.kms.bundle import encode_nonce
 from trustserve.kms.client import KmsClient
@@ -60,7 +60,7 @@ class FrontendKeys:
         """Key ids the KMS currently signs (current first); unverified: only for routing hints.
 
         If ``expect`` is not among them the bundle is fetched again (a key may have just
-        been rotated in), at most once a second.
+        been rotated in), at most every ``MIN_REFRESH_S``.
         """
         ids = self._ids(await self.bundle())
         if expect is not None and expect not in ids:
@@ -69,5 +69,5 @@ class FrontendKeys:
 
     @staticmethod
     def _ids(bundle: dict[str, Any]) -> list[str]:
-        body = json.loads(base64.b64decode(bundle["serving_keys"]["payload"]))
+        body = json.loads(unb64(bundle["serving_keys"]["payload"], "serving_keys.payload"))
         return [str(k["key_id"]) for k in body["keys"] if float(k["not_after"]) > time.time()]

@@ -18,7 +18,7 @@ import httpx
 from trustserve import archive
 from trustserve.archive import Manifest
 from trustserve.attestation import EvidenceProvider
-from trustserve.crypto import hpke, model_encryption
+from trustserve.crypto import hpke
 from trustserve.encoding import b64, unb64
 from trustserve.errors import (
     ArchiveError,
@@ -147,21 +147,3 @@ def fetch_model_key(
     key_id = str(model_archive.encryption.get("key_id", ""))
     digest = model_digest(model_archive.manifest)
     return client.release(provider, [key_id], {key_id: digest})[key_id]
-
-
-def decrypt_model(
-    client: KmsClient, provider: EvidenceProvider, model_archive: archive.ModelArchive
-) -> bytes:
-    """The plaintext model of a parsed encrypted archive, in memory only.
-
-    The worker's one-liner: fetch the key named in the archive header, decrypt.
-    Raises Forbidden if this process's evidence is refused (it cannot serve the
-    model then), NotFound if the KMS has no such key, ArchiveError on tampering.
-    """
-    data_key = fetch_model_key(client, provider, model_archive)
-    return model_encryption.decrypt_archive(model_archive, data_key)
-
-
-def open_archive(client: KmsClient, provider: EvidenceProvider, path: Path) -> bytes:
-    """``decrypt_model`` for the archive file at ``path``."""
-    return decrypt_model(client, provider, archive.load(path))

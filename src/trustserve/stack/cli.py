@@ -147,8 +147,10 @@ def _run(settings: Settings, kms: Any = None) -> int:
 
     async def main() -> None:
         task = asyncio.create_task(stack.run())
-        await asyncio.sleep(0.5)
-        if not task.done():
+        up = asyncio.create_task(stack.up.wait())
+        await asyncio.wait({task, up}, return_when=asyncio.FIRST_COMPLETED)
+        up.cancel()
+        if stack.up.is_set():
             entries = stack.registry.entries()
             names = sorted({e.manifest.name for e in entries})
             images = sorted({e.manifest.name for e in entries if e.manifest.preprocessing})

@@ -90,6 +90,7 @@ class Stack:
         self._kms_task: asyncio.Task[None] | None = None
         self._embedded_identity: str | None = None
         self._servers: list[_Server] = []
+        self.up = asyncio.Event()  # set once every front door listens
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -107,7 +108,14 @@ class Stack:
                     "!!! no key service: broker payloads are NOT encrypted (plaintext mode)"
                 )
             await self._start_workers(worker_url, kms_url)
-            await asyncio.gather(*(asyncio.create_task(s.serve()) for s in self._front_doors()))
+            serving = [asyncio.create_task(s.serve()) for s in self._front_doors()]
+            while not all(s.started for s in self._servers):
+                if any(t.done() for t in serving):
+                    break  # one failed to start: gather below raises its error
+                await asyncio.sleep(0.02)
+            else:
+                self.up.set()
+            await asyncio.gather(*serving)
         finally:
             await self._shutdown()
 

@@ -1,0 +1,277 @@
+"""Build the trustserve OCI image from Debian packages and PyPI wheels only.
+
+    python3 deploy/image/build.py [--force] [--update-debian-lock] [--check-reproducible]
+
+Steps (docs/image.md says why each is pinned):
+
+1. wheelhouse: every wheel of ``requirements.lock`` and ``build-requirements.lock``,
+   downloaded by pip with ``--require-hashes`` for the image's Python and platform;
+2. the trustserve wheel, built offline from a clean copy of the source with the locked
+   setuptools/wheel;
+3. the root filesystem: ``mmdebstrap`` (Debian bookworm, minbase + python3) with
+   ``customize.sh`` installing the wheels into /opt/trustserve; the installed Debian packages
+   must equal ``debian-packages.lock``;
+4. the OCI image layout in ``build/oci`` (``umoci``), its config (user, entrypoint, volumes)
+   and every timestamp set from ``SOURCE_DATE_EPOCH``.
+
+Prints the manifest digest and writes it to ``build/oci/digest``. When nothing that goes in
+has changed since the last build (``build/oci/inputs``), the existing image is kept.
+Needs root (mmdebstrap's root mode) and the Debian packages mmdebstrap, umoci.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent.parent
+BUILD = REPO / "build" / "image"
+OCI = REPO / "build" / "oci"
+TAG = "trustserve"
+
+SUITE = "bookworm"
+PYTHON = "3.11"  # bookworm's python3; requirements.lock is compiled for it
+GLIBC_MINOR = 36  # bookworm's glibc 2.36: the newest manylinux wheels it runs
+# The image's apt sources. TRUSTSERVE_IMAGE_MIRRORS ("line;line") builds from others instead,
+# e.g. snapshot.debian.org to rebuild an old image from the packages of its day; the image
+# still lists these, so the digest does not depend on where the packages came from.
+DEBIAN_SOURCES = (
+    "deb http://deb.debian.org/debian bookworm main",
+    "deb http://deb.debian.org/debian bookworm-updates main",
+    "deb http://deb.debian.org/debian-security bookworm-security main",
+)
+DEBIAN_PACKAGES = ("python3", "python3-venv", "ca-certificates")
+UID = 10001
+STATE = "/var/lib/trustserve"
+CACHE = "/var/cache/trustserve"
+ENV = (
+    "PATH=/opt/trustserve/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    f"TRUSTSERVE_HOME={STATE}",
+    f"XDG_CACHE_HOME={CACHE}",
+    f"HOME={STATE}",
+    "LANG=C.UTF-8",
+    "PYTHONDONTWRITEBYTECODE=1",
+    "PYTHONUNBUFFERED=1",
+)
+# What goes into the image: a change to any of these is a new image.
+INPUTS = ("pyproject.toml", "README.md", "src", "deploy/image")
+
+
+def run(*cmd: str, env: dict[str, str] | None = None) -> None:
+    print("+", " ".join(cmd), flush=True)
+    subprocess.run(cmd, check=True, env=env)
+
+
+def source_date_epoch() -> int:
+    """$SOURCE_DATE_EPOCH, else the time of the last commit that changed what goes in."""
+    if os.environ.get("SOURCE_DATE_EPOCH"):
+        return int(os.environ["SOURCE_DATE_EPOCH"])
+    out = subprocess.run(
+        ["git", "-C", str(REPO), "log", "-1", "--format=%ct", "--", *INPUTS],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return int(out.stdout.strip())
+
+
+def inputs_fingerprint(epoch: int) -> str:
+    """A hash of every file that goes into the image, and of the epoch."""
+    h = hashlib.sha256(f"SOURCE_DATE_EPOCH={epoch}\n{mirrors()}\n".encode())
+    for top in INPUTS:
+        base = REPO / top
+        paths = [base] if base.is_file() else sorted(base.rglob("*"))
+        for path in paths:
+            rel = path.relative_to(REPO)
+            if not path.is_file() or {"__pycache__", ".egg-info"} & set(_parts(rel)):
+                continue
+            h.update(f"{rel}\0{path.stat().st_mode & 0o111}\0".encode())
+            h.update(hashlib.sha256(path.read_bytes()).digest())
+    return h.hexdigest()
+
+
+def _parts(rel: Path) -> list[str]:
+    return [p if not p.endswith(".egg-info") else ".egg-info" for p in rel.parts]
+
+
+def arch() -> tuple[str, str]:
+    """(Debian architecture, wheel platform machine) of this host, which the image gets."""
+    deb = subprocess.run(
+        ["dpkg", "--print-architecture"], check=True, capture_output=True, text=True
+    ).stdout.strip()
+    machine = {"amd64": "x86_64", "arm64": "aarch64"}.get(deb)
+    if machine is None:
+        sys.exit(f"build.py: no wheels are locked for the {deb} architecture")
+    return deb, machine
+
+
+def wheelhouse(dest: Path, machine: str) -> None:
+    """Download the locked wheels (hash-checked) for the image's Python, not the host's."""
+    platforms = [f"manylinux_2_{m}_{machine}" for m in range(GLIBC_MINOR, 4, -1)]
+    platforms += [f"manylinux{v}_{machine}" for v in ("2014", "2010", "1")]
+    cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--require-hashes", "--no-deps"]
+    cmd += ["--only-binary=:all:", "--implementation", "cp", "--python-version", PYTHON]
+    cmd += ["--abi", "cp" + PYTHON.replace(".", ""), "--dest", str(dest)]
+    for platform in platforms:
+        cmd += ["--platform", platform]
+    for lock in ("requirements.lock", "build-requirements.lock"):
+        cmd += ["-r", str(HERE / lock)]
+    run(*cmd)
+    shutil.copy(HERE / "requirements.lock", dest / "requirements.lock")
+
+
+def trustserve_wheel(dest: Path, epoch: int) -> None:
+    """Build the wheel from a clean copy of the source, offline, with the locked setuptools."""
+    with tempfile.TemporaryDirectory(prefix="trustserve-src-") as tmp:
+        src = Path(tmp)
+        ignore = shutil.ignore_patterns("__pycache__", "*.egg-info", "*.pyc")
+        shutil.copytree(REPO / "src", src / "src", ignore=ignore)
+        for name in ("pyproject.toml", "README.md"):
+            shutil.copy(REPO / name, src / name)
+        env = {**os.environ, "SOURCE_DATE_EPOCH": str(epoch)}
+        cmd = [sys.executable, "-m", "pip", "--isolated", "wheel", "--quiet", "--no-deps"]
+        cmd += ["--no-index", "--find-links", str(dest), "--wheel-dir", str(dest), str(src)]
+        run(*cmd, env=env)
+
+
+def mirrors() -> tuple[str, ...]:
+    lines = os.environ.get("TRUSTSERVE_IMAGE_MIRRORS", "").split(";")
+    return tuple(line.strip() for line in lines if line.strip()) or DEBIAN_SOURCES
+
+
+def rootfs(wheels: Path, tarball: Path, packages: Path, epoch: int) -> None:
+    env = {
+        **os.environ,
+        "SOURCE_DATE_EPOCH": str(epoch),
+        "TRUSTSERVE_WHEELHOUSE": str(wheels),
+        "TRUSTSERVE_PACKAGES": str(packages),
+        "TRUSTSERVE_APT_SOURCES": "".join(line + "\n" for line in DEBIAN_SOURCES),
+    }
+    cmd = ["mmdebstrap", "--quiet", "--mode=root", "--variant=minbase", "--format=tar"]
+    cmd += ["--include=" + ",".join(DEBIAN_PACKAGES)]
+    for excluded in ("/usr/share/man/*", "/usr/share/info/*", "/usr/share/locale/*"):
+        cmd += [f"--dpkgopt=path-exclude={excluded}"]
+    cmd += [f"--customize-hook={HERE / 'customize.sh'}", SUITE, str(tarball), *mirrors()]
+    run(*cmd, env=env)
+
+
+def check_debian_packages(packages: Path, update: bool) -> None:
+    """The resolved Debian packages must be the locked ones (or the lock is rewritten)."""
+    lock = HERE / "debian-packages.lock"
+    got = packages.read_text()
+    if update or not lock.exists():
+        lock.write_text(got)
+        print(f"wrote {lock.relative_to(REPO)}", flush=True)
+        return
+    want = lock.read_text()
+    if got != want:
+        old, new = set(want.splitlines()), set(got.splitlines())
+        diff = [f"- {p}" for p in sorted(old - new)] + [f"+ {p}" for p in sorted(new - old)]
+        sys.exit(
+            "build.py: the Debian mirror resolved other packages than debian-packages.lock:\n"
+            + "\n".join(diff)
+            + "\nreview them, then rebuild with --update-debian-lock and commit the lock"
+        )
+
+
+def oci_image(tarball: Path, epoch: int, deb_arch: str) -> str:
+    created = datetime.datetime.fromtimestamp(epoch, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    version = _project_version()
+    shutil.rmtree(OCI, ignore_errors=True)
+    image = f"{OCI}:{TAG}"
+    run("umoci", "init", "--layout", str(OCI))
+    run("umoci", "new", "--image", image)
+    run(
+        "umoci", "raw", "add-layer", "--image", image, "--history.created", created,
+        "--history.created_by", "deploy/image/build.py (mmdebstrap + customize.sh)",
+        str(tarball),
+    )  # fmt: skip
+    cmd = ["umoci", "config", "--image", image, "--no-history", "--created", created]
+    cmd += ["--os", "linux", "--architecture", deb_arch, "--author", "trustserve"]
+    cmd += ["--config.user", f"{UID}:{UID}", "--config.workingdir", STATE]
+    cmd += ["--config.entrypoint", "/opt/trustserve/bin/trustserve", "--config.cmd", "--help"]
+    cmd += ["--config.volume", STATE, "--config.volume", CACHE]
+    cmd += ["--config.exposedports", "8080/tcp", "--config.exposedports", "8082/tcp"]
+    for var in ENV:
+        cmd += ["--config.env", var]
+    for key, value in (("title", "trustserve"), ("version", version), ("created", created)):
+        cmd += ["--config.label", f"org.opencontainers.image.{key}={value}"]
+    run(*cmd)
+    run("umoci", "gc", "--layout", str(OCI))
+    index = json.loads((OCI / "index.json").read_text())
+    (manifest,) = index["manifests"]
+    return str(manifest["digest"])
+
+
+def _read(path: Path) -> str:
+    return path.read_text().strip() if path.exists() else ""
+
+
+def _project_version() -> str:
+    import tomllib
+
+    return str(tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"])
+
+
+def build(*, force: bool, update_debian_lock: bool) -> str:
+    """The image's digest: the existing one when nothing that goes in has changed."""
+    epoch = source_date_epoch()
+    fingerprint = inputs_fingerprint(epoch)
+    stamp, digest_file = OCI / "inputs", OCI / "digest"
+    if not force and digest_file.exists() and _read(stamp) == fingerprint:
+        return _read(digest_file)
+    deb_arch, machine = arch()
+    shutil.rmtree(BUILD, ignore_errors=True)
+    wheels = BUILD / "wheels"
+    wheels.mkdir(parents=True)
+    wheelhouse(wheels, machine)
+    trustserve_wheel(wheels, epoch)
+    tarball, packages = BUILD / "rootfs.tar", BUILD / "debian-packages.txt"
+    rootfs(wheels, tarball, packages, epoch)
+    check_debian_packages(packages, update_debian_lock)
+    digest = oci_image(tarball, epoch, deb_arch)
+    tarball.unlink()
+    digest_file.write_text(digest + "\n")
+    stamp.write_text(inputs_fingerprint(epoch) + "\n")  # the Debian lock may be new
+    return digest
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--force", action="store_true", help="rebuild even if nothing changed")
+    parser.add_argument(
+        "--update-debian-lock",
+        action="store_true",
+        help="accept the Debian packages the mirror resolves now into debian-packages.lock",
+    )
+    parser.add_argument(
+        "--check-reproducible",
+        action="store_true",
+        help="build, then build again from nothing: fail unless both digests are equal",
+    )
+    args = parser.parse_args()
+    for tool in ("mmdebstrap", "umoci"):
+        if shutil.which(tool) is None:
+            sys.exit(f"build.py: {tool} is not installed (make debs)")
+    update = args.update_debian_lock
+    first = build(force=args.force or update, update_debian_lock=update)
+    print(first, flush=True)
+    if args.check_reproducible:
+        second = build(force=True, update_debian_lock=False)
+        if second != first:
+            sys.exit(f"build.py: NOT reproducible: {first} then {second}")
+        print(f"reproducible: two builds gave {second}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,241 @@
+"""Security invariants of the rendered Kubernetes manifests, as functions returning problems.
+
+Each check takes the objects ``kubectl kustomize`` rendered and returns a list of
+human-readable problems (empty when the invariant holds), so a test can show both
+that the shipped overlays pass and that a mutated object is caught.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+Obj = dict[str, Any]
+WORKLOAD_KINDS = ("Deployment", "StatefulSet", "DaemonSet", "Job", "CronJob", "ReplicaSet", "Pod")
+MANAGEMENT_PORTS = {8081: "management", 8082: "metrics"}
+DIGEST = re.compile(r"@sha256:[0-9a-f]{64}$")
+# Who may open a connection to Redis: the broker's own clients, and KEDA's operator,
+# which logs in as the read-only ``keda`` ACL user to read queue lag.
+ALLOWED_REDIS_PEERS: list[Obj] = [
+    {
+        "podSelector": {
+            "matchLabels": {
+                "app.kubernetes.io/name": "trustserve",
+                "app.kubernetes.io/component": component,
+            }
+        }
+    }
+    for component in ("frontend", "worker")
+] + [
+    {
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "keda"}},
+        "podSelector": {"matchLabels": {"app": "keda-operator"}},
+    }
+]
+
+
+def name(obj: Obj) -> str:
+    return f"{obj['kind']}/{obj['metadata']['name']}"
+
+
+def pod_spec(obj: Obj) -> Obj | None:
+    kind = obj["kind"]
+    if kind == "Pod":
+        return dict(obj["spec"])
+    if kind == "CronJob":
+        return dict(obj["spec"]["jobTemplate"]["spec"]["template"]["spec"])
+    if kind in WORKLOAD_KINDS:
+        return dict(obj["spec"]["template"]["spec"])
+    return None
+
+
+def pod_labels(obj: Obj) -> dict[str, str]:
+    if obj["kind"] == "Pod":
+        return dict(obj["metadata"].get("labels", {}))
+    return dict(obj["spec"]["template"]["metadata"].get("labels", {}))
+
+
+def workloads(objs: list[Obj]) -> Iterator[tuple[Obj, Obj]]:
+    for obj in objs:
+        spec = pod_spec(obj)
+        if spec is not None:
+            yield obj, spec
+
+
+def containers(spec: Obj) -> Iterator[Obj]:
+    yield from spec.get("initContainers", [])
+    yield from spec.get("containers", [])
+
+
+def runtime_class_problems(objs: list[Obj], runtime_class: str) -> list[str]:
+    return [
+        f"{name(o)} runs without runtimeClassName {runtime_class}"
+        for o, spec in workloads(objs)
+        if spec.get("runtimeClassName") != runtime_class
+    ]
+
+
+def container_security_problems(objs: list[Obj]) -> list[str]:
+    """Non-root, read-only root filesystem, no privilege escalation, every capability dropped."""
+    problems = []
+    for obj, spec in workloads(objs):
+        pod_ctx = spec.get("securityContext", {})
+        if spec.get("hostNetwork") or spec.get("hostPID") or spec.get("hostIPC"):
+            problems.append(f"{name(obj)} shares a host namespace")
+        for c in containers(spec):
+            ctx = c.get("securityContext", {})
+            where = f"{name(obj)} container {c['name']}"
+            non_root = ctx.get("runAsNonRoot", pod_ctx.get("runAsNonRoot"))
+            user = ctx.get("runAsUser", pod_ctx.get("runAsUser"))
+            if non_root is not True or user == 0:
+                problems.append(f"{where} may run as root")
+            if ctx.get("readOnlyRootFilesystem") is not True:
+                problems.append(f"{where} has a writable root filesystem")
+            if ctx.get("allowPrivilegeEscalation") is not False:
+                problems.append(f"{where} allows privilege escalation")
+            if ctx.get("privileged"):
+                problems.append(f"{where} is privileged")
+            seccomp = ctx.get("seccompProfile", pod_ctx.get("seccompProfile", {}))
+            if seccomp.get("type") not in ("RuntimeDefault", "Localhost"):
+                problems.append(f"{where} runs without a seccomp profile")
+            caps = ctx.get("capabilities", {})
+            if "ALL" not in caps.get("drop", []) or caps.get("add"):
+                problems.append(f"{where} keeps capabilities")
+    return problems
+
+
+def resource_problems(objs: list[Obj]) -> list[str]:
+    problems = []
+    for obj, spec in workloads(objs):
+        for c in containers(spec):
+            res = c.get("resources", {})
+            for kind in ("requests", "limits"):
+                missing = {"cpu", "memory"} - set(res.get(kind, {}))
+                if missing:
+                    problems.append(f"{name(obj)} {c['name']}: no {kind} for {sorted(missing)}")
+    return problems
+
+
+def _named_ports(objs: list[Obj]) -> dict[str, set[int]]:
+    ports: dict[str, set[int]] = {}
+    for _, spec in workloads(objs):
+        for c in containers(spec):
+            for p in c.get("ports", []):
+                if "name" in p:
+                    ports.setdefault(p["name"], set()).add(int(p["containerPort"]))
+    return ports
+
+
+def management_port_problems(objs: list[Obj]) -> list[str]:
+    """No Service may lead to the management or metrics port, by number or by port name."""
+    named = _named_ports(objs)
+    problems = []
+    for svc in (o for o in objs if o["kind"] == "Service"):
+        for port in svc["spec"].get("ports", []):
+            target = port.get("targetPort", port["port"])
+            numbers = named.get(target, set()) if isinstance(target, str) else {int(target)}
+            for number in numbers & set(MANAGEMENT_PORTS):
+                problems.append(f"{name(svc)} exposes the {MANAGEMENT_PORTS[number]} port {number}")
+    return problems
+
+
+def digest_problems(objs: list[Obj]) -> list[str]:
+    return [
+        f"{name(o)} container {c['name']} image {c['image']} is not pinned by digest"
+        for o, spec in workloads(objs)
+        for c in containers(spec)
+        if not DIGEST.search(c["image"])
+    ]
+
+
+def _selects(selector: Obj, labels: dict[str, str]) -> bool:
+    if selector.get("matchExpressions"):
+        return True  # be conservative: treat expressions as possibly matching
+    return all(labels.get(k) == v for k, v in selector.get("matchLabels", {}).items())
+
+
+def redis_reachability_problems(objs: list[Obj]) -> list[str]:
+    """Every NetworkPolicy that admits traffic to Redis pods admits only the allowed peers."""
+    redis = [
+        pod_labels(o)
+        for o, _ in workloads(objs)
+        if pod_labels(o).get("app.kubernetes.io/component") == "redis"
+    ]
+    if not redis:
+        return ["no Redis workload found"]
+    problems = []
+    isolated = False
+    for pol in (o for o in objs if o["kind"] == "NetworkPolicy"):
+        spec = pol["spec"]
+        if not any(_selects(spec.get("podSelector", {}), labels) for labels in redis):
+            continue
+        if "Ingress" in spec.get("policyTypes", ["Ingress"]):
+            isolated = True
+        for rule in spec.get("ingress", []):
+            peers = rule.get("from")
+            if not peers:
+                problems.append(f"{name(pol)} admits any source to Redis")
+                continue
+            for peer in peers:
+                if peer not in ALLOWED_REDIS_PEERS:
+                    problems.append(f"{name(pol)} admits {peer} to Redis")
+    if not isolated:
+        problems.append("no NetworkPolicy isolates the Redis pods")
+    return problems
+
+
+def committed_secret_problems(root: Path) -> list[str]:
+    """No file under ``root`` holds a Secret with values (data / stringData)."""
+    problems = []
+    for path in sorted(root.rglob("*")):
+        if path.suffix not in (".yaml", ".yml", ".json") or not path.is_file():
+            continue
+        try:
+            docs = list(yaml.safe_load_all(path.read_text()))
+        except yaml.YAMLError:
+            problems.append(f"{path} is not YAML")
+            continue
+        for doc in docs:
+            is_secret = isinstance(doc, dict) and doc.get("kind") == "Secret"
+            if is_secret and (doc.get("data") or doc.get("stringData")):
+                problems.append(f"{path} holds Secret values")
+    return problems
+
+
+def secret_references(objs: list[Obj]) -> dict[str, set[str]]:
+    """Secret name -> keys the manifests need (an empty set: the whole Secret is mounted)."""
+    refs: dict[str, set[str]] = {}
+    for _, spec in workloads(objs):
+        for vol in spec.get("volumes", []):
+            if "secret" in vol:
+                keys = {item["key"] for item in vol["secret"].get("items", [])}
+                refs.setdefault(vol["secret"]["secretName"], set()).update(keys)
+        for c in containers(spec):
+            for env in c.get("env", []):
+                ref = env.get("valueFrom", {}).get("secretKeyRef")
+                if ref:
+                    refs.setdefault(ref["name"], set()).add(ref["key"])
+    for auth in (o for o in objs if o["kind"] == "TriggerAuthentication"):
+        for ref in auth["spec"].get("secretTargetRef", []):
+            refs.setdefault(ref["name"], set()).add(ref["key"])
+    return refs
+
+
+def secret_mounts(objs: list[Obj], workload: str) -> dict[str, str]:
+    """Where a workload's containers see each Secret: mount path -> Secret name."""
+    for obj, spec in workloads(objs):
+        if obj["metadata"]["name"] == workload:
+            volumes = {
+                v["name"]: v["secret"]["secretName"] for v in spec["volumes"] if "secret" in v
+            }
+            return {
+                m["mountPath"]: volumes[m["name"]]
+                for c in spec["containers"]
+                for m in c.get("volumeMounts", [])
+                if m["name"] in volumes
+            }
+    raise KeyError(workload)
