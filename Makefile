@@ -7,7 +7,7 @@ DEBS := redis-server swtpm swtpm-tools tpm2-tools libtss2-dev openssl
 # The container image: built with mmdebstrap + umoci, run by its test with runc.
 DEBS += mmdebstrap umoci runc
 
-.PHONY: up test lint bench venv debs clean
+.PHONY: up test lint bench soak venv debs clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -46,6 +46,13 @@ $(VENV)/.bench: pyproject.toml | $(VENV)/.installed
 # One run of every configuration, side by side (about 15 minutes; TorchServe gets its own venv).
 bench: debs venv $(VENV)/.bench
 	cd bench && ../$(BIN)/python run.py
+
+# A bounded mix (valid, sealed, replayed, invalid, oversized, cut-off, slow) for SOAK_SECONDS
+# against a stack on localhost; fails on any 5xx, a failed valid request, or RSS/fd growth.
+SOAK_SECONDS ?= 300
+soak: debs venv
+	$(BIN)/python -m bench.soak --seconds $(SOAK_SECONDS) --json bench/results/soak.json \
+	  --doc docs/benchmarks.md
 
 # The OCI image (docs/image.md): layout in build/oci/, manifest digest in build/oci/digest.
 .PHONY: image image-reproducible image-lock

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import http.client
 import json
 import platform
 import tempfile
@@ -25,6 +26,7 @@ import numpy as np
 from common import RESULTS, ROOT, demo_models, raw_engine, served, tls_context, v2_binary_body
 from loadgen import LoadResult, build_request, run_load
 from report import write_report
+from stackstats import first_answer_s, stack_peak_rss_bytes
 from tqdm import tqdm
 
 from tests.support import RunningStack, free_port
@@ -149,6 +151,35 @@ def digits_accuracy(models: dict[str, Path]) -> dict[str, float]:
     return out
 
 
+def answered(stack: RunningStack, model: str) -> bool:
+    """One v2 request over HTTPS: True once the stack answers it with 200."""
+    body, hlen = v2_binary_body("input", IMAGE)
+    conn = http.client.HTTPSConnection("localhost", stack.port, context=tls_context(stack))
+    try:
+        conn.request(
+            "POST",
+            f"/v2/models/{model}/infer",
+            body,
+            {
+                "Inference-Header-Content-Length": str(hlen),
+                "Content-Type": "application/octet-stream",
+            },
+        )
+        return conn.getresponse().status == 200
+    finally:
+        conn.close()
+
+
+def _ts_answered(port: int) -> bool:
+    conn = http.client.HTTPConnection("127.0.0.1", port)
+    try:
+        headers = {"Content-Type": "application/octet-stream"}
+        conn.request("POST", "/predictions/resnet50", IMAGE.tobytes(), headers)
+        return conn.getresponse().status == 200
+    finally:
+        conn.close()
+
+
 def row(name: str, r: LoadResult, **extra: Any) -> dict[str, Any]:
     return {
         "name": name,
@@ -169,6 +200,7 @@ def main() -> None:
     p.add_argument("--skip-torchserve", action="store_true")
     p.add_argument("--skip-redis", action="store_true")
     p.add_argument("--skip-openvino", action="store_true")
+    p.add_argument("--rounds", type=int, default=3, help="repeats of the served points")
     args = p.parse_args()
     t, secs, inflight = args.threads, args.seconds, args.in_flight
     models = demo_models()
@@ -184,6 +216,7 @@ def main() -> None:
         "batch_sweep": [],
         "served": [],
         "inflight_sweep": [],
+        "startup": [],
     }
     steps: list[tuple[str, Callable[[], None]]] = []
 
@@ -198,6 +231,11 @@ def main() -> None:
         r = go()
         after = adjacent_raw()
         res["served"].append(row(name, r, adjacent_raw=(before + after) / 2, **extra))
+
+    def started_up(name: str, started: float, ask: Callable[[], bool]) -> dict[str, Any]:
+        entry = {"name": name, "first_answer_s": first_answer_s(started, ask)}
+        res["startup"].append(entry)
+        return entry
 
     def add(name: str) -> Callable[[Callable[[], None]], Callable[[], None]]:
         def deco(fn: Callable[[], None]) -> Callable[[], None]:
@@ -232,7 +270,18 @@ def main() -> None:
                     continue
                 res["raw"].append({"name": f"raw openvino {label}", "img_s": v})
 
-    @add("served FP32 / INT8 / sealed")
+    if not args.skip_openvino:
+
+        @add("openvino settings")
+        def _ov_modes() -> None:
+            from openvino_modes import measure
+
+            onnx = models["onnx/resnet50-int8"].read_bytes()
+            rounds = max(1, args.rounds)
+            got = measure(onnx, 16, t, secs / 2, rounds)
+            res["openvino_modes"] = {"batch": 16, "threads": t, "rounds": rounds, "rows_s": got}
+
+    @add("served FP32, 1 worker, in-flight sweep")
     def _served() -> None:
         with served([fp32], "--threads", "1", "--workers", str(t), name="fp32") as s:
             req, ctx = v2_request(s, "resnet50"), tls_context(s)
@@ -245,16 +294,22 @@ def main() -> None:
                 lambda: load("127.0.0.1", s.port, req, inflight, secs, ctx),
             )
         with served([int8], "--threads", "1", "--workers", str(t), name="int8") as s:
-            req, ctx = v2_request(s, "resnet50"), tls_context(s)
-            measured(
-                "served INT8 (HTTPS, binary v2)",
-                lambda: load("127.0.0.1", s.port, req, inflight, secs, ctx),
-            )
             for n in (1, 8, 16, 32, 64):
                 r = load(
                     "127.0.0.1", s.port, v2_request(s, "resnet50"), n, secs / 2, tls_context(s)
                 )
                 res["inflight_sweep"].append(row(f"{n} in flight", r, in_flight=n))
+
+    def served_int8(k: int) -> None:
+        started = time.monotonic()
+        with served([int8], "--threads", "1", "--workers", str(t), name="int8") as s:
+            up = started_up("trustserve serve", started, lambda: answered(s, "resnet50"))
+            req, ctx = v2_request(s, "resnet50"), tls_context(s)
+            measured(
+                "served INT8 (HTTPS, binary v2)",
+                lambda: load("127.0.0.1", s.port, req, inflight, secs, ctx),
+                round=k,
+            )
             raw8 = next(x["img_s"] for x in res["raw"] if x["name"] == "raw onnxruntime INT8")
             count = int(raw8 * (secs + 4) * 1.6) + 2 * inflight
             pool = sealed_requests(s, "resnet50", count)
@@ -262,12 +317,13 @@ def main() -> None:
                 "served sealed INT8 (HTTPS, HPKE)",
                 lambda: load("127.0.0.1", s.port, iter(pool), inflight, secs, ctx),
                 sent=count,
+                round=k,
             )
+            up["peak_rss_bytes"] = stack_peak_rss_bytes()
 
     if not args.skip_redis:
 
-        @add("served INT8 over Redis")
-        def _redis() -> None:
+        def served_redis(k: int) -> None:
             from tests.broker.redis_server import RedisServer
 
             with tempfile.TemporaryDirectory() as tmp:
@@ -281,19 +337,21 @@ def main() -> None:
                         measured(
                             "served INT8 over Redis Streams (TLS+ACL)",
                             lambda: load("127.0.0.1", s.port, req, inflight, secs, ctx),
+                            round=k,
                         )
                 finally:
                     server.stop()
 
     if not args.skip_torchserve:
 
-        @add("TorchServe peer")
-        def _torchserve() -> None:
+        def served_torchserve(k: int) -> None:
             from torchserve_peer import torchserve
 
             port = free_port()
             work = RESULTS / "run" / "torchserve"
+            started = time.monotonic()
             with torchserve(models["onnx/resnet50-int8"], work, port, threads=1, workers=t):
+                up = started_up("TorchServe 0.12", started, lambda: _ts_answered(port))
                 req = build_request(
                     f"127.0.0.1:{port}",
                     "/predictions/resnet50",
@@ -303,7 +361,16 @@ def main() -> None:
                 measured(
                     f"TorchServe 0.12 + ORT handler INT8, {t} workers x 1 thread (plain HTTP)",
                     lambda: load("127.0.0.1", port, req, inflight, secs),
+                    round=k,
                 )
+                up["peak_rss_bytes"] = stack_peak_rss_bytes()
+
+    for k in range(1, args.rounds + 1):  # interleaved: one noisy minute hits one round only
+        steps.append((f"round {k}: served INT8 + sealed", lambda k=k: served_int8(k)))
+        if not args.skip_redis:
+            steps.append((f"round {k}: served INT8 over Redis", lambda k=k: served_redis(k)))
+        if not args.skip_torchserve:
+            steps.append((f"round {k}: TorchServe peer", lambda k=k: served_torchserve(k)))
 
     @add("sealing latency")
     def _sealing() -> None:

@@ -25,6 +25,7 @@ Messages say what was wrong and never carry a secret.
     ├── Conflict                  409   conflict
     │   └── Replayed              409   replayed             a nonce seen before
     ├── PayloadTooLarge           413   payload_too_large
+    ├── TooManyRequests           429   too_many_requests    a per-client bound (retry_after)
     ├── WorkersFailed             500   broker_failure       the broker's own notice: every worker
     │                                                        that took it died; says only "failed"
     ├── BrokerTampered            502   broker_tampered      an answer or job failed authentication
@@ -134,6 +135,15 @@ class WorkersFailed(TrustserveError):
 class BrokerTampered(TrustserveError):
     status = 502
     code = "broker_tampered"
+
+
+class TooManyRequests(TrustserveError):
+    status = 429
+    code = "too_many_requests"
+
+    def __init__(self, message: str, retry_after: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class Unavailable(TrustserveError):

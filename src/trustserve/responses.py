@@ -10,7 +10,7 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from trustserve.errors import TrustserveError, Unavailable
+from trustserve.errors import TooManyRequests, TrustserveError, Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -22,7 +22,9 @@ def json_response(body: Any, status: int = 200, headers: dict[str, str] | None =
 
 
 def error_response(exc: TrustserveError) -> Response:
-    headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, Unavailable) else None
+    headers = None
+    if isinstance(exc, Unavailable | TooManyRequests):
+        headers = {"Retry-After": str(exc.retry_after)}
     return status_error(exc.status, str(exc), exc.code, headers)
 
 

@@ -19,6 +19,9 @@ from trustserve.archive import DATATYPES, Manifest, TensorSpec
 from trustserve.errors import InvalidInput
 
 Array = npt.NDArray[Any]
+MAX_RANK = 8
+MAX_ELEMENTS = 2**31  # per tensor, counting a 0 dimension as 1 (numpy refuses such shapes)
+JSON_SLACK_VALUES = 4096  # JSON values a request may carry besides its tensor elements
 _DTYPES = {k: np.dtype(v) for k, v in DATATYPES.items()}
 _NAMES = {v: k for k, v in _DTYPES.items()}
 
@@ -82,10 +85,42 @@ def _shape(raw: Any, where: str) -> tuple[int, ...]:
         isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in raw
     ):
         raise InvalidInput(f"{where}: shape must be a list of non-negative integers")
+    if len(raw) > MAX_RANK:
+        raise InvalidInput(f"{where}: shape has {len(raw)} dimensions, at most {MAX_RANK}")
+    if math.prod(max(d, 1) for d in raw) > MAX_ELEMENTS:
+        raise InvalidInput(f"{where}: shape {raw} is over the {MAX_ELEMENTS}-element limit")
     return tuple(raw)
 
 
-def _tensors(items: Any, binary: memoryview, where: str) -> tuple[list[Tensor], int]:
+def _early_check(name: str, dtype_name: str, shape: tuple[int, ...], manifest: Manifest) -> None:
+    """What the manifest allows, checked from the header before any data is converted."""
+    spec = next((s for s in manifest.inputs if s.name == name), None)
+    if spec is None:
+        names = sorted(s.name for s in manifest.inputs)
+        raise InvalidInput(f"unknown input(s) ['{name}']; model '{manifest.name}' takes {names}")
+    if dtype_name != spec.datatype:
+        raise InvalidInput(
+            f"input '{name}': datatype {dtype_name} given, model expects {spec.datatype}"
+        )
+    _check_shape(name, shape, spec)
+    if shape and not 1 <= shape[0] <= manifest.max_batch_size:
+        raise InvalidInput(f"batch size {shape[0]} is outside 1..{manifest.max_batch_size}")
+
+
+def json_value_budget(manifest: Manifest) -> int | None:
+    """How many JSON values a request for ``manifest`` can need (None: a free dimension
+    other than the batch makes it unbounded)."""
+    total = JSON_SLACK_VALUES
+    for spec in manifest.inputs:
+        if any(d < 0 for d in spec.shape[1:]):
+            return None
+        total += manifest.max_batch_size * math.prod(spec.shape[1:])
+    return total
+
+
+def _tensors(
+    items: Any, binary: memoryview, where: str, manifest: Manifest | None = None
+) -> tuple[list[Tensor], int]:
     if not isinstance(items, list):
         raise InvalidInput(f"'{where}' must be a list")
     offset = 0
@@ -99,6 +134,8 @@ def _tensors(items: Any, binary: memoryview, where: str) -> tuple[list[Tensor], 
             raise InvalidInput(f"{where} '{name}': datatype {dtype_name!r} is not supported")
         dtype = _DTYPES[dtype_name]
         shape = _shape(raw.get("shape"), f"{where} '{name}'")
+        if manifest is not None:
+            _early_check(name, dtype_name, shape, manifest)
         count = math.prod(shape)
         params = raw.get("parameters") or {}
         if not isinstance(params, dict):
@@ -129,8 +166,9 @@ def _tensors(items: Any, binary: memoryview, where: str) -> tuple[list[Tensor], 
 
 def _from_json_data(data: Any, dtype: np.dtype[Any], shape: tuple[int, ...], where: str) -> Array:
     try:
-        array = np.asarray(data, dtype=dtype)
-    except (TypeError, ValueError, OverflowError):
+        with np.errstate(over="raise", invalid="raise"):  # 1e300 is no FP32 value
+            array = np.asarray(data, dtype=dtype)
+    except (TypeError, ValueError, ArithmeticError):
         raise InvalidInput(f"{where}: data does not hold {dtype} values") from None
     if array.size != math.prod(shape):
         raise InvalidInput(
@@ -140,11 +178,36 @@ def _from_json_data(data: Any, dtype: np.dtype[Any], shape: tuple[int, ...], whe
     return array.reshape(shape)
 
 
-def parse_request(body: bytes, header_length: str | None) -> InferRequest:
+def _check_budget(body: bytes, header_length: str | None, manifest: Manifest) -> None:
+    """Refuse a JSON part with more values than the model could take, before parsing it:
+    a value needs a separator, and counting separators costs a scan, not a parse."""
+    budget = json_value_budget(manifest)
+    if budget is None:
+        return
+    head = body
+    if header_length is not None:
+        try:
+            head = body[: max(int(header_length), 0)]  # binary data after it is not JSON
+        except ValueError:
+            return  # split_body refuses the header length
+    if head.count(b",") > budget:
+        raise InvalidInput(
+            f"request holds more values than model '{manifest.name}' takes "
+            f"(at most {manifest.max_batch_size} rows)"
+        )
+
+
+def parse_request(
+    body: bytes, header_length: str | None, manifest: Manifest | None = None
+) -> InferRequest:
+    """The request in ``body``; with ``manifest``, its size, names, datatypes and shapes are
+    checked against the model before the JSON is parsed or any tensor data is converted."""
+    if manifest is not None:
+        _check_budget(body, header_length, manifest)
     header, binary = split_body(body, header_length)
     if not isinstance(header, dict):
         raise InvalidInput("inference request must be a JSON object")
-    inputs, used = _tensors(header.get("inputs"), binary, "inputs")
+    inputs, used = _tensors(header.get("inputs"), binary, "inputs", manifest)
     if not inputs:
         raise InvalidInput("'inputs' must not be empty")
     all_binary = all("binary_data_size" in (i.get("parameters") or {}) for i in header["inputs"])
@@ -189,7 +252,7 @@ def check_against(request: InferRequest, manifest: Manifest) -> None:
             raise InvalidInput(
                 f"input '{t.name}': datatype {t.datatype} given, model expects {spec.datatype}"
             )
-        _check_shape(t, spec)
+        _check_shape(t.name, t.shape, spec)
         if batch is not None and t.shape[0] != batch:
             raise InvalidInput("all inputs must have the same batch size")
         batch = t.shape[0]
@@ -202,13 +265,13 @@ def check_against(request: InferRequest, manifest: Manifest) -> None:
                 raise InvalidInput(f"unknown output '{out.name}'; model has {sorted(names)}")
 
 
-def _check_shape(t: Tensor, spec: TensorSpec) -> None:
-    ok = len(t.shape) == len(spec.shape) and all(
-        s in (-1, d) for s, d in zip(spec.shape, t.shape, strict=True)
+def _check_shape(name: str, shape: tuple[int, ...], spec: TensorSpec) -> None:
+    ok = len(shape) == len(spec.shape) and all(
+        s in (-1, d) for s, d in zip(spec.shape, shape, strict=True)
     )
     if not ok:
         raise InvalidInput(
-            f"input '{t.name}': shape {list(t.shape)} does not match model shape "
+            f"input '{name}': shape {list(shape)} does not match model shape "
             f"{list(spec.shape)} (-1 is any size)"
         )
 

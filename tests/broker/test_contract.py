@@ -137,6 +137,55 @@ async def test_take_waits_for_the_batch_delay_then_returns_what_it_has(pair: Bro
     await first
 
 
+async def test_take_without_a_window_returns_at_once_with_what_is_queued(
+    pair: BrokerPair,
+) -> None:
+    """An idle worker asks with a zero window: it gets every queued job (up to max) now,
+    not one at a time and not after waiting for a batch that is not coming."""
+    source = await pair.connect("m:1")
+    tasks = [asyncio.create_task(pair.broker.submit(job())) for _ in range(3)]
+    await until(lambda: _depth_is(pair, "m:1", 3))
+    started = time.monotonic()
+    batch = await source.take("m:1", 2, 0)
+    rest = await source.take("m:1", 8, 0)
+    assert (len(batch), len(rest)) == (2, 1)
+    assert time.monotonic() - started < 5  # a 5 s window below would not have returned yet
+    for j in batch + rest:
+        await source.answer(j, Outcome(j.id, 200, b""))
+    await asyncio.gather(*tasks)
+
+
+async def test_a_pending_take_without_a_window_returns_with_the_first_job(
+    pair: BrokerPair,
+) -> None:
+    source = await pair.connect("m:1")
+    taking = asyncio.create_task(source.take("m:1", 8, 0))
+    await asyncio.sleep(0.1)  # the take is waiting on an empty queue
+    sent = asyncio.create_task(pair.broker.submit(job()))
+    batch: list[Job] = await asyncio.wait_for(taking, 5)
+    while not batch:  # an idle poll interval may end first; the job is there next time
+        batch = await source.take("m:1", 8, 0)
+    assert len(batch) == 1
+    await source.answer(batch[0], Outcome(batch[0].id, 200, b""))
+    await sent
+
+
+async def test_a_window_waits_for_more_jobs_when_the_batch_is_not_full(pair: BrokerPair) -> None:
+    """The other side of the contract: with a window, a lone job is held so a batch can form."""
+    source = await pair.connect("m:1")
+    first = asyncio.create_task(pair.broker.submit(job()))
+    await until(lambda: _depth_is(pair, "m:1", 1))
+    taking = asyncio.create_task(source.take("m:1", 2, 5))
+    await asyncio.sleep(0.2)
+    assert not taking.done()
+    second = asyncio.create_task(pair.broker.submit(job()))
+    batch = await asyncio.wait_for(taking, 10)
+    assert len(batch) == 2
+    for j in batch:
+        await source.answer(j, Outcome(j.id, 200, b""))
+    await asyncio.gather(first, second)
+
+
 async def test_queues_are_separate(pair: BrokerPair) -> None:
     a = asyncio.create_task(echo_once(pair, "a:1"))
     b = asyncio.create_task(echo_once(pair, "b:1"))

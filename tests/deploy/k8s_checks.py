@@ -71,6 +71,21 @@ def containers(spec: Obj) -> Iterator[Obj]:
     yield from spec.get("containers", [])
 
 
+def _flags(args: list[str]) -> set[str]:
+    return {a.split("=", 1)[0] for a in args if a.startswith("--")}
+
+
+def kms_trust_problems(objs: list[Obj]) -> list[str]:
+    """Every container that talks to a KMS says which KMS it trusts (docs/kms.md)."""
+    return [
+        f"{name(o)}/{c['name']} passes --kms without --kms-identity or --kms-policy"
+        for o, spec in workloads(objs)
+        for c in containers(spec)
+        if "--kms" in _flags(c.get("args", []))
+        and not {"--kms-identity", "--kms-policy"} & _flags(c.get("args", []))
+    ]
+
+
 def runtime_class_problems(objs: list[Obj], runtime_class: str) -> list[str]:
     return [
         f"{name(o)} runs without runtimeClassName {runtime_class}"

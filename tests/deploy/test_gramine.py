@@ -131,6 +131,9 @@ def test_the_fixed_argv_is_accepted_by_the_real_cli(role: str) -> None:
     assert args.attestation == "sgx" if role != "kms" else args.provider == "sgx"
     if role in ("worker", "frontend"):
         assert str(args.kms_ca) in _uris(render_manifest(role)["sgx"]["trusted_files"])  # measured
+        # the KMS is trusted by its attestation under a measured policy, not a host file
+        assert args.kms_policy is not None and args.kms_identity is None
+        assert str(args.kms_policy) in _uris(render_manifest(role)["sgx"]["trusted_files"])
     if role == "kms":
         assert str(args.policy) in _uris(render_manifest(role)["sgx"]["trusted_files"])
 

@@ -265,6 +265,36 @@ def test_no_secret_values_are_committed() -> None:
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_kms_client_says_which_kms_it_trusts(overlay: str) -> None:
+    """A frontend or worker with --kms refuses to start unless it trusts the KMS identity."""
+    objs = render(overlay)
+    assert checks.kms_trust_problems(objs) == []
+    if overlay == "sgx":
+        return  # the enclaves' argv (with --kms-policy) is in their signed manifests
+    config = find(objs, "ConfigMap", "trustserve-kms-trust")
+    policy = yaml.safe_load(config["data"]["policy.yaml"])
+    for obj, c in trustserve_containers(objs):
+        if "--kms" not in c["args"]:
+            continue
+        # by attestation, under a policy the overlay ships; nothing copied from the running KMS
+        path = c["args"][c["args"].index("--kms-policy") + 1]
+        mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
+        volumes = {v["name"]: v for v in checks.pod_spec(obj)["volumes"]}  # type: ignore[index]
+        volume = volumes[mounts[str(Path(path).parent)]]
+        assert volume["configMap"]["name"] == config["metadata"]["name"], checks.name(obj)
+    # simulated KMS evidence is trusted in the dev overlay only
+    assert policy["allow_simulated"] is (overlay == "dev")
+    if overlay != "dev":
+        assert policy["measurements"] == []  # placeholder: trusts no KMS until written
+
+
+def _drop_kms_trust(objs: list[Obj]) -> None:
+    c = find(objs, "Deployment", "trustserve-worker")["spec"]["template"]["spec"]["containers"][0]
+    i = c["args"].index("--kms-policy")
+    del c["args"][i : i + 2]
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
 def test_probes_ask_the_real_health_endpoints_over_https(overlay: str) -> None:
     objs = render(overlay)
     expected = {
@@ -371,6 +401,7 @@ MUTATIONS: dict[str, tuple[str, Callable[[list[Obj]], Any], Callable[[list[Obj]]
     "metrics by port name": ("dev", checks.management_port_problems, _expose_metrics_by_name),
     "image by tag": ("coco-snp", checks.digest_problems, _tag_image),
     "redis open to the kms": ("dev", checks.redis_reachability_problems, _open_redis),
+    "kms trusted on no grounds": ("coco-tdx", checks.kms_trust_problems, _drop_kms_trust),
     "redis open to all": ("sgx", checks.redis_reachability_problems, _redis_from_anywhere),
 }
 

@@ -8,7 +8,8 @@ service names resolve to 127.0.0.1 in a private mount namespace (``unshare -m`` 
 its own /etc/hosts). The only changes: paths move under a temporary directory, ports
 are free ones, listeners bind 127.0.0.1, and the worker serves a small test model.
 A v2 inference request then crosses frontend, Redis (TLS, per-role ACL users), the
-worker and the KMS (sim attestation, the dev policy, an encrypted archive).
+worker and the KMS (sim attestation, the dev policies, an encrypted archive), the
+frontend and worker trusting the KMS by its sim bundle under the dev KMS trust policy.
 """
 
 from __future__ import annotations
@@ -201,6 +202,9 @@ def test_the_dev_overlay_serves_an_encrypted_model_end_to_end(
     # the KMS released keys to the attested (sim) frontend and worker, and logged it
     audit = (tmp_path / "trustserve-kms/var/lib/trustserve/kms").glob("audit*")
     assert any(b'"release"' in p.read_bytes() for p in audit if p.is_file()), cluster.logs()
+    # the pods trusted the KMS by its (sim) attestation, and said loudly that proves nothing
+    for pod in ("trustserve-worker", "trustserve-frontend"):
+        assert "accepts SIMULATED evidence" in (tmp_path / f"{pod}.log").read_text(), pod
     # the model store holds ciphertext only
     assert (
         json.dumps(x.ravel().tolist()).encode() not in (tmp_path / "models/tiny.tsm").read_bytes()

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import statistics
 import time
 import uuid
+from pathlib import Path
 
 import numpy as np
 import orjson
 
 from tests.support import tiny_manifest
 from trustserve.broker.base import Job, JobKind, JobMeta, Outcome
+from trustserve.broker.embedded import EmbeddedBroker, SocketJobSource
 from trustserve.engines.base import Tensors
 from trustserve.tensors import Tensor, encode_binary, parse_response
-from trustserve.worker.loop import WorkerLoop
+from trustserve.worker.loop import BatchWindow, WorkerLoop
 
 
 class MemorySource:
@@ -23,9 +26,11 @@ class MemorySource:
         self.queued: list[Job] = []
         self.answers: list[tuple[Job, Outcome]] = []
         self.takes = 0
+        self.windows: list[float] = []
 
     async def take(self, queue: str, max_items: int, max_delay_s: float) -> list[Job]:
         self.takes += 1
+        self.windows.append(max_delay_s)
         if not self.queued:
             await asyncio.sleep(3600)  # idle until the loop is told to stop
         taken, self.queued = self.queued[:max_items], self.queued[max_items:]
@@ -153,3 +158,55 @@ async def test_a_sealed_job_without_serving_keys_is_refused_with_the_stale_key_c
     await loop_with(TinyEngine(), source).process([job])
     ((_, outcome),) = source.answers
     assert outcome.status == 400 and outcome.meta.code == "stale_serving_key"
+
+
+def test_the_batch_window_applies_only_after_a_full_batch() -> None:
+    window = BatchWindow(0.05, 8)
+    assert window.next() == 0  # idle: dispatch the first request at once
+    window.taken(8)
+    assert window.next() == 0.05  # load outruns the batch: let the next one fill
+    window.taken(3)
+    assert window.next() == 0  # the engine keeps up again
+    window.taken(8)
+    window.taken(0)
+    assert window.next() == 0  # an idle poll
+
+
+async def test_run_asks_for_the_window_only_while_batches_come_back_full() -> None:
+    source, engine = MemorySource(), TinyEngine()
+    source.queued = [v2(np.ones((1, 4), np.float32)) for _ in range(10)]
+    stop = asyncio.Event()
+    manifest = tiny_manifest(max_batch_size=8, max_batch_delay_ms=50)
+    running = asyncio.create_task(WorkerLoop(source, "tiny:1", manifest, engine).run(stop))
+    while len(source.answers) < 10 or source.takes < 3:
+        await asyncio.sleep(0.01)
+    stop.set()
+    await asyncio.wait_for(running, 5)
+    assert engine.batches == [8, 2]
+    assert source.windows == [0, 0.05, 0]
+
+
+async def test_a_lone_request_is_not_held_for_the_batch_window(tmp_path: Path) -> None:
+    """Through the embedded broker's socket, one request at a time with a 2 s window: each
+    job is dispatched as soon as it is queued (its queue time and latency stay far below the
+    window), where the old loop held each one for the whole window."""
+    broker = EmbeddedBroker()
+    sock = tmp_path / "run" / "broker.sock"
+    await broker.serve_workers(sock)
+    source = await SocketJobSource.connect(sock, "tiny:1")
+    manifest = tiny_manifest(max_batch_size=8, max_batch_delay_ms=2000)
+    engine, stop = TinyEngine(), asyncio.Event()
+    running = asyncio.create_task(WorkerLoop(source, "tiny:1", manifest, engine).run(stop))
+    latencies, queued = [], []
+    for _ in range(5):
+        started = time.monotonic()
+        outcome = await broker.submit(v2(np.ones((1, 4), np.float32)))
+        latencies.append(time.monotonic() - started)
+        assert outcome.status == 200 and outcome.meta.queue_ms is not None
+        queued.append(outcome.meta.queue_ms)
+    stop.set()
+    await asyncio.wait_for(running, 5)
+    await source.close()
+    await broker.close()
+    assert engine.batches == [1] * 5
+    assert statistics.median(latencies) < 1.0 and max(queued) < 1000

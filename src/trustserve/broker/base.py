@@ -174,7 +174,8 @@ class JobSource(Protocol):
 
     async def take(self, queue: str, max_items: int, max_delay_s: float) -> list[Job]:
         """Up to ``max_items`` jobs: returns when that many are queued or the oldest
-        has waited ``max_delay_s``; an empty list after an idle poll interval."""
+        has waited ``max_delay_s`` (0: at once, with what is queued, as soon as one job
+        is); an empty list after an idle poll interval."""
         ...
 
     async def answer(self, job: Job, outcome: Outcome) -> None: ...

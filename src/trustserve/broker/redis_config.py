@@ -114,7 +114,10 @@ def read_password(path: Path) -> str:
 def parse_redis_url(url: str, env: dict[str, str] | None = None) -> RedisConfig:
     """A ``RedisConfig`` from ``url``; ``ConfigError`` says what is wrong with it."""
     env = dict(os.environ) if env is None else env
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:  # e.g. an unclosed [ for an IPv6 host
+        raise ConfigError(f"broker URL is not a URL: {exc}") from None
     if parts.scheme not in ("redis", "rediss"):
         raise ConfigError(f"broker URL must start with rediss:// (or redis://), not {parts.scheme}")
     if parts.password is not None:

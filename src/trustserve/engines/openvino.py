@@ -26,7 +26,10 @@ class OpenVinoEngine:
         inputs = [p.get_any_name() for p in model.inputs]
         outputs = [p.get_any_name() for p in model.outputs]
         check_io(manifest, inputs, outputs)
-        config = {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "THROUGHPUT"}
+        # LATENCY: one stream using every thread, which is what a worker's one synchronous
+        # call per batch feeds; THROUGHPUT makes several streams and a synchronous call
+        # leaves all but one idle (docs/benchmarks.md has the side-by-side figures).
+        config = {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY"}
         self._compiled = core.compile_model(model, "CPU", config)
         self._outputs = [o.name for o in manifest.outputs]
 

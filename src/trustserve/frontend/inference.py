@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -35,6 +36,7 @@ from trustserve.frontend.keys import FrontendKeys
 from trustserve.frontend.metrics import Metrics
 from trustserve.frontend.registry import ModelEntry, ModelRegistry
 from trustserve.kms.bundle import parse_nonce
+from trustserve.openapi import openapi_route
 from trustserve.responses import (
     EXCEPTION_HANDLERS,
     error_response,
@@ -46,6 +48,8 @@ from trustserve.tensors import as_binary_request, check_against, parse_request
 # a handler answers with the kind of job it submitted and the worker's outcome
 Handler = Callable[[Request, "ModelEntry", bytes], Awaitable[tuple[JobKind, Outcome]]]
 EXTENSIONS = ["binary_tensor_data", "model_repository", "trustserve_sealed"]
+PARSE_INLINE_BYTES = 256 * 1024
+UNKNOWN_MODEL = "unknown"  # the metrics label of requests for a model that is not registered
 
 
 class InferenceApi:
@@ -83,6 +87,7 @@ class InferenceApi:
             Route("/ping", self.ping),
             Route("/predictions/{model}", self.predict, methods=["POST"]),
             Route("/predictions/{model}/{version}", self.predict, methods=["POST"]),
+            openapi_route("inference"),
         ]
         return Starlette(routes=routes, exception_handlers=EXCEPTION_HANDLERS)
 
@@ -183,8 +188,10 @@ class InferenceApi:
         """Run ``handler`` for the request's model and body; every outcome goes to metrics."""
         started = time.perf_counter()
         status, meta = 500, None
+        label = UNKNOWN_MODEL  # never a name from the URL: each label is kept forever
         try:
             entry = self._entry(request)
+            label = entry.manifest.name
             kind, outcome = await handler(request, entry, await self.body(request))
             status, meta = outcome.status, outcome.meta
             return forward(kind, outcome)
@@ -192,8 +199,7 @@ class InferenceApi:
             status = exc.status
             return error_response(exc)
         finally:
-            name = request.path_params["model"]
-            self.metrics.observe(name, api, status, time.perf_counter() - started, meta)
+            self.metrics.observe(label, api, status, time.perf_counter() - started, meta)
 
     async def _infer(
         self, request: Request, entry: ModelEntry, body: bytes
@@ -201,7 +207,10 @@ class InferenceApi:
         if request.headers.get("content-type", "").startswith(SEALED_TYPE):
             return await self._sealed(request, entry, body)
         header_length = request.headers.get("inference-header-content-length")
-        req = parse_request(body, header_length)
+        if len(body) > PARSE_INLINE_BYTES:  # a large body is parsed off the event loop
+            req = await run_in_threadpool(parse_request, body, header_length, entry.manifest)
+        else:
+            req = parse_request(body, header_length, entry.manifest)
         check_against(req, entry.manifest)
         if header_length is not None and req.all_binary:
             payload, head_len = body, int(header_length)  # checked; the worker reads it as is

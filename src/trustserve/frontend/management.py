@@ -22,6 +22,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from trustserve.broker.base import Broker
 from trustserve.errors import BadRequest, Unauthorized
 from trustserve.frontend.registry import ModelEntry, ModelRegistry
+from trustserve.openapi import openapi_route
 from trustserve.responses import EXCEPTION_HANDLERS, error_response, json_response
 
 MAX_WORKERS = 64
@@ -102,6 +103,7 @@ class ManagementApi:
             Route("/models/{model}/{version}", self.scale, methods=["PUT"]),
             Route("/models/{model}", self.unregister, methods=["DELETE"]),
             Route("/models/{model}/{version}", self.unregister, methods=["DELETE"]),
+            openapi_route("management"),
         ]
         app = Starlette(routes=routes, exception_handlers=EXCEPTION_HANDLERS)
         return BearerToken(app, token)

@@ -45,6 +45,8 @@ class ModelRegistry:
                 f"model url {url!r} must be a path relative to the model store "
                 "(no network fetch, no absolute path)"
             )
+        if not url.isprintable():
+            raise BadRequest("model url must not contain control characters")
         rel = PurePosixPath(url)
         if ".." in rel.parts or not url:
             raise BadRequest(f"model url {url!r} must stay inside the model store")

@@ -7,6 +7,7 @@ Public (attestation is the guard):
                                 ``?nonce=`` (32 bytes, base64url) for evidence bound to it
     GET  /v1/serving-keys       public serving keys, current first
     GET  /healthz
+    GET  /openapi.json          the OpenAPI document of this API (trustserve/openapi/kms.yaml)
 Management (``Authorization: Bearer <token>``, the token in ``<home>/kms/admin.token``):
     POST /v1/keys/models        {"manifest", "public_key"} -> {"key_id", "sealed"}
                                 (a NEW data key HPKE-sealed to ``public_key``; 409 if the
@@ -43,6 +44,7 @@ from trustserve.errors import (
 from trustserve.kms.bundle import parse_nonce
 from trustserve.kms.release import PROVISION_INFO
 from trustserve.kms.service import KmsService
+from trustserve.openapi import openapi_route
 from trustserve.responses import handle_error, json_response
 
 MAX_BODY = 4 * 1024 * 1024
@@ -52,10 +54,23 @@ def admin_token(service: KmsService) -> str:
     return files.read_or_create_token(service.state.dir / "admin.token")
 
 
+async def read_body(request: Request, limit: int = MAX_BODY) -> bytes:
+    """The body, refused (413) as soon as its declared or received size passes ``limit``."""
+    too_large = PayloadTooLarge(f"request body over the {limit}-byte limit")
+    declared = request.headers.get("content-length")
+    if declared is not None and (not declared.isdigit() or int(declared) > limit):
+        raise too_large if declared.isdigit() else BadRequest("Content-Length must be a number")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise too_large
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 async def _json(request: Request) -> Any:
-    body = await request.body()
-    if len(body) > MAX_BODY:
-        raise PayloadTooLarge("request body too large")
+    body = await read_body(request)
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError:
@@ -74,7 +89,8 @@ def create_app(
             raise Unauthorized("management needs a valid bearer token")
 
     async def challenge(request: Request) -> Response:
-        return json_response(service.challenge())
+        client = request.client.host if request.client else ""
+        return json_response(service.challenge(client))
 
     async def release(request: Request) -> Response:
         body = await _json(request)
@@ -129,5 +145,6 @@ def create_app(
         Route("/v1/keys/models", list_model_keys, methods=["GET"]),
         Route("/v1/keys/serving/rotate", rotate, methods=["POST"]),
         Route("/healthz", healthz, methods=["GET"]),
+        openapi_route("kms"),
     ]
     return Starlette(routes=routes, exception_handlers={TrustserveError: handle_error})

@@ -27,6 +27,24 @@ from trustserve import files
 from trustserve.kms.state import file_lock
 
 GENESIS = "0" * 64
+MAX_FIELD_CHARS = 200  # a longer string is kept as its start, its length and its SHA-256
+MAX_FIELD_ITEMS = 64  # a longer list keeps its first items and says how many there were
+
+
+def bounded(value: Any) -> Any:
+    """``value`` with every string and list cut to a fixed size (requesters choose many fields;
+    a refusal must not let them write megabytes into the log), nested in lists and dicts."""
+    if isinstance(value, str) and len(value) > MAX_FIELD_CHARS:
+        digest = hashlib.sha256(value.encode(errors="surrogatepass")).hexdigest()
+        return f"{value[:64]}... ({len(value)} chars, sha256 {digest})"
+    if isinstance(value, list | tuple):
+        items = [bounded(v) for v in value[:MAX_FIELD_ITEMS]]
+        if len(value) > MAX_FIELD_ITEMS:
+            items.append(f"... {len(value)} items in all")
+        return items
+    if isinstance(value, dict):
+        return {bounded(str(k)): bounded(v) for k, v in list(value.items())[:MAX_FIELD_ITEMS]}
+    return value
 
 
 @dataclass(frozen=True)
@@ -59,7 +77,9 @@ class AuditLog:
         self._signer = signer
 
     def append(self, event: str, **fields: Any) -> None:
-        """Append one event (fields must be JSON-serialisable and hold no secret)."""
+        """Append one event (fields must be JSON-serialisable and hold no secret); long
+        strings and lists are cut (``bounded``)."""
+        fields = {k: bounded(v) for k, v in fields.items()}
         with file_lock(self.lock_path):
             seq, prev = self._head()
             record = {"seq": seq + 1, "time": time.time(), "event": event, **fields, "prev": prev}

@@ -174,7 +174,7 @@ def _rotate(args: argparse.Namespace) -> int:
 
 def _init_key_file(args: argparse.Namespace) -> int:
     create_key_file(args.path)
-    print(f"wrote {args.path}; set TRUSTSERVE_KMS_KEY_FILE={args.path}")
+    print(f"wrote {args.path}; set TRUSTSERVE_KMS_KEY_FILE={args.path.resolve()}")
     return 0
 
 

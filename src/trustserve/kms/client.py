@@ -12,6 +12,7 @@ import ssl
 from pathlib import Path
 from types import TracebackType
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -38,6 +39,32 @@ from trustserve.kms.release import (
 from trustserve.kms.trust import NO_TRUST, KmsTrust
 
 
+def parse_kms_url(url: str) -> str:
+    """The KMS base URL, checked: http(s), a host, a valid port, no credentials, query or
+    fragment; ``ConfigError`` says what is wrong."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise ConfigError(f"KMS URL {url!r} is not a URL: {exc}") from None
+    if parts.scheme not in ("https", "http"):
+        raise ConfigError(f"KMS URL must start with https:// (or http://), not {url!r}")
+    if not parts.hostname or any(c.isspace() or not c.isprintable() for c in url):
+        raise ConfigError(f"KMS URL {url!r} has no valid host")
+    if parts.username is not None or parts.password is not None:
+        raise ConfigError(
+            "KMS URL must not carry credentials (put a token in the client, not the URL)"
+        )
+    if parts.query or parts.fragment:
+        raise ConfigError(f"KMS URL {url!r} must not have a query or fragment")
+    if port == 0:
+        raise ConfigError(f"KMS URL {url!r} has port 0")
+    try:
+        return str(httpx.URL(url)).rstrip("/")
+    except httpx.InvalidURL as exc:
+        raise ConfigError(f"KMS URL {url!r} is not a URL: {exc}") from None
+
+
 class KmsClient:
     def __init__(
         self,
@@ -57,7 +84,7 @@ class KmsClient:
             verify = ssl.create_default_context(cafile=str(ca_file))
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._http = httpx.Client(
-            base_url=base_url.rstrip("/"), verify=verify, timeout=timeout, headers=headers
+            base_url=parse_kms_url(base_url), verify=verify, timeout=timeout, headers=headers
         )
 
     def close(self) -> None:

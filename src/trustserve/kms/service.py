@@ -132,8 +132,9 @@ class KmsService:
 
     # ---- release (worker side) ----
 
-    def challenge(self) -> dict[str, Any]:
-        nonce, expires_at = self.challenges.issue(self.clock())
+    def challenge(self, client: str = "") -> dict[str, Any]:
+        """A fresh nonce; ``client`` (the caller's address) bounds how many it may hold open."""
+        nonce, expires_at = self.challenges.issue(self.clock(), client)
         return {"nonce": b64(nonce), "expires_at": expires_at}
 
     def release(self, request: ReleaseRequest | Any) -> dict[str, Any]:
@@ -194,6 +195,7 @@ class KmsService:
         return self.state.model_key(key_id)
 
     def _refuse(self, claim: str, detail: str, who: dict[str, Any]) -> NoReturn:
+        detail = audit.bounded(detail)
         log.warning("key release refused: claim %s: %s", claim, detail)
         self.audit.append("refusal", claim=claim, detail=detail, **who)
         raise Forbidden(REFUSED)

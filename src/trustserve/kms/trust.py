@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from trustserve.attestation import Policy, VerifierSources
 from trustserve.errors import BadRequest, ConfigError, Forbidden
 
+log = logging.getLogger(__name__)
 IDENTITY_SIZE = 32
 NO_TRUST = (
     "no trusted KMS identity: pin it with --kms-identity (public key file or base64) "
@@ -65,14 +67,25 @@ class KmsTrust:
     sources: VerifierSources | None = None  # DCAP collateral for a TDX/SGX KMS's bundle
 
     @classmethod
-    def from_options(cls, identity: str | None, policy: str | Path | None) -> KmsTrust | None:
-        """From ``--kms-identity`` / ``--kms-policy``; None when neither is given."""
+    def from_options(
+        cls,
+        identity: str | None,
+        policy: str | Path | None,
+        sources: VerifierSources | None = None,
+    ) -> KmsTrust | None:
+        """From ``--kms-identity`` / ``--kms-policy`` (and the verifier-side ``sources`` for a
+        hardware KMS's evidence); None when neither is given."""
         if not identity and not policy:
             return None
-        return cls(
-            parse_identity(identity) if identity else None,
-            Policy.load(policy) if policy else None,
-        )
+        loaded = Policy.load(policy) if policy else None
+        if loaded is not None and loaded.allow_simulated and not identity:
+            log.warning(
+                "INSECURE, DEVELOPMENT ONLY: the KMS trust policy %s accepts SIMULATED "
+                "evidence, which proves nothing: any holder of a KMS TLS certificate can "
+                "pose as the KMS",
+                policy,
+            )
+        return cls(parse_identity(identity) if identity else None, loaded, sources)
 
     def resolve(self, fetch_bundle: Callable[[], Any]) -> bytes:
         """The identity key to check release answers with (fetching the bundle if needed)."""

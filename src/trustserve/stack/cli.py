@@ -63,6 +63,10 @@ WORKER_FLAGS = (
     "attestation_options",
     "replay_window",
     "key_refresh",
+    "collateral_dir",
+    "pccs_url",
+    "vcek_dir",
+    "kds_url",
 )
 
 

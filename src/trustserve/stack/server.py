@@ -38,7 +38,6 @@ from trustserve.frontend.registry import ModelRegistry
 from trustserve.frontend.repository import RepositoryApi
 from trustserve.kms.client import KmsClient
 from trustserve.kms.service import KmsService
-from trustserve.kms.trust import KmsTrust
 from trustserve.stack.config import Settings
 from trustserve.stack.supervisor import WorkerSupervisor
 from trustserve.tls import TlsFiles, ensure_local_ca
@@ -188,7 +187,8 @@ class Stack:
     async def _obtain_keys(self, kms_url: str) -> None:
         """The broker key, released to this frontend by attestation: payloads are sealed."""
         s = self.settings
-        trust = KmsTrust.from_options(*self._kms_trust())
+        identity, policy = self._kms_trust()
+        trust = replace(self.settings.worker, kms_identity=identity, kms_policy=policy).kms_trust()
         client = KmsClient(kms_url, ca_file=s.kms_ca, trust=trust)
         provider = make_provider(s.attestation, s.home, **s.attestation_options)
         self.keys = FrontendKeys(client, provider)

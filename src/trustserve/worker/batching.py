@@ -138,9 +138,10 @@ def _instances(data: Any, shape: tuple[int, ...], datatype: str) -> Any:
     if data is None:
         raise InvalidInput("JSON body has no input data")
     try:
-        array = np.asarray(data, dtype=DATATYPES[datatype])
-    except (TypeError, ValueError):
-        raise InvalidInput(f"input data must be numbers for {datatype}") from None
+        with np.errstate(over="raise", invalid="raise"):
+            array = np.asarray(data, dtype=DATATYPES[datatype])
+    except (TypeError, ValueError, ArithmeticError):
+        raise InvalidInput(f"input data must be numbers for {datatype}, in its range") from None
     per_row = int(np.prod([d for d in shape[1:]])) if len(shape) > 1 else 1
     if array.size == 0 or array.size % max(per_row, 1):
         raise InvalidInput(f"input has {array.size} values; each instance needs {per_row}")

@@ -28,6 +28,30 @@ from trustserve.worker.sealed import SealedReader
 log = logging.getLogger(__name__)
 
 
+class BatchWindow:
+    """Adaptive batching: how long the next take may wait to fill a batch.
+
+    An idle worker dispatches a request at once (window 0: the broker hands over what
+    is queued as soon as one job is there), so a lone request never waits for a batch
+    that is not coming. The manifest's ``max_batch_delay_ms`` applies only while the
+    load is known to outrun the engine: the previous take came back with a full batch.
+    Under such load the queue refills while the engine runs, so full batches keep
+    forming and the window costs nothing; below it, batches form from whatever
+    arrived while the engine was busy.
+    """
+
+    def __init__(self, delay_s: float, max_items: int) -> None:
+        self.delay_s = delay_s
+        self.max_items = max_items
+        self._loaded = False
+
+    def next(self) -> float:
+        return self.delay_s if self._loaded else 0.0
+
+    def taken(self, n: int) -> None:
+        self._loaded = n >= self.max_items
+
+
 class WorkerLoop:
     def __init__(
         self,
@@ -49,18 +73,18 @@ class WorkerLoop:
     async def run(self, stop: asyncio.Event) -> None:
         """Until ``stop``: a batch being processed is finished, a pending take is abandoned
         (the broker hands anything it had taken to another worker)."""
-        delay = self.manifest.max_batch_delay_ms / 1000
+        size = self.manifest.max_batch_size
+        window = BatchWindow(self.manifest.max_batch_delay_ms / 1000, size)
         stopping = asyncio.ensure_future(stop.wait())
         try:
             while not stop.is_set():
-                take = asyncio.ensure_future(
-                    self.source.take(self.queue, self.manifest.max_batch_size, delay)
-                )
+                take = asyncio.ensure_future(self.source.take(self.queue, size, window.next()))
                 await asyncio.wait({take, stopping}, return_when=asyncio.FIRST_COMPLETED)
                 if not take.done():
                     take.cancel()
                     break
                 jobs = take.result()
+                window.taken(len(jobs))
                 if jobs:
                     await self.process(jobs)
         finally:

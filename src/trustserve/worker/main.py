@@ -23,7 +23,6 @@ from trustserve.broker.encrypted import DecryptingJobSource
 from trustserve.engines import load_engine
 from trustserve.errors import ArchiveError, ConfigError, Forbidden, NotFound, TrustserveError
 from trustserve.files import default_home
-from trustserve.kms.trust import KmsTrust
 from trustserve.logs import setup as setup_logging
 from trustserve.worker.keys import key_ring
 from trustserve.worker.loop import WorkerLoop
@@ -53,7 +52,7 @@ async def serve(opts: WorkerOptions) -> int:
     manifest = model.manifest
     ca = opts.kms_ca or home / "tls" / "ca.pem"
     options = parse_options(opts.attestation_options)
-    trust = KmsTrust.from_options(opts.kms_identity, opts.kms_policy)
+    trust = opts.kms_trust()
     keys = key_ring(
         opts.kms,
         home,

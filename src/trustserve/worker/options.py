@@ -15,8 +15,9 @@ from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from trustserve.attestation.registry import PROVIDERS
+from trustserve.attestation.registry import PROVIDERS, VerifierSources
 from trustserve.engines import ENGINES
+from trustserve.kms.trust import KmsTrust
 
 
 def _opt(flag: str, help: str, **argparse_kwargs: Any) -> dict[str, Any]:
@@ -67,6 +68,28 @@ class WorkerOptions:
             "with --kms: or trust the KMS whose bundle this policy admits",
             type=Path,
         ),
+    )
+    collateral_dir: Path | None = field(
+        default=None,
+        metadata=_opt(
+            "--collateral-dir",
+            "with --kms-policy and a TDX/SGX KMS: DCAP collateral files to check its quote with",
+            type=Path,
+        ),
+    )
+    pccs_url: str | None = field(
+        default=None,
+        metadata=_opt("--pccs-url", "with --kms-policy and a TDX/SGX KMS: a PCCS for collateral"),
+    )
+    vcek_dir: Path | None = field(
+        default=None,
+        metadata=_opt(
+            "--vcek-dir", "with --kms-policy and an SEV-SNP KMS: cached VCEKs", type=Path
+        ),
+    )
+    kds_url: str | None = field(
+        default=None,
+        metadata=_opt("--kds-url", "with --kms-policy and an SEV-SNP KMS: an AMD KDS for VCEKs"),
     )
     key_refresh: float = field(
         default=60.0,
@@ -127,6 +150,17 @@ class WorkerOptions:
         if values.get("attestation_options") is not None:
             values["attestation_options"] = tuple(values["attestation_options"])
         return cls(**{**values, **overrides})
+
+    def kms_trust(self) -> KmsTrust | None:
+        """Which KMS this worker believes (``--kms-identity`` / ``--kms-policy``), with the
+        verifier-side sources for a hardware KMS's evidence."""
+        sources = VerifierSources.configured(
+            collateral_dir=self.collateral_dir,
+            pccs_url=self.pccs_url,
+            vcek_dir=self.vcek_dir,
+            kds_url=self.kds_url,
+        )
+        return KmsTrust.from_options(self.kms_identity, self.kms_policy, sources)
 
     def to_argv(self) -> list[str]:
         """The command line that ``from_args`` reads back as these options (defaults left out)."""

@@ -1,0 +1,27 @@
+"""A real KMS service (in-process, fresh key file, development policy) for the KMS attack tests."""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+
+import httpx
+
+from trustserve.attestation import Policy
+from trustserve.crypto.rootkey import KeyFileProtector, create_key_file
+from trustserve.kms.app import create_app
+from trustserve.kms.service import KmsService
+
+
+def local_kms(root: Path, **options: object) -> KmsService:
+    key_file = root / "kms.key"
+    create_key_file(key_file)
+    home = root / "home"
+    return KmsService(home, KeyFileProtector(key_file), Policy.development(home), **options)  # type: ignore[arg-type]
+
+
+def http(service: KmsService, client: str = "203.0.113.7") -> httpx.AsyncClient:
+    """The KMS's ASGI app (in-process) as seen from ``client`` (an address)."""
+    app = create_app(service, token=secrets.token_urlsafe(16))
+    transport = httpx.ASGITransport(app=app, client=(client, 40000))
+    return httpx.AsyncClient(transport=transport, base_url="http://kms")

@@ -1,0 +1,23 @@
+"""The OpenVINO engine (the ``openvino`` extra) on the tiny model: right answers, one stream."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tests.support import tiny_manifest, tiny_onnx
+
+pytest.importorskip("openvino")
+
+from trustserve.engines.openvino import OpenVinoEngine
+
+
+def test_it_answers_a_batch_with_the_latency_hint() -> None:
+    """LATENCY: the one synchronous call per batch a worker makes uses every thread
+    (THROUGHPUT would split them into streams that call leaves idle)."""
+    engine = OpenVinoEngine(tiny_onnx(), tiny_manifest(), threads=2)
+    x = np.arange(12, dtype=np.float32).reshape(3, 4)
+    out = engine.infer({"x": x})
+    np.testing.assert_allclose(out["y"], 2 * x + 1)
+    np.testing.assert_allclose(out["s"], x.sum(axis=1, keepdims=True))
+    assert str(engine._compiled.get_property("PERFORMANCE_HINT")) == "LATENCY"
