@@ -1,4 +1,5 @@
-"""``trustserve demo-models`` and the ``trustserve model`` group (pack, inspect, quantize).
+"""``trustserve demo-models`` and the ``trustserve model`` group (pack, import-mar, inspect,
+quantize).
 
 Other areas add their own ``model`` subcommands through :func:`model_subparsers`.
 """
@@ -43,10 +44,34 @@ def register(subparsers: SubParsers) -> None:
 
     model = model_subparsers(subparsers)
     pack = model.add_parser("pack", help="pack an ONNX model and its manifest into an archive")
-    pack.add_argument("model", type=Path, help="the ONNX model")
+    pack.add_argument("model", type=Path, nargs="?", help="the ONNX model")
+    pack.add_argument(
+        "--from-torch",
+        type=Path,
+        metavar="MODEL.pt",
+        help="a TorchScript model instead: exported to ONNX with torch (trustserve[torch]); "
+        "the manifest gives its input shapes and datatypes",
+    )
     pack.add_argument("--manifest", type=Path, required=True, help="manifest .json or .yaml")
     pack.add_argument("-o", "--output", type=Path, required=True, help="archive to write (.tsm)")
     pack.set_defaults(func=_pack)
+
+    mar = model.add_parser(
+        "import-mar",
+        help="a TorchServe .mar (TorchScript, or eager with --trust-mar-code; stock "
+        "image_classifier handler) into an archive",
+    )
+    mar.add_argument("mar", type=Path, help="the TorchServe model archive")
+    mar.add_argument("-o", "--output", type=Path, required=True, help="archive to write (.tsm)")
+    mar.add_argument(
+        "--trust-mar-code",
+        action="store_true",
+        help="allow an eager model: this RUNS THE ARCHIVE'S PYTHON CODE (its model file)",
+    )
+    mar.add_argument("--manifest", type=Path, help="manifest whose tensors to use instead")
+    mar.add_argument("--name", help="model name (default: the archive's modelName)")
+    mar.add_argument("--version", help="model version (default: the archive's modelVersion)")
+    mar.set_defaults(func=_import_mar)
 
     inspect = model.add_parser("inspect", help="print an archive's public header as JSON")
     inspect.add_argument("archive", type=Path)
@@ -106,14 +131,49 @@ def _demo_models(args: argparse.Namespace) -> int:
 
 
 def _pack(args: argparse.Namespace) -> int:
+    if (args.model is None) == (args.from_torch is None):
+        raise InvalidInput("model pack needs either an ONNX model or --from-torch MODEL.pt")
     manifest = load_manifest(args.manifest)
+    source = args.model or args.from_torch
     try:
-        model_bytes = args.model.read_bytes()
+        model_bytes = source.read_bytes()
     except OSError as exc:
-        raise InvalidInput(f"cannot read {args.model}: {exc.strerror}") from None
-    files.write_atomic(args.output, pack_model(model_bytes, manifest))
+        raise InvalidInput(f"cannot read {source}: {exc.strerror}") from None
+    if args.from_torch is not None:
+        from trustserve.models.torch_import import pack_torchscript
+
+        packed, exported = pack_torchscript(model_bytes, manifest, source.name)
+        print(f"exported {source} to ONNX: {_agreement(exported.max_abs_diff)}")
+    else:
+        packed = pack_model(model_bytes, manifest)
+    files.write_atomic(args.output, packed)
     print(f"packed {manifest.name} version {manifest.version} into {args.output}")
     return 0
+
+
+def _import_mar(args: argparse.Namespace) -> int:
+    from trustserve.models.mar import import_mar
+
+    manifest = load_manifest(args.manifest) if args.manifest else None
+    if args.trust_mar_code:
+        print(f"!!! --trust-mar-code: running the Python code inside {args.mar}", file=sys.stderr)
+    packed, used, exported = import_mar(
+        args.mar,
+        trust_code=args.trust_mar_code,
+        manifest=manifest,
+        name=args.name,
+        version=args.version,
+    )
+    files.write_atomic(args.output, packed)
+    print(f"exported {args.mar} to ONNX: {_agreement(exported.max_abs_diff)}")
+    print(f"packed {used.name} version {used.version} into {args.output}")
+    return 0
+
+
+def _agreement(diff: float) -> str:
+    from trustserve.models.torch_import import CHECK_BATCH
+
+    return f"torch and ONNX Runtime agree within {diff:.2g} on a random batch of {CHECK_BATCH}"
 
 
 def _inspect(args: argparse.Namespace) -> int:

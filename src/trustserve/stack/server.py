@@ -35,6 +35,7 @@ from trustserve.frontend.keys import FrontendKeys
 from trustserve.frontend.management import ManagementApi
 from trustserve.frontend.metrics import Metrics
 from trustserve.frontend.registry import ModelRegistry
+from trustserve.frontend.repository import RepositoryApi
 from trustserve.kms.client import KmsClient
 from trustserve.kms.service import KmsService
 from trustserve.stack.config import Settings
@@ -237,8 +238,13 @@ class Stack:
         management = ManagementApi(self.registry, self.broker, self.supervisor, s.workers_per_model)
         metrics_app = Starlette(routes=[Route("/metrics", self.metrics_endpoint)])
         token = read_or_create_token(s.token_file)
+        repository = RepositoryApi(
+            self.registry, self.broker, self.supervisor, s.workers_per_model, token
+        )
+        inference_app = inference.app()
+        inference_app.router.routes.extend(repository.routes())  # the model_repository extension
         self._servers = [
-            http_server(inference.app(), s.host, s.inference_port, tls),
+            http_server(inference_app, s.host, s.inference_port, tls),
             http_server(management.app(token), s.management_host, s.management_port, tls),
             http_server(metrics_app, s.management_host, s.metrics_port, tls),
         ]
