@@ -19,6 +19,7 @@ from trustserve.frontend.inference import InferenceApi
 from trustserve.frontend.management import ManagementApi
 from trustserve.frontend.metrics import Metrics
 from trustserve.frontend.registry import ModelRegistry
+from trustserve.frontend.repository import RepositoryApi
 from trustserve.kms.app import create_app
 from trustserve.openapi import DOCUMENTS, document
 
@@ -40,10 +41,17 @@ def _apps(tmp_path: Path, token: str) -> dict[str, Any]:
     registry = ModelRegistry(tmp_path)
     broker = EmbeddedBroker()
     return {
-        "inference": InferenceApi(registry, broker, Metrics()).app(),
+        "inference": _inference_app(registry, broker, token),
         "management": ManagementApi(registry, broker, NoPool(), 1).app(token),
         "kms": create_app(local_kms(tmp_path), token=token),
     }
+
+
+def _inference_app(registry: ModelRegistry, broker: EmbeddedBroker, token: str) -> Any:
+    """The inference app as the stack serves it: with the model-repository routes."""
+    app = InferenceApi(registry, broker, Metrics()).app()
+    app.router.routes.extend(RepositoryApi(registry, broker, NoPool(), 1, token).routes())
+    return app
 
 
 def _routed(app: Any) -> set[tuple[str, str]]:
