@@ -301,3 +301,17 @@ def alive(pid: int) -> bool:
     except OSError:
         return False
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def wait_http(url: str, ca: Path, proc: subprocess.Popen[bytes], timeout: float = 90) -> None:
+    """Until ``url`` answers 200 over TLS checked against ``ca``; fails if ``proc`` exits."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if httpx.get(url, verify=str(ca), timeout=5).status_code == 200:
+                return
+        except (httpx.TransportError, OSError):
+            pass
+        assert proc.poll() is None, f"exited with {proc.returncode} before {url} answered"
+        assert time.monotonic() < deadline, f"{url} not 200 after {timeout} s"
+        time.sleep(0.2)

@@ -11,15 +11,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import httpx
 import pytest
 
-from tests.support import free_port, write_tiny
+from tests.support import free_port, wait_http, write_tiny
 from trustserve import archive
 from trustserve.attestation import Policy
 from trustserve.attestation.sim import SimProvider
@@ -52,15 +50,7 @@ def kms_serve(tmp_path: Path, *flags: str) -> Iterator[tuple[str, Path, Path]]:
         )  # fmt: skip
     url, ca = f"https://127.0.0.1:{port}", home / "tls" / "ca.pem"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{url}/healthz", verify=str(ca)).status_code == 200:
-                    break
-            except (httpx.TransportError, OSError):
-                pass
-            assert time.monotonic() < deadline and proc.poll() is None, err.read_text()
-            time.sleep(0.2)
+        wait_http(f"{url}/healthz", ca, proc, timeout=60)
         yield url, ca, tmp_path / "tiny.tsm"
     finally:
         proc.terminate()

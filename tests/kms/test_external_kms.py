@@ -11,15 +11,13 @@ import json
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import pytest
 
-from tests.support import free_port, start_stack, write_tiny
+from tests.support import free_port, start_stack, wait_http, write_tiny
 from trustserve.attestation import Policy
 from trustserve.crypto.rootkey import KEY_FILE_ENV, KeyFileProtector, create_key_file
 from trustserve.encoding import b64
@@ -52,15 +50,7 @@ def kms(tmp_path: Path) -> Iterator[ExternalKms]:
         env={**os.environ, KEY_FILE_ENV: str(key)},
     )  # fmt: skip
     url, ca = f"https://127.0.0.1:{port}", home / "tls" / "ca.pem"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if httpx.get(f"{url}/healthz", verify=str(ca)).status_code == 200:
-                break
-        except (httpx.TransportError, OSError):
-            pass
-        assert time.monotonic() < deadline and proc.poll() is None, "KMS did not start"
-        time.sleep(0.2)
+    wait_http(f"{url}/healthz", ca, proc, timeout=60)
     bundle_policy = tmp_path / "kms-bundle-policy.yaml"  # the KMS host's sim platform only
     bundle_policy.write_text(json.dumps(Policy.development(home).to_json()))
     yield ExternalKms(url, ca, identity, bundle_policy)

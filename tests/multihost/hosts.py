@@ -14,11 +14,8 @@ import shlex
 import signal
 import subprocess
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import httpx
 
 RUN: list[str] = []  # every command template the test ran, in order (checked against the doc)
 
@@ -86,19 +83,6 @@ class Host:
 
     def logs(self) -> str:
         return "\n".join(p.read_text(errors="replace")[-3000:] for p in self.dir.glob("*.log"))
-
-
-def wait_http(url: str, ca: Path, proc: subprocess.Popen[bytes], timeout: float = 90) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            if httpx.get(url, verify=str(ca), timeout=5).status_code == 200:
-                return
-        except (httpx.TransportError, OSError):
-            pass
-        assert proc.poll() is None, f"exited with {proc.returncode} before {url} answered"
-        assert time.monotonic() < deadline, f"{url} not 200 after {timeout} s"
-        time.sleep(0.2)
 
 
 def doc_commands(markdown: str, tag: str = "multihost") -> list[str]:

@@ -26,8 +26,8 @@ import numpy as np
 import pytest
 
 from tests.multihost import hosts
-from tests.multihost.hosts import Host, wait_http
-from tests.support import alive, free_port, tiny_expected, worker_pids, write_tiny
+from tests.multihost.hosts import Host
+from tests.support import alive, free_port, tiny_expected, wait_http, worker_pids, write_tiny
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -39,6 +39,16 @@ def hwid(report: SnpReport, product: str) -> bytes:
     return report.chip_id[:8] if product == "turin" else report.chip_id
 
 
+# KDS query parameter of each reported-TCB component
+KDS_PARAMS = {
+    "bootloader": "blSPL",
+    "tee": "teeSPL",
+    "snp": "snpSPL",
+    "microcode": "ucodeSPL",
+    "fmc": "fmcSPL",
+}
+
+
 class VcekSource:
     def __init__(
         self,
@@ -94,14 +104,7 @@ class VcekSource:
 
     def _from_kds(self, report: SnpReport, product: str) -> bytes | None:
         tcb = TcbVersion.decode(report.reported_tcb_raw, product)
-        params = {
-            "blSPL": tcb.bootloader,
-            "teeSPL": tcb.tee,
-            "snpSPL": tcb.snp,
-            "ucodeSPL": tcb.microcode,
-        }
-        if tcb.fmc is not None:
-            params["fmcSPL"] = tcb.fmc
+        params = {KDS_PARAMS[name]: value for name, value in tcb.components().items()}
         url = f"{self.kds_url}/vcek/v1/{product.capitalize()}/{hwid(report, product).hex()}"
         try:
             with httpx.stream("GET", url, params=params, timeout=self.timeout) as response:
