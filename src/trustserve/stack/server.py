@@ -1,9 +1,10 @@
 """The whole serving stack in one process, started step by step and stopped in reverse.
 
 Order of start-up: TLS files, the embedded KMS (``up`` / ``--dev``), the broker,
-the frontend's keys (broker key by attestation), the workers, then the three
-front doors (inference, management, metrics). Shutdown closes the front doors
-first, then stops the workers, the broker, the KMS client and last the KMS.
+the frontend's keys (broker key by attestation), the workers, the gRPC inference
+port, then the three HTTP front doors (inference, management, metrics). Shutdown
+closes the HTTP front doors first, then gRPC, then stops the workers, the broker,
+the KMS client and last the KMS.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
+import grpc
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -30,6 +32,7 @@ from trustserve.broker.encrypted import EncryptingBroker
 from trustserve.encoding import b64
 from trustserve.errors import ConfigError
 from trustserve.files import read_or_create_token
+from trustserve.frontend.grpc_service import GrpcInference, grpc_server
 from trustserve.frontend.inference import InferenceApi
 from trustserve.frontend.keys import FrontendKeys
 from trustserve.frontend.management import ManagementApi
@@ -89,6 +92,7 @@ class Stack:
         self._kms_task: asyncio.Task[None] | None = None
         self._embedded_identity: str | None = None
         self._servers: list[_Server] = []
+        self._grpc: grpc.aio.Server | None = None
         self.up = asyncio.Event()  # set once every front door listens
 
     async def run(self) -> None:
@@ -107,7 +111,9 @@ class Stack:
                     "!!! no key service: broker payloads are NOT encrypted (plaintext mode)"
                 )
             await self._start_workers(worker_url, kms_url)
-            serving = [asyncio.create_task(s.serve()) for s in self._front_doors()]
+            inference = self._inference_api()
+            await self._start_grpc(inference)
+            serving = [asyncio.create_task(s.serve()) for s in self._front_doors(inference)]
             while not all(s.started for s in self._servers):
                 if any(t.done() for t in serving):
                     break  # one failed to start: gather below raises its error
@@ -132,6 +138,8 @@ class Stack:
             (s.management_host, s.management_port, "management", "--management-port"),
             (s.management_host, s.metrics_port, "metrics", "--metrics-port"),
         ]
+        if s.grpc_port:
+            wanted.append((s.host, s.grpc_port, "gRPC inference", "--grpc-port / listen.grpc_port"))
         if s.kms_url is None and (s.dev or self.kms is not None):
             wanted.append(("127.0.0.1", s.kms_port, "embedded KMS", "--kms-port / kms.port"))
         for host, port, what, setting in wanted:
@@ -217,16 +225,17 @@ class Stack:
                 continue
             await self.supervisor.scale(entry.queue, entry.path, entry.min_workers)
 
-    def _front_doors(self) -> list[_Server]:
+    def _tls(self) -> TlsFiles | None:
+        """The front doors' certificate and key: the operator's, else the local CA's."""
         s = self.settings
         tls = self._tls_files if s.tls else None
         if tls is not None and s.tls_cert is not None and s.tls_key is not None:
             tls = TlsFiles(tls.ca, s.tls_cert, s.tls_key)
-        if tls is None:
-            log.warning(
-                "!!! TLS is OFF (--insecure-http): clients' data crosses the network in clear"
-            )
-        inference = InferenceApi(
+        return tls
+
+    def _inference_api(self) -> InferenceApi:
+        s = self.settings
+        return InferenceApi(
             self.registry,
             self.broker,
             self.metrics,
@@ -235,6 +244,26 @@ class Stack:
             keys=self.keys,
             require=s.readiness_require,
         )
+
+    async def _start_grpc(self, inference: InferenceApi) -> None:
+        """Open Inference Protocol v2 over gRPC, served through the same ``InferenceApi``."""
+        s = self.settings
+        if not s.grpc_port:
+            return
+        tls = self._tls()
+        keypair = None if tls is None else (tls.key.read_bytes(), tls.cert.read_bytes())
+        self._grpc = grpc_server(
+            GrpcInference(inference), s.host, s.grpc_port, keypair, s.max_body_bytes
+        )
+        await self._grpc.start()
+
+    def _front_doors(self, inference: InferenceApi) -> list[_Server]:
+        s = self.settings
+        tls = self._tls()
+        if tls is None:
+            log.warning(
+                "!!! TLS is OFF (--insecure-http): clients' data crosses the network in clear"
+            )
         management = ManagementApi(self.registry, self.broker, self.supervisor, s.workers_per_model)
         metrics_app = Starlette(routes=[Route("/metrics", self.metrics_endpoint)])
         token = read_or_create_token(s.token_file)
@@ -251,7 +280,10 @@ class Stack:
         return self._servers
 
     async def _shutdown(self) -> None:
-        """Front doors are closed by now; then the workers, the broker, our KMS client, the KMS."""
+        """HTTP front doors are closed by now; then gRPC, the workers, the broker, our KMS
+        client, the KMS."""
+        if self._grpc is not None:
+            await self._grpc.stop(grace=5)
         await self.supervisor.stop_all()
         if hasattr(self, "broker"):
             await self.broker.close()
