@@ -20,7 +20,11 @@ import tritonclient.grpc as triton
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from tests.support import RunningStack, start_stack
+from trustserve.errors import InvalidInput
+from trustserve.frontend.grpc_service import v2_body
 from trustserve.frontend.grpc_v2 import generate
+from trustserve.frontend.grpc_v2 import grpc_predict_v2_pb2 as pb
+from trustserve.tensors import parse_request
 
 
 @pytest.fixture(scope="module")
@@ -175,3 +179,38 @@ def test_the_committed_generated_module_matches_the_proto(tmp_path: Path) -> Non
     for name in ("grpc_predict_v2_pb2.py", "grpc_predict_v2_pb2.pyi"):
         committed = (generate.HERE / name).read_text()
         assert (tmp_path / name).read_text() == committed, f"{name} is stale: make grpc-gen"
+
+
+def test_requests_become_the_rest_encoding_with_every_input_checked() -> None:
+    """Two typed inputs, and each mistake in raw contents named (no stack needed)."""
+    req = pb.ModelInferRequest(model_name="m", id="7")
+    a = req.inputs.add(name="a", datatype="INT8", shape=[1, 2])
+    a.contents.int_contents.extend([-3, 4])
+    b = req.inputs.add(name="b", datatype="FP32", shape=[1, 1])
+    b.contents.fp32_contents.append(0.5)
+    body, head_len = v2_body(req)
+    parsed = parse_request(body, str(head_len))
+    assert parsed.id == "7" and parsed.all_binary
+    assert parsed.inputs[0].data.tolist() == [[-3, 4]] and parsed.inputs[1].data.tolist() == [[0.5]]
+
+    a.contents.int_contents[0] = 300  # no INT8 value: refused, not wrapped
+    with pytest.raises(InvalidInput, match="input 'a'"):
+        v2_body(req)
+    req = pb.ModelInferRequest(model_name="m", raw_input_contents=[b"\0" * 7])
+    req.inputs.add(name="a", datatype="FP32", shape=[1, 2])
+    with pytest.raises(InvalidInput, match=r"raw_input_contents\[0\] has 7 bytes, .* needs 8"):
+        v2_body(req)
+    req.raw_input_contents.append(b"")
+    with pytest.raises(InvalidInput, match="has 2 entries for 1 inputs"):
+        v2_body(req)
+
+
+def test_a_message_that_is_not_protobuf_is_invalid_argument(stack: RunningStack) -> None:
+    with grpc.secure_channel(
+        f"localhost:{stack.grpc_port}", grpc.ssl_channel_credentials(stack.ca.read_bytes())
+    ) as channel:
+        infer = channel.unary_unary("/inference.GRPCInferenceService/ModelInfer")
+        with pytest.raises(grpc.RpcError) as info:
+            infer(b"\xff\xff\xff", timeout=30)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "not a valid ModelInferRequest message" in info.value.details()

@@ -15,6 +15,7 @@ by gRPC itself (RESOURCE_EXHAUSTED) before it is read.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import time
@@ -31,7 +32,7 @@ from trustserve.archive import DATATYPES
 from trustserve.broker.base import Outcome
 from trustserve.errors import BrokerTampered, InvalidInput, TrustserveError, error_class
 from trustserve.frontend.grpc_v2 import grpc_predict_v2_pb2 as pb
-from trustserve.frontend.inference import UNKNOWN_MODEL, InferenceApi
+from trustserve.frontend.inference import PARSE_INLINE_BYTES, UNKNOWN_MODEL, InferenceApi
 from trustserve.frontend.registry import ModelEntry
 from trustserve.tensors import array_from_values, parse_response
 
@@ -127,7 +128,10 @@ class GrpcInference:
         try:
             entry = self._entry(request.model_name, request.model_version)
             label, version = entry.manifest.name, entry.manifest.version
-            body, head_len = v2_body(request)
+            if request.ByteSize() > PARSE_INLINE_BYTES:  # typed values: off the event loop
+                body, head_len = await asyncio.to_thread(v2_body, request)
+            else:
+                body, head_len = v2_body(request)
             _, outcome = await self.api.submit_v2(entry, body, str(head_len))
             answer = infer_response(outcome)
             status = 200
@@ -173,19 +177,26 @@ def v2_body(request: pb.ModelInferRequest) -> tuple[bytes, int]:
     """The request in the v2 binary encoding (JSON header, then every input's bytes) and its
     header length: what ``InferenceApi.submit_v2`` checks and submits."""
     raw = list(request.raw_input_contents)
+    typed = not raw  # all inputs in typed contents, or all raw
     if raw and len(raw) != len(request.inputs):
         raise InvalidInput(
             f"raw_input_contents has {len(raw)} entries for {len(request.inputs)} inputs"
         )
     inputs: list[dict[str, Any]] = []
     for i, tensor in enumerate(request.inputs):
-        if raw and tensor.HasField("contents"):
+        if not typed and tensor.HasField("contents"):
             raise InvalidInput(
                 f"input '{tensor.name}': contents and raw_input_contents are both given"
             )
-        if not raw:
-            raw_i = _values(tensor)
-            raw.append(raw_i)
+        if typed:
+            raw.append(_values(tensor))
+        elif tensor.datatype in DATATYPES and all(d >= 0 for d in tensor.shape):
+            need = math.prod(tensor.shape) * np.dtype(DATATYPES[tensor.datatype]).itemsize
+            if len(raw[i]) != need:
+                raise InvalidInput(
+                    f"input '{tensor.name}': raw_input_contents[{i}] has {len(raw[i])} bytes, "
+                    f"shape {list(tensor.shape)} of {tensor.datatype} needs {need}"
+                )
         entry = {"name": tensor.name, "datatype": tensor.datatype, "shape": list(tensor.shape)}
         inputs.append({**entry, "parameters": {"binary_data_size": len(raw[i])}})
     parameters = {k: _parameter(v) for k, v in request.parameters.items()}
