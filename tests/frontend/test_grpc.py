@@ -24,6 +24,8 @@ from trustserve.errors import InvalidInput
 from trustserve.frontend.grpc_service import v2_body
 from trustserve.frontend.grpc_v2 import generate
 from trustserve.frontend.grpc_v2 import grpc_predict_v2_pb2 as pb
+from trustserve.stack.banner import banner
+from trustserve.stack.config import Settings
 from trustserve.tensors import parse_request
 
 
@@ -214,3 +216,12 @@ def test_a_message_that_is_not_protobuf_is_invalid_argument(stack: RunningStack)
             infer(b"\xff\xff\xff", timeout=30)
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "not a valid ModelInferRequest message" in info.value.details()
+
+
+def test_the_banner_names_the_grpc_address_unless_it_is_off(tmp_path: Path) -> None:
+    on = banner(Settings(home=tmp_path, grpc_port=9184), ["digits"], [])
+    assert (
+        f"grpc        localhost:9184  (Open Inference Protocol v2 over gRPC, TLS: CA {tmp_path}"
+        in on
+    )
+    assert "grpc " not in banner(Settings(home=tmp_path, grpc_port=0), ["digits"], [])
