@@ -81,6 +81,7 @@ class Stack:
         self.supervisor = WorkerSupervisor(
             replace(settings.worker, home=settings.home),
             on_unservable=self.registry.mark_unservable,
+            on_restart=lambda queue: self.metrics.restarted(self.registry.entries(), queue),
         )
         self.broker: Broker
         self.keys: FrontendKeys | None = None
@@ -262,9 +263,6 @@ class Stack:
             await self._kms_task
 
     async def metrics_endpoint(self, request: Request) -> Response:
-        for entry in self.registry.entries():
-            m = entry.manifest
-            self.metrics.workers.labels(m.name, m.version).set(
-                len(self.supervisor.workers(entry.queue))
-            )
+        local = self.supervisor.workers
+        await self.metrics.sample(self.registry.entries(), self.broker, lambda q: len(local(q)))
         return await self.metrics.endpoint(request)

@@ -78,7 +78,9 @@ async def serve(opts: WorkerOptions) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    worker = WorkerLoop(source, queue, manifest, engine, preprocessor(manifest), sealed)
+    worker = WorkerLoop(
+        source, queue, manifest, engine, preprocessor(manifest), sealed, keys.drain_refreshes
+    )
     refresher = asyncio.create_task(keys.keep_fresh(stop))
     try:
         await worker.run(stop)
