@@ -257,6 +257,8 @@ def main() -> None:
             res["batch_sweep"].append(
                 {"batch": b, "img_s": raw_engine("onnxruntime", int8, b, t, secs / 2)}
             )
+        # the served default runs one single-threaded worker per core: its batch-1 floor
+        res["batch1_one_thread_img_s"] = raw_engine("onnxruntime", int8, 1, 1, secs / 2)
 
     if not args.skip_openvino:
 
