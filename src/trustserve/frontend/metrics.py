@@ -4,11 +4,12 @@ Worker-side figures (queue wait, preprocessing and engine time, batch size, key
 refreshes) travel inside each answer's ``OutcomeMeta`` and are recorded here, by the
 frontend that gets the answer: that works across hosts with the Redis broker, adds no
 listener to the worker, and in standard mode the figures are authenticated with the
-answer (``broker/encrypted.py``), so the broker can neither forge nor inflate them.
-Every label value is bounded: models are registered ones only (``unknown`` otherwise),
-an error code is one of ``trustserve.errors`` (``other`` otherwise), a refresh result
-one of ``KEY_REFRESH_RESULTS``. A worker's durations are capped at the request's own
-latency, which contains them. The gauges (workers, queue depth) are sampled at scrape.
+answer (``broker/encrypted.py``): the broker cannot forge them. It can skew the queue
+wait only (measured from the enqueue time it carries in the clear), and a worker's
+durations are capped at the request's own latency, which contains them. Every label
+value is bounded: models are registered ones only (``unknown`` otherwise), an error
+code is one of ``trustserve.errors`` (``other`` otherwise), a refresh result one of
+``KEY_REFRESH_RESULTS``. The gauges (workers, queue depth) are sampled at scrape.
 """
 
 from __future__ import annotations
