@@ -92,8 +92,9 @@ async def serve(opts: WorkerOptions) -> int:
         asyncio.to_thread(obtain, keys, model, opts.kms_wait),
     )
     t_keys = time.monotonic()
+    del model  # the ciphertext: not held while the engine builds its copy (peak RSS)
     engine = factory(plaintext, manifest, opts.threads)
-    del model, plaintext
+    del plaintext
     t_engine = time.monotonic()
     queue = queue_name(manifest.name, manifest.version)
     source: JobSource = await connect_job_source(opts.broker, queue)
