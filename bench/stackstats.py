@@ -155,6 +155,18 @@ def one_start(
             proc.wait()
 
 
+def prepare_cold_start(root: Path, archive: Path, workers: int) -> Callable[[], float]:
+    """For ``run.py``: a home and store made once (and one untimed start, which makes the
+    TLS files); each call of the result is one timed launch → first answer, in seconds."""
+    home, store = _prepare(root, archive)
+    one_start(sys.executable, home, store, workers, 0)
+
+    def timed() -> float:
+        return float(one_start(sys.executable, home, store, workers, 0)["first_answer_s"])  # type: ignore[arg-type]
+
+    return timed
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("archive", type=Path)
