@@ -18,6 +18,7 @@ import socket
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import uvicorn
 from starlette.applications import Starlette
@@ -32,17 +33,15 @@ from trustserve.broker.encrypted import EncryptingBroker
 from trustserve.encoding import b64
 from trustserve.errors import ConfigError
 from trustserve.files import read_or_create_token
-from trustserve.frontend.inference import InferenceApi
-from trustserve.frontend.keys import FrontendKeys
-from trustserve.frontend.management import ManagementApi
 from trustserve.frontend.metrics import Metrics
 from trustserve.frontend.registry import ModelRegistry
-from trustserve.frontend.repository import RepositoryApi
-from trustserve.kms.client import KmsClient
-from trustserve.kms.service import KmsService
 from trustserve.stack.config import Settings
 from trustserve.stack.supervisor import WorkerSupervisor
 from trustserve.tls import TlsFiles, ensure_local_ca
+
+if TYPE_CHECKING:  # imported where used: the workers start before these are needed
+    from trustserve.frontend.keys import FrontendKeys
+    from trustserve.kms.service import KmsService
 
 log = logging.getLogger("trustserve")
 
@@ -197,6 +196,9 @@ class Stack:
 
     async def _obtain_keys(self, kms_url: str) -> None:
         """The broker key, released to this frontend by attestation: payloads are sealed."""
+        from trustserve.frontend.keys import FrontendKeys
+        from trustserve.kms.client import KmsClient
+
         s = self.settings
         identity, policy = self._kms_trust()
         trust = replace(self.settings.worker, kms_identity=identity, kms_policy=policy).kms_trust()
@@ -230,6 +232,10 @@ class Stack:
             await self.supervisor.scale(entry.queue, entry.path, entry.min_workers)
 
     def _front_doors(self) -> list[_Server]:
+        from trustserve.frontend.inference import InferenceApi
+        from trustserve.frontend.management import ManagementApi
+        from trustserve.frontend.repository import RepositoryApi
+
         s = self.settings
         tls = self._tls_files if s.tls else None
         if tls is not None and s.tls_cert is not None and s.tls_key is not None:

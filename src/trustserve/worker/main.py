@@ -32,6 +32,7 @@ from trustserve.errors import (
 )
 from trustserve.files import default_home
 from trustserve.logs import setup as setup_logging
+from trustserve.worker.exits import EXIT_UNSERVABLE, UNSERVABLE
 from trustserve.worker.keys import KeyRing, key_ring
 from trustserve.worker.loop import WorkerLoop
 from trustserve.worker.options import WorkerOptions, parser
@@ -39,8 +40,6 @@ from trustserve.worker.replay import ReplayGuard, nonce_store
 from trustserve.worker.sealed import SealedReader
 
 log = logging.getLogger("trustserve.worker")
-EXIT_UNSERVABLE = 3  # the supervisor does not restart a worker that exits with this
-UNSERVABLE = "cannot serve this model: "  # the log line the supervisor passes on as the reason
 
 
 def preprocessor(manifest: archive.Manifest) -> Callable[[bytes], Any] | None:
