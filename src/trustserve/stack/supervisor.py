@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from trustserve.worker.main import EXIT_UNSERVABLE, UNSERVABLE
+from trustserve.worker.exits import EXIT_UNSERVABLE, UNSERVABLE
 from trustserve.worker.options import WorkerOptions
 
 log = logging.getLogger(__name__)
