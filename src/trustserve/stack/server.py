@@ -1,10 +1,11 @@
 """The whole serving stack in one process, started step by step and stopped in reverse.
 
 Order of start-up: TLS files, the embedded KMS (``up`` / ``--dev``), the broker,
-the frontend's keys (broker key by attestation), the workers, the gRPC inference
-port, then the three HTTP front doors (inference, management, metrics). Shutdown
-closes the HTTP front doors first, then gRPC, then stops the workers, the broker,
-the KMS client and last the KMS.
+the workers (started while the KMS begins to listen: their imports and archive
+reads overlap the rest of the start-up), the frontend's keys (broker key by
+attestation), the gRPC inference port, then the three HTTP front doors (inference,
+management, metrics). Shutdown closes the HTTP front doors first, then gRPC, then
+stops the workers, the broker, the KMS client and last the KMS.
 """
 
 from __future__ import annotations
@@ -17,8 +18,8 @@ import socket
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import grpc
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -32,18 +33,18 @@ from trustserve.broker.encrypted import EncryptingBroker
 from trustserve.encoding import b64
 from trustserve.errors import ConfigError
 from trustserve.files import read_or_create_token
-from trustserve.frontend.grpc_service import GrpcInference, grpc_server
-from trustserve.frontend.inference import InferenceApi
-from trustserve.frontend.keys import FrontendKeys
-from trustserve.frontend.management import ManagementApi
 from trustserve.frontend.metrics import Metrics
 from trustserve.frontend.registry import ModelRegistry
-from trustserve.frontend.repository import RepositoryApi
-from trustserve.kms.client import KmsClient
-from trustserve.kms.service import KmsService
 from trustserve.stack.config import Settings
 from trustserve.stack.supervisor import WorkerSupervisor
 from trustserve.tls import TlsFiles, ensure_local_ca
+
+if TYPE_CHECKING:  # imported where used: the workers start before these are needed
+    import grpc
+
+    from trustserve.frontend.inference import InferenceApi
+    from trustserve.frontend.keys import FrontendKeys
+    from trustserve.kms.service import KmsService
 
 log = logging.getLogger("trustserve")
 
@@ -84,6 +85,7 @@ class Stack:
         self.supervisor = WorkerSupervisor(
             replace(settings.worker, home=settings.home),
             on_unservable=self.registry.mark_unservable,
+            on_restart=lambda queue: self.metrics.restarted(self.registry.entries(), queue),
         )
         self.broker: Broker
         self.keys: FrontendKeys | None = None
@@ -102,15 +104,18 @@ class Stack:
         self._tls_files = ensure_local_ca(self.settings.tls_dir)
         self._check_ports()
         try:
-            kms_url = await self._start_kms()
+            kms_url = self._start_kms()
             worker_url = await self._open_broker()
+            # the workers import their engine and read their archive while the KMS and the
+            # frontend start; they wait for the KMS (--kms-wait) before asking it for keys
+            await self._start_workers(worker_url, kms_url)
+            await self._kms_listening()
             if kms_url is not None:
                 await self._obtain_keys(kms_url)
             else:
                 log.warning(
                     "!!! no key service: broker payloads are NOT encrypted (plaintext mode)"
                 )
-            await self._start_workers(worker_url, kms_url)
             inference = self._inference_api()
             await self._start_grpc(inference)
             serving = [asyncio.create_task(s.serve()) for s in self._front_doors(inference)]
@@ -154,8 +159,9 @@ class Stack:
                         f"(is another trustserve running? choose another port with {setting})"
                     ) from None
 
-    async def _start_kms(self) -> str | None:
-        """The embedded KMS of ``up`` / ``--dev`` on 127.0.0.1; else the configured URL."""
+    def _start_kms(self) -> str | None:
+        """The embedded KMS of ``up`` / ``--dev`` on 127.0.0.1 (starting to listen; see
+        ``_kms_listening``); else the configured URL."""
         s = self.settings
         if s.kms_url is not None or not (s.dev or self.kms is not None):
             return s.kms_url
@@ -171,11 +177,16 @@ class Stack:
             create_app(service, provider), "127.0.0.1", s.kms_port, self._tls_files
         )
         self._kms_server, self._kms_task = server, asyncio.create_task(server.serve())
-        while not server.started:
-            if self._kms_task.done():
-                await self._kms_task
-            await asyncio.sleep(0.02)
         return f"https://127.0.0.1:{s.kms_port}"
+
+    async def _kms_listening(self) -> None:
+        server, task = self._kms_server, self._kms_task
+        if server is None or task is None:
+            return
+        while not server.started:
+            if task.done():
+                await task
+            await asyncio.sleep(0.01)
 
     def _kms_trust(self) -> tuple[str | None, Path | None]:
         """Which KMS identity the frontend and workers believe: the embedded KMS's, or the
@@ -194,6 +205,9 @@ class Stack:
 
     async def _obtain_keys(self, kms_url: str) -> None:
         """The broker key, released to this frontend by attestation: payloads are sealed."""
+        from trustserve.frontend.keys import FrontendKeys
+        from trustserve.kms.client import KmsClient
+
         s = self.settings
         identity, policy = self._kms_trust()
         trust = replace(self.settings.worker, kms_identity=identity, kms_policy=policy).kms_trust()
@@ -211,6 +225,7 @@ class Stack:
             kms_ca=self.settings.kms_ca,
             kms_identity=identity,
             kms_policy=policy,
+            kms_wait=30.0 if self._kms_server is not None else self.supervisor.options.kms_wait,
         )
         for entry in self.registry.scan(self.settings.workers_per_model):
             if entry.encrypted and kms_url is None:
@@ -234,6 +249,8 @@ class Stack:
         return tls
 
     def _inference_api(self) -> InferenceApi:
+        from trustserve.frontend.inference import InferenceApi
+
         s = self.settings
         return InferenceApi(
             self.registry,
@@ -250,6 +267,8 @@ class Stack:
         s = self.settings
         if not s.grpc_port:
             return
+        from trustserve.frontend.grpc_service import GrpcInference, grpc_server
+
         tls = self._tls()
         keypair = None if tls is None else (tls.key.read_bytes(), tls.cert.read_bytes())
         self._grpc = grpc_server(
@@ -258,6 +277,9 @@ class Stack:
         await self._grpc.start()
 
     def _front_doors(self, inference: InferenceApi) -> list[_Server]:
+        from trustserve.frontend.management import ManagementApi
+        from trustserve.frontend.repository import RepositoryApi
+
         s = self.settings
         tls = self._tls()
         if tls is None:
@@ -294,9 +316,6 @@ class Stack:
             await self._kms_task
 
     async def metrics_endpoint(self, request: Request) -> Response:
-        for entry in self.registry.entries():
-            m = entry.manifest
-            self.metrics.workers.labels(m.name, m.version).set(
-                len(self.supervisor.workers(entry.queue))
-            )
+        local = self.supervisor.workers
+        await self.metrics.sample(self.registry.entries(), self.broker, lambda q: len(local(q)))
         return await self.metrics.endpoint(request)
