@@ -200,7 +200,8 @@ def oci_image(tarball: Path, epoch: int, deb_arch: str) -> str:
     cmd += ["--config.user", f"{UID}:{UID}", "--config.workingdir", STATE]
     cmd += ["--config.entrypoint", "/opt/trustserve/bin/trustserve", "--config.cmd", "--help"]
     cmd += ["--config.volume", STATE, "--config.volume", CACHE]
-    cmd += ["--config.exposedports", "8080/tcp", "--config.exposedports", "8082/tcp"]
+    for port in ("8080", "8082", "8084"):  # inference, metrics, gRPC inference
+        cmd += ["--config.exposedports", f"{port}/tcp"]
     for var in ENV:
         cmd += ["--config.env", var]
     for key, value in (("title", "trustserve"), ("version", version), ("created", created)):
