@@ -126,6 +126,7 @@ class GrpcInference:
         started = time.perf_counter()
         status, label, version = 500, UNKNOWN_MODEL, ""  # no label from the request: kept forever
         outcome: Outcome | None = None
+        code: str | None = None  # an error this frontend answered itself, for metrics
         try:
             entry = self._entry(request.model_name, request.model_version)
             label, version = entry.manifest.name, entry.manifest.version
@@ -140,11 +141,12 @@ class GrpcInference:
         except TrustserveError as exc:
             failed = outcome is not None and outcome.status != 200
             status = outcome.status if outcome is not None and failed else exc.status
+            code = exc.code
             raise
         finally:
             meta = outcome.meta if outcome is not None else None
             seconds = time.perf_counter() - started
-            self.api.metrics.observe(label, version, "grpc", status, seconds, meta)
+            self.api.metrics.observe(label, version, "grpc", status, seconds, meta, code)
 
 
 def _parameter(value: pb.InferParameter) -> bool | int | str:
