@@ -27,7 +27,7 @@ USER = "trustserve"
 # What the broker needs, on its own keys only.
 ACL = (
     "~trustserve:* resetchannels -@all +@stream +@sortedset +@scripting "
-    "+@connection +multi +exec +discard +ping +time +expire +del +set -@dangerous"
+    "+@connection +multi +exec +discard +ping +time +expire +del +set +get -@dangerous"
 )
 
 

@@ -32,6 +32,7 @@ from trustserve.errors import (
     Unavailable,
     UnknownKeyId,
 )
+from trustserve.frontend.jobs import JOBS_PATH, Jobs, wants_async
 from trustserve.frontend.keys import FrontendKeys
 from trustserve.frontend.metrics import Metrics
 from trustserve.frontend.registry import ModelEntry, ModelRegistry
@@ -45,8 +46,8 @@ from trustserve.responses import (
 )
 from trustserve.tensors import as_binary_request, check_against, parse_request
 
-# a handler answers with the kind of job it submitted and the worker's outcome
-Handler = Callable[[Request, "ModelEntry", bytes], Awaitable[tuple[JobKind, Outcome]]]
+# a handler answers with the job it would submit: its kind, payload and metadata
+Handler = Callable[[Request, "ModelEntry", bytes], Awaitable[tuple[JobKind, bytes, JobMeta]]]
 EXTENSIONS = ["binary_tensor_data", "model_repository", "trustserve_sealed"]
 PARSE_INLINE_BYTES = 256 * 1024
 UNKNOWN_MODEL = "unknown"  # the metrics label of requests for a model that is not registered
@@ -63,8 +64,10 @@ class InferenceApi:
         max_body_bytes: int = 64 * 1024 * 1024,
         keys: FrontendKeys | None = None,
         require: tuple[str, ...] = (),
+        jobs: Jobs | None = None,
     ) -> None:
         self.keys = keys
+        self.jobs = jobs
         self.require = require
         self.registry = registry
         self.broker = broker
@@ -85,6 +88,7 @@ class InferenceApi:
             Route(v + "/ready", self.model_ready),
             Route(m + "/infer", self.infer, methods=["POST"]),
             Route(v + "/infer", self.infer, methods=["POST"]),
+            Route(JOBS_PATH + "/{job}", self.job),
             Route(ATTESTATION_PATH, self.attestation),
             Route("/ping", self.ping),
             Route("/predictions/{model}", self.predict, methods=["POST"]),
@@ -190,6 +194,12 @@ class InferenceApi:
         )
         return kind, await self.broker.submit(job)
 
+    async def job(self, request: Request) -> Response:
+        """An async job: 202 while pending, then the answer the request would have had."""
+        if self.jobs is None:
+            raise NotFound("this server runs no async jobs")
+        return await self.jobs.get(request)
+
     async def infer(self, request: Request) -> Response:
         return await self._measured(request, "v2", self._infer)
 
@@ -204,7 +214,16 @@ class InferenceApi:
         try:
             entry = self._entry(request)
             label, version = entry.manifest.name, entry.manifest.version
-            kind, outcome = await handler(request, entry, await self.body(request))
+            kind, payload, job_meta = await handler(request, entry, await self.body(request))
+            if self.jobs is not None and wants_async(request):
+                status = 202  # checked and accepted; the answer waits in the job store
+
+                async def work() -> Response:
+                    _, done = await self.submit(entry, kind, payload, job_meta)
+                    return forward(kind, done)
+
+                return await self.jobs.start(work)
+            kind, outcome = await self.submit(entry, kind, payload, job_meta)
             status, meta = outcome.status, outcome.meta
             return forward(kind, outcome)
         except TrustserveError as exc:
@@ -216,7 +235,7 @@ class InferenceApi:
 
     async def _infer(
         self, request: Request, entry: ModelEntry, body: bytes
-    ) -> tuple[JobKind, Outcome]:
+    ) -> tuple[JobKind, bytes, JobMeta]:
         if request.headers.get("content-type", "").startswith(SEALED_TYPE):
             return await self._sealed(request, entry, body)
         header_length = request.headers.get("inference-header-content-length")
@@ -229,18 +248,18 @@ class InferenceApi:
             payload, head_len = body, int(header_length)  # checked; the worker reads it as is
         else:
             payload, head_len = as_binary_request(req)  # no JSON numbers parsed twice
-        return await self.submit(entry, JobKind.V2, payload, JobMeta(header_length=head_len))
+        return JobKind.V2, payload, JobMeta(header_length=head_len)
 
     async def _predict(
         self, request: Request, entry: ModelEntry, body: bytes
-    ) -> tuple[JobKind, Outcome]:
+    ) -> tuple[JobKind, bytes, JobMeta]:
         if not body:
             raise BadRequest("request body is empty: send an image or JSON")
-        return await self.submit(entry, JobKind.TORCHSERVE, body, JobMeta())
+        return JobKind.TORCHSERVE, body, JobMeta()
 
     async def _sealed(
         self, request: Request, entry: ModelEntry, body: bytes
-    ) -> tuple[JobKind, Outcome]:
+    ) -> tuple[JobKind, bytes, JobMeta]:
         """Routed on the clear model name; the body goes to the broker as it came."""
         if self.keys is None:
             raise BadRequest("this server has no key service: send a standard request")
@@ -254,9 +273,7 @@ class InferenceApi:
                 f"fetch {ATTESTATION_PATH} again"
             )
         version = request.path_params.get("version", "")
-        return await self.submit(
-            entry, JobKind.SEALED, body, JobMeta(key_id=key_id, version=version)
-        )
+        return JobKind.SEALED, body, JobMeta(key_id=key_id, version=version)
 
 
 def forward(kind: JobKind, outcome: Outcome) -> Response:

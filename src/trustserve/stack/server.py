@@ -31,6 +31,7 @@ from trustserve.encoding import b64
 from trustserve.errors import ConfigError
 from trustserve.files import read_or_create_token
 from trustserve.frontend.inference import InferenceApi
+from trustserve.frontend.jobs import Jobs, JobStore, MemoryJobStore
 from trustserve.frontend.keys import FrontendKeys
 from trustserve.frontend.management import ManagementApi
 from trustserve.frontend.metrics import Metrics
@@ -84,6 +85,7 @@ class Stack:
         )
         self.broker: Broker
         self.keys: FrontendKeys | None = None
+        self._broker_key: bytes | None = None  # once released by the KMS
         self._tls_files: TlsFiles
         self._kms_server: _Server | None = None
         self._kms_task: asyncio.Task[None] | None = None
@@ -182,6 +184,13 @@ class Stack:
         self.broker, worker_url = await open_broker(
             s.broker_url, s.run_dir / "broker.sock", s.max_queue, s.max_deliveries
         )
+        self.job_store: JobStore = MemoryJobStore()
+        if s.broker_url is not None:  # async job answers in Redis: any frontend can hand them out
+            from trustserve.broker.redis import RedisStreamsBroker
+            from trustserve.broker.redis_jobs import RedisJobStore
+
+            if isinstance(self.broker, RedisStreamsBroker):
+                self.job_store = RedisJobStore(self.broker.client, self.broker.keys.prefix)
         return worker_url
 
     async def _obtain_keys(self, kms_url: str) -> None:
@@ -192,7 +201,8 @@ class Stack:
         client = KmsClient(kms_url, ca_file=s.kms_ca, trust=trust)
         provider = make_provider(s.attestation, s.home, **s.attestation_options)
         self.keys = FrontendKeys(client, provider)
-        self.broker = EncryptingBroker(self.broker, await self.keys.broker_key())
+        self._broker_key = await self.keys.broker_key()
+        self.broker = EncryptingBroker(self.broker, self._broker_key)
 
     async def _start_workers(self, worker_url: str, kms_url: str | None) -> None:
         identity, policy = self._kms_trust()
@@ -234,6 +244,13 @@ class Stack:
             max_body_bytes=s.max_body_bytes,
             keys=self.keys,
             require=s.readiness_require,
+            jobs=Jobs(
+                self.job_store,
+                self._broker_key,
+                retention_s=s.job_retention_s,
+                pending_s=s.request_timeout_s,
+                max_jobs=s.max_jobs,
+            ),
         )
         management = ManagementApi(self.registry, self.broker, self.supervisor, s.workers_per_model)
         metrics_app = Starlette(routes=[Route("/metrics", self.metrics_endpoint)])
