@@ -158,6 +158,7 @@ def test_a_replayed_sealed_async_request_is_refused(stack: RunningStack) -> None
             with pytest.raises(ServerError, match="replay"):
                 read_answer(p, a)
 
+
 def test_unknown_malformed_and_expired_jobs_are_404(stack: RunningStack) -> None:
     with stack.client() as c:
         r = c.post("/v2/models/tiny/infer", json=BODY, headers=ASYNC)
@@ -170,4 +171,3 @@ def test_unknown_malformed_and_expired_jobs_are_404(stack: RunningStack) -> None
         time.sleep(RETENTION_S + 0.5)
         expired = c.get(location)
         assert expired.status_code == 404 and "expired" in expired.json()["error"]
-
