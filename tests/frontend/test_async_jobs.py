@@ -171,3 +171,31 @@ def test_unknown_malformed_and_expired_jobs_are_404(stack: RunningStack) -> None
         time.sleep(RETENTION_S + 0.5)
         expired = c.get(location)
         assert expired.status_code == 404 and "expired" in expired.json()["error"]
+
+
+def test_an_async_job_counts_once_in_metrics_with_its_worker_figures(stack: RunningStack) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    def scrape() -> dict[tuple[str, str], float]:
+        text = httpx.get(f"https://127.0.0.1:{stack.metrics_port}/metrics", verify=str(stack.ca))
+        found = {}
+        for family in text_string_to_metric_families(text.text):
+            for s in family.samples:
+                if s.labels.get("api", "torchserve") == "torchserve" and s.name in (
+                    "trustserve_requests_total",
+                    "trustserve_batch_size_count",
+                ):
+                    if s.labels.get("model") == "colour":
+                        found[(s.name, s.labels.get("status", ""))] = s.value
+        return found
+
+    before = scrape()
+    with stack.client() as c:
+        r = c.post("/predictions/colour", content=png((1, 2, 3)), headers=ASYNC)
+        assert poll(c, r.headers["location"]).status_code == 200
+    after = scrape()
+    ok = ("trustserve_requests_total", "200")
+    assert after[ok] - before.get(ok, 0) == 1
+    assert ("trustserve_requests_total", "202") not in after
+    batches = ("trustserve_batch_size_count", "")
+    assert after[batches] - before.get(batches, 0) == 1

@@ -209,29 +209,50 @@ class InferenceApi:
     async def _measured(self, request: Request, api: str, handler: Handler) -> Response:
         """Run ``handler`` for the request's model and body; every outcome goes to metrics."""
         started = time.perf_counter()
-        status, meta, version = 500, None, ""
+        status, meta, version, code = 500, None, "", None
+        observed = False
         label = UNKNOWN_MODEL  # never a name from the URL: each label is kept forever
         try:
             entry = self._entry(request)
             label, version = entry.manifest.name, entry.manifest.version
             kind, payload, job_meta = await handler(request, entry, await self.body(request))
             if self.jobs is not None and wants_async(request):
-                status = 202  # checked and accepted; the answer waits in the job store
-
-                async def work() -> Response:
-                    _, done = await self.submit(entry, kind, payload, job_meta)
-                    return forward(kind, done)
-
-                return await self.jobs.start(work)
+                measure = (label, version, api, started)
+                accepted = await self.jobs.start(
+                    lambda: self._job(entry, kind, payload, job_meta, measure)
+                )
+                observed = True  # counted once, with the worker's figures, when it is done
+                return accepted
             kind, outcome = await self.submit(entry, kind, payload, job_meta)
             status, meta = outcome.status, outcome.meta
             return forward(kind, outcome)
         except TrustserveError as exc:
-            status = exc.status
+            status, code = exc.status, exc.code
             return error_response(exc)
         finally:
+            if not observed:
+                elapsed = time.perf_counter() - started
+                self.metrics.observe(label, version, api, status, elapsed, meta, code)
+
+    async def _job(
+        self,
+        entry: ModelEntry,
+        kind: JobKind,
+        payload: bytes,
+        meta: JobMeta,
+        measure: tuple[str, str, str, float],
+    ) -> Response:
+        """An async job's work: the synchronous answer, counted in metrics as one."""
+        label, version, api, started = measure
+        try:
+            _, done = await self.submit(entry, kind, payload, meta)
+        except TrustserveError as exc:
             elapsed = time.perf_counter() - started
-            self.metrics.observe(label, version, api, status, elapsed, meta)
+            self.metrics.observe(label, version, api, exc.status, elapsed, None, exc.code)
+            raise
+        elapsed = time.perf_counter() - started
+        self.metrics.observe(label, version, api, done.status, elapsed, done.meta, None)
+        return forward(kind, done)
 
     async def _infer(
         self, request: Request, entry: ModelEntry, body: bytes
