@@ -181,12 +181,10 @@ def test_an_async_job_counts_once_in_metrics_with_its_worker_figures(stack: Runn
         found = {}
         for family in text_string_to_metric_families(text.text):
             for s in family.samples:
-                if s.labels.get("api", "torchserve") == "torchserve" and s.name in (
-                    "trustserve_requests_total",
-                    "trustserve_batch_size_count",
-                ):
-                    if s.labels.get("model") == "colour":
-                        found[(s.name, s.labels.get("status", ""))] = s.value
+                wanted = s.name in ("trustserve_requests_total", "trustserve_batch_size_count")
+                ours = s.labels.get("model") == "colour"
+                if wanted and ours and s.labels.get("api", "torchserve") == "torchserve":
+                    found[(s.name, s.labels.get("status", ""))] = s.value
         return found
 
     before = scrape()
