@@ -24,10 +24,10 @@ from trustserve.files import write_secret
 from trustserve.tls import issue_client_cert, issue_local_ca
 
 USER = "trustserve"
-# What the broker needs, on its own keys only.
+# What the broker needs, on its own keys only (+pttl: tests read async job TTLs).
 ACL = (
     "~trustserve:* resetchannels -@all +@stream +@sortedset +@scripting "
-    "+@connection +multi +exec +discard +ping +time +expire +del +set -@dangerous"
+    "+@connection +multi +exec +discard +ping +time +expire +del +set +get +pttl -@dangerous"
 )
 
 

@@ -9,7 +9,7 @@ import pytest
 from tests.docs.blocks import ROOT, marked_blocks
 
 TESTED = {
-    "README.md": {"quickstart"},
+    "README.md": {"quickstart", "batch"},
     "docs/models.md": {"pack", "quantize"},
     "docs/kms.md": {"kms-setup", "kms-serve", "kms-use"},
     "docs/redis.md": {"redis-config", "redis-server", "redis-frontend", "redis-worker"},

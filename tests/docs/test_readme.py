@@ -63,6 +63,15 @@ def test_quick_start_commands_answer(quickstart: DocShell) -> None:
     assert isinstance(sealed, dict) and sealed.keys() == classes.keys(), sealed
 
 
+def test_batch_command_scores_the_folder(quickstart: DocShell) -> None:
+    import json
+
+    quickstart.run(marked_blocks(README)["batch"])
+    results = quickstart.home / "samples" / "results.jsonl"
+    (line,) = [json.loads(t) for t in results.read_text().splitlines()]
+    assert line["input"] == "sample.jpg" and len(line["outputs"]) == 5, line
+
+
 def test_banner_names_the_sample_the_readme_uses(quickstart: DocShell) -> None:
     log = (quickstart.home.parent / "make-up.log").read_text()
     sample = quickstart.home / "samples" / "sample.jpg"

@@ -90,55 +90,74 @@ def _best(a: np.ndarray, k: int) -> Any:
     return a.tolist()
 
 
+def refused(args: argparse.Namespace, exc: AttestationRefused) -> int:
+    """What the user reads when the server's attestation is refused: nothing was sent."""
+    hint = ""
+    if "simulated" in exc.detail and not args.allow_simulated:
+        hint = (
+            "trustserve: this server's attestation is simulated (a development stack such "
+            "as 'trustserve up'): add --allow-simulated to accept it, knowing nothing is "
+            "hardware-protected\n"
+        )
+    print(
+        f"trustserve: refused by rule {exc.claim}: {exc.detail}\n{hint}"
+        "trustserve: nothing was sent to the server",
+        file=sys.stderr,
+    )
+    return 2
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     path = Path(args.input)
     if not path.is_file():
         raise InvalidInput(f"input {path} is not a file")
     try:
-        answer = _predict(args, path)
+        with open_client(args) as client:
+            answer = _predict(args, client, path)
     except AttestationRefused as exc:
-        hint = ""
-        if "simulated" in exc.detail and not args.allow_simulated:
-            hint = (
-                "trustserve: this server's attestation is simulated (a development stack such "
-                "as 'trustserve up'): add --allow-simulated to accept it, knowing nothing is "
-                "hardware-protected\n"
-            )
-        print(
-            f"trustserve: refused by rule {exc.claim}: {exc.detail}\n{hint}"
-            "trustserve: nothing was sent to the server",
-            file=sys.stderr,
-        )
-        return 2
+        return refused(args, exc)
     print(json.dumps(answer, indent=2))
     return 0
 
 
-def _predict(args: argparse.Namespace, path: Path) -> Any:
+def open_client(args: argparse.Namespace) -> TrustserveClient:
+    """A client as the flags say; sealed: the server is verified before anything is sent."""
     ca = Path(args.ca) if args.ca else default_home() / "tls" / "ca.pem"
     policy = None if args.standard else client_policy(args)
-    with TrustserveClient(
+    client = TrustserveClient(
         args.url, policy=policy, ca=ca if ca.exists() else None, sealed=not args.standard
-    ) as client:
-        if policy is not None:
+    )
+    if policy is not None:
+        try:
             target = client.verify()  # before anything else goes to the server
-            version = target.resolve(args.model, args.version)
-            digest = target.digest(args.model, version) or "no archive digest pinned"
-            print(
-                f"trustserve: sealing for {args.model} version {version} ({digest}), "
-                f"KMS attested by {target.kms_claims.tee} evidence",
-                file=sys.stderr,
-            )
-        if path.suffix.lower() == ".npy":
-            array = np.load(path, allow_pickle=False)
-            meta = client._http.get(f"/v2/models/{args.model}").json()
-            name = meta["inputs"][0]["name"]
-            return top_k(client.infer(args.model, {name: array}, args.version), args.top_k)
-        if path.suffix.lower() in IMAGE_SUFFIXES or path.suffix.lower() == ".json":
-            return top_labels(
-                client.predict(args.model, path.read_bytes(), args.version), args.top_k
-            )
-        raise InvalidInput("input must be an image (.jpg/.png), a .npy array or a .json file")
+        except BaseException:
+            client.close()
+            raise
+        version = target.resolve(args.model, args.version)
+        digest = target.digest(args.model, version) or "no archive digest pinned"
+        print(
+            f"trustserve: sealing for {args.model} version {version} ({digest}), "
+            f"KMS attested by {target.kms_claims.tee} evidence",
+            file=sys.stderr,
+        )
+    return client
+
+
+def input_name(client: TrustserveClient, model: str) -> str:
+    """The model's first input, which a .npy array is sent as."""
+    meta = client._http.get(f"/v2/models/{model}").json()
+    return str(meta["inputs"][0]["name"])
+
+
+def _predict(args: argparse.Namespace, client: TrustserveClient, path: Path) -> Any:
+    suffix = path.suffix.lower()
+    if suffix == ".npy":
+        array = np.load(path, allow_pickle=False)
+        name = input_name(client, args.model)
+        return top_k(client.infer(args.model, {name: array}, args.version), args.top_k)
+    if suffix in IMAGE_SUFFIXES or suffix == ".json":
+        return top_labels(client.predict(args.model, path.read_bytes(), args.version), args.top_k)
+    raise InvalidInput("input must be an image (.jpg/.png), a .npy array or a .json file")
 
 
 def _positive(text: str) -> int:
@@ -149,9 +168,18 @@ def _positive(text: str) -> int:
 
 def register(sub: Any) -> None:
     p = sub.add_parser("predict", help="send one request (sealed by default) and print the answer")
+    add_client_args(p, "input", "an image, a .npy array or a .json body")
+    p.set_defaults(func=cmd_predict)
+    from trustserve.client.batch import register_batch
+
+    register_batch(sub)
+
+
+def add_client_args(p: argparse.ArgumentParser, what: str, what_help: str) -> None:
+    """What ``predict`` and ``batch`` share: the server, the model, how it is trusted."""
     p.add_argument("url", help="e.g. https://localhost:8080")
     p.add_argument("model")
-    p.add_argument("input", help="an image, a .npy array or a .json body")
+    p.add_argument(what, help=what_help)
     p.add_argument("--version", default=None)
     p.add_argument("--standard", action="store_true", help="an ordinary (not sealed) request")
     p.add_argument("--ca", help="CA to verify the server (default $TRUSTSERVE_HOME/tls/ca.pem)")
@@ -185,4 +213,3 @@ def register(sub: Any) -> None:
         default=5,
         help="classes shown per instance (default 5; the server sends at most 5 labels)",
     )
-    p.set_defaults(func=cmd_predict)

@@ -29,7 +29,13 @@ from trustserve.crypto.sealing import (
     open_response,
     seal_request,
 )
-from trustserve.errors import BrokerTampered, CannotOpenSealed, TrustserveError, UnknownKeyId
+from trustserve.errors import (
+    BrokerTampered,
+    CannotOpenSealed,
+    DeadlineExceeded,
+    TrustserveError,
+    UnknownKeyId,
+)
 from trustserve.kms.bundle import encode_nonce
 from trustserve.tensors import Tensor, datatype_of, encode_binary, parse_response
 
@@ -155,6 +161,28 @@ def read_answer(prepared: Prepared, response: httpx.Response) -> Any:
     return {t.name: t.data for t in tensors}
 
 
+@dataclass(frozen=True)
+class JobHandle:
+    """An async job: its id and where to fetch it. It holds the request's reply key (sealed
+    mode), so only the client that submitted it can open the answer: keep it in memory."""
+
+    id: str
+    location: str
+    prepared: Prepared
+
+
+ASYNC = {"Prefer": "respond-async"}
+
+
+def _accepted(prepared: Prepared, response: httpx.Response) -> JobHandle:
+    if response.status_code != 202:
+        raise _error(response)
+    location = response.headers.get("location", "")
+    if not location.startswith("/v2/jobs/"):
+        raise ServerError(502, "an accepted async job came without its /v2/jobs location")
+    return JobHandle(location.rsplit("/", 1)[1], location, prepared)
+
+
 def _stale_key(exc: ServerError) -> bool:
     """The serving key we sealed to is not held any more: fetch the bundle again, retry once."""
     return exc.code == UnknownKeyId.code
@@ -251,6 +279,49 @@ class TrustserveClient(_Base[httpx.Client]):
                 if not (self.sealed and attempt == 0 and _stale_key(exc)):
                     raise
         raise AssertionError("unreachable")
+
+    def submit(
+        self,
+        model: str,
+        inputs: Arrays | None = None,
+        version: str | None = None,
+        *,
+        raw: bytes | None = None,
+    ) -> JobHandle:
+        """Queue ``inputs`` (or a ``raw`` body, as ``predict`` takes) as an async job.
+
+        Checked at once (a bad request raises ``ServerError`` here); the answer waits on the
+        server for ``result``. Sealed like ``infer`` unless the client is standard.
+        """
+        if (inputs is None) == (raw is None):
+            raise ValueError("submit takes inputs or raw, not both and not neither")
+        for attempt in (0, 1):
+            target = self.verify(refresh=attempt > 0) if self.sealed else None
+            p = prepare(model, version, inputs, raw, target)
+            headers = {**p.headers, **ASYNC}
+            try:
+                return _accepted(p, self._http.post(p.path, content=p.body, headers=headers))
+            except ServerError as exc:
+                if not (self.sealed and attempt == 0 and _stale_key(exc)):
+                    raise
+        raise AssertionError("unreachable")
+
+    def result(self, job: JobHandle, wait: bool = True, timeout: float = 60.0) -> Any:
+        """The job's answer, as ``infer``/``predict`` would give it (``ServerError`` for an
+        error answer). Pending: ``wait`` polls up to ``timeout`` seconds, then raises
+        ``DeadlineExceeded``; without ``wait`` returns None."""
+        until = time.monotonic() + timeout
+        pause = 0.05
+        while True:
+            response = self._http.get(job.location)
+            if response.status_code != 202:
+                return read_answer(job.prepared, response)
+            if not wait:
+                return None
+            if time.monotonic() + pause > until:
+                raise DeadlineExceeded(f"job {job.id} still pending after {timeout:g} s")
+            time.sleep(pause)
+            pause = min(pause * 2, 1.0)
 
     def close(self) -> None:
         self._http.close()

@@ -33,6 +33,7 @@ from trustserve.errors import (
     Unavailable,
     UnknownKeyId,
 )
+from trustserve.frontend.jobs import JOBS_PATH, Jobs, wants_async
 from trustserve.frontend.keys import FrontendKeys
 from trustserve.frontend.metrics import Metrics
 from trustserve.frontend.registry import ModelEntry, ModelRegistry
@@ -46,8 +47,8 @@ from trustserve.responses import (
 )
 from trustserve.tensors import as_binary_request, check_against, parse_request
 
-# a handler answers with the kind of job it submitted and the worker's outcome
-Handler = Callable[[Request, "ModelEntry", bytes], Awaitable[tuple[JobKind, Outcome]]]
+# a handler answers with the job it would submit: its kind, payload and metadata
+Handler = Callable[[Request, "ModelEntry", bytes], Awaitable[tuple[JobKind, bytes, JobMeta]]]
 EXTENSIONS = ["binary_tensor_data", "model_repository", "trustserve_sealed"]
 PARSE_INLINE_BYTES = 256 * 1024
 UNKNOWN_MODEL = "unknown"  # the metrics label of requests for a model that is not registered
@@ -64,8 +65,10 @@ class InferenceApi:
         max_body_bytes: int = 64 * 1024 * 1024,
         keys: FrontendKeys | None = None,
         require: tuple[str, ...] = (),
+        jobs: Jobs | None = None,
     ) -> None:
         self.keys = keys
+        self.jobs = jobs
         self.require = require
         self.registry = registry
         self.broker = broker
@@ -86,6 +89,7 @@ class InferenceApi:
             Route(v + "/ready", self.model_ready),
             Route(m + "/infer", self.infer, methods=["POST"]),
             Route(v + "/infer", self.infer, methods=["POST"]),
+            Route(JOBS_PATH + "/{job}", self.job),
             Route(ATTESTATION_PATH, self.attestation),
             Route("/ping", self.ping),
             Route("/predictions/{model}", self.predict, methods=["POST"]),
@@ -200,6 +204,12 @@ class InferenceApi:
         )
         return kind, await self.broker.submit(job)
 
+    async def job(self, request: Request) -> Response:
+        """An async job: 202 while pending, then the answer the request would have had."""
+        if self.jobs is None:
+            raise NotFound("this server runs no async jobs")
+        return await self.jobs.get(request)
+
     async def infer(self, request: Request) -> Response:
         return await self._measured(request, "v2", self._infer)
 
@@ -210,33 +220,70 @@ class InferenceApi:
         """Run ``handler`` for the request's model and body; every outcome goes to metrics."""
         started = time.perf_counter()
         status, meta, version, code = 500, None, "", None
+        observed = False
         label = UNKNOWN_MODEL  # never a name from the URL: each label is kept forever
         try:
             entry = self._entry(request)
             label, version = entry.manifest.name, entry.manifest.version
-            kind, outcome = await handler(request, entry, await self.body(request))
+            kind, payload, job_meta = await handler(request, entry, await self.body(request))
+            if self.jobs is not None and wants_async(request):
+                measure = (label, version, api, started)
+                accepted = await self.jobs.start(
+                    lambda: self._job(entry, kind, payload, job_meta, measure)
+                )
+                observed = True  # counted once, with the worker's figures, when it is done
+                return accepted
+            kind, outcome = await self.submit(entry, kind, payload, job_meta)
             status, meta = outcome.status, outcome.meta
             return forward(kind, outcome)
         except TrustserveError as exc:
             status, code = exc.status, exc.code
             return error_response(exc)
         finally:
+            if not observed:
+                elapsed = time.perf_counter() - started
+                self.metrics.observe(label, version, api, status, elapsed, meta, code)
+
+    async def _job(
+        self,
+        entry: ModelEntry,
+        kind: JobKind,
+        payload: bytes,
+        meta: JobMeta,
+        measure: tuple[str, str, str, float],
+    ) -> Response:
+        """An async job's work: the synchronous answer, counted in metrics as one."""
+        label, version, api, started = measure
+        try:
+            _, done = await self.submit(entry, kind, payload, meta)
+        except TrustserveError as exc:
             elapsed = time.perf_counter() - started
-            self.metrics.observe(label, version, api, status, elapsed, meta, code)
+            self.metrics.observe(label, version, api, exc.status, elapsed, None, exc.code)
+            raise
+        elapsed = time.perf_counter() - started
+        self.metrics.observe(label, version, api, done.status, elapsed, done.meta, None)
+        return forward(kind, done)
 
     async def _infer(
         self, request: Request, entry: ModelEntry, body: bytes
-    ) -> tuple[JobKind, Outcome]:
+    ) -> tuple[JobKind, bytes, JobMeta]:
         if request.headers.get("content-type", "").startswith(SEALED_TYPE):
             return await self._sealed(request, entry, body)
         header_length = request.headers.get("inference-header-content-length")
-        return await self.submit_v2(entry, body, header_length)
+        return await self.v2_job(entry, body, header_length)
 
     async def submit_v2(
         self, entry: ModelEntry, body: bytes, header_length: str | None
     ) -> tuple[JobKind, Outcome]:
         """A standard v2 request body, checked against the model, as one broker job (the
         gRPC frontend hands its requests here too, in this encoding)."""
+        kind, payload, meta = await self.v2_job(entry, body, header_length)
+        return await self.submit(entry, kind, payload, meta)
+
+    async def v2_job(
+        self, entry: ModelEntry, body: bytes, header_length: str | None
+    ) -> tuple[JobKind, bytes, JobMeta]:
+        """A standard v2 request body checked against the model: the job to submit."""
         if len(body) > PARSE_INLINE_BYTES:  # a large body is parsed off the event loop
             req = await run_in_threadpool(parse_request, body, header_length, entry.manifest)
         else:
@@ -246,18 +293,18 @@ class InferenceApi:
             payload, head_len = body, int(header_length)  # checked; the worker reads it as is
         else:
             payload, head_len = as_binary_request(req)  # no JSON numbers parsed twice
-        return await self.submit(entry, JobKind.V2, payload, JobMeta(header_length=head_len))
+        return JobKind.V2, payload, JobMeta(header_length=head_len)
 
     async def _predict(
         self, request: Request, entry: ModelEntry, body: bytes
-    ) -> tuple[JobKind, Outcome]:
+    ) -> tuple[JobKind, bytes, JobMeta]:
         if not body:
             raise BadRequest("request body is empty: send an image or JSON")
-        return await self.submit(entry, JobKind.TORCHSERVE, body, JobMeta())
+        return JobKind.TORCHSERVE, body, JobMeta()
 
     async def _sealed(
         self, request: Request, entry: ModelEntry, body: bytes
-    ) -> tuple[JobKind, Outcome]:
+    ) -> tuple[JobKind, bytes, JobMeta]:
         """Routed on the clear model name; the body goes to the broker as it came."""
         if self.keys is None:
             raise BadRequest("this server has no key service: send a standard request")
@@ -271,9 +318,7 @@ class InferenceApi:
                 f"fetch {ATTESTATION_PATH} again"
             )
         version = request.path_params.get("version", "")
-        return await self.submit(
-            entry, JobKind.SEALED, body, JobMeta(key_id=key_id, version=version)
-        )
+        return JobKind.SEALED, body, JobMeta(key_id=key_id, version=version)
 
 
 def forward(kind: JobKind, outcome: Outcome) -> Response:

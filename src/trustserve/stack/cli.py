@@ -40,6 +40,8 @@ def _settings(args: argparse.Namespace) -> Settings:
         "request_timeout_s": a.timeout,
         "max_queue": a.max_queue,
         "max_body_bytes": None if a.max_body_mb is None else a.max_body_mb * 1024 * 1024,
+        "job_retention_s": a.job_retention,
+        "max_jobs": a.max_jobs,
         "dev": a.dev,
         "kms_port": a.kms_port,
         "grpc_port": a.grpc_port,
@@ -104,6 +106,15 @@ def _serve_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--timeout", type=float, help="request deadline in seconds (default 30)")
     p.add_argument("--max-queue", type=int, help="queued requests per model (default 1024)")
     p.add_argument("--max-body-mb", type=int, help="request body limit in MiB (default 64)")
+    p.add_argument(
+        "--job-retention",
+        type=float,
+        metavar="SECONDS",
+        help="how long an async job's answer is kept for GET /v2/jobs/{id} (default 600)",
+    )
+    p.add_argument(
+        "--max-jobs", type=int, help="async jobs one frontend holds, pending or kept (default 1024)"
+    )
     p.add_argument("--kms-port", type=int, help="port of the embedded KMS (default 8083)")
     p.add_argument(
         "--dev",
@@ -275,6 +286,8 @@ def cmd_config_show(args: argparse.Namespace) -> int:
         "limits.timeout_s": s.request_timeout_s,
         "limits.max_queue": s.max_queue,
         "limits.max_body_mb": s.max_body_bytes // (1024 * 1024),
+        "limits.job_retention_s": s.job_retention_s,
+        "limits.max_jobs": s.max_jobs,
         "readiness.require": ",".join(s.readiness_require) or "(any model)",
         "dev": s.dev,
     }

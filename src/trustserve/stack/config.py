@@ -34,6 +34,9 @@ class Settings:
     max_deliveries: int = 3
     request_timeout_s: float = 30.0
     max_body_bytes: int = 64 * 1024 * 1024
+    # async jobs (Prefer: respond-async): how long an answer is kept, how many one frontend holds
+    job_retention_s: float = 600.0
+    max_jobs: int = 1024
     dev: bool = False
     # models /v2/health/ready waits for; empty: any one model with a live worker
     readiness_require: tuple[str, ...] = ()

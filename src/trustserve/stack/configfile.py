@@ -16,7 +16,7 @@ Example::
     broker: {url: "rediss://frontend@redis.internal:6380/0?ca=..."}
     attestation: {provider: tpm, options: {tcti: "device:/dev/tpmrm0", pcrs: "0,1,2,3,4,5,6,7"}}
     worker: {engine: onnxruntime, threads: 1, per_model: 2}
-    limits: {timeout_s: 30, max_queue: 1024, max_body_mb: 64}
+    limits: {timeout_s: 30, max_queue: 1024, max_body_mb: 64, job_retention_s: 600, max_jobs: 1024}
     readiness: {require: [digits, resnet50]}
 """
 
@@ -126,6 +126,8 @@ KEYS = (
     Key("limits.timeout_s", "timeout", _float),
     Key("limits.max_queue", "max_queue", _int),
     Key("limits.max_body_mb", "max_body_mb", _int),
+    Key("limits.job_retention_s", "job_retention", _float),
+    Key("limits.max_jobs", "max_jobs", _int),
     Key("readiness.require", "readiness_require", _names),
     Key("dev", "dev", _bool),
 )

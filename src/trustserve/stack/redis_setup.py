@@ -32,10 +32,10 @@ _COMMON = "resetchannels -@all +@connection +ping +time +multi +exec +discard +@
 # What each role runs, on which keys (P = prefix; see the key table in docs/redis.md).
 ROLE_RIGHTS = {
     # submit jobs (Lua: XLEN + XADD), read its result stream, count live workers, and
-    # answer (dead-letter) jobs every worker died on
-    "frontend": "~{p}:q:* ~{p}:r:* ~{p}:c:* ~{p}:dead:* "
+    # answer (dead-letter) jobs every worker died on; keep async job records (SET/GET)
+    "frontend": "~{p}:q:* ~{p}:r:* ~{p}:c:* ~{p}:dead:* ~{p}:job:* "
     + _COMMON
-    + " +@stream +zcount +expire +del",
+    + " +@stream +zcount +expire +del +set +get",
     # take, renew, answer and dead-letter jobs; heartbeats; the shared sealed-nonce store
     "worker": "~{p}:q:* ~{p}:r:* ~{p}:c:* ~{p}:dead:* ~{p}:nonce:* "
     + _COMMON

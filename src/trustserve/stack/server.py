@@ -43,6 +43,7 @@ if TYPE_CHECKING:  # imported where used: the workers start before these are nee
     import grpc
 
     from trustserve.frontend.inference import InferenceApi
+    from trustserve.frontend.jobs import JobStore
     from trustserve.frontend.keys import FrontendKeys
     from trustserve.kms.service import KmsService
 
@@ -89,6 +90,7 @@ class Stack:
         )
         self.broker: Broker
         self.keys: FrontendKeys | None = None
+        self._broker_key: bytes | None = None  # once released by the KMS
         self._tls_files: TlsFiles
         self._kms_server: _Server | None = None
         self._kms_task: asyncio.Task[None] | None = None
@@ -201,6 +203,7 @@ class Stack:
         self.broker, worker_url = await open_broker(
             s.broker_url, s.run_dir / "broker.sock", s.max_queue, s.max_deliveries
         )
+        self._plain_broker = self.broker  # before EncryptingBroker wraps it
         return worker_url
 
     async def _obtain_keys(self, kms_url: str) -> None:
@@ -214,7 +217,8 @@ class Stack:
         client = KmsClient(kms_url, ca_file=s.kms_ca, trust=trust)
         provider = make_provider(s.attestation, s.home, **s.attestation_options)
         self.keys = FrontendKeys(client, provider)
-        self.broker = EncryptingBroker(self.broker, await self.keys.broker_key())
+        self._broker_key = await self.keys.broker_key()
+        self.broker = EncryptingBroker(self.broker, self._broker_key)
 
     async def _start_workers(self, worker_url: str, kms_url: str | None) -> None:
         identity, policy = self._kms_trust()
@@ -240,6 +244,19 @@ class Stack:
                 continue
             await self.supervisor.scale(entry.queue, entry.path, entry.min_workers)
 
+    def _job_store(self) -> JobStore:
+        """Async job answers: in Redis with the Redis broker (any frontend hands them out),
+        else in this frontend's memory."""
+        from trustserve.frontend.jobs import MemoryJobStore
+
+        if self.settings.broker_url is not None:
+            from trustserve.broker.redis import RedisStreamsBroker
+            from trustserve.broker.redis_jobs import RedisJobStore
+
+            if isinstance(self._plain_broker, RedisStreamsBroker):
+                return RedisJobStore(self._plain_broker.client, self._plain_broker.keys.prefix)
+        return MemoryJobStore()
+
     def _tls(self) -> TlsFiles | None:
         """The front doors' certificate and key: the operator's, else the local CA's."""
         s = self.settings
@@ -250,6 +267,7 @@ class Stack:
 
     def _inference_api(self) -> InferenceApi:
         from trustserve.frontend.inference import InferenceApi
+        from trustserve.frontend.jobs import Jobs
 
         s = self.settings
         return InferenceApi(
@@ -260,6 +278,13 @@ class Stack:
             max_body_bytes=s.max_body_bytes,
             keys=self.keys,
             require=s.readiness_require,
+            jobs=Jobs(
+                self._job_store(),
+                self._broker_key,
+                retention_s=s.job_retention_s,
+                pending_s=s.request_timeout_s,
+                max_jobs=s.max_jobs,
+            ),
         )
 
     async def _start_grpc(self, inference: InferenceApi) -> None:
