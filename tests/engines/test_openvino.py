@@ -30,3 +30,11 @@ def test_its_threads_are_not_pinned_to_cores() -> None:
     engine = OpenVinoEngine(tiny_onnx(), tiny_manifest(), threads=2)
     assert engine._compiled.get_property("ENABLE_CPU_PINNING") is False
     assert engine._compiled.get_property("INFERENCE_NUM_THREADS") == 2
+
+
+def test_it_computes_in_the_precision_of_the_model() -> None:
+    """Not OpenVINO's bf16 default on a CPU that has bf16: the answers are the model's."""
+    engine = OpenVinoEngine(tiny_onnx(), tiny_manifest(), threads=1)
+    assert str(engine._compiled.get_property("INFERENCE_PRECISION_HINT")) == "<Type: 'float32'>"
+    x = np.full((2, 4), 1.001, dtype=np.float32)  # 2x + 1 needs more than bf16's 8 bits
+    np.testing.assert_array_equal(engine.infer({"x": x})["y"], 2 * x + 1)

@@ -30,11 +30,15 @@ class OpenVinoEngine:
         # call per batch feeds; THROUGHPUT makes several streams and a synchronous call
         # leaves all but one idle. No CPU pinning: on a machine whose cores other processes
         # share (the frontend, other workers, other tenants) a pinned thread waits for its
-        # core while another is free (docs/benchmarks.md has the side-by-side figures).
+        # core while another is free. f32: on a CPU with bf16 (this one) OpenVINO's default
+        # runs the model's floating-point layers in bf16, which moves resnet50 FP32's
+        # logits by 0.8% of their range; a served model computes what its owner shipped
+        # (docs/benchmarks.md has the side-by-side figures).
         config = {
             "INFERENCE_NUM_THREADS": threads,
             "PERFORMANCE_HINT": "LATENCY",
             "ENABLE_CPU_PINNING": False,
+            "INFERENCE_PRECISION_HINT": "f32",
         }
         self._compiled = core.compile_model(model, "CPU", config)
         self._outputs = [o.name for o in manifest.outputs]
