@@ -165,18 +165,25 @@ class RedisStreamsBroker(RedisSide):
             fut.set_result(outcome)
 
     async def _read_outcomes(self) -> None:
+        """One reader per frontend resolves every waiting request. The outcomes it read
+        are deleted in the same round trip as the next read (an XDEL on its own waits
+        for Redis's disk flush, holding up the outcomes behind it)."""
         last: bytes | str = "0-0"
+        done: list[Any] = []
         while not self.closing:
             try:
-                got: Any = await self.client.xread({self._reply: last}, count=512, block=POLL_MS)
+                async with self.client.pipeline(transaction=False) as pipe:
+                    if done:
+                        pipe.xdel(self._reply, *done)
+                    pipe.xread({self._reply: last}, count=512, block=POLL_MS)
+                    got: Any = (await pipe.execute())[-1]
+                done = []
                 for _, entries in got or []:
-                    ids = []
                     for entry_id, raw in entries:
                         last = entry_id
-                        ids.append(entry_id)
+                        done.append(entry_id)
                         head = orjson.loads(raw[b"outcome"])
                         self._resolve(outcome_from(head, raw.get(b"payload", b"")))
-                    await self.client.xdel(self._reply, *ids)
             except (rx.RedisError, ValueError, KeyError) as exc:
                 self._warn("reading outcomes", exc)
                 await asyncio.sleep(0.2)
