@@ -22,6 +22,8 @@ Messages say what was wrong and never carry a secret.
     ├── Forbidden                 403   forbidden
     │   └── AttestationRefused    403   attestation_refused  evidence refused (names the claim)
     ├── NotFound                  404   not_found            unknown model / version / model key
+    │                                                        / route
+    ├── MethodNotAllowed          405   method_not_allowed   a route asked with the wrong method
     ├── Conflict                  409   conflict
     │   └── Replayed              409   replayed             a nonce seen before
     ├── PayloadTooLarge           413   payload_too_large
@@ -112,6 +114,11 @@ class AttestationRefused(Forbidden):
 class NotFound(TrustserveError):
     status = 404
     code = "not_found"
+
+
+class MethodNotAllowed(TrustserveError):
+    status = 405
+    code = "method_not_allowed"
 
 
 class Conflict(TrustserveError):

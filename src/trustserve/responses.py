@@ -7,10 +7,17 @@ import logging
 from typing import Any
 
 import orjson
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from trustserve.errors import TooManyRequests, TrustserveError, Unavailable
+from trustserve.errors import (
+    MethodNotAllowed,
+    NotFound,
+    TooManyRequests,
+    TrustserveError,
+    Unavailable,
+)
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +51,25 @@ async def handle_error(request: Request, exc: Exception) -> Response:
     return status_error(500, "internal server error", TrustserveError.code)
 
 
+async def handle_http_error(request: Request, exc: Exception) -> Response:
+    """Starlette's own refusals (no such route, wrong method) in the project's error body."""
+    assert isinstance(exc, HTTPException)
+    what = f"{request.method} {request.url.path}"
+    headers = dict(exc.headers or {})
+    if exc.status_code == NotFound.status:
+        return status_error(404, f"no route {what}", NotFound.code)
+    if exc.status_code == MethodNotAllowed.status:
+        allowed = headers.get("Allow", headers.get("allow", ""))
+        message = f"method not allowed: {what}; allowed: {allowed}"
+        return status_error(405, message, MethodNotAllowed.code, headers)
+    code = TrustserveError.code if exc.status_code >= 500 else "bad_request"
+    return status_error(exc.status_code, str(exc.detail), code, headers or None)
+
+
 # Our own errors are answered where they happen (Starlette's ExceptionMiddleware);
 # anything else is a bug: logged with its traceback and answered 500.
-EXCEPTION_HANDLERS: dict[Any, Any] = {TrustserveError: handle_error, Exception: handle_error}
+EXCEPTION_HANDLERS: dict[Any, Any] = {
+    HTTPException: handle_http_error,
+    TrustserveError: handle_error,
+    Exception: handle_error,
+}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import httpx
 import numpy as np
 import pytest
 
@@ -140,3 +141,32 @@ def test_unknown_model_on_torchserve_api_is_404(tiny_stack: RunningStack) -> Non
     with tiny_stack.client() as c:
         r = c.post("/predictions/nope", content=b"[1,2,3,4]")
     assert r.status_code == 404 and "unknown model 'nope'" in r.json()["error"]
+
+
+@pytest.mark.parametrize(
+    ("door", "method", "path", "status", "code", "words"),
+    [
+        ("inference", "GET", "/v3/nothing-here", 404, "not_found", "no route GET /v3/nothing-here"),
+        ("inference", "DELETE", "/v2/models/tiny/infer", 405, "method_not_allowed", "POST"),
+        ("management", "GET", "/no-such-api", 404, "not_found", "no route GET /no-such-api"),
+        ("kms", "GET", "/v9/keys", 404, "not_found", "no route GET /v9/keys"),
+    ],
+)
+def test_unknown_route_or_method_answers_a_json_error(
+    tiny_stack: RunningStack, door: str, method: str, path: str, status: int, code: str, words: str
+) -> None:
+    """A client that typed the wrong URL or method reads the same JSON error body as for
+    any other mistake (with a machine code), not Starlette's plain-text 'Not Found'."""
+    base = {
+        "inference": tiny_stack.url,
+        "management": tiny_stack.management_url,
+        "kms": tiny_stack.kms_url,
+    }[door]
+    token = {"Authorization": f"Bearer {tiny_stack.token}"} if door == "management" else {}
+    with httpx.Client(verify=str(tiny_stack.ca), timeout=30, headers=token) as c:
+        r = c.request(method, base + path)
+    assert r.status_code == status, r.text
+    assert r.headers["content-type"].startswith("application/json"), r.text
+    assert r.json()["code"] == code and words in r.json()["error"], r.json()
+    if status == 405:
+        assert "POST" in r.headers["allow"]

@@ -199,7 +199,7 @@ class InferenceApi:
     async def _measured(self, request: Request, api: str, handler: Handler) -> Response:
         """Run ``handler`` for the request's model and body; every outcome goes to metrics."""
         started = time.perf_counter()
-        status, meta, version = 500, None, ""
+        status, meta, version, code = 500, None, "", None
         label = UNKNOWN_MODEL  # never a name from the URL: each label is kept forever
         try:
             entry = self._entry(request)
@@ -208,11 +208,11 @@ class InferenceApi:
             status, meta = outcome.status, outcome.meta
             return forward(kind, outcome)
         except TrustserveError as exc:
-            status = exc.status
+            status, code = exc.status, exc.code
             return error_response(exc)
         finally:
             elapsed = time.perf_counter() - started
-            self.metrics.observe(label, version, api, status, elapsed, meta)
+            self.metrics.observe(label, version, api, status, elapsed, meta, code)
 
     async def _infer(
         self, request: Request, entry: ModelEntry, body: bytes

@@ -25,6 +25,7 @@ from typing import Any
 import orjson
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -45,7 +46,7 @@ from trustserve.kms.bundle import parse_nonce
 from trustserve.kms.release import PROVISION_INFO
 from trustserve.kms.service import KmsService
 from trustserve.openapi import openapi_route
-from trustserve.responses import handle_error, json_response
+from trustserve.responses import handle_error, handle_http_error, json_response
 
 MAX_BODY = 4 * 1024 * 1024
 
@@ -147,4 +148,7 @@ def create_app(
         Route("/healthz", healthz, methods=["GET"]),
         openapi_route("kms"),
     ]
-    return Starlette(routes=routes, exception_handlers={TrustserveError: handle_error})
+    return Starlette(
+        routes=routes,
+        exception_handlers={HTTPException: handle_http_error, TrustserveError: handle_error},
+    )

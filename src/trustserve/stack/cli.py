@@ -189,7 +189,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from trustserve import archive
     from trustserve.broker.base import queue_name
     from trustserve.stack.supervisor import WorkerSupervisor
-    from trustserve.worker.main import EXIT_UNSERVABLE
+    from trustserve.worker.exits import EXIT_UNSERVABLE
 
     manifest = archive.read_header(path).manifest
     queue = queue_name(manifest.name, manifest.version)

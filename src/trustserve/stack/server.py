@@ -1,9 +1,11 @@
 """The whole serving stack in one process, started step by step and stopped in reverse.
 
 Order of start-up: TLS files, the embedded KMS (``up`` / ``--dev``), the broker,
-the frontend's keys (broker key by attestation), the workers, then the three
-front doors (inference, management, metrics). Shutdown closes the front doors
-first, then stops the workers, the broker, the KMS client and last the KMS.
+the workers (started while the KMS begins to listen: their imports and archive
+reads overlap the rest of the start-up), the frontend's keys (broker key by
+attestation), then the three front doors (inference, management, metrics).
+Shutdown closes the front doors first, then stops the workers, the broker, the KMS
+client and last the KMS.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import socket
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import uvicorn
 from starlette.applications import Starlette
@@ -30,17 +33,15 @@ from trustserve.broker.encrypted import EncryptingBroker
 from trustserve.encoding import b64
 from trustserve.errors import ConfigError
 from trustserve.files import read_or_create_token
-from trustserve.frontend.inference import InferenceApi
-from trustserve.frontend.keys import FrontendKeys
-from trustserve.frontend.management import ManagementApi
 from trustserve.frontend.metrics import Metrics
 from trustserve.frontend.registry import ModelRegistry
-from trustserve.frontend.repository import RepositoryApi
-from trustserve.kms.client import KmsClient
-from trustserve.kms.service import KmsService
 from trustserve.stack.config import Settings
 from trustserve.stack.supervisor import WorkerSupervisor
 from trustserve.tls import TlsFiles, ensure_local_ca
+
+if TYPE_CHECKING:  # imported where used: the workers start before these are needed
+    from trustserve.frontend.keys import FrontendKeys
+    from trustserve.kms.service import KmsService
 
 log = logging.getLogger("trustserve")
 
@@ -81,6 +82,7 @@ class Stack:
         self.supervisor = WorkerSupervisor(
             replace(settings.worker, home=settings.home),
             on_unservable=self.registry.mark_unservable,
+            on_restart=lambda queue: self.metrics.restarted(self.registry.entries(), queue),
         )
         self.broker: Broker
         self.keys: FrontendKeys | None = None
@@ -98,15 +100,18 @@ class Stack:
         self._tls_files = ensure_local_ca(self.settings.tls_dir)
         self._check_ports()
         try:
-            kms_url = await self._start_kms()
+            kms_url = self._start_kms()
             worker_url = await self._open_broker()
+            # the workers import their engine and read their archive while the KMS and the
+            # frontend start; they wait for the KMS (--kms-wait) before asking it for keys
+            await self._start_workers(worker_url, kms_url)
+            await self._kms_listening()
             if kms_url is not None:
                 await self._obtain_keys(kms_url)
             else:
                 log.warning(
                     "!!! no key service: broker payloads are NOT encrypted (plaintext mode)"
                 )
-            await self._start_workers(worker_url, kms_url)
             serving = [asyncio.create_task(s.serve()) for s in self._front_doors()]
             while not all(s.started for s in self._servers):
                 if any(t.done() for t in serving):
@@ -146,8 +151,9 @@ class Stack:
                         f"(is another trustserve running? choose another port with {setting})"
                     ) from None
 
-    async def _start_kms(self) -> str | None:
-        """The embedded KMS of ``up`` / ``--dev`` on 127.0.0.1; else the configured URL."""
+    def _start_kms(self) -> str | None:
+        """The embedded KMS of ``up`` / ``--dev`` on 127.0.0.1 (starting to listen; see
+        ``_kms_listening``); else the configured URL."""
         s = self.settings
         if s.kms_url is not None or not (s.dev or self.kms is not None):
             return s.kms_url
@@ -163,11 +169,16 @@ class Stack:
             create_app(service, provider), "127.0.0.1", s.kms_port, self._tls_files
         )
         self._kms_server, self._kms_task = server, asyncio.create_task(server.serve())
-        while not server.started:
-            if self._kms_task.done():
-                await self._kms_task
-            await asyncio.sleep(0.02)
         return f"https://127.0.0.1:{s.kms_port}"
+
+    async def _kms_listening(self) -> None:
+        server, task = self._kms_server, self._kms_task
+        if server is None or task is None:
+            return
+        while not server.started:
+            if task.done():
+                await task
+            await asyncio.sleep(0.01)
 
     def _kms_trust(self) -> tuple[str | None, Path | None]:
         """Which KMS identity the frontend and workers believe: the embedded KMS's, or the
@@ -186,6 +197,9 @@ class Stack:
 
     async def _obtain_keys(self, kms_url: str) -> None:
         """The broker key, released to this frontend by attestation: payloads are sealed."""
+        from trustserve.frontend.keys import FrontendKeys
+        from trustserve.kms.client import KmsClient
+
         s = self.settings
         identity, policy = self._kms_trust()
         trust = replace(self.settings.worker, kms_identity=identity, kms_policy=policy).kms_trust()
@@ -203,6 +217,7 @@ class Stack:
             kms_ca=self.settings.kms_ca,
             kms_identity=identity,
             kms_policy=policy,
+            kms_wait=30.0 if self._kms_server is not None else self.supervisor.options.kms_wait,
         )
         for entry in self.registry.scan(self.settings.workers_per_model):
             if entry.encrypted and kms_url is None:
@@ -218,6 +233,10 @@ class Stack:
             await self.supervisor.scale(entry.queue, entry.path, entry.min_workers)
 
     def _front_doors(self) -> list[_Server]:
+        from trustserve.frontend.inference import InferenceApi
+        from trustserve.frontend.management import ManagementApi
+        from trustserve.frontend.repository import RepositoryApi
+
         s = self.settings
         tls = self._tls_files if s.tls else None
         if tls is not None and s.tls_cert is not None and s.tls_key is not None:
@@ -262,9 +281,6 @@ class Stack:
             await self._kms_task
 
     async def metrics_endpoint(self, request: Request) -> Response:
-        for entry in self.registry.entries():
-            m = entry.manifest
-            self.metrics.workers.labels(m.name, m.version).set(
-                len(self.supervisor.workers(entry.queue))
-            )
+        local = self.supervisor.workers
+        await self.metrics.sample(self.registry.entries(), self.broker, lambda q: len(local(q)))
         return await self.metrics.endpoint(request)
