@@ -3,9 +3,9 @@
 Order of start-up: TLS files, the embedded KMS (``up`` / ``--dev``), the broker,
 the workers (started while the KMS begins to listen: their imports and archive
 reads overlap the rest of the start-up), the frontend's keys (broker key by
-attestation), then the three front doors (inference, management, metrics).
-Shutdown closes the front doors first, then stops the workers, the broker, the KMS
-client and last the KMS.
+attestation), the gRPC inference port, then the three HTTP front doors (inference,
+management, metrics). Shutdown closes the HTTP front doors first, then gRPC, then
+stops the workers, the broker, the KMS client and last the KMS.
 """
 
 from __future__ import annotations
@@ -40,6 +40,9 @@ from trustserve.stack.supervisor import WorkerSupervisor
 from trustserve.tls import TlsFiles, ensure_local_ca
 
 if TYPE_CHECKING:  # imported where used: the workers start before these are needed
+    import grpc
+
+    from trustserve.frontend.inference import InferenceApi
     from trustserve.frontend.keys import FrontendKeys
     from trustserve.kms.service import KmsService
 
@@ -91,6 +94,7 @@ class Stack:
         self._kms_task: asyncio.Task[None] | None = None
         self._embedded_identity: str | None = None
         self._servers: list[_Server] = []
+        self._grpc: grpc.aio.Server | None = None
         self.up = asyncio.Event()  # set once every front door listens
 
     async def run(self) -> None:
@@ -112,7 +116,9 @@ class Stack:
                 log.warning(
                     "!!! no key service: broker payloads are NOT encrypted (plaintext mode)"
                 )
-            serving = [asyncio.create_task(s.serve()) for s in self._front_doors()]
+            inference = self._inference_api()
+            await self._start_grpc(inference)
+            serving = [asyncio.create_task(s.serve()) for s in self._front_doors(inference)]
             while not all(s.started for s in self._servers):
                 if any(t.done() for t in serving):
                     break  # one failed to start: gather below raises its error
@@ -137,6 +143,8 @@ class Stack:
             (s.management_host, s.management_port, "management", "--management-port"),
             (s.management_host, s.metrics_port, "metrics", "--metrics-port"),
         ]
+        if s.grpc_port:
+            wanted.append((s.host, s.grpc_port, "gRPC inference", "--grpc-port / listen.grpc_port"))
         if s.kms_url is None and (s.dev or self.kms is not None):
             wanted.append(("127.0.0.1", s.kms_port, "embedded KMS", "--kms-port / kms.port"))
         for host, port, what, setting in wanted:
@@ -232,20 +240,19 @@ class Stack:
                 continue
             await self.supervisor.scale(entry.queue, entry.path, entry.min_workers)
 
-    def _front_doors(self) -> list[_Server]:
-        from trustserve.frontend.inference import InferenceApi
-        from trustserve.frontend.management import ManagementApi
-        from trustserve.frontend.repository import RepositoryApi
-
+    def _tls(self) -> TlsFiles | None:
+        """The front doors' certificate and key: the operator's, else the local CA's."""
         s = self.settings
         tls = self._tls_files if s.tls else None
         if tls is not None and s.tls_cert is not None and s.tls_key is not None:
             tls = TlsFiles(tls.ca, s.tls_cert, s.tls_key)
-        if tls is None:
-            log.warning(
-                "!!! TLS is OFF (--insecure-http): clients' data crosses the network in clear"
-            )
-        inference = InferenceApi(
+        return tls
+
+    def _inference_api(self) -> InferenceApi:
+        from trustserve.frontend.inference import InferenceApi
+
+        s = self.settings
+        return InferenceApi(
             self.registry,
             self.broker,
             self.metrics,
@@ -254,6 +261,31 @@ class Stack:
             keys=self.keys,
             require=s.readiness_require,
         )
+
+    async def _start_grpc(self, inference: InferenceApi) -> None:
+        """Open Inference Protocol v2 over gRPC, served through the same ``InferenceApi``."""
+        s = self.settings
+        if not s.grpc_port:
+            return
+        from trustserve.frontend.grpc_service import GrpcInference, grpc_server
+
+        tls = self._tls()
+        keypair = None if tls is None else (tls.key.read_bytes(), tls.cert.read_bytes())
+        self._grpc = grpc_server(
+            GrpcInference(inference), s.host, s.grpc_port, keypair, s.max_body_bytes
+        )
+        await self._grpc.start()
+
+    def _front_doors(self, inference: InferenceApi) -> list[_Server]:
+        from trustserve.frontend.management import ManagementApi
+        from trustserve.frontend.repository import RepositoryApi
+
+        s = self.settings
+        tls = self._tls()
+        if tls is None:
+            log.warning(
+                "!!! TLS is OFF (--insecure-http): clients' data crosses the network in clear"
+            )
         management = ManagementApi(self.registry, self.broker, self.supervisor, s.workers_per_model)
         metrics_app = Starlette(routes=[Route("/metrics", self.metrics_endpoint)])
         token = read_or_create_token(s.token_file)
@@ -270,7 +302,10 @@ class Stack:
         return self._servers
 
     async def _shutdown(self) -> None:
-        """Front doors are closed by now; then the workers, the broker, our KMS client, the KMS."""
+        """HTTP front doors are closed by now; then gRPC, the workers, the broker, our KMS
+        client, the KMS."""
+        if self._grpc is not None:
+            await self._grpc.stop(grace=5)
         await self.supervisor.stop_all()
         if hasattr(self, "broker"):
             await self.broker.close()
