@@ -67,6 +67,8 @@ class RedisServer:
             f"dir {data}",
             "appendonly yes",
             "appendfsync always",
+            "rdbcompression no",  # payloads are ciphertext: LZF in AOF rewrites only costs CPU
+            "auto-aof-rewrite-min-size 512mb",  # 64 MB is ~100 images: a rewrite a second
             'save ""',
             # Not "user default off": Redis 7.0 (Debian 12) replays MULTI/EXEC from the AOF as the
             # default user and drops what that user may not run (redis/redis#14541), so

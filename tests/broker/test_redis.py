@@ -133,6 +133,33 @@ async def test_a_full_queue_refuses_and_keeps_every_accepted_job(redis: RedisSer
         await x.close()
 
 
+async def test_answers_queued_when_a_worker_leaves_are_delivered_not_redone(
+    redis: RedisServer,
+) -> None:
+    """A worker's answers are written behind its back; leaving right after answering a
+    batch must deliver them, not hand the batch to another worker to run again."""
+    url = redis.url()
+    broker = await RedisStreamsBroker.connect(url)
+    tasks = [asyncio.create_task(broker.submit(job(payload=b"%d" % i))) for i in range(8)]
+    leaving = await RedisStreamsBroker.connect(url, consumer_queue="m:1")
+    taken: list[Job] = []
+    while len(taken) < 8:
+        taken += await leaving.take("m:1", 8 - len(taken), 0)
+    for j in taken:
+        await leaving.answer(j, Outcome(j.id, 200, b"first:" + j.payload))
+    await leaving.close()
+    second = await RedisStreamsBroker.connect(url, consumer_queue="m:1")
+    stop = asyncio.Event()
+    serving = asyncio.create_task(serve(second, "m:1", stop))
+    outcomes = await asyncio.wait_for(asyncio.gather(*tasks), 10)
+    assert [o.payload for o in outcomes] == [b"first:%d" % i for i in range(8)]
+    assert await broker.depth("m:1") == 0
+    stop.set()
+    assert await serving == 0
+    for x in (second, broker):
+        await x.close()
+
+
 async def test_dead_letters_keep_the_job_facts_but_not_its_payload(redis: RedisServer) -> None:
     url = redis.url(visibility_s="0.3")
     broker = await RedisStreamsBroker.connect(url, max_deliveries=1)

@@ -10,7 +10,8 @@ Keys (``P`` is the URL's ``prefix``, default ``trustserve``):
     P:c:{queue}      sorted set of live workers (heartbeat time, Redis clock)
     P:r:{frontend}   stream of outcomes for one frontend instance (expires)
 
-A job is admitted only while XLEN < max_queue (one Lua script, atomic): a full
+A job is admitted only while XLEN < max_queue (its XADD and a check that deletes it
+again if the queue is over, in one MULTI: atomic, no worker sees it): a full
 queue is refused with ``Unavailable``, an accepted job is never trimmed. A worker
 keeps its in-flight jobs leased (XCLAIM JUSTID resets their idle time); jobs idle
 longer than the visibility timeout belonged to a dead worker and are claimed by
@@ -166,8 +167,16 @@ class Taken(NamedTuple):
 
 
 def put_outcome(pipe: Any, reply: str, outcome: Outcome) -> None:
-    pipe.xadd(reply, {"outcome": orjson.dumps(outcome_meta(outcome)), "payload": outcome.payload})
-    pipe.expire(reply, RESULT_TTL_S)
+    put_outcomes(pipe, [(reply, outcome)])
+
+
+def put_outcomes(pipe: Any, answers: list[tuple[str, Outcome]]) -> None:
+    """Queue on ``pipe`` each outcome on its reply stream, and one EXPIRE per stream."""
+    for reply, outcome in answers:
+        meta = orjson.dumps(outcome_meta(outcome))
+        pipe.xadd(reply, {"outcome": meta, "payload": outcome.payload})
+    for reply in dict.fromkeys(reply for reply, _ in answers):
+        pipe.expire(reply, RESULT_TTL_S)
 
 
 def _text(value: Any) -> str:

@@ -1,4 +1,13 @@
-"""The Redis Streams broker, a worker's side: take batches, keep them leased, answer."""
+"""The Redis Streams broker, a worker's side: take batches, keep them leased, answer.
+
+Answers are written behind the worker's back, as the embedded broker's socket does:
+``answer`` queues the outcome and returns, and one writer task sends everything
+queued so far in one transaction (the outcomes, one XACK and one XDEL for all of
+their jobs). With ``appendfsync always`` each transaction waits for a disk flush,
+so a round trip per answer kept the engine idle for a good part of every batch.
+An answer not yet written keeps its job leased; a worker that dies before writing
+it leaves the job to be redelivered, as if it had died before answering.
+"""
 
 from __future__ import annotations
 
@@ -26,7 +35,7 @@ from trustserve.broker.redis_streams import (
     RedisSide,
     Taken,
     job_fields,
-    put_outcome,
+    put_outcomes,
 )
 
 log = logging.getLogger(__name__)
@@ -39,6 +48,7 @@ redis.call('ZADD', KEYS[1], now, ARGV[1])
 redis.call('EXPIRE', KEYS[1], 3600)
 return 1
 """
+FLUSH_ON_CLOSE_S = 5.0  # how long ``close`` waits for queued answers to be written
 
 
 class RedisJobSource(RedisSide):
@@ -53,12 +63,17 @@ class RedisJobSource(RedisSide):
         self._heartbeat = client.register_script(_HEARTBEAT)
         self._next_reclaim = 0.0
         self._task: asyncio.Task[None] | None = None
+        self._answers: list[tuple[Taken, Outcome]] = []
+        self._queued = asyncio.Event()
+        self._leaving = False
+        self._writer: asyncio.Task[None] | None = None
 
     @classmethod
     async def start(cls, client: Redis, config: RedisConfig, queue: str) -> RedisJobSource:
         source = cls(client, config, queue)
         await source._until_reachable()
         source._task = asyncio.create_task(source._keep_alive())
+        source._writer = asyncio.create_task(source._write_answers())
         return source
 
     async def _until_reachable(self) -> None:
@@ -154,33 +169,58 @@ class RedisJobSource(RedisSide):
         return taken
 
     async def answer(self, job: Job, outcome: Outcome) -> None:
-        """Route the outcome to its frontend, then ack and delete the job (one transaction).
-
-        While Redis is down this retries until the job's deadline; after that the job
-        stays pending and goes to another worker (its client already had a 504).
-        """
+        """Queue the outcome for the writer task (see the module's docstring)."""
         t = self._inflight.get(job.id)
-        if t is None:
-            return
-        while True:
+        if t is not None:
+            self._answers.append((t, outcome))
+            self._queued.set()
+
+    async def _write_answers(self) -> None:
+        while not (self._leaving and not self._answers):
+            await self._queued.wait()
+            self._queued.clear()
+            batch, self._answers = self._answers, []
+            if batch:
+                await self._write(batch)
+
+    async def _write(self, batch: list[tuple[Taken, Outcome]]) -> None:
+        """Route the outcomes to their frontends, then ack and delete the jobs (one transaction).
+
+        While Redis is down this retries each answer until its job's deadline; after that
+        the job stays pending and goes to another worker (its client already had a 504).
+        """
+        while batch:
             try:
                 async with self.client.pipeline(transaction=True) as pipe:
-                    if time.time() < job.deadline:
-                        put_outcome(pipe, t.reply, outcome)
-                    pipe.xack(self.stream, GROUP, t.entry_id)
-                    pipe.xdel(self.stream, t.entry_id)
+                    now = time.time()
+                    put_outcomes(pipe, [(t.reply, o) for t, o in batch if now < t.job.deadline])
+                    ids = [t.entry_id for t, _ in batch]
+                    pipe.xack(self.stream, GROUP, *ids)
+                    pipe.xdel(self.stream, *ids)
                     await pipe.execute()
                 break
             except (rx.ConnectionError, rx.TimeoutError) as exc:
                 self._warn("answering", exc)
-                if time.time() >= job.deadline:
-                    break
+                for t, _ in batch:
+                    if time.time() >= t.job.deadline:
+                        self._inflight.pop(t.job.id, None)
+                batch = [(t, o) for t, o in batch if time.time() < t.job.deadline]
                 await asyncio.sleep(0.2)
-        self._inflight.pop(job.id, None)
+            except rx.RedisError as exc:  # e.g. a refused command: the jobs go to another worker
+                self._warn("answering", exc)
+                break
+        for t, _ in batch:
+            self._inflight.pop(t.job.id, None)
 
     async def close(self) -> None:
-        """Leave: jobs not answered become claimable at once; this worker is no longer live."""
-        await self._stop([self._task] if self._task else [])
+        """Leave: queued answers are written (for up to ``FLUSH_ON_CLOSE_S``), jobs not
+        answered become claimable at once, and this worker is no longer live."""
+        self._leaving = True
+        self._queued.set()
+        if self._writer is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._writer), FLUSH_ON_CLOSE_S)
+        await self._stop([t for t in (self._task, self._writer) if t is not None])
         with contextlib.suppress(rx.RedisError):
             ids: list[Any] = [t.entry_id for t in self._inflight.values()]
             if ids:

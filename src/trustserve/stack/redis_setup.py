@@ -97,6 +97,8 @@ def write_redis_setup(
         f"dir {data}",
         "appendonly yes",
         f"appendfsync {appendfsync}",
+        "rdbcompression no",  # payloads are ciphertext: LZF in AOF rewrites only costs CPU
+        "auto-aof-rewrite-min-size 512mb",  # 64 MB is ~100 images: a rewrite a second
         'save ""',
         "maxmemory-policy noeviction",
         # Not "user default off": Redis 7.0 (Debian 12) replays MULTI/EXEC from the AOF as the
