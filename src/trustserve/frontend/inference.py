@@ -220,7 +220,7 @@ class InferenceApi:
         if request.headers.get("content-type", "").startswith(SEALED_TYPE):
             return await self._sealed(request, entry, body)
         header_length = request.headers.get("inference-header-content-length")
-        if len(body) > PARSE_INLINE_BYTES:  # a large body is parsed off the event loop
+        if json_bytes(body, header_length) > PARSE_INLINE_BYTES:  # parsed off the event loop
             req = await run_in_threadpool(parse_request, body, header_length, entry.manifest)
         else:
             req = parse_request(body, header_length, entry.manifest)
@@ -257,6 +257,17 @@ class InferenceApi:
         return await self.submit(
             entry, JobKind.SEALED, body, JobMeta(key_id=key_id, version=version)
         )
+
+
+def json_bytes(body: bytes, header_length: str | None) -> int:
+    """How much of ``body`` is JSON to parse: binary tensor data after the header costs
+    nothing to read (``np.frombuffer``), so a binary request is parsed inline."""
+    if header_length is None:
+        return len(body)
+    try:
+        return min(max(int(header_length), 0), len(body))
+    except ValueError:  # parse_request refuses it, with a clear message
+        return 0
 
 
 def forward(kind: JobKind, outcome: Outcome) -> Response:
