@@ -13,7 +13,6 @@ import contextlib
 import itertools
 import logging
 import os
-import socket
 import time
 from collections import deque
 from dataclasses import dataclass, replace
@@ -33,7 +32,6 @@ from trustserve.errors import DeadlineExceeded, Unavailable
 
 log = logging.getLogger(__name__)
 POLL_S = 1.0
-SEND_BUFFER = 4 << 20  # bytes of jobs a worker connection may hold in the kernel
 
 
 @dataclass
@@ -175,10 +173,6 @@ class EmbeddedBroker:
         cid: int | None = None
         queue = ""
         pending: asyncio.Task[None] | None = None
-        sock = writer.get_extra_info("socket")
-        if sock is not None:  # a batch of jobs in fewer, larger writes (the kernel caps it)
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
         try:
             hello, _ = await read_frame(reader)
             if hello.get("op") != "hello" or not isinstance(hello.get("queue"), str):
