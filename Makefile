@@ -74,5 +74,11 @@ image-lock: venv
 	  --no-emit-index-url --no-emit-find-links -o deploy/image/build-requirements.lock \
 	  deploy/image/build-requirements.in
 
+# The gRPC service's Python module, after a change to frontend/grpc_v2/grpc_predict_v2.proto
+# (generated code is committed; a test fails while it is stale).
+.PHONY: grpc-gen
+grpc-gen: venv
+	$(BIN)/python src/trustserve/frontend/grpc_v2/generate.py
+
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -7,6 +8,10 @@ from pathlib import Path
 import pytest
 
 from tests.support import RunningStack, start_stack, write_colour, write_tiny
+
+# A stack a test starts without --grpc-port serves no gRPC: the default 8084 would clash
+# between stacks (start_stack gives each a free port; the flag wins over this).
+os.environ.setdefault("TRUSTSERVE_LISTEN_GRPC_PORT", "0")
 
 
 @pytest.fixture(scope="module")

@@ -99,6 +99,7 @@ class RunningStack:
     metrics_port: int
     log: Path
     kms_port: int
+    grpc_port: int = 0  # 0: gRPC off
 
     @property
     def ca(self) -> Path:
@@ -180,7 +181,7 @@ def start_stack(
 ) -> RunningStack:
     """``dev``: the embedded KMS with simulated attestation (broker payloads encrypted);
     plaintext archives in the store are encrypted under it first (it serves no other)."""
-    ports = [free_port() for _ in range(4)]
+    ports = [free_port() for _ in range(5)]
     log = home / "stack.log"
     home.mkdir(parents=True, exist_ok=True)
     if dev:
@@ -200,6 +201,7 @@ def start_stack(
         str(ports[1]),
         "--metrics-port",
         str(ports[2]),
+        *([] if "--grpc-port" in extra else ["--grpc-port", str(ports[4])]),
         "--threads",
         "1",
         *([] if "--workers" in extra else ["--workers", "1"]),
@@ -210,7 +212,8 @@ def start_stack(
         proc = subprocess.Popen(
             args, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
         )
-    stack = RunningStack(proc, home, store, ports[0], ports[1], ports[2], log, ports[3])
+    grpc_port = int(extra[extra.index("--grpc-port") + 1]) if "--grpc-port" in extra else ports[4]
+    stack = RunningStack(proc, home, store, *ports[:3], log, ports[3], grpc_port)
     # /v2/health/ready is 200 once any model is served (503 with none): wait for each one
     models = {archive.read_header(p).manifest.name for p in store.glob("*.tsm")}
     deadline = time.monotonic() + ready_timeout

@@ -21,14 +21,22 @@ COMMAND_MODULES = (
     "trustserve.stack.redis_setup",
 )
 
+# the commands whose start-up time users wait on: parsing them imports their module only
+# (not the model tools' onnx and PIL, nor the client SDK)
+FAST_COMMANDS = {
+    "up": COMMAND_MODULES[0],
+    "serve": COMMAND_MODULES[0],
+    "worker": COMMAND_MODULES[0],
+}
 
-def build_parser() -> argparse.ArgumentParser:
+
+def build_parser(modules: Sequence[str] = COMMAND_MODULES) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="trustserve", description="Privacy-preserving, attested model serving."
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name in COMMAND_MODULES:
+    for name in modules:
         try:
             module = importlib.import_module(name)
         except ModuleNotFoundError as exc:
@@ -40,7 +48,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    words = sys.argv[1:] if argv is None else list(argv)
+    command = next((w for w in words if not w.startswith("-")), None)
+    fast = FAST_COMMANDS.get(command or "")
+    parser = build_parser((fast,) if fast else COMMAND_MODULES)
     args = parser.parse_args(argv)
     setup_logging(args.verbose)
     func: Callable[[argparse.Namespace], int] = args.func

@@ -157,14 +157,16 @@ def _tensors(
             array = np.frombuffer(binary[offset : offset + size], dtype=dtype).reshape(shape)
             offset += size
         elif "data" in raw:
-            array = _from_json_data(raw["data"], dtype, shape, f"{where} '{name}'")
+            array = array_from_values(raw["data"], dtype, shape, f"{where} '{name}'")
         else:
             raise InvalidInput(f"{where} '{name}' has neither 'data' nor binary_data_size")
         out.append(Tensor(name, dtype_name, shape, array))
     return out, offset
 
 
-def _from_json_data(data: Any, dtype: np.dtype[Any], shape: tuple[int, ...], where: str) -> Array:
+def array_from_values(data: Any, dtype: np.dtype[Any], shape: tuple[int, ...], where: str) -> Array:
+    """Tensor elements given as values (a JSON list, a protobuf repeated field) as an array
+    of ``dtype`` and ``shape``; a value the datatype cannot hold is an error, not a wrap."""
     try:
         with np.errstate(over="raise", invalid="raise"):  # 1e300 is no FP32 value
             array = np.asarray(data, dtype=dtype)

@@ -65,6 +65,20 @@ def results() -> dict[str, Any]:
     }
 
 
+def per_model() -> dict[str, Any]:
+    """Three rounds each; the machine halves its speed in round 2 (both engines alike)."""
+    return {
+        "resnet50 INT8": {
+            "onnxruntime (as served)": [100.0, 50.0, 100.0],
+            "openvino (as served)": [115.0, 57.5, 112.0],
+        },
+        "resnet50 FP32": {
+            "onnxruntime (as served)": [30.0, 15.0, 30.0],
+            "openvino (as served)": [24.0, 12.0, 25.5],
+        },
+    }
+
+
 def test_repeats_merge_into_the_median_of_their_own_adjacent_ratios() -> None:
     rows = {r["name"]: r for r in merge_repeats(results()["served"])}
     served8 = rows["served INT8 (HTTPS, binary v2)"]
@@ -83,7 +97,18 @@ def test_the_report_has_the_issue_14_rows(tmp_path: Path) -> None:
     assert "0.85 (median of 3: 0.40, 0.85, 0.86)" in text
     assert text.count("| served INT8 (HTTPS, binary v2) |") == 1
     assert "10.0 ms vs 8.0 ms (+2.0 ms)" in text  # 1 in flight next to raw batch 1
-    assert "| raw OpenVINO INT8 / raw ONNX Runtime INT8 (issue 14: ≥ 1.1) | 1.15 |" in text
+    assert "| OpenVINO INT8 / ONNX Runtime INT8 (issue 14: ≥ 1.1) | 1.15 |" in text  # raw rows
     assert "| trustserve serve | 1.70 | 1.00 | 3 |" in text
     assert "| TorchServe 0.12 | 2.80 | 2.00 | 1 |" in text
     assert "| openvino LATENCY sync | 120.0 | 1.20 |" in text
+
+
+def test_the_report_says_which_engine_is_faster_per_model(tmp_path: Path) -> None:
+    """Judged by the median of per-round ratios: a slow minute (round 2) hits both alike."""
+    doc = tmp_path / "benchmarks.md"
+    write_report({**results(), "engine_per_model": per_model()}, tmp_path, doc)
+    text = doc.read_text()
+    assert "| resnet50 INT8 | 100.0 | 112.0 | 1.15 | OpenVINO |" in text
+    assert "| resnet50 FP32 | 30.0 | 24.0 | 0.80 | ONNX Runtime |" in text
+    target = "| OpenVINO INT8 / ONNX Runtime INT8 (issue 14: ≥ 1.1) | 1.15 (median of 3"
+    assert target in text

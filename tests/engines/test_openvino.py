@@ -21,3 +21,12 @@ def test_it_answers_a_batch_with_the_latency_hint() -> None:
     np.testing.assert_allclose(out["y"], 2 * x + 1)
     np.testing.assert_allclose(out["s"], x.sum(axis=1, keepdims=True))
     assert str(engine._compiled.get_property("PERFORMANCE_HINT")) == "LATENCY"
+    assert engine._compiled.get_property("NUM_STREAMS") == 1
+
+
+def test_its_threads_are_not_pinned_to_cores() -> None:
+    """On cores shared with the frontend and other workers a pinned thread waits for its
+    core while another is idle (docs/benchmarks.md, "OpenVINO settings")."""
+    engine = OpenVinoEngine(tiny_onnx(), tiny_manifest(), threads=2)
+    assert engine._compiled.get_property("ENABLE_CPU_PINNING") is False
+    assert engine._compiled.get_property("INFERENCE_NUM_THREADS") == 2

@@ -24,6 +24,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.multihost import hosts
 from tests.multihost.hosts import Host
@@ -249,6 +250,33 @@ def _infer(url: str, ca: str, i: int) -> tuple[int, list[float]]:
     body = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 4], "data": [i] * 4}]}
     r = httpx.post(f"{url}/v2/models/tiny/infer", json=body, verify=ca, timeout=60)
     return r.status_code, r.json()["outputs"][0]["data"] if r.status_code == 200 else [r.text]
+
+
+def test_the_frontend_counts_the_figures_of_workers_on_another_host(
+    deployment: Deployment,
+) -> None:
+    """Worker figures ride back inside each authenticated answer over Redis: the frontend's
+    /metrics counts the worker host's queue wait and batches, with no port open there."""
+
+    def counts() -> dict[str, float]:
+        url = f"https://127.0.0.1:{deployment.metrics_port}/metrics"
+        page = httpx.get(url, verify=str(deployment.client.dir / "frontend-ca.pem")).text
+        tiny = {"model": "tiny", "version": "1"}
+        return {
+            s.name: s.value
+            for family in text_string_to_metric_families(page)
+            for s in family.samples
+            if s.labels == tiny
+        }
+
+    before = counts()
+    ca = str(deployment.client.dir / "frontend-ca.pem")
+    assert [_infer(deployment.frontend_url, ca, i)[0] for i in range(5)] == [200] * 5
+    after = counts()
+    for name in ("trustserve_queue_seconds_count", "trustserve_preprocess_seconds_count"):
+        assert after[name] - before.get(name, 0) == 5, name
+    assert after["trustserve_batch_size_count"] > before.get("trustserve_batch_size_count", 0)
+    assert after["trustserve_workers"] == 0 and after["trustserve_workers_live"] >= 1
 
 
 def test_kill_9_of_a_worker_child_under_load_loses_no_request(deployment: Deployment) -> None:

@@ -24,7 +24,7 @@ puts the payload, the status and the ``OutcomeMeta`` inside the broker-key AEAD.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from enum import StrEnum
 from typing import Any, Protocol
 
@@ -85,7 +85,11 @@ class OutcomeMeta:
 
     ``code``: an error's machine code (None on success). ``header_length``: a v2
     binary answer's JSON header length (None: all JSON). ``sealed``: the payload is
-    a sealed answer only the client can open. The rest is for metrics.
+    a sealed answer only the client can open. The rest is the worker's figures for
+    metrics (docs/observability.md): its queue wait and preprocessing time; the
+    engine time and rows of the batch it ran in (``batch_first`` on one answer per
+    batch, so each batch is counted once); ``key_refreshes``, the worker's serving-key
+    refreshes by result (``KEY_REFRESH_RESULTS``) since its previous answer.
     """
 
     code: str | None = None
@@ -94,25 +98,50 @@ class OutcomeMeta:
     inference_ms: float | None = None
     queue_ms: float | None = None
     batch_size: int | None = None
+    preprocess_ms: float | None = None
+    batch_first: bool = False
+    key_refreshes: dict[str, int] | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {k: v for k, v in asdict(self).items() if v not in (None, False)}
+        return {k: v for k, v in asdict(self).items() if v is not None and v is not False}
 
     @classmethod
     def from_json(cls, raw: Any) -> OutcomeMeta:
-        names = {"code", "header_length", "sealed", "inference_ms", "queue_ms", "batch_size"}
-        if not isinstance(raw, dict) or set(raw) - names:
+        if not isinstance(raw, dict) or set(raw) - _OUTCOME_FIELDS:
             raise ValueError("outcome metadata is malformed")
-        inference_ms = _field(raw, "inference_ms", int, float)
-        queue_ms = _field(raw, "queue_ms", int, float)
         return cls(
             _field(raw, "code", str),
             _field(raw, "header_length", int),
             bool(_field(raw, "sealed", bool)),
-            None if inference_ms is None else float(inference_ms),
-            None if queue_ms is None else float(queue_ms),
+            _ms(raw, "inference_ms"),
+            _ms(raw, "queue_ms"),
             _field(raw, "batch_size", int),
+            _ms(raw, "preprocess_ms"),
+            bool(_field(raw, "batch_first", bool)),
+            _refreshes(_field(raw, "key_refreshes", dict)),
         )
+
+
+KEY_REFRESH_RESULTS = ("ok", "failed", "refused")
+_OUTCOME_FIELDS = {f.name for f in fields(OutcomeMeta)}
+
+
+def _ms(raw: dict[str, Any], name: str) -> float | None:
+    value = _field(raw, name, int, float)
+    if value is not None and value < 0:
+        raise ValueError(f"metadata field {name!r} is negative")
+    return None if value is None else float(value)
+
+
+def _refreshes(raw: dict[str, Any] | None) -> dict[str, int] | None:
+    """Counts by result: only the known results, each a count, so no label can be invented."""
+    if raw is None:
+        return None
+    if set(raw) - set(KEY_REFRESH_RESULTS) or any(
+        type(n) is not int or not 0 <= n < 1 << 31 for n in raw.values()
+    ):
+        raise ValueError("metadata field 'key_refreshes' is malformed")
+    return dict(raw)
 
 
 @dataclass(frozen=True)

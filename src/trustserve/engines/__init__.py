@@ -1,10 +1,18 @@
-"""Engines: the one place an engine name becomes an implementation."""
+"""Engines: the one place an engine name becomes an implementation.
+
+Importing this package imports no engine library and not numpy (the server reads
+``ENGINES`` for its options while its workers start): those come with ``load_engine``.
+"""
 
 from __future__ import annotations
 
-from trustserve.archive import Manifest
-from trustserve.engines.base import Engine, EngineFactory
+from typing import TYPE_CHECKING
+
 from trustserve.errors import ConfigError
+
+if TYPE_CHECKING:
+    from trustserve.archive import Manifest
+    from trustserve.engines.base import Engine, EngineFactory
 
 ENGINES = ("onnxruntime", "openvino")
 
@@ -23,6 +31,14 @@ def engine_factory(name: str) -> EngineFactory:
 
 def load_engine(name: str, model_bytes: bytes, manifest: Manifest, threads: int) -> Engine:
     return engine_factory(name)(model_bytes, manifest, threads)
+
+
+def __getattr__(name: str) -> object:
+    if name in ("Engine", "EngineFactory"):
+        from trustserve.engines import base
+
+        return getattr(base, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 __all__ = ["ENGINES", "Engine", "engine_factory", "load_engine"]

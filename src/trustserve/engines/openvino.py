@@ -28,8 +28,14 @@ class OpenVinoEngine:
         check_io(manifest, inputs, outputs)
         # LATENCY: one stream using every thread, which is what a worker's one synchronous
         # call per batch feeds; THROUGHPUT makes several streams and a synchronous call
-        # leaves all but one idle (docs/benchmarks.md has the side-by-side figures).
-        config = {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY"}
+        # leaves all but one idle. No CPU pinning: on a machine whose cores other processes
+        # share (the frontend, other workers, other tenants) a pinned thread waits for its
+        # core while another is free (docs/benchmarks.md has the side-by-side figures).
+        config = {
+            "INFERENCE_NUM_THREADS": threads,
+            "PERFORMANCE_HINT": "LATENCY",
+            "ENABLE_CPU_PINNING": False,
+        }
         self._compiled = core.compile_model(model, "CPU", config)
         self._outputs = [o.name for o in manifest.outputs]
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -108,17 +109,25 @@ class InferenceApi:
 
         A load balancer routes by this; per-model readiness is ``/v2/models/{m}/ready``.
         """
+        ready, names = await self.readiness()
+        if not ready:
+            return json_response({"ready": False, "waiting_for": names}, 503)
+        return json_response({"ready": True, "models": names})
+
+    async def readiness(self) -> tuple[bool, list[str]]:
+        """(ready, the models served) or (not ready, the models waited for): for every
+        protocol the frontend speaks."""
         live: set[str] = set()
         for entry in self.registry.entries():
             if await self.broker.consumers(entry.queue):
                 live.add(entry.manifest.name)
         missing = [name for name in self.require if name not in live]
         if missing:
-            return json_response({"ready": False, "waiting_for": missing}, 503)
+            return False, missing
         if not live:
             waiting = sorted({e.manifest.name for e in self.registry.entries()})
-            return json_response({"ready": False, "waiting_for": waiting or ["any model"]}, 503)
-        return json_response({"ready": True, "models": sorted(live)})
+            return False, waiting or ["any model"]
+        return True, sorted(live)
 
     async def attestation(self, request: Request) -> Response:
         """The KMS's attestation bundle: what a client verifies before it seals anything."""
@@ -138,17 +147,18 @@ class InferenceApi:
         )
 
     async def model_metadata(self, request: Request) -> Response:
-        entry = self._entry(request)
+        return json_response(self.metadata(self._entry(request)))
+
+    def metadata(self, entry: ModelEntry) -> dict[str, Any]:
+        """A model's v2 metadata (REST and gRPC answer the same)."""
         m = entry.manifest
-        return json_response(
-            {
-                "name": m.name,
-                "versions": self.registry.versions(m.name),
-                "platform": m.platform,
-                "inputs": [t.to_json() for t in m.inputs],
-                "outputs": [t.to_json() for t in m.outputs],
-            }
-        )
+        return {
+            "name": m.name,
+            "versions": self.registry.versions(m.name),
+            "platform": m.platform,
+            "inputs": [t.to_json() for t in m.inputs],
+            "outputs": [t.to_json() for t in m.outputs],
+        }
 
     async def model_ready(self, request: Request) -> Response:
         entry = self._entry(request)
@@ -199,7 +209,7 @@ class InferenceApi:
     async def _measured(self, request: Request, api: str, handler: Handler) -> Response:
         """Run ``handler`` for the request's model and body; every outcome goes to metrics."""
         started = time.perf_counter()
-        status, meta, version = 500, None, ""
+        status, meta, version, code = 500, None, "", None
         label = UNKNOWN_MODEL  # never a name from the URL: each label is kept forever
         try:
             entry = self._entry(request)
@@ -208,11 +218,11 @@ class InferenceApi:
             status, meta = outcome.status, outcome.meta
             return forward(kind, outcome)
         except TrustserveError as exc:
-            status = exc.status
+            status, code = exc.status, exc.code
             return error_response(exc)
         finally:
             elapsed = time.perf_counter() - started
-            self.metrics.observe(label, version, api, status, elapsed, meta)
+            self.metrics.observe(label, version, api, status, elapsed, meta, code)
 
     async def _infer(
         self, request: Request, entry: ModelEntry, body: bytes
@@ -220,6 +230,13 @@ class InferenceApi:
         if request.headers.get("content-type", "").startswith(SEALED_TYPE):
             return await self._sealed(request, entry, body)
         header_length = request.headers.get("inference-header-content-length")
+        return await self.submit_v2(entry, body, header_length)
+
+    async def submit_v2(
+        self, entry: ModelEntry, body: bytes, header_length: str | None
+    ) -> tuple[JobKind, Outcome]:
+        """A standard v2 request body, checked against the model, as one broker job (the
+        gRPC frontend hands its requests here too, in this encoding)."""
         if json_bytes(body, header_length) > PARSE_INLINE_BYTES:  # parsed off the event loop
             req = await run_in_threadpool(parse_request, body, header_length, entry.manifest)
         else:

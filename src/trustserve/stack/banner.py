@@ -49,6 +49,14 @@ def banner(settings: Settings, models: list[str], image_models: list[str]) -> st
         f"  management  {s.scheme}://{s.management_host}:{s.management_port}"
         f"  (bearer token in {s.token_file})",
         f"  metrics     {s.scheme}://{s.management_host}:{s.metrics_port}/metrics",
+        *(
+            [
+                f"  grpc        localhost:{s.grpc_port}  (Open Inference Protocol v2 over gRPC"
+                + (f", TLS: CA {s.tls_dir / 'ca.pem'})" if s.tls else ", NO TLS)")
+            ]
+            if s.grpc_port
+            else []
+        ),
         f"  models      {', '.join(models) or '(none)'}",
     ]
     if not models:

@@ -42,6 +42,7 @@ def _settings(args: argparse.Namespace) -> Settings:
         "max_body_bytes": None if a.max_body_mb is None else a.max_body_mb * 1024 * 1024,
         "dev": a.dev,
         "kms_port": a.kms_port,
+        "grpc_port": a.grpc_port,
         "readiness_require": getattr(a, "readiness_require", None),
     }
     for name, value in given.items():
@@ -88,6 +89,9 @@ def _serve_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--port", type=int, help="inference port (default 8080)")
     p.add_argument("--management-port", type=int, help="default 8081, on 127.0.0.1")
     p.add_argument("--metrics-port", type=int, help="default 8082, on 127.0.0.1")
+    p.add_argument(
+        "--grpc-port", type=int, help="gRPC inference port on --host (default 8084; 0: no gRPC)"
+    )
     p.add_argument(
         "--insecure-http", action="store_true", default=None, help="plain HTTP (NOT secure)"
     )
@@ -189,7 +193,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from trustserve import archive
     from trustserve.broker.base import queue_name
     from trustserve.stack.supervisor import WorkerSupervisor
-    from trustserve.worker.main import EXIT_UNSERVABLE
+    from trustserve.worker.exits import EXIT_UNSERVABLE
 
     manifest = archive.read_header(path).manifest
     queue = queue_name(manifest.name, manifest.version)
@@ -251,6 +255,7 @@ def cmd_config_show(args: argparse.Namespace) -> int:
         "listen.management_host": s.management_host,
         "listen.management_port": s.management_port,
         "listen.metrics_port": s.metrics_port,
+        "listen.grpc_port": s.grpc_port or "(off)",
         "tls.insecure_http": not s.tls,
         "tls.cert": s.tls_cert or s.tls_dir / "server.pem",
         "tls.key": s.tls_key or s.tls_dir / "server-key.pem",

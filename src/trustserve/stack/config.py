@@ -38,6 +38,7 @@ class Settings:
     # models /v2/health/ready waits for; empty: any one model with a live worker
     readiness_require: tuple[str, ...] = ()
     kms_port: int = 8083
+    grpc_port: int = 8084  # Open Inference Protocol v2 over gRPC on ``host``; 0: none
 
     @property
     def kms_url(self) -> str | None:

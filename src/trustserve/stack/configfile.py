@@ -106,6 +106,7 @@ KEYS = (
     Key("listen.management_host", "management_host", _str),
     Key("listen.management_port", "management_port", _int),
     Key("listen.metrics_port", "metrics_port", _int),
+    Key("listen.grpc_port", "grpc_port", _int),
     Key("tls.insecure_http", "insecure_http", _bool),
     Key("tls.cert", "tls_cert", _path),
     Key("tls.key", "tls_key", _path),

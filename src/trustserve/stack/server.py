@@ -1,9 +1,11 @@
 """The whole serving stack in one process, started step by step and stopped in reverse.
 
 Order of start-up: TLS files, the embedded KMS (``up`` / ``--dev``), the broker,
-the frontend's keys (broker key by attestation), the workers, then the three
-front doors (inference, management, metrics). Shutdown closes the front doors
-first, then stops the workers, the broker, the KMS client and last the KMS.
+the workers (started while the KMS begins to listen: their imports and archive
+reads overlap the rest of the start-up), the frontend's keys (broker key by
+attestation), the gRPC inference port, then the three HTTP front doors (inference,
+management, metrics). Shutdown closes the HTTP front doors first, then gRPC, then
+stops the workers, the broker, the KMS client and last the KMS.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import socket
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import uvicorn
 from starlette.applications import Starlette
@@ -31,17 +34,18 @@ from trustserve.broker.encrypted import EncryptingBroker
 from trustserve.encoding import b64
 from trustserve.errors import ConfigError
 from trustserve.files import read_or_create_token
-from trustserve.frontend.inference import InferenceApi
-from trustserve.frontend.keys import FrontendKeys
-from trustserve.frontend.management import ManagementApi
 from trustserve.frontend.metrics import Metrics
 from trustserve.frontend.registry import ModelRegistry
-from trustserve.frontend.repository import RepositoryApi
-from trustserve.kms.client import KmsClient
-from trustserve.kms.service import KmsService
 from trustserve.stack.config import Settings
 from trustserve.stack.supervisor import WorkerSupervisor
 from trustserve.tls import TlsFiles, ensure_local_ca
+
+if TYPE_CHECKING:  # imported where used: the workers start before these are needed
+    import grpc
+
+    from trustserve.frontend.inference import InferenceApi
+    from trustserve.frontend.keys import FrontendKeys
+    from trustserve.kms.service import KmsService
 
 log = logging.getLogger("trustserve")
 
@@ -82,6 +86,7 @@ class Stack:
         self.supervisor = WorkerSupervisor(
             replace(settings.worker, home=settings.home),
             on_unservable=self.registry.mark_unservable,
+            on_restart=lambda queue: self.metrics.restarted(self.registry.entries(), queue),
         )
         self.broker: Broker
         self.keys: FrontendKeys | None = None
@@ -90,6 +95,7 @@ class Stack:
         self._kms_task: asyncio.Task[None] | None = None
         self._embedded_identity: str | None = None
         self._servers: list[_Server] = []
+        self._grpc: grpc.aio.Server | None = None
         self.up = asyncio.Event()  # set once every front door listens
 
     async def run(self) -> None:
@@ -99,16 +105,21 @@ class Stack:
         self._tls_files = ensure_local_ca(self.settings.tls_dir)
         self._check_ports()
         try:
-            kms_url = await self._start_kms()
+            kms_url = self._start_kms()
             worker_url = await self._open_broker()
+            # the workers import their engine and read their archive while the KMS and the
+            # frontend start; they wait for the KMS (--kms-wait) before asking it for keys
+            await self._start_workers(worker_url, kms_url)
+            await self._kms_listening()
             if kms_url is not None:
                 await self._obtain_keys(kms_url)
             else:
                 log.warning(
                     "!!! no key service: broker payloads are NOT encrypted (plaintext mode)"
                 )
-            await self._start_workers(worker_url, kms_url)
-            serving = [asyncio.create_task(s.serve()) for s in self._front_doors()]
+            inference = self._inference_api()
+            await self._start_grpc(inference)
+            serving = [asyncio.create_task(s.serve()) for s in self._front_doors(inference)]
             while not all(s.started for s in self._servers):
                 if any(t.done() for t in serving):
                     break  # one failed to start: gather below raises its error
@@ -134,6 +145,8 @@ class Stack:
             (s.management_host, s.management_port, "management", "--management-port"),
             (s.management_host, s.metrics_port, "metrics", "--metrics-port"),
         ]
+        if s.grpc_port:
+            wanted.append((s.host, s.grpc_port, "gRPC inference", "--grpc-port / listen.grpc_port"))
         if s.kms_url is None and (s.dev or self.kms is not None):
             wanted.append(("127.0.0.1", s.kms_port, "embedded KMS", "--kms-port / kms.port"))
         for host, port, what, setting in wanted:
@@ -148,8 +161,9 @@ class Stack:
                         f"(is another trustserve running? choose another port with {setting})"
                     ) from None
 
-    async def _start_kms(self) -> str | None:
-        """The embedded KMS of ``up`` / ``--dev`` on 127.0.0.1; else the configured URL."""
+    def _start_kms(self) -> str | None:
+        """The embedded KMS of ``up`` / ``--dev`` on 127.0.0.1 (starting to listen; see
+        ``_kms_listening``); else the configured URL."""
         s = self.settings
         if s.kms_url is not None or not (s.dev or self.kms is not None):
             return s.kms_url
@@ -165,11 +179,16 @@ class Stack:
             create_app(service, provider), "127.0.0.1", s.kms_port, self._tls_files
         )
         self._kms_server, self._kms_task = server, asyncio.create_task(server.serve())
-        while not server.started:
-            if self._kms_task.done():
-                await self._kms_task
-            await asyncio.sleep(0.02)
         return f"https://127.0.0.1:{s.kms_port}"
+
+    async def _kms_listening(self) -> None:
+        server, task = self._kms_server, self._kms_task
+        if server is None or task is None:
+            return
+        while not server.started:
+            if task.done():
+                await task
+            await asyncio.sleep(0.01)
 
     def _kms_trust(self) -> tuple[str | None, Path | None]:
         """Which KMS identity the frontend and workers believe: the embedded KMS's, or the
@@ -188,6 +207,9 @@ class Stack:
 
     async def _obtain_keys(self, kms_url: str) -> None:
         """The broker key, released to this frontend by attestation: payloads are sealed."""
+        from trustserve.frontend.keys import FrontendKeys
+        from trustserve.kms.client import KmsClient
+
         s = self.settings
         identity, policy = self._kms_trust()
         trust = replace(self.settings.worker, kms_identity=identity, kms_policy=policy).kms_trust()
@@ -205,6 +227,7 @@ class Stack:
             kms_ca=self.settings.kms_ca,
             kms_identity=identity,
             kms_policy=policy,
+            kms_wait=30.0 if self._kms_server is not None else self.supervisor.options.kms_wait,
         )
         for entry in self.registry.scan(self.settings.workers_per_model):
             if entry.encrypted and kms_url is None:
@@ -219,16 +242,19 @@ class Stack:
                 continue
             await self.supervisor.scale(entry.queue, entry.path, entry.min_workers)
 
-    def _front_doors(self) -> list[_Server]:
+    def _tls(self) -> TlsFiles | None:
+        """The front doors' certificate and key: the operator's, else the local CA's."""
         s = self.settings
         tls = self._tls_files if s.tls else None
         if tls is not None and s.tls_cert is not None and s.tls_key is not None:
             tls = TlsFiles(tls.ca, s.tls_cert, s.tls_key)
-        if tls is None:
-            log.warning(
-                "!!! TLS is OFF (--insecure-http): clients' data crosses the network in clear"
-            )
-        inference = InferenceApi(
+        return tls
+
+    def _inference_api(self) -> InferenceApi:
+        from trustserve.frontend.inference import InferenceApi
+
+        s = self.settings
+        return InferenceApi(
             self.registry,
             self.broker,
             self.metrics,
@@ -237,6 +263,31 @@ class Stack:
             keys=self.keys,
             require=s.readiness_require,
         )
+
+    async def _start_grpc(self, inference: InferenceApi) -> None:
+        """Open Inference Protocol v2 over gRPC, served through the same ``InferenceApi``."""
+        s = self.settings
+        if not s.grpc_port:
+            return
+        from trustserve.frontend.grpc_service import GrpcInference, grpc_server
+
+        tls = self._tls()
+        keypair = None if tls is None else (tls.key.read_bytes(), tls.cert.read_bytes())
+        self._grpc = grpc_server(
+            GrpcInference(inference), s.host, s.grpc_port, keypair, s.max_body_bytes
+        )
+        await self._grpc.start()
+
+    def _front_doors(self, inference: InferenceApi) -> list[_Server]:
+        from trustserve.frontend.management import ManagementApi
+        from trustserve.frontend.repository import RepositoryApi
+
+        s = self.settings
+        tls = self._tls()
+        if tls is None:
+            log.warning(
+                "!!! TLS is OFF (--insecure-http): clients' data crosses the network in clear"
+            )
         management = ManagementApi(self.registry, self.broker, self.supervisor, s.workers_per_model)
         metrics_app = Starlette(routes=[Route("/metrics", self.metrics_endpoint)])
         token = read_or_create_token(s.token_file)
@@ -253,7 +304,10 @@ class Stack:
         return self._servers
 
     async def _shutdown(self) -> None:
-        """Front doors are closed by now; then the workers, the broker, our KMS client, the KMS."""
+        """HTTP front doors are closed by now; then gRPC, the workers, the broker, our KMS
+        client, the KMS."""
+        if self._grpc is not None:
+            await self._grpc.stop(grace=5)
         await self.supervisor.stop_all()
         if hasattr(self, "broker"):
             await self.broker.close()
@@ -264,9 +318,6 @@ class Stack:
             await self._kms_task
 
     async def metrics_endpoint(self, request: Request) -> Response:
-        for entry in self.registry.entries():
-            m = entry.manifest
-            self.metrics.workers.labels(m.name, m.version).set(
-                len(self.supervisor.workers(entry.queue))
-            )
+        local = self.supervisor.workers
+        await self.metrics.sample(self.registry.entries(), self.broker, lambda q: len(local(q)))
         return await self.metrics.endpoint(request)

@@ -4,7 +4,8 @@ The supervisor runs beside the frontend and never sees a request; a worker that
 exits unexpectedly is started again (with a growing back-off while it keeps
 failing), and the broker hands its unanswered jobs to another worker. A worker
 that exits with ``EXIT_UNSERVABLE`` is not restarted: the supervisor reports it
-through ``on_unservable(queue, reason)``.
+through ``on_unservable(queue, reason)``. Each restart is reported through
+``on_restart(queue)`` (the restart counter of the metrics).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from trustserve.worker.main import EXIT_UNSERVABLE, UNSERVABLE
+from trustserve.worker.exits import EXIT_UNSERVABLE, UNSERVABLE
 from trustserve.worker.options import WorkerOptions
 
 log = logging.getLogger(__name__)
@@ -81,12 +82,14 @@ class WorkerSupervisor:
         env: dict[str, str] | None = None,
         *,
         on_unservable: Callable[[str, str], None] | None = None,
+        on_restart: Callable[[str], None] | None = None,
         command: Sequence[str] = WORKER_COMMAND,
         first_backoff_s: float = 0.5,
     ) -> None:
         self.options = options
         self.env = env
         self.on_unservable = on_unservable
+        self.on_restart = on_restart
         self.command = tuple(command)
         self.first_backoff_s = first_backoff_s
         self._slots: dict[str, list[WorkerSlot]] = {}
@@ -140,6 +143,8 @@ class WorkerSupervisor:
             if time.monotonic() - slot.started_at > HEALTHY_AFTER_S:
                 backoff = self.first_backoff_s
             slot.restarts += 1
+            if self.on_restart is not None:
+                self.on_restart(slot.queue)
             log.warning(
                 "worker for %s (pid %s) exited with %s; restarting in %.1f s",
                 slot.queue,

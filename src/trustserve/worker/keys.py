@@ -12,13 +12,16 @@ Serving keys are then refreshed every ``refresh_interval`` seconds (default 60):
 the ``ServingKeySet`` the KMS releases is the truth, so a key it no longer
 lists (rotated out) is dropped at the next refresh. A request naming a key id
 the worker does not hold triggers one extra refresh (at most every
-``REFRESH_AFTER_S``), for a key just rotated in.
+``REFRESH_AFTER_S``), for a key just rotated in. Each refresh is counted by result
+(ok, failed: KMS unreachable, refused: the KMS no longer admits this worker); the
+worker loop hands the counts to the frontend with its next answer (``drain_refreshes``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from pathlib import Path
 
@@ -51,6 +54,8 @@ class KeyRing:
         self.serving: ServingKeySet | None = None
         self.broker: bytes | None = None
         self._refreshed = 0.0
+        self._refreshes: dict[str, int] = {}  # by result, since the last drain
+        self._count_lock = threading.Lock()  # refreshes run on worker threads
 
     def obtain(self, model: archive.ModelArchive) -> bytes:
         """Release what this worker needs and return the plaintext model (memory only)."""
@@ -98,13 +103,33 @@ class KeyRing:
         if self.client is None or self.provider is None:
             return
         self._refreshed = time.monotonic()
-        keys = self.client.release(self.provider, [SERVING])
+        try:
+            keys = self.client.release(self.provider, [SERVING])
+        except Forbidden:
+            self._count("refused")
+            raise
+        except TrustserveError:
+            self._count("failed")
+            raise
+        self._count("ok")
         fresh = ServingKeySet.from_bytes(keys[SERVING])
         old = {k.key_id for k in self.serving.keys} if self.serving else set()
         self.serving = fresh
         dropped = old - {k.key_id for k in fresh.keys}
         if dropped:
             log.info("serving keys refreshed; dropped %s", ", ".join(sorted(dropped)))
+
+    def _count(self, result: str) -> None:
+        with self._count_lock:
+            self._refreshes[result] = self._refreshes.get(result, 0) + 1
+
+    def drain_refreshes(self) -> dict[str, int] | None:
+        """The refresh counts since the last call (None if none): one dict check when idle."""
+        if not self._refreshes:
+            return None
+        with self._count_lock:
+            counts, self._refreshes = self._refreshes, {}
+        return counts
 
     def _refresh_for_unknown(self) -> bool:
         """Ask the KMS again (the serving key may have been rotated); at most every second."""

@@ -1,4 +1,8 @@
-"""The worker loop: take a batch, run it, answer every job in it exactly once."""
+"""The worker loop: take a batch, run it, answer every job in it exactly once.
+
+Each answer carries the worker's figures for metrics in its ``OutcomeMeta`` (authenticated
+with the answer in standard mode): a clock read or two per job, nothing more.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +15,7 @@ from dataclasses import replace
 from typing import Any
 
 from trustserve.archive import Manifest
-from trustserve.broker.base import Job, JobSource, Outcome
+from trustserve.broker.base import Job, JobSource, Outcome, OutcomeMeta
 from trustserve.engines.base import Engine, Tensors
 from trustserve.errors import TrustserveError
 from trustserve.worker.batching import (
@@ -61,8 +65,10 @@ class WorkerLoop:
         engine: Engine,
         preprocess: Callable[[bytes], Any] | None = None,
         sealed: SealedReader | None = None,
+        refreshes: Callable[[], dict[str, int] | None] | None = None,
     ) -> None:
         self.sealed = sealed
+        self.refreshes = refreshes  # key refresh counts to report (KeyRing.drain_refreshes)
         self.source = source
         self.queue = queue
         self.manifest = manifest
@@ -95,10 +101,11 @@ class WorkerLoop:
         loop = asyncio.get_running_loop()
         taken_at = time.time()
         decoded: list[Decoded] = []
+        prep_ms: dict[str, float] = {}
         for job in jobs:
-            read = await loop.run_in_executor(self._executor, self._decode, job)
+            read, prep_ms[job.id] = await loop.run_in_executor(self._executor, self._decode, job)
             if isinstance(read, Outcome):
-                await self.source.answer(job, read)
+                await self._send(job, read)
             else:
                 decoded.append(read)
         for run in plan(decoded, self.manifest.max_batch_size):
@@ -111,16 +118,28 @@ class WorkerLoop:
                     failed = error_outcome(
                         d.job, 500, TrustserveError.code, "inference failed", d.reply.sealed
                     )
-                    await self.source.answer(d.job, failed)
+                    await self._send(d.job, failed)
                 continue
             infer_ms = (time.perf_counter() - start) * 1000
             rows = sum(d.rows for d in run)
-            for d, out in zip(run, split(run, outputs), strict=True):
-                await self.source.answer(d.job, self._answer(d, out, infer_ms, taken_at, rows))
+            for i, (d, out) in enumerate(zip(run, split(run, outputs), strict=True)):
+                figures = OutcomeMeta(
+                    inference_ms=infer_ms,
+                    queue_ms=max(0.0, (taken_at - d.job.enqueued_at) * 1000),
+                    batch_size=rows,
+                    preprocess_ms=prep_ms[d.job.id],
+                    batch_first=i == 0,
+                )
+                await self._send(d.job, self._answer(d, out, figures))
 
-    def _answer(
-        self, d: Decoded, outputs: Tensors, infer_ms: float, taken_at: float, rows: int
-    ) -> Outcome:
+    async def _send(self, job: Job, outcome: Outcome) -> None:
+        """Every answer leaves here; the first one after a key refresh reports it."""
+        counts = self.refreshes() if self.refreshes is not None else None
+        if counts is not None:
+            outcome = replace(outcome, meta=replace(outcome.meta, key_refreshes=counts))
+        await self.source.answer(job, outcome)
+
+    def _answer(self, d: Decoded, outputs: Tensors, figures: OutcomeMeta) -> Outcome:
         try:
             body, meta = encode_answer(d, self.manifest, outputs)
         except Exception:
@@ -128,16 +147,15 @@ class WorkerLoop:
             return error_outcome(
                 d.job, 500, TrustserveError.code, "encoding the answer failed", d.reply.sealed
             )
-        timings = replace(
-            meta,
-            inference_ms=infer_ms,
-            queue_ms=max(0.0, (taken_at - d.job.enqueued_at) * 1000),
-            batch_size=rows,
-        )
+        timings = replace(figures, header_length=meta.header_length, sealed=meta.sealed)
         return Outcome(d.job.id, 200, body, timings)
 
-    def _decode(self, job: Job) -> Decoded | Outcome:
-        return decode(job, self.manifest, self.preprocess, self.sealed)
+    def _decode(self, job: Job) -> tuple[Decoded | Outcome, float]:
+        """The job read (sealed request opened, body parsed, image preprocessed) and the
+        milliseconds that took."""
+        start = time.perf_counter()
+        read = decode(job, self.manifest, self.preprocess, self.sealed)
+        return read, (time.perf_counter() - start) * 1000
 
     def _infer(self, run: list[Decoded]) -> Tensors:
         return self.engine.infer(concat(run))

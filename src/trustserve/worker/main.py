@@ -12,6 +12,7 @@ import functools
 import logging
 import os
 import signal
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -20,19 +21,25 @@ from trustserve.attestation.registry import parse_options
 from trustserve.broker import JobSource, connect_job_source
 from trustserve.broker.base import queue_name
 from trustserve.broker.encrypted import DecryptingJobSource
-from trustserve.engines import load_engine
-from trustserve.errors import ArchiveError, ConfigError, Forbidden, NotFound, TrustserveError
+from trustserve.engines import engine_factory
+from trustserve.errors import (
+    ArchiveError,
+    ConfigError,
+    Forbidden,
+    NotFound,
+    TrustserveError,
+    Unavailable,
+)
 from trustserve.files import default_home
 from trustserve.logs import setup as setup_logging
-from trustserve.worker.keys import key_ring
+from trustserve.worker.exits import EXIT_UNSERVABLE, UNSERVABLE
+from trustserve.worker.keys import KeyRing, key_ring
 from trustserve.worker.loop import WorkerLoop
 from trustserve.worker.options import WorkerOptions, parser
 from trustserve.worker.replay import ReplayGuard, nonce_store
 from trustserve.worker.sealed import SealedReader
 
 log = logging.getLogger("trustserve.worker")
-EXIT_UNSERVABLE = 3  # the supervisor does not restart a worker that exits with this
-UNSERVABLE = "cannot serve this model: "  # the log line the supervisor passes on as the reason
 
 
 def preprocessor(manifest: archive.Manifest) -> Callable[[bytes], Any] | None:
@@ -43,12 +50,28 @@ def preprocessor(manifest: archive.Manifest) -> Callable[[bytes], Any] | None:
     return functools.partial(preprocess_image, pre=manifest.preprocessing)
 
 
+def obtain(keys: KeyRing, model: archive.ModelArchive, wait_s: float) -> bytes:
+    """The plaintext model, released by the KMS. A KMS that does not answer yet is asked
+    again for up to ``wait_s`` (the stack starts its workers while its KMS starts); each
+    attempt is a whole release, attestation and checks included, and a refusal is final."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            return keys.obtain(model)
+        except Unavailable:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.05)
+
+
 async def serve(opts: WorkerOptions) -> int:
     if opts.archive is None or opts.broker is None:
         raise ConfigError("a worker needs --archive and --broker")
     log.info("worker %d starting with %s", os.getpid(), " ".join(opts.to_argv()))
     home = opts.home or default_home()
+    t0 = time.monotonic()
     model = archive.load(opts.archive)
+    t_read = time.monotonic()
     manifest = model.manifest
     ca = opts.kms_ca or home / "tls" / "ca.pem"
     options = parse_options(opts.attestation_options)
@@ -62,9 +85,16 @@ async def serve(opts: WorkerOptions) -> int:
         opts.key_refresh,
         **options,
     )
-    plaintext = await asyncio.to_thread(keys.obtain, model)
-    engine = load_engine(opts.engine, plaintext, manifest, opts.threads)
-    del model, plaintext
+    # the engine's library imports (a few hundred ms) while the KMS releases the keys
+    factory, plaintext = await asyncio.gather(
+        asyncio.to_thread(engine_factory, opts.engine),
+        asyncio.to_thread(obtain, keys, model, opts.kms_wait),
+    )
+    t_keys = time.monotonic()
+    del model  # the ciphertext: not held while the engine builds its copy (peak RSS)
+    engine = factory(plaintext, manifest, opts.threads)
+    del plaintext
+    t_engine = time.monotonic()
     queue = queue_name(manifest.name, manifest.version)
     source: JobSource = await connect_job_source(opts.broker, queue)
     if keys.broker is not None:
@@ -73,12 +103,24 @@ async def serve(opts: WorkerOptions) -> int:
     if keys.serving is not None:
         nonces = nonce_store(opts.broker, home, asyncio.get_running_loop())
         sealed = SealedReader(keys, ReplayGuard(nonces, opts.replay_window), manifest)
-    log.info("worker %d ready: %s, %s, %d threads", os.getpid(), queue, opts.engine, opts.threads)
+    log.info(
+        "worker %d ready: %s, %s, %d threads (archive read %.2f s, keys + decrypt %.2f s, "
+        "engine load %.2f s)",
+        os.getpid(),
+        queue,
+        opts.engine,
+        opts.threads,
+        t_read - t0,
+        t_keys - t_read,
+        t_engine - t_keys,
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    worker = WorkerLoop(source, queue, manifest, engine, preprocessor(manifest), sealed)
+    worker = WorkerLoop(
+        source, queue, manifest, engine, preprocessor(manifest), sealed, keys.drain_refreshes
+    )
     refresher = asyncio.create_task(keys.keep_fresh(stop))
     try:
         await worker.run(stop)

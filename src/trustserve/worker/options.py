@@ -113,6 +113,15 @@ class WorkerOptions:
             metavar="KEY=VALUE",
         ),
     )
+    kms_wait: float = field(
+        default=0.0,
+        metadata=_opt(
+            "--kms-wait",
+            "seconds to wait for a KMS that does not answer yet before giving up (default 0; "
+            "the stack starts its workers alongside its embedded KMS and sets it)",
+            type=float,
+        ),
+    )
     replay_window: float = field(
         default=300.0,
         metadata=_opt("--replay-window", "sealed-request freshness in seconds", type=float),

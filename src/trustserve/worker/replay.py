@@ -15,8 +15,6 @@ import time
 from pathlib import Path
 from typing import Protocol
 
-from redis.exceptions import RedisError
-
 from trustserve.errors import Expired, Replayed, Unavailable
 
 CLOCK_SKEW_S = 30.0
@@ -96,8 +94,11 @@ class RedisNonceStore:
     """
 
     def __init__(self, url: str, loop: asyncio.AbstractEventLoop) -> None:
+        from redis.exceptions import RedisError  # not imported by a worker without Redis
+
         from trustserve.broker.redis_config import open_client, parse_redis_url
 
+        self._unreachable = (TimeoutError, OSError, RedisError)
         self.config = parse_redis_url(url)
         self._client = open_client(self.config, max_connections=4)
         self._loop = loop
@@ -112,7 +113,7 @@ class RedisNonceStore:
         done = asyncio.run_coroutine_threadsafe(claim(), self._loop)
         try:
             return done.result(timeout=5)
-        except (TimeoutError, OSError, RedisError):
+        except self._unreachable:
             raise Unavailable("the nonce store (Redis) is unreachable; retry") from None
 
 
