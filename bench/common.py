@@ -63,7 +63,9 @@ def v2_binary_body(name: str, x: np.ndarray, datatype: str = "FP32") -> tuple[by
 
 
 @contextmanager
-def served(archives: list[Path], *extra: str, name: str = "stack") -> Iterator[RunningStack]:
+def served(
+    archives: list[Path], *extra: str, name: str = "stack", env: dict[str, str] | None = None
+) -> Iterator[RunningStack]:
     """A real stack (``trustserve serve``) on a store holding just ``archives``."""
     root = RESULTS / "run" / name
     shutil.rmtree(root, ignore_errors=True)
@@ -71,7 +73,7 @@ def served(archives: list[Path], *extra: str, name: str = "stack") -> Iterator[R
     store.mkdir(parents=True)
     for a in archives:
         shutil.copy(a, store / a.name)
-    stack = start_stack(root / "home", store, *extra)
+    stack = start_stack(root / "home", store, *extra, env=env)
     try:
         yield stack
     finally:

@@ -245,3 +245,90 @@ async def test_a_clear_error_to_a_sealed_request_is_marked_unauthenticated(setup
     with pytest.raises(ServerError) as refused:
         read_answer(p, httpx.Response(400, json={"error": "forged", "code": "invalid_input"}))
     assert not refused.value.sealed
+
+
+# -- sealed jobs: bound to their job under the broker key, not encrypted twice ------------
+
+
+def sealed_job(setup: Setup, x: np.ndarray) -> tuple[Job, Prepared]:
+    """A sealed request for ``tiny`` as the frontend hands it to the broker."""
+    route = Route("tiny", "1", setup.serving.key_id)
+    body, hlen = encode_binary({}, "inputs", [Tensor("x", "FP32", tuple(x.shape), x)])
+    sealed, reply = seal_request(setup.serving.public_key, route, body, hlen)
+    meta = JobMeta(key_id=route.key_id, version=route.version)
+    job = Job(uuid.uuid4().hex, "tiny:1", JobKind.SEALED, sealed, time.time() + 30, meta)
+    return job, Prepared("/v2/models/tiny/infer", sealed, {}, route, reply)
+
+
+async def status_of(setup: Setup, job: Job) -> tuple[int, str | None]:
+    """What the frontend makes of the answer: (status, code); BrokerTampered is its 502."""
+    try:
+        outcome = await setup.broker.submit(job)
+    except BrokerTampered as exc:
+        return exc.status, exc.code
+    return outcome.status, outcome.meta.code
+
+
+async def sealed_status(setup: Setup, job: Job) -> tuple[int, str | None]:
+    """The same sealed request sent again, honestly, as a new job."""
+    return await status_of(setup, replace(job, id=uuid.uuid4().hex))
+
+
+async def test_a_sealed_payload_moved_to_another_job_is_refused_and_not_consumed(
+    setup: Setup,
+) -> None:
+    """The broker takes the first sealed job's payload (leaving it empty) and hands it to the
+    worker as the second job's. The worker opens neither: both are refused 502, and both
+    clients' requests, sent again, are still unused (their nonces were never spent)."""
+    stolen: list[bytes] = []
+
+    def move(job: Job) -> Job:
+        if not stolen:
+            stolen.append(job.payload)
+            return replace(job, payload=b"")
+        return replace(job, payload=stolen[0])
+
+    a, _ = sealed_job(setup, np.ones((1, 4), np.float32))
+    b, _ = sealed_job(setup, np.full((1, 4), 2, np.float32))
+    setup.forging.tamper_job = move
+    assert await status_of(setup, a) == (502, "broker_tampered")
+    assert await status_of(setup, b) == (502, "broker_tampered")
+    setup.forging.tamper_job = None
+    assert await sealed_status(setup, a) == (200, None)
+    assert await sealed_status(setup, b) == (200, None)
+
+
+@pytest.mark.parametrize(
+    "tamper",
+    [
+        pytest.param(lambda j: replace(j, meta=replace(j.meta, version="2")), id="version"),
+        pytest.param(lambda j: replace(j, meta=replace(j.meta, key_id="other")), id="key-id"),
+        pytest.param(lambda j: replace(j, kind=JobKind.V2), id="kind-v2"),
+        pytest.param(lambda j: replace(j, kind=JobKind.TORCHSERVE), id="kind-torchserve"),
+        pytest.param(lambda j: replace(j, queue="tiny:2"), id="queue"),
+        pytest.param(
+            lambda j: replace(j, payload=j.payload[:-1] + bytes([j.payload[-1] ^ 1])),
+            id="last-byte",
+        ),
+        pytest.param(lambda j: replace(j, payload=j.payload[:-16]), id="truncated"),
+    ],
+)
+async def test_a_changed_sealed_job_is_refused_by_the_worker(
+    setup: Setup, tamper: JobTamper
+) -> None:
+    """How the worker reads a sealed job (kind, key id, version, queue) and every byte of
+    its payload are bound to the job under the broker key: 502, never opened."""
+    job, _ = sealed_job(setup, np.ones((1, 4), np.float32))
+    setup.forging.tamper_job = tamper
+    assert await status_of(setup, job) == (502, "broker_tampered")
+    setup.forging.tamper_job = None
+    assert await sealed_status(setup, job) == (200, None)  # the request was not consumed
+
+
+async def test_a_sealed_job_from_outside_the_frontend_is_refused(setup: Setup) -> None:
+    """Whoever can write to the broker but holds no broker key (a Redis user, say) queues a
+    client's sealed request it copied: the worker refuses it unopened."""
+    job, _ = sealed_job(setup, np.ones((1, 4), np.float32))
+    outcome = await setup.forging.submit(job)  # straight into the broker, no broker key
+    assert (outcome.status, outcome.meta.code) != (200, None)
+    assert await sealed_status(setup, job) == (200, None)

@@ -21,6 +21,7 @@ from pathlib import Path
 from trustserve.broker.base import Job, Outcome, broker_failure
 from trustserve.broker.wire import (
     frame,
+    frame_head,
     job_from,
     job_meta,
     outcome_from,
@@ -205,9 +206,10 @@ class EmbeddedBroker:
         self, cid: int, queue: str, max_items: int, delay: float, writer: asyncio.StreamWriter
     ) -> None:
         jobs = await self.take(cid, queue, max_items, delay)
-        writer.write(frame({"op": "jobs", "n": len(jobs)}))
-        for job in jobs:
-            writer.write(frame(job_meta(job), job.payload))
+        parts = [frame({"op": "jobs", "n": len(jobs)})]
+        for job in jobs:  # each payload as it is: one vectored write, no joined copy
+            parts += (frame_head(job_meta(job), len(job.payload)), job.payload)
+        writer.writelines(parts)
         await writer.drain()
 
 

@@ -9,6 +9,13 @@ does the reverse. AES-256-GCM with a random nonce per message.
 - A job's associated data is its direction, queue, id, kind and ``JobMeta``: the
   broker can neither move a payload to another job nor change how a worker reads it
   (a worker answers such a job 502 ``broker_tampered``).
+- A sealed job's payload is already sealed to the worker (HPKE, crypto/sealing.py), so
+  it is not encrypted a second time: it travels as ``iv | tag | sealed request``, the
+  tag a GMAC under the broker key over the same associated data (labelled ``bound``,
+  not ``job``) and every byte of the sealed request. Moving it to another job,
+  changing its kind, queue or ``JobMeta``, or any byte of it, fails that check: the
+  worker answers 502 ``broker_tampered`` without opening (or spending) the request.
+  A v2 or torchserve job relabelled ``sealed`` (or the reverse) fails it too.
 - An outcome is sealed whole: the worker seals ``frame(id, status, OutcomeMeta,
   payload)``; in the clear the broker sees only a copy of the status (for its own
   bookkeeping) and no metadata. The frontend acts only on what it opened and
@@ -24,31 +31,50 @@ from __future__ import annotations
 
 import logging
 import os
+import struct
 from dataclasses import replace
 
 import orjson
 from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers import (
+    AEADDecryptionContext,
+    AEADEncryptionContext,
+    Cipher,
+    algorithms,
+    modes,
+)
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from trustserve.broker.base import Broker, Job, JobSource, Outcome, OutcomeMeta, broker_failure
+from trustserve.broker.base import (
+    Broker,
+    Job,
+    JobKind,
+    JobSource,
+    Outcome,
+    OutcomeMeta,
+    broker_failure,
+)
 from trustserve.broker.wire import frame, outcome_from, outcome_meta, unframe
 from trustserve.errors import BrokerTampered, CannotOpenSealed
 
 log = logging.getLogger(__name__)
 _IV = 12
+_TAG = 16
+_LEN = struct.Struct(">I")
 
 
 def _aad(job_id: str, queue: str, direction: str) -> bytes:
     return f"trustserve-broker-v2|{direction}|{queue}|{job_id}".encode()
 
 
-def _job_aad(job: Job) -> bytes:
+def _job_aad(job: Job, direction: str = "job") -> bytes:
     meta = orjson.dumps(job.meta.to_json(), option=orjson.OPT_SORT_KEYS)
-    return _aad(job.id, job.queue, "job") + b"|" + job.kind.value.encode() + b"|" + meta
+    return _aad(job.id, job.queue, direction) + b"|" + job.kind.value.encode() + b"|" + meta
 
 
 class PayloadCipher:
     def __init__(self, key: bytes) -> None:
+        self._key = key
         self._aead = AESGCM(key)
 
     def seal(self, data: bytes, aad: bytes) -> bytes:
@@ -56,10 +82,43 @@ class PayloadCipher:
         return iv + self._aead.encrypt(iv, data, aad)
 
     def open(self, data: bytes, aad: bytes) -> bytes:
+        view = memoryview(data)  # no copy of the ciphertext to split off the nonce
         try:
-            return self._aead.decrypt(data[:_IV], data[_IV:], aad)
+            return self._aead.decrypt(view[:_IV], view[_IV:], aad)
         except (InvalidTag, ValueError):
             raise CannotOpenSealed() from None
+
+    def bind(self, data: bytes, aad: bytes) -> bytes:
+        """``iv | tag | data``: ``data`` authenticated with ``aad``, not encrypted."""
+        iv = os.urandom(_IV)
+        mac = Cipher(algorithms.AES(self._key), modes.GCM(iv)).encryptor()
+        self._authenticate(mac, data, aad)
+        mac.finalize()
+        return b"".join((iv, mac.tag, data))
+
+    def unbind(self, bound: bytes, aad: bytes) -> bytes:
+        """``data`` from ``bind``'s output if it was bound with ``aad``; else CannotOpenSealed."""
+        if len(bound) < _IV + _TAG:
+            raise CannotOpenSealed()
+        view = memoryview(bound)
+        data = view[_IV + _TAG :]
+        check = Cipher(
+            algorithms.AES(self._key), modes.GCM(bytes(view[:_IV]), bytes(view[_IV : _IV + _TAG]))
+        ).decryptor()
+        self._authenticate(check, data, aad)
+        try:
+            check.finalize()
+        except InvalidTag:
+            raise CannotOpenSealed() from None
+        return bytes(data)
+
+    @staticmethod
+    def _authenticate(
+        ctx: AEADEncryptionContext | AEADDecryptionContext, data: bytes | memoryview, aad: bytes
+    ) -> None:
+        """GMAC input: ``len(aad) | aad | data``; the length keeps the split unambiguous."""
+        ctx.authenticate_additional_data(_LEN.pack(len(aad)) + aad)
+        ctx.authenticate_additional_data(data)
 
 
 class EncryptingBroker:
@@ -68,8 +127,11 @@ class EncryptingBroker:
         self.cipher = PayloadCipher(key)
 
     async def submit(self, job: Job) -> Outcome:
-        sealed = replace(job, payload=self.cipher.seal(job.payload, _job_aad(job)))
-        outcome = await self.inner.submit(sealed)
+        if job.kind is JobKind.SEALED:  # sealed to the worker already: bound, not encrypted
+            payload = self.cipher.bind(job.payload, _job_aad(job, "bound"))
+        else:
+            payload = self.cipher.seal(job.payload, _job_aad(job))
+        outcome = await self.inner.submit(replace(job, payload=payload))
         if outcome.by_broker:
             return broker_failure(job.id)
         return self.open(job, outcome)
@@ -108,7 +170,11 @@ class DecryptingJobSource:
         opened = []
         for job in jobs:
             try:
-                opened.append(replace(job, payload=self.cipher.open(job.payload, _job_aad(job))))
+                if job.kind is JobKind.SEALED:
+                    payload = self.cipher.unbind(job.payload, _job_aad(job, "bound"))
+                else:
+                    payload = self.cipher.open(job.payload, _job_aad(job))
+                opened.append(replace(job, payload=payload))
             except CannotOpenSealed:
                 log.warning("job %s from the broker failed authentication", job.id)
                 refused = BrokerTampered("a job from the broker failed authentication")

@@ -20,8 +20,13 @@ MAX_PAYLOAD = 1 << 31
 
 
 def frame(meta: dict[str, Any], payload: bytes = b"") -> bytes:
+    return frame_head(meta, len(payload)) + payload
+
+
+def frame_head(meta: dict[str, Any], payload_len: int) -> bytes:
+    """A frame without its payload: to write the payload after it without joining them."""
     head = orjson.dumps(meta)
-    return _HEAD.pack(len(head), len(payload)) + head + payload
+    return _HEAD.pack(len(head), payload_len) + head
 
 
 def _head(meta_len: int, payload_len: int) -> None:

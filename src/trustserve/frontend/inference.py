@@ -284,7 +284,7 @@ class InferenceApi:
         self, entry: ModelEntry, body: bytes, header_length: str | None
     ) -> tuple[JobKind, bytes, JobMeta]:
         """A standard v2 request body checked against the model: the job to submit."""
-        if len(body) > PARSE_INLINE_BYTES:  # a large body is parsed off the event loop
+        if json_bytes(body, header_length) > PARSE_INLINE_BYTES:  # parsed off the event loop
             req = await run_in_threadpool(parse_request, body, header_length, entry.manifest)
         else:
             req = parse_request(body, header_length, entry.manifest)
@@ -319,6 +319,17 @@ class InferenceApi:
             )
         version = request.path_params.get("version", "")
         return JobKind.SEALED, body, JobMeta(key_id=key_id, version=version)
+
+
+def json_bytes(body: bytes, header_length: str | None) -> int:
+    """How much of ``body`` is JSON to parse: binary tensor data after the header costs
+    nothing to read (``np.frombuffer``), so a binary request is parsed inline."""
+    if header_length is None:
+        return len(body)
+    try:
+        return min(max(int(header_length), 0), len(body))
+    except ValueError:  # parse_request refuses it, with a clear message
+        return 0
 
 
 def forward(kind: JobKind, outcome: Outcome) -> Response:

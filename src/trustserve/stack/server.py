@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 import socket
@@ -126,6 +127,7 @@ class Stack:
                     break  # one failed to start: gather below raises its error
                 await asyncio.sleep(0.02)
             else:
+                gc.freeze()  # start-up's objects: never scanned again by the collector
                 self.up.set()
             await asyncio.gather(*serving)
         finally:
