@@ -200,7 +200,10 @@ def write_report(res: dict[str, Any], results_dir: Path, doc: Path) -> None:
         "(602,112 bytes of FP32) per request, binary v2 tensors, a low-CPU closed-loop client",
         "(`bench/loadgen.py`: prebuilt requests over keep-alive TLS). Ratios are to raw ONNX",
         "Runtime INT8 at batch 16 in this run. The machine is a shared 2-core VM: compare",
-        "ratios within a run, not absolute figures across runs.",
+        "ratios within a run, not absolute figures across runs. The profiles and",
+        "side-by-side investigations behind these figures (adaptive batching, OpenVINO",
+        "settings, cold start, the Redis path, the frontend's cost) are in",
+        "[performance.md](performance.md), which this run does not rewrite.",
         "",
         "| configuration | img/s | ÷ raw ORT INT8 | ÷ adjacent raw | p50 ms | p99 ms "
         "| client CPU |",

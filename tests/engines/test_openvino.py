@@ -26,7 +26,7 @@ def test_it_answers_a_batch_with_the_latency_hint() -> None:
 
 def test_its_threads_are_not_pinned_to_cores() -> None:
     """On cores shared with the frontend and other workers a pinned thread waits for its
-    core while another is idle (docs/benchmarks.md, "OpenVINO settings")."""
+    core while another is idle (docs/performance.md, "OpenVINO settings")."""
     engine = OpenVinoEngine(tiny_onnx(), tiny_manifest(), threads=2)
     assert engine._compiled.get_property("ENABLE_CPU_PINNING") is False
     assert engine._compiled.get_property("INFERENCE_NUM_THREADS") == 2

@@ -3,7 +3,7 @@
 ``serve`` spawns its workers once it has read its settings and made its KMS; every module
 loaded before that delays the workers. The engine libraries, numpy, the KMS client's
 httpx, the frontend and the model tools (onnx, PIL) come after the spawn; the worker
-loads no Redis client unless its broker is Redis. (Timings: docs/benchmarks.md.)
+loads no Redis client unless its broker is Redis. (Timings: docs/performance.md.)
 """
 
 from __future__ import annotations

@@ -33,7 +33,7 @@ class OpenVinoEngine:
         # core while another is free. f32: on a CPU with bf16 (this one) OpenVINO's default
         # runs the model's floating-point layers in bf16, which moves resnet50 FP32's
         # logits by 0.8% of their range; a served model computes what its owner shipped
-        # (docs/benchmarks.md has the side-by-side figures).
+        # (docs/performance.md has the side-by-side figures).
         config = {
             "INFERENCE_NUM_THREADS": threads,
             "PERFORMANCE_HINT": "LATENCY",
