@@ -31,8 +31,8 @@ PREFIX = "trustserve"
 _COMMON = "resetchannels -@all +@connection +ping +time +multi +exec +discard +@scripting"
 # What each role runs, on which keys (P = prefix; see the key table in docs/redis.md).
 ROLE_RIGHTS = {
-    # submit jobs (XADD + a Lua length check, one MULTI), read its result stream, count live workers, and
-    # answer (dead-letter) jobs every worker died on; keep async job records (SET/GET)
+    # submit jobs (XADD + a Lua length check, one MULTI), read its result stream, count
+    # live workers, answer (dead-letter) jobs every worker died on; keep async job records
     "frontend": "~{p}:q:* ~{p}:r:* ~{p}:c:* ~{p}:dead:* ~{p}:job:* "
     + _COMMON
     + " +@stream +zcount +expire +del +set +get",
