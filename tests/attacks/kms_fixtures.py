@@ -13,7 +13,10 @@ from pathlib import Path
 import uvicorn
 from starlette.types import ASGIApp
 
+from tests.support import tiny_manifest, tiny_onnx
+from trustserve import archive
 from trustserve.attestation import EvidenceProvider, Policy, make_provider
+from trustserve.crypto.model_encryption import encrypt_archive
 from trustserve.crypto.rootkey import KeyFileProtector, create_key_file
 from trustserve.kms.service import KmsService
 from trustserve.kms.trust import KmsTrust
@@ -44,6 +47,13 @@ def genuine_kms(root: Path) -> Genuine:
     create_key_file(key)
     service = KmsService(home, KeyFileProtector(key), Policy.development(home))
     return Genuine(home, service, make_provider("sim", home))
+
+
+def tiny_encrypted(genuine: Genuine) -> archive.ModelArchive:
+    """The tiny model's archive, encrypted under a key ``genuine`` provisioned for it."""
+    manifest = tiny_manifest()
+    key_id, data_key = genuine.service.provision_model_key(manifest)
+    return archive.parse(encrypt_archive(manifest, tiny_onnx(), data_key, key_id))
 
 
 @contextmanager

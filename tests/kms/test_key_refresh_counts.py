@@ -8,11 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.attacks.kms_fixtures import genuine_kms, https_server, throwaway_ca
-from tests.support import tiny_manifest, tiny_onnx
-from trustserve import archive
+from tests.attacks.kms_fixtures import genuine_kms, https_server, throwaway_ca, tiny_encrypted
 from trustserve.attestation import Policy
-from trustserve.crypto.model_encryption import encrypt_archive
 from trustserve.errors import Forbidden, Unavailable
 from trustserve.kms.app import create_app
 from trustserve.kms.client import KmsClient
@@ -21,9 +18,7 @@ from trustserve.worker.keys import KeyRing
 
 async def test_refreshes_are_counted_by_result_and_drained_once(tmp_path: Path) -> None:
     genuine = genuine_kms(tmp_path / "kms")
-    manifest = tiny_manifest()
-    key_id, data_key = genuine.service.provision_model_key(manifest)
-    held = archive.parse(encrypt_archive(manifest, tiny_onnx(), data_key, key_id))
+    held = tiny_encrypted(genuine)
     tls = throwaway_ca(tmp_path / "tls")
     with https_server(create_app(genuine.service, genuine.sim), tls) as url:
         client = KmsClient(url, ca_file=tls.ca, trust=genuine.trust)

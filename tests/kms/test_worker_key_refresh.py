@@ -20,16 +20,14 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.attacks.kms_fixtures import genuine_kms, https_server, throwaway_ca
-from tests.support import RunningStack, start_stack, tiny_manifest, tiny_onnx, write_tiny
-from trustserve import archive
+from tests.attacks.kms_fixtures import genuine_kms, https_server, throwaway_ca, tiny_encrypted
+from tests.support import RunningStack, start_stack, write_tiny
 from trustserve.attestation import Policy, make_provider
 from trustserve.broker.base import Job, JobKind, JobMeta, Outcome
 from trustserve.broker.embedded import EmbeddedBroker
 from trustserve.broker.encrypted import EncryptingBroker
 from trustserve.client.sdk import prepare
 from trustserve.client.verify import ClientPolicy, ServingTarget, verify
-from trustserve.crypto.model_encryption import encrypt_archive
 from trustserve.errors import UnknownKeyId
 from trustserve.frontend.keys import FrontendKeys
 from trustserve.kms.app import create_app
@@ -117,9 +115,7 @@ async def test_a_worker_the_kms_stops_admitting_drops_its_serving_keys(tmp_path:
     """The KMS's release policy changes (say a measurement is withdrawn): at the next
     refresh the KMS refuses, and the worker holds no serving key any more."""
     genuine = genuine_kms(tmp_path / "kms")
-    manifest = tiny_manifest()
-    key_id, data_key = genuine.service.provision_model_key(manifest)
-    held = archive.parse(encrypt_archive(manifest, tiny_onnx(), data_key, key_id))
+    held = tiny_encrypted(genuine)
     tls = throwaway_ca(tmp_path / "tls")
     with https_server(create_app(genuine.service, genuine.sim), tls) as url:
         client = KmsClient(url, ca_file=tls.ca, trust=genuine.trust)
