@@ -32,6 +32,8 @@ Messages say what was wrong and never carry a secret.
     │                                                        that took it died; says only "failed"
     ├── BrokerTampered            502   broker_tampered      an answer or job failed authentication
     ├── Unavailable               503   unavailable          queue full, broker down (retry_after)
+    │   └── StaleServingKey       503   serving_key_lease_expired  the worker's released serving
+    │                                                        keys outlived their lease unrenewed
     ├── DeadlineExceeded          504   deadline_exceeded
     └── ConfigError               500   config_error         the operator's settings are unusable
 """
@@ -160,6 +162,12 @@ class Unavailable(TrustserveError):
     def __init__(self, message: str, retry_after: int = 1) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class StaleServingKey(Unavailable):
+    """The worker's serving keys passed their KMS lease without renewal and were dropped."""
+
+    code = "serving_key_lease_expired"
 
 
 class DeadlineExceeded(TrustserveError):

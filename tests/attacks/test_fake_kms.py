@@ -84,7 +84,7 @@ class FakeKms:
             keys = {
                 k: self.chosen_broker_key if k == BROKER else os.urandom(32) for k in req.key_ids
             }
-            answer = seal_keys(self.identity, req.public_key, req.nonce, keys)
+            answer = seal_keys(self.identity, req.public_key, req.nonce, keys, time.time())
             if self.mode == "unsigned":
                 del answer["signature"]
             return answer

@@ -32,6 +32,7 @@ from trustserve.errors import (
 from trustserve.kms.release import (
     NONCE_SIZE,
     PROVISION_INFO,
+    Released,
     make_request,
     model_digest,
     open_keys,
@@ -125,10 +126,11 @@ class KmsClient:
         provider: EvidenceProvider,
         key_ids: list[str],
         archives: dict[str, str] | None = None,
-    ) -> dict[str, bytes]:
+    ) -> Released:
         """Prove this process with ``provider`` and receive ``key_ids`` (model ids, "serving",
         "broker"): challenge, ephemeral key, evidence, release, check the KMS signature,
-        unwrap. ``archives`` gives, for each model key id, the digest of the archive held."""
+        unwrap. ``archives`` gives, for each model key id, the digest of the archive held.
+        The answer's lease starts, for the caller, before this call (see ``Released``)."""
         identity = self.kms_identity()
         challenge = self._call("POST", "/v1/challenge")
         try:

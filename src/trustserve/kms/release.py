@@ -19,9 +19,13 @@ The KMS trusts only evidence its release policy admits.
    was provisioned.
 4. The answer is ``{"key_ids": [...], "sealed": b64, "signature": b64}``.
    ``sealed`` is HPKE-sealed (info ``RELEASE_INFO``, aad = the nonce) to the
-   ephemeral key, the plaintext being JSON ``{key_id: b64(key bytes)}``:
+   ephemeral key, the plaintext being JSON ``{"keys": {key_id: b64(key bytes)},
+   "issued_at": t, "lease_until": t + lease}`` (``t`` the KMS's clock):
    ``"serving"`` is a ``ServingKeySet`` as JSON bytes; ``"broker"`` the 32-byte
-   AES key; a model key id its Tink keyset bytes. ``signature`` is the KMS
+   AES key; a model key id its Tink keyset bytes. The lease (``lease_until -
+   issued_at`` seconds, at most ``MAX_LEASE``) is how long the requester may use
+   released serving keys without renewing them; a serving key's lease also ends
+   at its own ``not_after`` (see ``Released.key_lease``). ``signature`` is the KMS
    identity key's Ed25519 signature over exactly::
 
        ANSWER_DOMAIN || nonce (32 bytes) || requester public key (32 bytes) || sealed
@@ -62,6 +66,8 @@ RELEASE_INFO = b"trustserve-kms-release-v1"
 ANSWER_DOMAIN = b"trustserve-kms-release-answer-v1\0"
 MODEL_DIGEST_DOMAIN = "trustserve-model-digest-v1"
 PROVISION_INFO = b"trustserve-kms-provision-v1"  # model owners' data keys (management API)
+DEFAULT_LEASE = 3600.0  # seconds a released set may be used without renewal
+MAX_LEASE = 30 * 86400.0
 SERVING = "serving"
 BROKER = "broker"
 _DIGEST_PREFIX = "sha256:"
@@ -235,23 +241,55 @@ def _signed_bytes(nonce: bytes, public_key: bytes, sealed: bytes) -> bytes:
     return ANSWER_DOMAIN + nonce + public_key + sealed
 
 
+class Released(dict[str, bytes]):
+    """Released keys by key id, with the lease the KMS stated for them (its clock)."""
+
+    def __init__(self, keys: Mapping[str, bytes], issued_at: float, lease_until: float) -> None:
+        super().__init__(keys)
+        self.issued_at = issued_at
+        self.lease_until = lease_until
+
+    @property
+    def lease(self) -> float:
+        """Seconds the released set may be used from the moment it was asked for."""
+        return self.lease_until - self.issued_at
+
+    def key_lease(self, not_after: float) -> float:
+        """Seconds a key that ends at ``not_after`` (KMS time) may be used: the lease or
+        less, never past the key's end. Both ends are the KMS's, so the host's wall clock
+        plays no part in the difference."""
+        return max(0.0, min(self.lease_until, not_after) - self.issued_at)
+
+
 def seal_keys(
-    identity: Ed25519PrivateKey, public_key: bytes, nonce: bytes, keys: dict[str, bytes]
+    identity: Ed25519PrivateKey,
+    public_key: bytes,
+    nonce: bytes,
+    keys: dict[str, bytes],
+    issued_at: float,
+    lease: float = DEFAULT_LEASE,
 ) -> dict[str, Any]:
-    """The KMS's answer: ``keys`` sealed to ``public_key``, signed with its identity key."""
-    plaintext = json.dumps({k: b64(v) for k, v in keys.items()}).encode()
-    sealed = hpke.seal(public_key, plaintext, aad=nonce, info=RELEASE_INFO)
+    """The KMS's answer: ``keys`` and their lease sealed to ``public_key``, signed with its
+    identity key (so neither the keys nor the lease can be changed on the way)."""
+    body = {
+        "keys": {k: b64(v) for k, v in keys.items()},
+        "issued_at": issued_at,
+        "lease_until": issued_at + lease,
+    }
+    sealed = hpke.seal(public_key, json.dumps(body).encode(), aad=nonce, info=RELEASE_INFO)
     signature = identity.sign(_signed_bytes(nonce, public_key, sealed))
     return {"key_ids": list(keys), "sealed": b64(sealed), "signature": b64(signature)}
 
 
 def open_keys(
     private_key: bytes, nonce: bytes, response: Any, identity_public_key: bytes
-) -> dict[str, bytes]:
-    """The released keys from a release answer signed by ``identity_public_key``.
+) -> Released:
+    """The released keys and their lease from a release answer signed by
+    ``identity_public_key``.
 
     Forbidden if the signature is missing or not the trusted KMS's over this
-    nonce and this ephemeral key, or if the answer cannot be opened.
+    nonce and this ephemeral key, or if the answer cannot be opened or states
+    no usable lease (none, negative or longer than ``MAX_LEASE``).
     """
     public_key = hpke.public_key_of(private_key)
     try:
@@ -269,6 +307,10 @@ def open_keys(
     try:
         plaintext = hpke.open(private_key, sealed, aad=nonce, info=RELEASE_INFO)
         raw = json.loads(plaintext)
-        return {str(k): base64.b64decode(v, validate=True) for k, v in raw.items()}
+        keys = {str(k): base64.b64decode(v, validate=True) for k, v in raw["keys"].items()}
+        issued_at, lease_until = float(raw["issued_at"]), float(raw["lease_until"])
     except (CannotOpenSealed, KeyError, TypeError, ValueError, AttributeError):
         raise Forbidden("key release answer cannot be opened") from None
+    if not (math.isfinite(issued_at) and 0 <= lease_until - issued_at <= MAX_LEASE):
+        raise Forbidden("key release answer states no usable lease: refused")
+    return Released(keys, issued_at, lease_until)

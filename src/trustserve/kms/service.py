@@ -25,7 +25,14 @@ from trustserve.attestation import (
 from trustserve.crypto.keys import sign_serving_keys
 from trustserve.crypto.rootkey import KeyStore, Protector, protector_from_env
 from trustserve.encoding import b64, unb64
-from trustserve.errors import AttestationRefused, BadRequest, Conflict, Forbidden, NotFound
+from trustserve.errors import (
+    AttestationRefused,
+    BadRequest,
+    ConfigError,
+    Conflict,
+    Forbidden,
+    NotFound,
+)
 from trustserve.kms import audit
 from trustserve.kms.bundle import (
     FreshEvidenceLimit,
@@ -37,6 +44,8 @@ from trustserve.kms.bundle import (
 from trustserve.kms.release import (
     BROKER,
     CHALLENGE_TTL,
+    DEFAULT_LEASE,
+    MAX_LEASE,
     SERVING,
     Challenges,
     ReleaseRequest,
@@ -62,6 +71,7 @@ class KmsService:
         challenge_ttl: float = CHALLENGE_TTL,
         serving_key_lifetime: float = 30 * DAY,
         rotation_grace: float = DAY,
+        key_lease: float = DEFAULT_LEASE,
         sources: VerifierSources | None = None,
     ) -> None:
         self.home = home
@@ -70,6 +80,14 @@ class KmsService:
         self.sources = sources or VerifierSources()
         self.clock = clock
         self.rotation_grace = rotation_grace
+        if not 0 < key_lease <= MAX_LEASE:  # also refuses NaN
+            raise ConfigError(
+                f"the key lease must be more than 0 and at most {MAX_LEASE:.0f} seconds, "
+                f"not {key_lease}"
+            )
+        # how long a released set may be used without renewal: the bound on how long a
+        # worker the KMS cannot reach (or no longer admits) keeps a rotated-out serving key
+        self.key_lease = key_lease
         self.state = KmsState(home, protector, keystore, serving_key_lifetime)
         self.audit = audit.AuditLog(self.state.dir, self.state.identity_key())
         self.challenges = Challenges(challenge_ttl)
@@ -167,9 +185,13 @@ class KmsService:
         except NotFound as exc:
             self.audit.append("release-failed", reason=str(exc), **who)
             raise
-        self.audit.append("release", tee=claims.tee, measurements=claims.measurements, **who)
+        until = now + self.key_lease
+        self.audit.append(
+            "release", tee=claims.tee, measurements=claims.measurements, lease_until=until, **who
+        )
         log.info("released %s to %s evidence", ", ".join(req.key_ids), claims.tee)
-        return seal_keys(self.state.identity_key(), req.public_key, req.nonce, keys)
+        identity = self.state.identity_key()
+        return seal_keys(identity, req.public_key, req.nonce, keys, now, self.key_lease)
 
     def _check_archives(self, req: ReleaseRequest, who: dict[str, Any]) -> None:
         """A model key goes only to a requester holding the archive it was provisioned for."""
