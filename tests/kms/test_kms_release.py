@@ -12,9 +12,9 @@ from tests.support import tiny_manifest
 from trustserve.attestation import EvidenceProvider, Policy
 from trustserve.crypto import hpke
 from trustserve.crypto.keys import ServingKeySet
-from trustserve.errors import Forbidden, NotFound
+from trustserve.errors import ConfigError, Forbidden, NotFound
 from trustserve.kms.bundle import verify_bundle
-from trustserve.kms.release import make_request, open_keys
+from trustserve.kms.release import Released, make_request, open_keys
 from trustserve.kms.service import KmsService
 
 
@@ -28,7 +28,7 @@ def _identity(kms: KmsService) -> bytes:
     return kms.state.identity_public_key()
 
 
-def _release(kms: KmsService, provider: EvidenceProvider, key_ids: list[str]) -> dict[str, bytes]:
+def _release(kms: KmsService, provider: EvidenceProvider, key_ids: list[str]) -> Released:
     nonce = base64.b64decode(kms.challenge()["nonce"])
     private, request = make_request(nonce, provider, key_ids, _honest(kms, key_ids))
     return open_keys(private, nonce, kms.release(request.to_json()), _identity(kms))
@@ -154,3 +154,22 @@ def test_attestation_bundle_verifies_and_binds_the_policy(
     lying = {**bundle, "release_policy": Policy.default().to_json()}
     with pytest.raises(Forbidden):
         verify_bundle(lying, Policy.development(home), kms.clock())
+
+
+def test_the_answer_carries_the_configured_lease_and_a_key_lease_ends_with_the_key(
+    make_service: MakeService, sim: EvidenceProvider
+) -> None:
+    kms = make_service(Policy.development(), key_lease=900.0)
+    keys = _release(kms, sim, ["serving"])
+    assert keys.lease == pytest.approx(900.0) and keys.issued_at <= time.time()
+    assert keys.key_lease(keys.issued_at + 60) == pytest.approx(60)  # the key's end first
+    assert keys.key_lease(keys.issued_at + 10_000) == pytest.approx(900.0)
+    assert keys.key_lease(keys.issued_at - 5) == 0  # a key already past its end
+
+
+@pytest.mark.parametrize("lease", [0.0, -1.0, float("nan"), 31 * 86400.0])
+def test_an_unusable_key_lease_is_a_configuration_error(
+    make_service: MakeService, lease: float
+) -> None:
+    with pytest.raises(ConfigError, match="key lease"):
+        make_service(Policy.development(), key_lease=lease)

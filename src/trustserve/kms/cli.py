@@ -26,6 +26,7 @@ from trustserve.files import default_home
 from trustserve.kms import audit
 from trustserve.kms.bundle import verify_bundle
 from trustserve.kms.client import KmsClient
+from trustserve.kms.release import DEFAULT_LEASE
 from trustserve.kms.service import KmsService
 from trustserve.kms.state import KmsState, kms_dir
 from trustserve.kms.tools import encrypt_model_file
@@ -67,6 +68,14 @@ def register(subparsers: Any) -> None:
         "--allow-sim-any",
         action="store_true",
         help="development: release to sim evidence of any platform key",
+    )
+    serve.add_argument(
+        "--key-lease",
+        type=float,
+        default=DEFAULT_LEASE,
+        metavar="SECONDS",
+        help="how long released serving keys may be used without renewal: the bound on a "
+        f"rotated-out key at a worker that cannot reach the KMS (default {DEFAULT_LEASE:.0f})",
     )
     serve.add_argument("--provider", choices=sorted(PROVIDERS), help="KMS's own evidence")
     serve.add_argument(
@@ -220,7 +229,9 @@ def _serve(args: argparse.Namespace) -> int:
         vcek_dir=args.vcek_dir,
         kds_url=args.kds_url,
     )
-    service = KmsService.from_env(home, _policy(args, home), sources=sources)
+    service = KmsService.from_env(
+        home, _policy(args, home), sources=sources, key_lease=args.key_lease
+    )
     options = parse_options(args.attestation_option)
     provider = make_provider(args.provider, home, **options) if args.provider else None
     ssl: dict[str, Any] = {}
