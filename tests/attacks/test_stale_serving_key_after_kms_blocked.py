@@ -128,3 +128,30 @@ async def test_a_rotated_out_key_ends_with_its_grace_when_that_comes_first(tmp_p
     fine = decode(sealed_job(new.public_key, new.key_id), MANIFEST, None, reader)
     assert isinstance(fine, Decoded)
     assert old.key_id not in {k.key_id for k in ring.serving.keys}
+
+
+async def test_an_idle_worker_drops_its_keys_when_the_lease_ends(tmp_path: Path) -> None:
+    """No request needed: the refresher itself drops the keys once the lease is over."""
+    genuine = genuine_kms(tmp_path / "kms")
+    held = tiny_encrypted(genuine)
+    tls = throwaway_ca(tmp_path / "tls")
+    clock = Monotonic()
+    with https_server(create_app(genuine.service, genuine.sim), tls) as url:
+        client = KmsClient(url, ca_file=tls.ca, trust=genuine.trust, timeout=5)
+        ring = KeyRing(client, genuine.sim, refresh_interval=0.1, clock=clock)
+        await asyncio.to_thread(ring.obtain, held)
+    stop = asyncio.Event()
+    refresher = asyncio.create_task(ring.keep_fresh(stop))
+    try:
+        clock.now += DEFAULT_LEASE / 2
+        await asyncio.sleep(0.5)  # a few failed refreshes: the keys are still within the lease
+        assert ring.serving is not None
+        clock.now += DEFAULT_LEASE / 2
+        deadline = time.monotonic() + 60  # generous: a loaded machine
+        while ring.serving is not None and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert ring.serving is None
+    finally:
+        stop.set()
+        await refresher
+        client.close()
