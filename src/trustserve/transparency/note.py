@@ -90,11 +90,11 @@ class Note:
     signatures: tuple[tuple[str, bytes, bytes], ...]  # (name, key id, signature bytes)
 
     def render(self) -> str:
-        lines = "".join(
-            f"{_DASH}{name} {base64.b64encode(kid + sig).decode()}\n"
-            for name, kid, sig in self.signatures
-        )
-        return f"{self.text}\n{lines}"
+        return self.text + "\n" + "".join(signature_line(*s) for s in self.signatures)
+
+
+def signature_line(name: str, kid: bytes, signature: bytes) -> str:
+    return f"{_DASH}{name} {base64.b64encode(kid + signature).decode()}\n"
 
 
 def parse(data: str | bytes) -> Note:
