@@ -19,6 +19,7 @@ COMMAND_MODULES = (
     "trustserve.kms.cli",
     "trustserve.client.cli",
     "trustserve.stack.redis_setup",
+    "trustserve.transparency.cli",
 )
 
 # the commands whose start-up time users wait on: parsing them imports their module only

@@ -20,7 +20,9 @@ Messages say what was wrong and never carry a secret.
     │                                                        the worker's (or none)
     ├── Unauthorized              401   unauthorized
     ├── Forbidden                 403   forbidden
-    │   └── AttestationRefused    403   attestation_refused  evidence refused (names the claim)
+    │   ├── AttestationRefused    403   attestation_refused  evidence refused (names the claim)
+    │   └── TransparencyRefused   403   transparency_refused a log proof, checkpoint or cosignature
+    │                                                        that does not hold (rollback, fork)
     ├── NotFound                  404   not_found            unknown model / version / model key
     │                                                        / route
     ├── MethodNotAllowed          405   method_not_allowed   a route asked with the wrong method
@@ -111,6 +113,10 @@ class AttestationRefused(Forbidden):
     def from_message(cls, message: str) -> TrustserveError:
         claim, _, detail = message.partition(": ")
         return cls(claim, detail)
+
+
+class TransparencyRefused(Forbidden):
+    code = "transparency_refused"
 
 
 class NotFound(TrustserveError):
