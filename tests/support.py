@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
+import random
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,11 +22,57 @@ from onnx import TensorProto, helper
 from trustserve import archive
 from trustserve.files import write_atomic
 
+# Ports handed out by free_port(), by any test process on this machine (one file each).
+PORT_RESERVATIONS = Path(tempfile.gettempdir()) / "trustserve-test-ports"
+PORT_RESERVATION_S = 600
+
 
 def free_port() -> int:
+    """A TCP port nothing listens on, that no test process gets again for 10 minutes.
+
+    A port is picked now and bound later by another process (a stack, a redis-server),
+    seconds later under load. In between, the kernel's ephemeral range would lend it to any
+    process's outgoing connection or ``bind(0)``, so the port comes from below that range,
+    and a reservation file shared by every test process (worktrees and parallel sessions
+    alike) keeps it from being handed out twice, even while its server restarts.
+    """
+    low, high = _unassigned_port_range()
+    PORT_RESERVATIONS.mkdir(exist_ok=True)
+    with (PORT_RESERVATIONS / ".lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        for _ in range(1000):
+            port = random.randrange(low, high)
+            reservation = PORT_RESERVATIONS / str(port)
+            try:
+                if time.time() - reservation.stat().st_mtime < PORT_RESERVATION_S:
+                    continue
+            except FileNotFoundError:
+                pass
+            if _bindable(port):
+                reservation.write_text(f"{os.getpid()}\n")
+                return port
+    raise RuntimeError(f"no free port in {low}..{high} (see {PORT_RESERVATIONS})")
+
+
+def _unassigned_port_range() -> tuple[int, int]:
+    """Ports the kernel never assigns by itself: below (or above) its ephemeral range."""
+    try:
+        text = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text()
+        first, last = (int(v) for v in text.split())
+    except (OSError, ValueError):
+        first, last = 32768, 60999
+    if first - 10_000 >= 5_000:
+        return 10_000, first
+    return last + 1, 65_536
+
+
+def _bindable(port: int) -> bool:
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+        try:
+            s.bind(("0.0.0.0", port))
+        except OSError:
+            return False
+        return True
 
 
 def tiny_onnx() -> bytes:

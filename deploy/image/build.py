@@ -1,6 +1,7 @@
 """Build the trustserve OCI image from Debian packages and PyPI wheels only.
 
-    python3 deploy/image/build.py [--force] [--update-debian-lock] [--check-reproducible]
+    python3 deploy/image/build.py [--force] [--output DIR] [--update-debian-lock]
+                                  [--check-reproducible]
 
 Steps (docs/image.md says why each is pinned):
 
@@ -9,13 +10,16 @@ Steps (docs/image.md says why each is pinned):
 2. the trustserve wheel, built offline from a clean copy of the source with the locked
    setuptools/wheel;
 3. the root filesystem: ``mmdebstrap`` (Debian bookworm, minbase + python3) with
-   ``customize.sh`` installing the wheels into /opt/trustserve; the installed Debian packages
-   must equal ``debian-packages.lock``;
+   ``customize.sh`` installing the wheels into /opt/trustserve;
 4. the OCI image layout in ``build/oci`` (``umoci``), its config (user, entrypoint, volumes)
    and every timestamp set from ``SOURCE_DATE_EPOCH``.
 
-Prints the manifest digest and writes it to ``build/oci/digest``. When nothing that goes in
-has changed since the last build (``build/oci/inputs``), the existing image is kept.
+Prints the manifest digest and writes it to ``build/oci/digest``, and the Debian packages
+the mirror resolved to ``build/oci/debian-packages.lock``. Debian's mirror moves (security
+updates): a build never fails for that; it prints which packages differ from the committed
+``debian-packages.lock`` (old -> new version), a record that only ``--update-debian-lock``
+rewrites. When nothing that goes in has changed since the last build (``build/oci/inputs``),
+the existing image is kept (and the difference printed again).
 Needs root (mmdebstrap's root mode) and the Debian packages mmdebstrap, umoci.
 """
 
@@ -34,8 +38,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
-BUILD = REPO / "build" / "image"
-OCI = REPO / "build" / "oci"
+OCI = REPO / "build" / "oci"  # the default output; its work directory is build/oci.work
+LOCK = HERE / "debian-packages.lock"
 TAG = "trustserve"
 
 SUITE = "bookworm"
@@ -62,8 +66,11 @@ ENV = (
     "PYTHONDONTWRITEBYTECODE=1",
     "PYTHONUNBUFFERED=1",
 )
-# What goes into the image: a change to any of these is a new image.
+# What goes into the image: a change to any of these is a new image. The Debian lock is a
+# record of what a build resolved, not an input: rewriting it changes neither the image nor
+# SOURCE_DATE_EPOCH.
 INPUTS = ("pyproject.toml", "README.md", "src", "deploy/image")
+NOT_INPUTS = (LOCK.relative_to(REPO).as_posix(),)
 
 
 def run(*cmd: str, env: dict[str, str] | None = None) -> None:
@@ -76,7 +83,8 @@ def source_date_epoch() -> int:
     if os.environ.get("SOURCE_DATE_EPOCH"):
         return int(os.environ["SOURCE_DATE_EPOCH"])
     out = subprocess.run(
-        ["git", "-C", str(REPO), "log", "-1", "--format=%ct", "--", *INPUTS],
+        ["git", "-C", str(REPO), "log", "-1", "--format=%ct", "--", *INPUTS]
+        + [f":(exclude){path}" for path in NOT_INPUTS],
         check=True,
         capture_output=True,
         text=True,
@@ -93,6 +101,8 @@ def inputs_fingerprint(epoch: int) -> str:
         for path in paths:
             rel = path.relative_to(REPO)
             if not path.is_file() or {"__pycache__", ".egg-info"} & set(_parts(rel)):
+                continue
+            if rel.as_posix() in NOT_INPUTS:
                 continue
             h.update(f"{rel}\0{path.stat().st_mode & 0o111}\0".encode())
             h.update(hashlib.sha256(path.read_bytes()).digest())
@@ -164,31 +174,49 @@ def rootfs(wheels: Path, tarball: Path, packages: Path, epoch: int) -> None:
     run(*cmd, env=env)
 
 
-def check_debian_packages(packages: Path, update: bool) -> None:
-    """The resolved Debian packages must be the locked ones (or the lock is rewritten)."""
-    lock = HERE / "debian-packages.lock"
-    got = packages.read_text()
-    if update or not lock.exists():
-        lock.write_text(got)
-        print(f"wrote {lock.relative_to(REPO)}", flush=True)
+def debian_versions(lock: str) -> dict[str, str]:
+    """``name=version`` lines (a lock) as {name: version}."""
+    pairs = (line.split("=", 1) for line in lock.splitlines() if line.strip())
+    return {name: version for name, version in pairs}
+
+
+def debian_changes(locked: str, resolved: str) -> list[str]:
+    """What moved between two package lists, one line per package: ``name old -> new``."""
+    old, new = debian_versions(locked), debian_versions(resolved)
+    lines = []
+    for name in sorted(old.keys() | new.keys()):
+        before, after = old.get(name, "(none)"), new.get(name, "(none)")
+        if before != after:
+            lines.append(f"{name} {before} -> {after}")
+    return lines
+
+
+def report_debian_packages(oci: Path) -> None:
+    """Print how the image's Debian packages differ from the committed lock (a record)."""
+    resolved = oci / "debian-packages.lock"
+    shown = resolved.relative_to(REPO) if resolved.is_relative_to(REPO) else resolved
+    locked = LOCK.read_text() if LOCK.exists() else ""
+    changes = debian_changes(locked, resolved.read_text())
+    if not changes:
+        print(f"Debian packages: as in {LOCK.relative_to(REPO)}", flush=True)
         return
-    want = lock.read_text()
-    if got != want:
-        old, new = set(want.splitlines()), set(got.splitlines())
-        diff = [f"- {p}" for p in sorted(old - new)] + [f"+ {p}" for p in sorted(new - old)]
-        sys.exit(
-            "build.py: the Debian mirror resolved other packages than debian-packages.lock:\n"
-            + "\n".join(diff)
-            + "\nreview them, then rebuild with --update-debian-lock and commit the lock"
-        )
+    print(
+        f"Debian packages: {len(changes)} differ from {LOCK.relative_to(REPO)} "
+        "(the mirror has moved since it was written; not an error):",
+        *(f"  {line}" for line in changes),
+        f"this image holds {shown}"
+        "; to record it: python3 deploy/image/build.py --update-debian-lock, review, commit",
+        sep="\n",
+        flush=True,
+    )
 
 
-def oci_image(tarball: Path, epoch: int, deb_arch: str) -> str:
+def oci_image(oci: Path, tarball: Path, epoch: int, deb_arch: str) -> str:
     created = datetime.datetime.fromtimestamp(epoch, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     version = _project_version()
-    shutil.rmtree(OCI, ignore_errors=True)
-    image = f"{OCI}:{TAG}"
-    run("umoci", "init", "--layout", str(OCI))
+    shutil.rmtree(oci, ignore_errors=True)
+    image = f"{oci}:{TAG}"
+    run("umoci", "init", "--layout", str(oci))
     run("umoci", "new", "--image", image)
     run(
         "umoci", "raw", "add-layer", "--image", image, "--history.created", created,
@@ -207,8 +235,8 @@ def oci_image(tarball: Path, epoch: int, deb_arch: str) -> str:
     for key, value in (("title", "trustserve"), ("version", version), ("created", created)):
         cmd += ["--config.label", f"org.opencontainers.image.{key}={value}"]
     run(*cmd)
-    run("umoci", "gc", "--layout", str(OCI))
-    index = json.loads((OCI / "index.json").read_text())
+    run("umoci", "gc", "--layout", str(oci))
+    index = json.loads((oci / "index.json").read_text())
     (manifest,) = index["manifests"]
     return str(manifest["digest"])
 
@@ -223,54 +251,92 @@ def _project_version() -> str:
     return str(tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"])
 
 
-def build(*, force: bool, update_debian_lock: bool) -> str:
+def build(oci: Path, *, force: bool) -> str:
     """The image's digest: the existing one when nothing that goes in has changed."""
     epoch = source_date_epoch()
     fingerprint = inputs_fingerprint(epoch)
-    stamp, digest_file = OCI / "inputs", OCI / "digest"
-    if not force and digest_file.exists() and _read(stamp) == fingerprint:
+    stamp, digest_file = oci / "inputs", oci / "digest"
+    packages = oci / "debian-packages.lock"
+    if not force and digest_file.exists() and packages.exists() and _read(stamp) == fingerprint:
         return _read(digest_file)
     deb_arch, machine = arch()
-    shutil.rmtree(BUILD, ignore_errors=True)
-    wheels = BUILD / "wheels"
+    work = oci.with_name(oci.name + ".work")
+    shutil.rmtree(work, ignore_errors=True)
+    wheels = work / "wheels"
     wheels.mkdir(parents=True)
     wheelhouse(wheels, machine)
     trustserve_wheel(wheels, epoch)
-    tarball, packages = BUILD / "rootfs.tar", BUILD / "debian-packages.txt"
-    rootfs(wheels, tarball, packages, epoch)
-    check_debian_packages(packages, update_debian_lock)
-    digest = oci_image(tarball, epoch, deb_arch)
-    tarball.unlink()
+    tarball, resolved = work / "rootfs.tar", work / "debian-packages.lock"
+    rootfs(wheels, tarball, resolved, epoch)
+    digest = oci_image(oci, tarball, epoch, deb_arch)
+    shutil.copy(resolved, packages)
+    shutil.rmtree(work)
     digest_file.write_text(digest + "\n")
-    stamp.write_text(inputs_fingerprint(epoch) + "\n")  # the Debian lock may be new
+    stamp.write_text(fingerprint + "\n")
     return digest
+
+
+def check_reproducible(oci: Path, digest: str) -> None:
+    """Build again from nothing next to ``oci``: the same Debian packages give the same digest.
+
+    If the mirror moved between the two builds, that is said (with what moved) and the check
+    is repeated once with a third build: a third party's update is not a failure.
+    """
+    reference, expected = oci, digest
+    extra = [oci.with_name(oci.name + suffix) for suffix in (".again", ".again2")]
+    for out in extra:
+        again = build(out, force=True)
+        moved = debian_changes(_packages(reference), _packages(out))
+        if not moved:
+            break
+        print("the Debian mirror moved between two builds:", *moved, sep="\n  ", flush=True)
+        reference, expected = out, again
+    else:
+        sys.exit("build.py: the Debian mirror moved twice during the check; run it again")
+    for out in extra:
+        if out != reference:
+            shutil.rmtree(out, ignore_errors=True)
+    if again != expected:
+        sys.exit(f"build.py: NOT reproducible: {expected} then {again}, same Debian packages")
+    print(f"reproducible: two builds from the same Debian packages gave {again}", flush=True)
+
+
+def _packages(oci: Path) -> str:
+    return (oci / "debian-packages.lock").read_text()
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--force", action="store_true", help="rebuild even if nothing changed")
     parser.add_argument(
+        "--output",
+        type=Path,
+        default=OCI,
+        help=f"the OCI image layout to write (default {OCI.relative_to(REPO)})",
+    )
+    parser.add_argument(
         "--update-debian-lock",
         action="store_true",
-        help="accept the Debian packages the mirror resolves now into debian-packages.lock",
+        help="record the Debian packages of the image built (or kept) in debian-packages.lock",
     )
     parser.add_argument(
         "--check-reproducible",
         action="store_true",
-        help="build, then build again from nothing: fail unless both digests are equal",
+        help="then build again from nothing: fail unless the same packages give the same digest",
     )
     args = parser.parse_args()
     for tool in ("mmdebstrap", "umoci"):
         if shutil.which(tool) is None:
             sys.exit(f"build.py: {tool} is not installed (make debs)")
-    update = args.update_debian_lock
-    first = build(force=args.force or update, update_debian_lock=update)
+    oci = args.output.resolve()
+    first = build(oci, force=args.force)
+    if args.update_debian_lock:
+        shutil.copy(oci / "debian-packages.lock", LOCK)
+        print(f"wrote {LOCK.relative_to(REPO)}", flush=True)
+    report_debian_packages(oci)
     print(first, flush=True)
     if args.check_reproducible:
-        second = build(force=True, update_debian_lock=False)
-        if second != first:
-            sys.exit(f"build.py: NOT reproducible: {first} then {second}")
-        print(f"reproducible: two builds gave {second}")
+        check_reproducible(oci, first)
     return 0
 
 

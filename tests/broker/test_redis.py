@@ -118,14 +118,21 @@ async def test_a_full_queue_refuses_and_keeps_every_accepted_job(redis: RedisSer
     a = await RedisStreamsBroker.connect(url, max_queue=10)
     b = await RedisStreamsBroker.connect(url, max_queue=10)
     tasks = [asyncio.create_task(f.submit(job(timeout=30))) for f in (a, b) * 15]
-    await asyncio.sleep(0.5)
-    refused = [t for t in tasks if t.done() and isinstance(t.exception(), Unavailable)]
-    assert len(refused) == 20
+
+    def refused() -> list[asyncio.Task[Outcome]]:
+        return [t for t in tasks if t.done() and isinstance(t.exception(), Unavailable)]
+
+    # every submission decided: refused at once, or admitted and waiting for a worker
+    deadline = time.monotonic() + 30
+    while len(refused()) + await a.depth("m:1") < len(tasks):
+        assert time.monotonic() < deadline, (len(refused()), await a.depth("m:1"))
+        await asyncio.sleep(0.02)
+    assert len(refused()) == 20
     assert await a.depth("m:1") == 10
     worker = await RedisStreamsBroker.connect(url, consumer_queue="m:1")
     stop = asyncio.Event()
     serving = asyncio.create_task(serve(worker, "m:1", stop))
-    accepted = [t for t in tasks if t not in refused]
+    accepted = [t for t in tasks if t not in refused()]
     assert all(o.status == 200 for o in await asyncio.gather(*accepted))
     stop.set()
     assert await serving == 10

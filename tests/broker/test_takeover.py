@@ -67,9 +67,11 @@ async def test_a_worker_is_not_ready_before_redis_answers(
     url = server.url(visibility_s="1")
     caplog.set_level(logging.INFO)
     connecting = asyncio.create_task(RedisStreamsBroker.connect(url, consumer_queue="m:1"))
-    await asyncio.sleep(2)
+    deadline = time.monotonic() + 30
+    while not any("waiting for the broker" in r.getMessage() for r in caplog.records):
+        assert time.monotonic() < deadline, "the worker never said it waits for the broker"
+        await asyncio.sleep(0.05)
     assert not connecting.done()  # the worker waits; it does not go on to say "ready"
-    assert any("waiting for the broker" in r.getMessage() for r in caplog.records)
     server.start()
     try:
         source = await asyncio.wait_for(connecting, 20)

@@ -12,6 +12,7 @@ something that goes into the image changes.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -58,6 +59,27 @@ def test_image_lock_pins_every_dependency_in_pyproject() -> None:
         )
 
 
+def _build_script() -> object:
+    spec = importlib.util.spec_from_file_location("image_build", REPO / "deploy/image/build.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_a_moved_debian_mirror_is_reported_package_by_package_not_refused() -> None:
+    """Debian's security updates change the image; the build names each move, old -> new."""
+    build = _build_script()
+    locked = "libc6=2.36-9+deb12u9\nlibpam0g=1.5.2-6+deb12u2\nzlib1g=1:1.2.13.dfsg-1\n"
+    resolved = "libc6=2.36-9+deb12u9\nlibpam0g=1.5.2-6+deb12u3\nlibzstd1=1.5.4+dfsg2-5\n"
+    assert build.debian_changes(locked, resolved) == [  # type: ignore[attr-defined]
+        "libpam0g 1.5.2-6+deb12u2 -> 1.5.2-6+deb12u3",
+        "libzstd1 (none) -> 1.5.4+dfsg2-5",
+        "zlib1g 1:1.2.13.dfsg-1 -> (none)",
+    ]
+    assert build.debian_changes(locked, locked) == []  # type: ignore[attr-defined]
+
+
 @pytest.fixture(scope="module")
 def image() -> str:
     """The image's digest: ``make image``'s build (reused when its inputs are unchanged)."""
@@ -78,7 +100,15 @@ def image() -> str:
     if build.returncode != 0:
         pytest.fail(f"image build failed:\n{log.read_text()[-4000:]}")
     digest = (REPO / "build" / "oci" / "digest").read_text().strip()
-    assert digest.startswith("sha256:") and digest in log.read_text()
+    printed = log.read_text()
+    assert digest.startswith("sha256:") and digest in printed
+    # the packages the image holds are recorded beside it, and every move from the lock
+    # (a security update since the lock was written) is printed, not an error
+    locked = (REPO / "deploy" / "image" / "debian-packages.lock").read_text()
+    resolved = (REPO / "build" / "oci" / "debian-packages.lock").read_text()
+    moved = _build_script().debian_changes(locked, resolved)  # type: ignore[attr-defined]
+    assert all(f"  {line}\n" in printed for line in moved)
+    assert ("Debian packages: as in" in printed) == (not moved)
     return digest
 
 

@@ -67,7 +67,7 @@ def test_an_encrypted_model_without_a_kms_is_refused_at_once_by_name(tmp_path: P
         assert r.status_code == 503
         assert "tiny version 1 is encrypted" in r.json()["error"]
         assert "--kms" in r.json()["error"]
-        assert time.monotonic() - started < 5  # not a 30 s deadline
+        assert time.monotonic() - started < 15  # at once: not after the 30 s deadline
         assert worker_pids(proc.pid) == []  # no worker started to fail
     finally:
         stop(proc)

@@ -187,14 +187,15 @@ async def test_run_asks_for_the_window_only_while_batches_come_back_full() -> No
 
 
 async def test_a_lone_request_is_not_held_for_the_batch_window(tmp_path: Path) -> None:
-    """Through the embedded broker's socket, one request at a time with a 2 s window: each
+    """Through the embedded broker's socket, one request at a time with a 10 s window: each
     job is dispatched as soon as it is queued (its queue time and latency stay far below the
-    window), where the old loop held each one for the whole window."""
+    window), where the old loop held each one for the whole window. (The window is long so
+    that half of it is far above what a loaded machine adds to a round trip.)"""
     broker = EmbeddedBroker()
     sock = tmp_path / "run" / "broker.sock"
     await broker.serve_workers(sock)
     source = await SocketJobSource.connect(sock, "tiny:1")
-    manifest = tiny_manifest(max_batch_size=8, max_batch_delay_ms=2000)
+    manifest = tiny_manifest(max_batch_size=8, max_batch_delay_ms=10_000)
     engine, stop = TinyEngine(), asyncio.Event()
     running = asyncio.create_task(WorkerLoop(source, "tiny:1", manifest, engine).run(stop))
     latencies, queued = [], []
@@ -209,4 +210,4 @@ async def test_a_lone_request_is_not_held_for_the_batch_window(tmp_path: Path) -
     await source.close()
     await broker.close()
     assert engine.batches == [1] * 5
-    assert statistics.median(latencies) < 1.0 and max(queued) < 1000
+    assert statistics.median(latencies) < 5.0 and max(queued) < 5000
