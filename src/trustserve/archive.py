@@ -25,6 +25,7 @@ from trustserve.errors import ArchiveError
 MAGIC = b"TSMODEL\x01"
 _LEN = struct.Struct(">I")
 MAX_HEADER = 4 * 1024 * 1024
+MAX_BATCH_SIZE = 1024  # rows per engine run, the most a manifest may allow
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 DATATYPES = {
     "BOOL": "bool",
@@ -110,8 +111,8 @@ class Manifest:
         inputs = _tensors(raw.get("inputs"), "inputs", problems)
         outputs = _tensors(raw.get("outputs"), "outputs", problems)
         mbs = raw.get("max_batch_size", 16)
-        if not isinstance(mbs, int) or isinstance(mbs, bool) or not 1 <= mbs <= 1024:
-            problems.append("max_batch_size must be an integer from 1 to 1024")
+        if not isinstance(mbs, int) or isinstance(mbs, bool) or not 1 <= mbs <= MAX_BATCH_SIZE:
+            problems.append(f"max_batch_size must be an integer from 1 to {MAX_BATCH_SIZE}")
         delay = raw.get("max_batch_delay_ms", 5.0)
         if not isinstance(delay, int | float) or isinstance(delay, bool) or not 0 <= delay <= 10000:
             problems.append("max_batch_delay_ms must be a number from 0 to 10000")

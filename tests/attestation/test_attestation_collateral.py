@@ -114,7 +114,7 @@ def test_directory_first_then_pccs(tmp_path: Path) -> None:
 
 
 def test_both_sources_failing_names_both_reasons(tmp_path: Path) -> None:
-    url = f"http://127.0.0.1:{free_port()}/"  # nothing listens there
+    url = f"https://127.0.0.1:{free_port()}/"  # nothing listens there
     sources = VerifierSources.configured(collateral_dir=tmp_path, pccs_url=url)
     with pytest.raises(AttestationRefused) as refused:
         sources.collateral.collateral(quote_bytes("tdx_quote"), TDX_TIME)  # type: ignore[union-attr]

@@ -258,7 +258,7 @@ def test_an_unreachable_pccs_refuses_rather_than_accepts() -> None:
         quote_evidence("tdx", "tdx_quote"),
         TDX_POLICY,
         TDX_TIME,
-        sources=VerifierSources.configured(pccs_url=f"http://127.0.0.1:{port}/"),
+        sources=VerifierSources.configured(pccs_url=f"https://127.0.0.1:{port}/"),
     )
     assert error.claim == "collateral"
     assert str(port) in error.detail

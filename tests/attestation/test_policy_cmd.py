@@ -34,6 +34,8 @@ DATA = Path(__file__).parent.parent / "data" / "attestation"
 TDX_TIME, SGX_TIME = 1750331763, 1750334171
 SGX_STATUS = ["--accept-tcb-status", "ConfigurationAndSWHardeningNeeded"]
 SGX_ADVISORIES = ["--accept-advisory", "INTEL-SA-00289", "--accept-advisory", "INTEL-SA-00615"]
+# every sev-snp set states the default it is judged by: no migration agent
+MIGRATE_MA_REFUSED = {"guest_policy": {"migrate_ma": False}}
 
 
 def policy_cmd(tmp_path: Path, *args: str) -> Policy:
@@ -222,7 +224,7 @@ def test_snp_measurement_must_be_48_bytes(capsys: pytest.CaptureFixture[str]) ->
 def test_snp_measurement_becomes_an_snp_set(tmp_path: Path) -> None:
     measurement = hashlib.sha384(tmp_path.name.encode()).hexdigest()
     policy = policy_cmd(tmp_path, "--snp-measurement", measurement.upper())
-    assert sets(policy) == [{"tee": "sev-snp", "measurement": measurement}]
+    assert sets(policy) == [{"tee": "sev-snp", "measurement": measurement, **MIGRATE_MA_REFUSED}]
     host_data = hashlib.sha256(measurement.encode()).hexdigest()
     policy = policy_cmd(tmp_path, "--snp-measurement", measurement, "--snp-host-data", host_data)
     assert sets(policy)[0]["host_data"] == host_data
@@ -232,7 +234,9 @@ def test_snp_report_gives_its_measurement_and_the_report_verifies_under_it(tmp_p
     evidence = tmp_path / "snp.json"
     evidence.write_text(json.dumps(snp_evidence().to_json()))
     policy = policy_cmd(tmp_path, "--snp-report", str(evidence))
-    assert sets(policy) == [{"tee": "sev-snp", "measurement": SNP_MEASUREMENT}]
+    assert sets(policy) == [
+        {"tee": "sev-snp", "measurement": SNP_MEASUREMENT, **MIGRATE_MA_REFUSED}
+    ]
     verify_evidence(snp_evidence(), SNP_REPORT_DATA, policy, SNP_NOW)
 
 

@@ -93,6 +93,21 @@ def test_snp_minimum_tcb_may_only_be_raised() -> None:
     assert refused_rule(release(measurements=[base]), mine) == "release_policy.measurements"
 
 
+def test_snp_guest_policy_may_only_be_narrowed() -> None:
+    """A client's sev-snp set refuses a migration agent by default; a KMS that admits
+    one (``migrate_ma: any``) or that allows SMT where the client requires it off
+    admits workers the client does not accept."""
+    base = {"tee": "sev-snp", "measurement": os.urandom(48).hex()}
+    mine = Policy.from_mapping({"measurements": [base]})
+    check_release_policy(release(measurements=[base]), mine)
+    admits_ma = release(measurements=[{**base, "guest_policy": {"migrate_ma": "any"}}])
+    assert refused_rule(admits_ma, mine) == "release_policy.measurements"
+    no_smt = Policy.from_mapping({"measurements": [{**base, "guest_policy": {"smt": False}}]})
+    assert refused_rule(release(measurements=[base]), no_smt) == "release_policy.measurements"
+    stricter = {**base, "guest_policy": {"smt": False, "single_socket": True}}
+    check_release_policy(release(measurements=[stricter]), no_smt)
+
+
 def test_sgx_svn_bound_may_only_be_raised() -> None:
     signer = os.urandom(32).hex()
     base = {"tee": "sgx", "mrsigner": signer, "isv_prod_id": 1}

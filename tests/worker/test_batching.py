@@ -228,3 +228,14 @@ def test_a_sealed_request_with_bad_inputs_gets_a_sealed_error(
     opened = open_response(reply, route, out.payload)
     assert (opened.status, opened.code) == (400, "invalid_input")
     assert b"neither an image for this model nor JSON" in opened.body
+
+
+def test_a_torchserve_job_with_more_rows_than_the_model_batches_is_answered_400() -> None:
+    """The v2 rule for TorchServe JSON too: an engine run never has more than
+    ``max_batch_size`` rows, so the batch size a worker reports stays within it."""
+    rows = [[1.0, 2.0, 3.0, 4.0]] * (MANIFEST.max_batch_size + 1)
+    out = decode(job(JobKind.TORCHSERVE, orjson.dumps({"data": rows})), MANIFEST, None)
+    assert isinstance(out, Outcome) and out.status == 400
+    assert f"outside 1..{MANIFEST.max_batch_size}" in out.payload.decode()
+    full = decode(job(JobKind.TORCHSERVE, orjson.dumps(rows[1:])), MANIFEST, None)
+    assert isinstance(full, Decoded) and full.rows == MANIFEST.max_batch_size

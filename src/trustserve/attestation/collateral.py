@@ -11,7 +11,9 @@ verifier (the KMS, a client) names its own sources:
   ``sgx-00a067110000-processor.json``), each holding the JSON that
   ``dcap_qvl.get_collateral`` and a PCCS produce;
 * a **PCCS** (or Intel PCS) URL: asked on first use for each (tee, FMSPC, CA)
-  and cached in memory until that collateral expires.
+  and cached in memory until that collateral expires. ``https://`` only: over
+  plain HTTP whoever is on the path could answer with older collateral that is
+  still valid; ``TRUSTSERVE_INSECURE_PCCS_HTTP=1`` allows it (a test PCCS), loudly.
 
 A collateral set expires at the earliest ``nextUpdate`` of its TCB info, QE
 identity, PCK CRL and root CA CRL. An expired file is not used (the PCCS is
@@ -25,6 +27,8 @@ import asyncio
 import concurrent.futures
 import datetime
 import json
+import logging
+import os
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -37,6 +41,8 @@ from cryptography import x509
 from trustserve.errors import AttestationRefused, ConfigError
 
 FETCH_TIMEOUT_S = 30.0
+INSECURE_HTTP_ENV = "TRUSTSERVE_INSECURE_PCCS_HTTP"
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -147,6 +153,23 @@ def fetch_collateral(quote: bytes, pccs_url: str) -> dict[str, Any]:
     return raw
 
 
+def _plain_http(url: str) -> None:
+    """Refuse a plain-HTTP PCCS unless ``INSECURE_HTTP_ENV`` is 1, and then warn."""
+    if os.environ.get(INSECURE_HTTP_ENV) != "1":
+        raise ConfigError(
+            f"PCCS URL {url} is plain HTTP: whoever is on the path could answer with "
+            "older collateral that is still valid (a TCB info or CRL from before a "
+            f"recovery or revocation); use https://, or set {INSECURE_HTTP_ENV}=1 for a "
+            "test PCCS"
+        )
+    log.warning(
+        "INSECURE, TESTS ONLY (%s=1): collateral from %s comes over plain HTTP; whoever is "
+        "on the path decides which valid collateral quotes are judged by",
+        INSECURE_HTTP_ENV,
+        url,
+    )
+
+
 class Pccs:
     """Collateral from a PCCS, kept in memory until it expires."""
 
@@ -156,7 +179,9 @@ class Pccs:
         fetch: Callable[[bytes, str], dict[str, Any]] = fetch_collateral,
     ) -> None:
         if not url.startswith(("https://", "http://")):
-            raise ConfigError(f"PCCS URL must be http(s)://…, got {url!r}")
+            raise ConfigError(f"PCCS URL must be https://…, got {url!r}")
+        if url.startswith("http://"):
+            _plain_http(url)
         self.url = url
         self._fetch = fetch
         self._lock = threading.Lock()

@@ -4,13 +4,19 @@ A set (``measurements.RULES["sev-snp"]`` is ``SnpRules``)::
 
     {tee: sev-snp, measurement: "<96 hex>", host_data: "<64 hex>",
      id_key_digest: "<96 hex>", author_key_digest: "<96 hex>", vmpl: 0,
-     min_tcb: {bootloader: 3, tee: 0, snp: 8, microcode: 115}, guest_svn_min: 0}
+     min_tcb: {bootloader: 3, tee: 0, snp: 8, microcode: 115}, guest_svn_min: 0,
+     guest_policy: {smt: false, migrate_ma: false, single_socket: any}}
 
 ``measurement`` is required; the others are checked when named, except ``vmpl``,
 which is 0 when not named (a report from a lower-privileged VMPL is not the
 guest's firmware speaking). ``min_tcb`` bounds each named component of the
 reported TCB from below (``fmc`` too, on Turin); ``guest_svn_min`` bounds the
-guest SVN. The debug bit is the policy's ``allow_debug`` rule, not a set key.
+guest SVN. ``guest_policy`` names bits of the report's guest policy (AMD SEV-SNP
+ABI, GUEST_POLICY) and what each must be: ``true`` (set), ``false`` (clear) or
+``any``. ``migrate_ma`` (a migration agent may be associated: it can read the
+guest's memory) is ``false`` unless named; every other bit is ``any`` unless named
+(``smt: false`` requires SMT disabled). The debug bit is the policy's
+``allow_debug`` rule, not a set key.
 
 The parsed set is in its canonical JSON form (``min_tcb`` a mapping); the claims
 it is compared with are the SNP verifier's (``tcb_snp``, ``guest_svn``, ...).
@@ -30,7 +36,19 @@ HEX_SIZES = {"measurement": 48, "host_data": 32, "id_key_digest": 48, "author_ke
 TCB_COMPONENTS = ("bootloader", "tee", "snp", "microcode", "fmc")
 DEFAULT_VMPL = 0
 _INT_LIMITS = {"vmpl": 3, "guest_svn_min": 0xFFFFFFFF}
-_KEYS = frozenset(HEX_SIZES) | frozenset(_INT_LIMITS) | {"min_tcb"}
+# GUEST_POLICY bits (AMD SEV-SNP ABI); 17 is reserved (always 1), 19 DEBUG is allow_debug's.
+POLICY_BITS = {
+    "smt": 16,
+    "migrate_ma": 18,
+    "single_socket": 20,
+    "cxl_allow": 21,
+    "mem_aes_256_xts": 22,
+    "rapl_dis": 23,
+    "ciphertext_hiding": 24,
+    "page_swap_disable": 25,
+}
+DEFAULT_GUEST_POLICY = {"migrate_ma": False}
+_KEYS = frozenset(HEX_SIZES) | frozenset(_INT_LIMITS) | {"min_tcb", "guest_policy"}
 
 
 class SnpRules:
@@ -55,6 +73,7 @@ class SnpRules:
                 values[key] = _int(raw[key], limit, f"{where}.{key}")
         if "min_tcb" in raw:
             values["min_tcb"] = _min_tcb(raw["min_tcb"], f"{where}.min_tcb")
+        values["guest_policy"] = _guest_policy(raw.get("guest_policy", {}), f"{where}.guest_policy")
         return values
 
     def first_mismatch(self, want: Mapping[str, Any], claims: Claims) -> str | None:
@@ -73,6 +92,35 @@ class SnpRules:
             number = _number(got, "guest_svn")
             if number is None or number < want["guest_svn_min"]:
                 return "guest_svn"
+        policy = _policy(got.get("policy", ""))
+        for name, must in want.get("guest_policy", DEFAULT_GUEST_POLICY).items():
+            if must != "any" and (policy is None or bool(policy >> POLICY_BITS[name] & 1) != must):
+                return f"guest_policy.{name}"
+        return None
+
+
+def _guest_policy(raw: Any, where: str) -> dict[str, bool | str]:
+    """Each named bit ``true``/``false``/``any``; ``migrate_ma`` always present, ``any`` of
+    the others left out (so a client can compare sets value by value)."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where} must be a mapping of policy bit to true, false or any")
+    out: dict[str, bool | str] = dict(DEFAULT_GUEST_POLICY)
+    for name, must in raw.items():
+        if name not in POLICY_BITS:
+            known = ", ".join(POLICY_BITS)
+            raise ConfigError(
+                f"{where}: unknown bit {name!r} (debug is allow_debug); known: {known}"
+            )
+        if not isinstance(must, bool) and must != "any":
+            raise ConfigError(f"{where}.{name} must be true, false or any")
+        out[name] = must
+    return {k: v for k, v in out.items() if v != "any" or k in DEFAULT_GUEST_POLICY}
+
+
+def _policy(text: str) -> int | None:
+    try:
+        return int(text, 16)
+    except ValueError:
         return None
 
 

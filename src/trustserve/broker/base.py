@@ -24,10 +24,12 @@ puts the payload, the status and the ``OutcomeMeta`` inside the broker-key AEAD.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, fields
 from enum import StrEnum
 from typing import Any, Protocol
 
+from trustserve.archive import MAX_BATCH_SIZE
 from trustserve.errors import WorkersFailed
 
 
@@ -73,7 +75,7 @@ class JobMeta:
         if not isinstance(raw, dict) or set(raw) - {"header_length", "key_id", "version"}:
             raise ValueError("job metadata is malformed")
         return cls(
-            _field(raw, "header_length", int),
+            _int(raw, "header_length", 0, MAX_HEADER_LENGTH),
             _field(raw, "key_id", str) or "",
             _field(raw, "version", str) or "",
         )
@@ -90,6 +92,10 @@ class OutcomeMeta:
     engine time and rows of the batch it ran in (``batch_first`` on one answer per
     batch, so each batch is counted once); ``key_refreshes``, the worker's serving-key
     refreshes by result (``KEY_REFRESH_RESULTS``) since its previous answer.
+
+    ``from_json`` bounds every number (in plaintext mode the broker can write them):
+    ``batch_size`` 1..``MAX_BATCH_SIZE``, ``header_length`` within a frame, durations
+    finite and not negative (clipped at ``MAX_FIGURE_MS``), refresh counts below 2**31.
     """
 
     code: str | None = None
@@ -111,11 +117,11 @@ class OutcomeMeta:
             raise ValueError("outcome metadata is malformed")
         return cls(
             _field(raw, "code", str),
-            _field(raw, "header_length", int),
+            _int(raw, "header_length", 0, MAX_HEADER_LENGTH),
             bool(_field(raw, "sealed", bool)),
             _ms(raw, "inference_ms"),
             _ms(raw, "queue_ms"),
-            _field(raw, "batch_size", int),
+            _int(raw, "batch_size", 1, MAX_BATCH_SIZE),
             _ms(raw, "preprocess_ms"),
             bool(_field(raw, "batch_first", bool)),
             _refreshes(_field(raw, "key_refreshes", dict)),
@@ -123,14 +129,25 @@ class OutcomeMeta:
 
 
 KEY_REFRESH_RESULTS = ("ok", "failed", "refused")
+MAX_FIGURE_MS = 86_400_000.0  # a day: longer durations are counted as a day
+MAX_HEADER_LENGTH = 1 << 31  # a frame's payload limit (broker.wire.MAX_PAYLOAD)
 _OUTCOME_FIELDS = {f.name for f in fields(OutcomeMeta)}
+
+
+def _int(raw: dict[str, Any], name: str, low: int, high: int) -> int | None:
+    value = _field(raw, name, int)
+    if value is not None and not low <= value <= high:
+        raise ValueError(f"metadata field {name!r} is outside {low}..{high}")
+    return value  # type: ignore[no-any-return]
 
 
 def _ms(raw: dict[str, Any], name: str) -> float | None:
     value = _field(raw, name, int, float)
-    if value is not None and value < 0:
-        raise ValueError(f"metadata field {name!r} is negative")
-    return None if value is None else float(value)
+    if value is None:
+        return None
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"metadata field {name!r} is negative or not finite")
+    return min(float(value), MAX_FIGURE_MS)
 
 
 def _refreshes(raw: dict[str, Any] | None) -> dict[str, int] | None:

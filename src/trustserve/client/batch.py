@@ -9,7 +9,8 @@ The output has one JSON line per input, written whole and flushed as each answer
 comes: ``{"input": NAME, "outputs": ...}`` or ``{"input": NAME, "error": {"code",
 "message"}}`` (a failed input is a line, not a crash). A rerun skips every input that
 already has a line (delete an error line to retry it); a line cut short by a crash
-is dropped first. Exit status: 0 when every input has an answer, 1 when some
+is dropped first (``done_inputs``). The file holds decrypted outputs: it is created
+0600. Exit status: 0 when every input has an answer, 1 when some
 failed, 2 when the server's attestation is refused (nothing sent).
 """
 
@@ -49,21 +50,47 @@ def inputs_of(folder: Path) -> list[Path]:
 
 
 def done_inputs(output: Path) -> set[str]:
-    """Names that already have a complete line; a trailing partial line is cut off."""
+    """Names that already have a complete line.
+
+    A last line without its newline is kept (the newline added) when it is a whole
+    result line, dropped when it is one cut short by a crash, and anything else stops
+    the run with the file untouched: it is not a results file of ours.
+    """
     if not output.exists():
         return set()
     data = output.read_bytes()
-    complete = data[: data.rfind(b"\n") + 1]
-    if len(complete) != len(data):
-        with output.open("r+b") as f:
-            f.truncate(len(complete))
-    names = set()
-    for line in complete.splitlines():
-        try:
-            names.add(str(json.loads(line)["input"]))
-        except (ValueError, KeyError, TypeError):
-            continue  # not one of ours: kept, but no input is skipped for it
-    return names
+    cut = data.rfind(b"\n") + 1
+    complete, rest = data[:cut], data[cut:]
+    if rest:
+        if _result_name(rest) is not None:
+            with output.open("ab") as f:
+                f.write(b"\n")
+            complete += rest + b"\n"
+        elif rest.startswith(RESULT_START):
+            with output.open("r+b") as f:
+                f.truncate(len(complete))
+        else:
+            raise InvalidInput(
+                f"{output}: its last line is not a result line and has no newline; "
+                "not a results file of trustserve batch? Name another -o file"
+            )
+    return {name for line in complete.splitlines() if (name := _result_name(line)) is not None}
+
+
+RESULT_START = b'{"input": '  # how write_line begins every line
+
+
+def _result_name(line: bytes) -> str | None:
+    try:
+        return str(json.loads(line)["input"])
+    except (ValueError, KeyError, TypeError):
+        return None  # not one of ours: kept, but no input is skipped for it
+
+
+def open_results(output: Path) -> IO[bytes]:
+    """``output`` for appending; created readable by its owner only (decrypted outputs)."""
+    fd = os.open(output, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    return os.fdopen(fd, "ab")
 
 
 class Scorer:
@@ -118,7 +145,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
     except AttestationRefused as exc:
         return refused(args, exc)
     failed = 0
-    with client, output.open("ab") as out, ThreadPoolExecutor(args.max_in_flight) as pool:
+    with client, open_results(output) as out, ThreadPoolExecutor(args.max_in_flight) as pool:
         scorer = Scorer(client, args)
         bar = tqdm(total=len(todo), unit="input", file=sys.stderr, disable=args.quiet)
         pending: set[Future[dict[str, Any]]] = set()

@@ -9,7 +9,7 @@ Keys are raw 32-byte X25519 keys.
 
 from __future__ import annotations
 
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from pyhpke import AEADId, CipherSuite, KDFId, KEMId, KEMKey, PyHPKEError
 
 from trustserve.errors import BadRequest, CannotOpenSealed
@@ -31,11 +31,16 @@ def public_key_of(private_key: bytes) -> bytes:
 
 
 def check_public_key(public_key: bytes) -> bytes:
-    """``public_key`` if it is a usable raw X25519 public key, else BadRequest."""
+    """``public_key`` if it is a usable raw X25519 public key, else BadRequest.
+
+    Usable: 32 bytes and not a point of small order, for which no shared secret exists
+    (``cryptography`` refuses the exchange), so sealing to a checked key cannot fail.
+    """
     if len(public_key) != KEY_SIZE:
         raise BadRequest(f"public key must be {KEY_SIZE} raw X25519 bytes")
     try:
         SUITE.kem.deserialize_public_key(public_key)
+        X25519PrivateKey.generate().exchange(X25519PublicKey.from_public_bytes(public_key))
     except (PyHPKEError, ValueError):
         raise BadRequest("public key is not a valid X25519 key") from None
     return public_key

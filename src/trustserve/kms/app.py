@@ -122,6 +122,7 @@ def create_app(
             recipient = base64.b64decode(public_key, validate=True)
         except ValueError:
             raise BadRequest("public_key is not valid base64") from None
+        hpke.check_public_key(recipient)  # before the key exists: a bad one burns no version
         key_id, data_key = await run_in_threadpool(service.provision_model_key, manifest)
         sealed = hpke.seal(recipient, data_key, aad=key_id.encode(), info=PROVISION_INFO)
         return json_response({"key_id": key_id, "sealed": base64.b64encode(sealed).decode()})

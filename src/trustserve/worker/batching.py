@@ -110,6 +110,8 @@ def _read(
     else:
         raise InvalidInput(f"this worker cannot read requests of kind {kind.value!r}")
     rows = next(iter(inputs.values())).shape[0]
+    if not 1 <= rows <= manifest.max_batch_size:  # v2 is checked already; TorchServe JSON here
+        raise InvalidInput(f"batch size {rows} is outside 1..{manifest.max_batch_size}")
     return Decoded(job, inputs, rows, reply)
 
 
