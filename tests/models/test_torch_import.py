@@ -70,12 +70,12 @@ def test_eager_mar_refused_without_the_flag_and_its_code_never_runs(
     mar = write_mar(tmp_path / "eager.mar", state_dict_bytes(classifier(1)), model_file=source)
     code, _, err = run(capsys, "model", "import-mar", str(mar), "-o", str(tmp_path / "e.tsm"))
     assert code == 2
-    assert "RUNS THE ARCHIVE'S PYTHON CODE" in err and "--trust-mar-code" in err
+    assert "RUNS THE ARCHIVE'S PYTHON CODE" in err and "--trust-model-code" in err
     assert not marker.exists()
     assert not (tmp_path / "e.tsm").exists()
 
 
-def test_eager_mar_with_the_flag_matches_torch(
+def test_eager_mar_with_the_flag_runs_sandboxed_and_matches_torch(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     marker = tmp_path / "ran"
@@ -87,8 +87,8 @@ def test_eager_mar_with_the_flag_matches_torch(
         capsys, "model", "import-mar", str(mar), "-o", str(out), "--trust-mar-code"
     )
     assert code == 0, err
-    assert "running the Python code inside" in err  # said loudly
-    assert marker.exists()  # it did run the archive's code, as the flag says
+    assert "!!! --trust-model-code: running the code inside" in err  # said loudly
+    assert not marker.exists()  # its code ran (it defines the model) but could not write
     assert "torch and ONNX Runtime agree within" in stdout
     m = archive.read_header(out).manifest
     assert m.extra["mar_model"] == "eager" and m.labels == ("0", "1", "2")
@@ -104,7 +104,7 @@ def test_a_pickle_in_the_archive_never_runs(tmp_path: Path) -> None:
     marker = tmp_path / "pwned"
     as_torchscript = write_mar(tmp_path / "ts.mar", planted_pickle(marker))
     with pytest.raises(archive.ArchiveError, match="not a TorchScript model"):
-        import_mar(as_torchscript)
+        import_mar(as_torchscript, trust_code=True)
     assert not marker.exists()
     # even with --trust-mar-code, weights are loaded with torch's weights-only unpickler
     source = EAGER_SOURCE.format(marker=str(tmp_path / "model-code-ran"))
@@ -151,11 +151,11 @@ def test_broken_archives_are_clear_errors(tmp_path: Path) -> None:
         import_mar(bad_labels)
     wrong_count = write_mar(tmp_path / "d.mar", ts, labels={"0": "a", "1": "b"})
     with pytest.raises(archive.ArchiveError, match="2 labels for 3 classes"):
-        import_mar(wrong_count)
+        import_mar(wrong_count, trust_code=True)
     bad_name = write_mar(tmp_path / "e.mar", ts, name="no spaces allowed")
     with pytest.raises(archive.ArchiveError, match="--name"):
-        import_mar(bad_name)
-    data, manifest, _ = import_mar(bad_name, name="renamed", version="7")
+        import_mar(bad_name, trust_code=True)
+    data, manifest, _ = import_mar(bad_name, name="renamed", version="7", trust_code=True)
     assert (manifest.name, manifest.version) == ("renamed", "7")
     assert archive.Manifest.from_json(manifest.to_json()) == manifest
     assert data.startswith(archive.MAGIC)
@@ -164,7 +164,7 @@ def test_broken_archives_are_clear_errors(tmp_path: Path) -> None:
 def test_imagenet_style_labels(tmp_path: Path) -> None:
     labels = {str(i): [f"n0{i}", name] for i, name in enumerate(LABELS)}
     mar = write_mar(tmp_path / "l.mar", torchscript_bytes(classifier(4)), labels=labels)
-    _, manifest, exported = import_mar(mar)
+    _, manifest, exported = import_mar(mar, trust_code=True)
     assert manifest.labels == tuple(LABELS)
     assert manifest.preprocessing == archive.ImagePreprocessing()  # 256, 224, ImageNet
     assert exported.max_abs_diff < ATOL
@@ -191,7 +191,7 @@ def test_pack_from_torch_errors(tmp_path: Path, capsys: pytest.CaptureFixture[st
         tmp_path / "free.json", [{"name": "x", "datatype": "FP32", "shape": [-1, -1]}]
     )
     out = str(tmp_path / "o.tsm")
-    pack = ("model", "pack", "-o", out, "--manifest")
+    pack = ("model", "pack", "--trust-model-code", "-o", out, "--manifest")
     code, _, err = run(capsys, *pack, str(free), "--from-torch", str(pt))
     assert code == 2 and "needs a size for every dimension but the first" in err
     good = write_manifest(
@@ -234,7 +234,7 @@ class _Small(torch.nn.Module):
 def test_a_classifier_of_another_size_needs_a_manifest(tmp_path: Path) -> None:
     mar = write_mar(tmp_path / "s.mar", torchscript_bytes(_Small().eval()))
     with pytest.raises(archive.ArchiveError, match="give its tensors and preprocessing with"):
-        import_mar(mar)
+        import_mar(mar, trust_code=True)
     manifest = archive.Manifest.from_json(
         {
             "name": "small",
@@ -244,7 +244,7 @@ def test_a_classifier_of_another_size_needs_a_manifest(tmp_path: Path) -> None:
             "preprocessing": {"resize": 36, "crop": 32},
         }
     )
-    _, used, exported = import_mar(mar, manifest=manifest)
+    _, used, exported = import_mar(mar, manifest=manifest, trust_code=True)
     assert used.preprocessing == archive.ImagePreprocessing(resize=36, crop=32)
     assert used.inputs == manifest.inputs and used.extra["mar_model"] == "torchscript"
     assert exported.max_abs_diff < ATOL

@@ -1,12 +1,12 @@
 """PyTorch models imported with the CLI, served by a real stack, answers compared with torch's.
 
-Three archives, made here from models built in the test: a TorchServe ``.mar``
-with a TorchScript classifier (``import-mar``), a ``.mar`` with an eager model
-(``import-mar --trust-mar-code``), and a two-output TorchScript model
-(``model pack --from-torch``). The stack is the real one (HTTPS, worker
-processes, the embedded KMS with simulated attestation, encrypted broker
-payloads). Tolerance: |served - torch| <= 1e-4 absolute (FP32; measured
-differences are around 1e-7).
+Three archives, made here from models built in the test, each converted with
+``--trust-model-code``: a TorchServe ``.mar`` with a TorchScript classifier
+(``import-mar``), a ``.mar`` with an eager model (``import-mar --trust-mar-code``,
+the flag's older name), and a two-output TorchScript model (``model pack
+--from-torch``). The stack is the real one (HTTPS, worker processes, the embedded
+KMS with simulated attestation, encrypted broker payloads). Tolerance:
+|served - torch| <= 1e-4 absolute (FP32; measured differences are around 1e-7).
 """
 
 from __future__ import annotations
@@ -55,7 +55,8 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     labels = {str(i): [f"n0{i}", name] for i, name in enumerate(LABELS)}
 
     mar = write_mar(root / "tinycls.mar", torchscript_bytes(scripted), labels=labels)
-    assert main(["model", "import-mar", str(mar), "-o", str(store / "tinycls.tsm")]) == 0
+    argv = ["model", "import-mar", str(mar), "-o", str(store / "tinycls.tsm"), "--trust-model-code"]
+    assert main(argv) == 0
 
     source = EAGER_SOURCE.format(marker=str(root / "eager-code-ran"))
     mar = write_mar(root / "eager.mar", state_dict_bytes(eager), model_file=source, labels=labels)
@@ -80,6 +81,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         )
     )
     argv = ["model", "pack", "--from-torch", str(pt), "--manifest", str(manifest)]
+    argv.append("--trust-model-code")
     assert main([*argv, "-o", str(store / "twoheads.tsm")]) == 0
 
     stack = start_stack(root / "home", store)

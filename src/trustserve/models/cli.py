@@ -49,25 +49,22 @@ def register(subparsers: SubParsers) -> None:
         "--from-torch",
         type=Path,
         metavar="MODEL.pt",
-        help="a TorchScript model instead: exported to ONNX with torch (trustserve[torch]); "
-        "the manifest gives its input shapes and datatypes",
+        help="a TorchScript model instead: exported to ONNX with torch (trustserve[torch]) in a "
+        "sandbox; the manifest gives its input shapes and datatypes; needs --trust-model-code",
     )
+    _trust_flags(pack)
     pack.add_argument("--manifest", type=Path, required=True, help="manifest .json or .yaml")
     pack.add_argument("-o", "--output", type=Path, required=True, help="archive to write (.tsm)")
     pack.set_defaults(func=_pack)
 
     mar = model.add_parser(
         "import-mar",
-        help="a TorchServe .mar (TorchScript, or eager with --trust-mar-code; stock "
-        "image_classifier handler) into an archive",
+        help="a TorchServe .mar (TorchScript or eager model, stock image_classifier handler) "
+        "into an archive; needs --trust-model-code",
     )
     mar.add_argument("mar", type=Path, help="the TorchServe model archive")
     mar.add_argument("-o", "--output", type=Path, required=True, help="archive to write (.tsm)")
-    mar.add_argument(
-        "--trust-mar-code",
-        action="store_true",
-        help="allow an eager model: this RUNS THE ARCHIVE'S PYTHON CODE (its model file)",
-    )
+    _trust_flags(mar, "--trust-mar-code")
     mar.add_argument("--manifest", type=Path, help="manifest whose tensors to use instead")
     mar.add_argument("--name", help="model name (default: the archive's modelName)")
     mar.add_argument("--version", help="model version (default: the archive's modelVersion)")
@@ -107,6 +104,35 @@ def register(subparsers: SubParsers) -> None:
     quant.set_defaults(func=_quantize)
 
 
+def _trust_flags(parser: argparse.ArgumentParser, *aliases: str) -> None:
+    parser.add_argument(
+        "--trust-model-code",
+        *aliases,
+        dest="trust_code",
+        action="store_true",
+        help="convert the model although this RUNS ITS CODE (TorchScript ops checked against a "
+        "tensor-math allowlist; an eager .mar's Python file) in a sandbox (see docs/models.md)",
+    )
+    parser.add_argument(
+        "--insecure-no-sandbox",
+        action="store_true",
+        help="INSECURE: convert without the sandbox (only where none can be made): the model's "
+        "code can then write your files and use the network",
+    )
+
+
+def _warn_trust(args: argparse.Namespace, source: Path) -> None:
+    if args.trust_code:
+        print(f"!!! --trust-model-code: running the code inside {source} (sandboxed)",
+              file=sys.stderr)  # fmt: skip
+    if args.insecure_no_sandbox:
+        print(
+            f"!!! --insecure-no-sandbox: {source}'s code runs WITHOUT A SANDBOX, with your "
+            "rights: it can write your files and use the network",
+            file=sys.stderr,
+        )
+
+
 def model_subparsers(subparsers: SubParsers) -> SubParsers:
     """The subcommands of ``trustserve model``, created on first use; add yours to it."""
     if subparsers not in _MODEL_GROUPS:  # weakly keyed: a new parser never meets an old group
@@ -142,7 +168,14 @@ def _pack(args: argparse.Namespace) -> int:
     if args.from_torch is not None:
         from trustserve.models.torch_import import pack_torchscript
 
-        packed, exported = pack_torchscript(model_bytes, manifest, source.name)
+        _warn_trust(args, source)
+        packed, exported = pack_torchscript(
+            model_bytes,
+            manifest,
+            source.name,
+            trust_code=args.trust_code,
+            sandbox=not args.insecure_no_sandbox,
+        )
         print(f"exported {source} to ONNX: {_agreement(exported.max_abs_diff)}")
     else:
         packed = pack_model(model_bytes, manifest)
@@ -155,11 +188,11 @@ def _import_mar(args: argparse.Namespace) -> int:
     from trustserve.models.mar import import_mar
 
     manifest = load_manifest(args.manifest) if args.manifest else None
-    if args.trust_mar_code:
-        print(f"!!! --trust-mar-code: running the Python code inside {args.mar}", file=sys.stderr)
+    _warn_trust(args, args.mar)
     packed, used, exported = import_mar(
         args.mar,
-        trust_code=args.trust_mar_code,
+        trust_code=args.trust_code,
+        sandbox=not args.insecure_no_sandbox,
         manifest=manifest,
         name=args.name,
         version=args.version,

@@ -13,21 +13,18 @@ eager model, ``model.modelFile``). What is imported:
 * the labels: ``index_to_name.json`` (``{"0": "tench"}`` or
   ``{"0": ["n01440764", "tench"]}``).
 
-Loading an eager model **runs the archive's Python code** (its ``modelFile``)
-and unpickles its weights (with torch's ``weights_only`` loader), so it
-happens only with ``trust_code=True`` (``--trust-mar-code``). TorchScript is
-loaded by torch's TorchScript loader, which runs no Python from the archive;
-it is still the archive owner's program, run by the TorchScript interpreter.
-Nothing in the archive is extracted to disk under its own name.
+Converting either kind runs the archive's program: an eager model's Python file,
+or the TorchScript program (whose ``__setstate__`` methods run while torch loads
+it, and whose ``forward`` the export runs). So nothing in the archive is loaded,
+unpickled or run unless ``trust_code=True`` (``--trust-model-code``), and then
+only in the sandboxed child of :mod:`trustserve.models.convert`, with TorchScript
+ops checked against a tensor-math allowlist first. This process only reads the
+zip. Nothing in the archive is extracted to disk under its own name.
 """
 
 from __future__ import annotations
 
-import importlib.util
-import io
 import json
-import tempfile
-import uuid
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +33,7 @@ from typing import Any
 from trustserve.archive import ImagePreprocessing, Manifest
 from trustserve.errors import ArchiveError
 from trustserve.models import torch_import
+from trustserve.models.convert import convert
 from trustserve.models.packing import pack_model
 
 MAR_MANIFEST = "MAR-INF/MANIFEST.json"
@@ -43,7 +41,7 @@ LABELS_FILE = "index_to_name.json"
 STOCK_CLASSIFIER = ("image_classifier", "ts.torch_handler.image_classifier")
 MAX_SMALL = 16 * 1024 * 1024  # manifest, labels, model source
 MAX_WEIGHTS = 4 * 1024 * 1024 * 1024
-IMAGE_SHAPE = (-1, 3, 224, 224)
+IMAGE_SHAPE = torch_import.IMAGE_SHAPE
 
 
 @dataclass(frozen=True)
@@ -101,46 +99,36 @@ def import_mar(
     manifest: Manifest | None = None,
     name: str | None = None,
     version: str | None = None,
+    sandbox: bool = True,
 ) -> tuple[bytes, Manifest, torch_import.Exported]:
-    """The ``.tsm`` bytes, the manifest used, and the export's check against torch."""
+    """The ``.tsm`` bytes, the manifest used, and the export's check against torch.
+
+    Without ``trust_code`` only the zip is read and the import is refused;
+    ``sandbox=False`` (insecure, for systems with no sandbox) converts unconfined.
+    """
     mar = read_mar(path)
-    if mar.model_source is not None and not trust_code:
-        raise ArchiveError(
-            f"{path.name} holds an eager model (Python source plus a pickled state dict): "
-            "importing it RUNS THE ARCHIVE'S PYTHON CODE on this machine. Only if you trust "
-            "whoever made the archive, pass --trust-mar-code"
-        )
-    module = (
-        torch_import.load_torchscript(mar.serialized, f"{path.name}'s serialized file")
-        if mar.model_source is None
-        else _load_eager(mar, path.name)
+    if not trust_code:
+        torch_import.refuse_untrusted(path.name, mar.kind)
+    what = f"{path.name}'s serialized file"
+    done = convert(
+        mar.serialized,
+        what,
+        manifest=None if manifest is None else manifest.to_json(),
+        model_source=mar.model_source,
+        sandbox=sandbox,
     )
     if manifest is None:
-        manifest = _classifier_manifest(mar, module, path.name, name, version)
+        assert done.classes is not None
+        manifest = _classifier_manifest(mar, done.classes, name, version, path.name)
     manifest = _complete(manifest, mar, name, version)
-    exported = torch_import.export(module, manifest)
+    exported = torch_import.Exported(done.onnx_bytes, done.max_abs_diff)
     return pack_model(exported.onnx_bytes, manifest), manifest, exported
 
 
 def _classifier_manifest(
-    mar: MarContents, module: Any, what: str, name: str | None, version: str | None
+    mar: MarContents, classes: int, name: str | None, version: str | None, what: str
 ) -> Manifest:
     """The stock image classifier's tensors: images in, one row of class scores out."""
-    torch = torch_import.torch_module()
-    with torch.no_grad():
-        try:
-            out = module(torch.zeros(1, *IMAGE_SHAPE[1:]))
-        except Exception as exc:  # the model's own code raises anything
-            raise ArchiveError(
-                f"{what}: the model does not take a [1, 3, 224, 224] image batch "
-                f"({str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}"
-                "); give its tensors and preprocessing with --manifest"
-            ) from None
-    if not isinstance(out, torch.Tensor) or out.ndim != 2:
-        raise ArchiveError(
-            f"{what}: an image_classifier model must return one [batch, classes] tensor"
-        )
-    classes = int(out.shape[1])
     return _manifest(
         {
             "name": name or mar.name,
@@ -176,43 +164,6 @@ def _manifest(raw: dict[str, Any], what: str) -> Manifest:
         return Manifest.from_json(raw)
     except ArchiveError as exc:
         raise ArchiveError(f"{what}: {exc} (override with --name/--version/--manifest)") from None
-
-
-def _load_eager(mar: MarContents, what: str) -> Any:
-    """Runs the archive's model source (trusted by the caller) and loads its state dict."""
-    torch = torch_import.torch_module()
-    assert mar.model_source is not None
-    module_name = f"trustserve_mar_model_{uuid.uuid4().hex}"
-    with tempfile.TemporaryDirectory(prefix="trustserve-mar-") as tmp:
-        source = Path(tmp) / "model.py"
-        source.write_bytes(mar.model_source)
-        spec = importlib.util.spec_from_file_location(module_name, source)
-        if spec is None or spec.loader is None:
-            raise ArchiveError(f"{what}: cannot load its model file")
-        code = importlib.util.module_from_spec(spec)
-        try:
-            spec.loader.exec_module(code)
-        except Exception as exc:  # the archive's code raises anything
-            raise ArchiveError(f"{what}: its model file fails to import: {exc!r}") from None
-    classes = [
-        c
-        for c in vars(code).values()
-        if isinstance(c, type) and issubclass(c, torch.nn.Module) and c.__module__ == module_name
-    ]
-    if len(classes) != 1:
-        raise ArchiveError(
-            f"{what}: the model file must define exactly one torch.nn.Module class "
-            f"(it defines {len(classes)})"
-        )
-    try:
-        state = torch.load(io.BytesIO(mar.serialized), map_location="cpu", weights_only=True)
-        net = classes[0]()
-        net.load_state_dict(state)
-    except Exception as exc:  # torch raises RuntimeError, UnpicklingError and more
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ArchiveError(f"{what}: cannot load its state dict into the model: {first}") from None
-    net.eval()
-    return net
 
 
 def _check_handler(handler: str, zf: zipfile.ZipFile, what: str) -> None:
