@@ -46,18 +46,13 @@ def _where(exc: BaseException) -> tuple[str, str]:
 
 def _certificate(e: ssl.SSLCertVerificationError, url: str, where: str) -> str:
     host = where.rsplit(":", 1)[0]
-    if e.verify_code == 62:  # X509_V_ERR_HOSTNAME_MISMATCH
+    if e.verify_code in (62, 64):  # X509_V_ERR_HOSTNAME_MISMATCH, _IP_ADDRESS_MISMATCH
+        what = "the address" if e.verify_code == 64 else "the host name"
         return (
-            f"the TLS certificate of {where} does not name {host} (a certificate mismatch, "
-            "not a network problem): use a name the certificate was made for, or give the "
-            "server a certificate for this name (--cert/--key for a KMS, --tls-cert/--tls-key "
-            "for a frontend)"
-        )
-    if e.verify_code == 64:  # X509_V_ERR_IP_ADDRESS_MISMATCH
-        return (
-            f"the TLS certificate of {where} does not name the address {host} (a certificate "
+            f"the TLS certificate of {where} does not name {what} {host} (a certificate "
             "mismatch, not a network problem): use a name the certificate was made for, or "
-            "give the server a certificate for it (--cert/--key, --tls-cert/--tls-key)"
+            "give the server a certificate for this name (--cert/--key for a KMS, "
+            "--tls-cert/--tls-key for a frontend)"
         )
     reason = e.verify_message or e.reason or "refused"
     return (
@@ -66,7 +61,8 @@ def _certificate(e: ssl.SSLCertVerificationError, url: str, where: str) -> str:
     )
 
 
-def _transport(exc: httpx.TransportError) -> str:
+def transport_error(exc: httpx.TransportError) -> str:
+    """A failed connection as one line: the cause (refused, name, certificate...) and fix."""
     url, where = _where(exc)
     for e in _chain(exc):
         if isinstance(e, ssl.SSLCertVerificationError):
@@ -118,7 +114,7 @@ def one_line(exc: BaseException) -> str:
     if isinstance(exc, TrustserveError):
         text = str(exc)
     elif isinstance(exc, httpx.TransportError):
-        text = _transport(exc)
+        text = transport_error(exc)
     elif isinstance(exc, ssl.SSLError):
         text = f"TLS: {exc.reason or exc}: check the certificate files given"
     elif isinstance(exc, OSError):

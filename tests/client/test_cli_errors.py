@@ -130,7 +130,9 @@ def test_a_name_the_certificate_does_not_name(host: str, tmp_path: Path, x_npy: 
     finally:
         server.close()
     line = one_error_line(out)
-    assert f"does not name {host}" in line or f"does not name the address {host}" in line
+    assert (
+        f"does not name the host name {host}" in line or f"does not name the address {host}" in line
+    )
     assert "certificate mismatch" in line and "--cert/--key" in line
 
 
@@ -154,3 +156,22 @@ def test_batch_says_the_same_in_one_line(tmp_path: Path, x_npy: Path) -> None:
     out = cli("batch", f"https://localhost:{port}", "tiny", str(x_npy.parent), "-o",
               str(tmp_path / "out.jsonl"), "--allow-simulated", home=tmp_path)  # fmt: skip
     assert f"nothing listens at localhost:{port}" in one_error_line(out)
+
+
+def test_a_kms_on_an_address_outside_its_certificate_is_a_mismatch(tmp_path: Path) -> None:
+    """docs/deploy.md step 4 against a KMS whose certificate names kms.internal only:
+    not "unreachable", a certificate mismatch, and the way out (--cert/--key)."""
+    from tests.support import write_tiny
+
+    server = TlsServer(tmp_path / "kms-tls", names=("kms.internal",))
+    token = tmp_path / "admin.token"
+    token.write_text("not-used-the-connection-fails-first\n")
+    try:
+        out = cli("model", "encrypt", str(write_tiny(tmp_path)), "-o", str(tmp_path / "e.tsm"),
+                  "--kms", f"https://127.0.0.1:{server.port}", "--ca", str(server.tls.ca),
+                  "--token-file", str(token), home=tmp_path)  # fmt: skip
+    finally:
+        server.close()
+    line = one_error_line(out)
+    assert "unreachable" not in line
+    assert "certificate mismatch" in line and "--cert/--key for a KMS" in line

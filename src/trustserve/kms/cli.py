@@ -22,7 +22,7 @@ from trustserve.attestation.registry import PROVIDERS, parse_options
 from trustserve.crypto.rootkey import create_key_file
 from trustserve.encoding import b64, unb64
 from trustserve.errors import BadRequest, ConfigError
-from trustserve.files import default_home
+from trustserve.files import HOME_HELP, default_home
 from trustserve.kms import audit
 from trustserve.kms.bundle import verify_bundle
 from trustserve.kms.client import KmsClient
@@ -40,7 +40,7 @@ def register(subparsers: Any) -> None:
     sub = kms.add_subparsers(dest="kms_command", required=True, metavar="ACTION")
 
     def common(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--home", type=Path, help="state directory (default $TRUSTSERVE_HOME)")
+        p.add_argument("--home", type=Path, help=HOME_HELP)
 
     serve = sub.add_parser("serve", help="run the KMS over HTTPS")
     common(serve)
@@ -125,7 +125,7 @@ def _register_encrypt(subparsers: Any) -> None:
     p.add_argument("--kms", help="KMS URL (default: the KMS state under --home, in-process)")
     p.add_argument("--ca", help="CA file for the KMS (default HOME/tls/ca.pem)")
     p.add_argument("--token-file", help="KMS management token (default HOME/kms/admin.token)")
-    p.add_argument("--home", help="TRUSTSERVE_HOME")
+    p.add_argument("--home", help=HOME_HELP)
     p.set_defaults(func=_encrypt)
 
 

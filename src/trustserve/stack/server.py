@@ -300,9 +300,10 @@ class Stack:
         )
         inference_app = inference.app()
         inference_app.router.routes.extend(repository.routes())  # the model_repository extension
+        management_app = management.app(token, s.token_file)  # a 401 names the file
         self._servers = [
             http_server(inference_app, s.host, s.inference_port, tls),
-            http_server(management.app(token), s.management_host, s.management_port, tls),
+            http_server(management_app, s.management_host, s.management_port, tls),
             http_server(metrics_app, s.management_host, s.metrics_port, tls),
         ]
         return self._servers
