@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import traceback
 from collections.abc import Callable, Sequence
 
-from trustserve.errors import TrustserveError
 from trustserve.logs import setup as setup_logging
 
 # Each module has ``register(subparsers)``; a subcommand sets ``func(args) -> int``.
@@ -36,6 +36,11 @@ def build_parser(modules: Sequence[str] = COMMAND_MODULES) -> argparse.ArgumentP
         prog="trustserve", description="Privacy-preserving, attested model serving."
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        help="on an error, the Python traceback too (also accepted after the command)",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in modules:
         try:
@@ -50,19 +55,25 @@ def build_parser(modules: Sequence[str] = COMMAND_MODULES) -> argparse.ArgumentP
 
 def main(argv: Sequence[str] | None = None) -> int:
     words = sys.argv[1:] if argv is None else list(argv)
+    debug = "--debug" in words  # a global flag: wherever it is written
+    words = [w for w in words if w != "--debug"]
     command = next((w for w in words if not w.startswith("-")), None)
     fast = FAST_COMMANDS.get(command or "")
     parser = build_parser((fast,) if fast else COMMAND_MODULES)
-    args = parser.parse_args(argv)
+    args = parser.parse_args(words)
     setup_logging(args.verbose)
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         return func(args)
-    except TrustserveError as exc:
-        print(f"trustserve: error: {exc}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:  # every failure: one line, the traceback only when asked
+        if debug:
+            traceback.print_exc()
+        from trustserve.cli_errors import one_line
+
+        print(f"trustserve: error: {one_line(exc)}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

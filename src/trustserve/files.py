@@ -7,6 +7,8 @@ import secrets
 import tempfile
 from pathlib import Path
 
+HOME_HELP = "state directory (default $TRUSTSERVE_HOME, else ~/.trustserve)"
+
 
 def default_home() -> Path:
     """The state directory: ``$TRUSTSERVE_HOME``, else ``~/.trustserve``."""

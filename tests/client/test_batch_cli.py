@@ -90,3 +90,17 @@ def test_batch_refuses_a_server_it_cannot_verify_and_sends_nothing(
     run = batch(tiny_stack, "tiny", folder, out)  # simulated attestation, not allowed
     assert run.returncode == 2 and "--allow-simulated" in run.stderr
     assert not out.exists() or out.read_text() == ""
+
+
+def test_an_image_for_a_model_that_takes_none_says_so(
+    tiny_stack: RunningStack, tmp_path: Path
+) -> None:
+    folder, out = tmp_path / "inputs", tmp_path / "results.jsonl"
+    folder.mkdir()
+    (folder / "red.png").write_bytes(png((240, 20, 20)))
+    run = batch(tiny_stack, "tiny", folder, out, "--allow-simulated")
+    assert run.returncode == 1, run.stderr
+    error = lines(out)["red.png"]["error"]
+    assert error["code"] == "invalid_input"  # type: ignore[index]
+    assert "model 'tiny' takes no images" in error["message"]  # type: ignore[index]
+    assert "UTF-8" not in error["message"]  # type: ignore[index]

@@ -12,6 +12,7 @@ TESTED = {
     "README.md": {"quickstart", "batch"},
     "docs/models.md": {"pack", "quantize"},
     "docs/kms.md": {"kms-setup", "kms-serve", "kms-use"},
+    "docs/management.md": {"management"},
     "docs/redis.md": {"redis-config", "redis-server", "redis-frontend", "redis-worker"},
 }
 

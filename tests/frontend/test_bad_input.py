@@ -141,6 +141,7 @@ def test_unknown_model_on_torchserve_api_is_404(tiny_stack: RunningStack) -> Non
     with tiny_stack.client() as c:
         r = c.post("/predictions/nope", content=b"[1,2,3,4]")
     assert r.status_code == 404 and "unknown model 'nope'" in r.json()["error"]
+    assert "(this server serves: colour, tiny)" in r.json()["error"]  # what to ask instead
 
 
 @pytest.mark.parametrize(

@@ -24,16 +24,20 @@ def short_deadline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running
     stack.stop()
 
 
-def test_no_answer_before_the_deadline_is_504_then_full_queue_is_503(
-    short_deadline: RunningStack,
-) -> None:
+def test_a_model_with_no_worker_is_503_at_once_naming_it(short_deadline: RunningStack) -> None:
+    """Not a job that waits out its deadline: the frontend knows no worker takes it."""
     with short_deadline.management() as m:
         assert m.put("/models/tiny", params={"min_worker": "0"}).status_code == 200
     with short_deadline.client() as c:
-        started = time.monotonic()
-        r = c.post("/v2/models/tiny/infer", json=BODY)
-        assert r.status_code == 504 and "deadline" in r.json()["error"]
-        assert time.monotonic() - started < 5
+        while c.get("/v2/models/tiny/ready").status_code == 200:  # the worker leaves
+            time.sleep(0.1)
+        for path in ("/v2/models/tiny/infer", "/v2/models/tiny/versions/1/infer"):
+            r = c.post(path, json=BODY)
+            assert r.status_code == 503, r.text
+            assert r.json()["code"] == "unavailable" and r.headers["retry-after"]
+            assert "model 'tiny' version 1 has no worker ready" in r.json()["error"]
+        queued = c.post("/v2/models/tiny/infer", json=BODY, headers={"Prefer": "respond-async"})
+        assert queued.status_code == 503, queued.text  # no async job accepted for nobody
     with short_deadline.management() as m:
         assert m.put("/models/tiny", params={"min_worker": "1"}).status_code == 200
     short_deadline.wait_model_ready("tiny")

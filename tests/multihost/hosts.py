@@ -27,9 +27,13 @@ def _env(extra: dict[str, str] | None = None) -> dict[str, str]:
 
 def _argv(template: str, values: dict[str, str]) -> list[str]:
     RUN.append(template)
-    argv = [a.format(**values) for a in shlex.split(template)]
+    words = shlex.split(template)
+    words = words[: words.index(">")] if ">" in words else words  # Host.run writes the file
+    argv = [a.format(**values) for a in words]
     if argv[0] == "trustserve":
         argv = [sys.executable, "-m", "trustserve.cli", *argv[1:]]
+    if argv[0] == "python3":  # the environment's, as the doc's PATH line gives it
+        argv = [sys.executable, *argv[1:]]
     return argv
 
 
@@ -45,11 +49,15 @@ class Host:
         self.dir.mkdir(parents=True, exist_ok=True)
 
     def run(self, template: str, env: dict[str, str] | None = None, **values: str) -> str:
+        """Runs ``template``; a trailing ``> FILE`` writes its output there, as a shell would."""
+        _, redirect, target = template.partition(" > ")
         out = subprocess.run(
             _argv(template, values), cwd=self.dir, env=_env(env),
             capture_output=True, text=True, timeout=120,
         )  # fmt: skip
         assert out.returncode == 0, f"{template}: {out.stderr[-3000:]}"
+        if redirect:
+            (self.dir / target.strip()).write_text(out.stdout)
         return out.stdout
 
     def start(

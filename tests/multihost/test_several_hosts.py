@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -40,7 +41,7 @@ KMS_SERVE = (
     "trustserve kms serve --home kms-home --host {bind} --port {kms_port}"
     " --policy release-policy.yaml --provider sim"
 )
-KMS_IDENTITY = "trustserve kms identity --home kms-home"
+KMS_IDENTITY = "trustserve kms identity --home kms-home > kms-identity.txt"
 ENCRYPT = (
     "trustserve model encrypt tiny-1.tsm -o tiny-1.enc.tsm --kms {kms_url}"
     " --ca kms-home/tls/ca.pem --token-file kms-home/kms/admin.token"
@@ -48,13 +49,14 @@ ENCRYPT = (
 SERVE = (
     "trustserve serve --home home --model-store models --host {bind} --port {port}"
     " --management-port {management_port} --metrics-port {metrics_port} --workers 0"
-    " --broker '{broker}' --kms {kms_url} --kms-ca kms-ca.pem --kms-identity {kms_identity}"
+    " --broker '{broker}' --kms {kms_url} --kms-ca kms-ca.pem --kms-identity kms-identity.txt"
 )
 WORKER = (
     "trustserve worker --home home --workers 2 --archive models/tiny-1.tsm"
-    " --broker '{broker}' --kms {kms_url} --kms-ca kms-ca.pem --kms-identity {kms_identity}"
+    " --broker '{broker}' --kms {kms_url} --kms-ca kms-ca.pem --kms-identity kms-identity.txt"
 )
 WORKER_FROM_FILE = "trustserve worker --config trustserve.yaml --archive models/tiny-1.tsm"
+MAKE_X = """python3 -c 'import numpy as np; np.save("x.npy", np.ones((1, 4), np.float32))'"""
 PREDICT_SEALED = (
     "trustserve predict {frontend_url} tiny x.npy --ca frontend-ca.pem"
     " --allow-simulated --worker-policy release-policy.yaml"
@@ -120,7 +122,8 @@ class Deployment:
         env = {KMS_ENV_NAME: "kms.key"}
         kms_proc = k.start(KMS_SERVE, env, bind=self.bind, kms_port=str(self.kms_port))
         wait_http(f"{self.kms_url}/healthz", k.dir / "kms-home/tls/ca.pem", kms_proc)
-        self.identity = k.run(KMS_IDENTITY, env).strip().split()[-1]
+        k.run(KMS_IDENTITY, env)
+        self.identity = (k.dir / "kms-identity.txt").read_text().strip()
         assert redis_proc.poll() is None, r.logs()
 
         # The model owner's plaintext archive, encrypted against the KMS with its admin token.
@@ -128,10 +131,11 @@ class Deployment:
         k.run(ENCRYPT, kms_url=self.kms_url)
         for host in (f, w):
             host.copy_from(k, "kms-home/tls/ca.pem", "kms-ca.pem")  # the certificate only
+            host.copy_from(k, "kms-identity.txt", "kms-identity.txt")  # public
             host.copy_from(k, "tiny-1.enc.tsm", "models/tiny-1.tsm")
         self.client.copy_from(k, "release-policy.yaml", "release-policy.yaml")
 
-        trust = {"kms_url": self.kms_url, "kms_identity": self.identity}
+        trust = {"kms_url": self.kms_url}
         fe = f.start(
             SERVE,
             bind=self.bind,
@@ -161,13 +165,15 @@ class Deployment:
         env = {KMS_ENV_NAME: "kms.key"}
         kms_proc = k.start(KMS_SERVE, env, bind=self.bind, kms_port=str(self.kms_port))
         wait_http(f"{self.kms_url}/healthz", k.dir / "kms-home/tls/ca.pem", kms_proc)
-        assert k.run(KMS_IDENTITY, env).strip().split()[-1] == self.identity
+        k.run(KMS_IDENTITY, env)
+        assert (k.dir / "kms-identity.txt").read_text().strip() == self.identity
         _give_broker_credentials(self.redis, w, "worker")
         w.copy_from(k, "kms-home/tls/ca.pem", "kms-ca.pem")
+        w.copy_from(k, "kms-identity.txt", "kms-identity.txt")
         w.copy_from(k, "tiny-1.enc.tsm", "models/tiny-1.tsm")
         config = {
             "home": "home",  # the sim platform key the policy names is this home's
-            "kms": {"url": self.kms_url, "ca": "kms-ca.pem", "identity": self.identity},
+            "kms": {"url": self.kms_url, "ca": "kms-ca.pem", "identity": "kms-identity.txt"},
             "broker": {"url": _broker_url("worker", "localhost", self.redis_port)},
             "worker": {"per_model": 2},
         }
@@ -238,8 +244,8 @@ def test_unmodified_tritonclient_gets_correct_answers(deployment: Deployment) ->
 
 @pytest.mark.parametrize("template", [PREDICT_SEALED, PREDICT_STANDARD])
 def test_predict_cli_gets_correct_answers(deployment: Deployment, template: str) -> None:
-    x = np.array([[1, 2, 3, 4]], dtype=np.float32)
-    np.save(deployment.client.dir / "x.npy", x)
+    deployment.client.run(MAKE_X)  # the doc's own input: x.npy of shape (1, 4)
+    x = np.ones((1, 4), dtype=np.float32)
     out = deployment.client.run(template, frontend_url=deployment.frontend_url)
     answer = json.loads(out[out.index("{") :])
     assert answer["y"] == tiny_expected(x)[0].tolist(), out
@@ -322,7 +328,7 @@ def test_kill_9_of_the_worker_parent_leaves_no_process_behind(deployment: Deploy
 
 
 ALL = [REDIS_CONFIG, REDIS_SERVER, PLATFORM_KEY, KEY_FILE, KMS_SERVE, KMS_IDENTITY, ENCRYPT,
-       SERVE, WORKER, WORKER_FROM_FILE, PREDICT_SEALED, PREDICT_STANDARD]  # fmt: skip
+       SERVE, WORKER, WORKER_FROM_FILE, MAKE_X, PREDICT_SEALED, PREDICT_STANDARD]  # fmt: skip
 
 
 def test_the_doc_shows_the_commands_the_test_runs() -> None:
@@ -340,3 +346,16 @@ def test_the_doc_check_catches_a_drifted_command() -> None:
         doc.replace("--kms-ca kms-ca.pem --kms-identity", "--kms-identity")
     )
     assert not any(hosts.template_regex(WORKER).match(line) for line in drifted)
+
+
+def test_every_variable_the_section_uses_is_defined_in_it() -> None:
+    """A reader runs the blocks in a fresh shell: a ``$NAME`` the doc never sets (as
+    ``$KMS_IDENTITY`` once was) expands to nothing. ``PATH`` and ``HOME`` are the shell's."""
+    doc = (ROOT / "docs" / "deploy.md").read_text()
+    section = doc[doc.index("## Several hosts without Kubernetes") :]
+    section = section[: section.index("\n## ", 1)]
+    blocks = "\n".join(re.findall(r"```sh\n(.*?)```", section, flags=re.S))
+    used = set(re.findall(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)", blocks))
+    defined = set(re.findall(r"(?:^|\s|export\s)([A-Za-z_][A-Za-z0-9_]*)=", blocks, flags=re.M))
+    assert used - defined - {"PATH", "HOME"} == set(), "used in the doc, never set there"
+    assert "x.npy" in blocks.split("trustserve predict")[0], "x.npy is used before it is made"

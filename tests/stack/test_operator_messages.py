@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -35,21 +36,45 @@ def test_banner_predict_command_runs_from_here_and_allows_sim_only_when_simulate
     assert f"--ca {tmp_path / 'tls/ca.pem'}" in predict  # not the default home: say which CA
 
 
-def test_a_port_in_use_is_named_with_the_setting_that_moves_it(tmp_path: Path) -> None:
+def test_every_port_in_use_is_named_with_the_setting_that_moves_it(tmp_path: Path) -> None:
     write_tiny(tmp_path / "store")
+    with socket.socket() as taken, socket.socket() as taken_too:
+        for s in (taken, taken_too):
+            s.bind(("127.0.0.1", 0))
+            s.listen()
+        port, metrics = taken.getsockname()[1], taken_too.getsockname()[1]
+        out = subprocess.run(
+            [sys.executable, "-m", "trustserve.cli", "serve", "--home", str(tmp_path / "h"),
+             "--model-store", str(tmp_path / "store"), "--port", str(port),
+             "--management-port", str(free_port()), "--metrics-port", str(metrics)],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+    assert out.returncode == 2
+    assert f"cannot listen on 2 port(s): 127.0.0.1:{port} (inference, --port" in out.stderr
+    assert f"127.0.0.1:{metrics} (metrics, --metrics-port)" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_up_checks_its_ports_before_building_the_demo_models(tmp_path: Path) -> None:
+    """On a fresh home the demo build takes tens of seconds: a taken port is said first."""
+    cache = tmp_path / "cache"
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
         out = subprocess.run(
-            [sys.executable, "-m", "trustserve.cli", "serve", "--home", str(tmp_path / "h"),
-             "--model-store", str(tmp_path / "store"), "--port", str(port),
-             "--management-port", str(free_port()), "--metrics-port", str(free_port())],
+            [sys.executable, "-m", "trustserve.cli", "up", "--home", str(tmp_path / "h"),
+             "--port", str(free_port()), "--management-port", str(port),
+             "--metrics-port", str(free_port()), "--kms-port", str(port)],
             capture_output=True, text=True, timeout=60,
+            env={**os.environ, "XDG_CACHE_HOME": str(cache)},
         )  # fmt: skip
-    assert out.returncode == 2
-    assert f"cannot listen on 127.0.0.1:{port} for the inference API" in out.stderr
-    assert "--port" in out.stderr and "Traceback" not in out.stderr
+    assert out.returncode == 2, out.stderr
+    assert f"127.0.0.1:{port} (management, --management-port): " in out.stderr
+    assert f"{port} (embedded KMS, --kms-port / kms.port) is also the management port" in (
+        out.stderr
+    )
+    assert not (cache / "trustserve").exists()  # nothing was built
 
 
 def test_serve_prints_its_banner_once_up_with_the_models_it_serves(tmp_path: Path) -> None:

@@ -126,7 +126,9 @@ def test_without_named_outputs_every_output_follows_binary_data_output(binary: b
     ("payload", "words"),
     [
         (b"", "request body is empty"),
-        (b"{oops", "neither an image for this model nor JSON"),
+        (b"{oops", "body is not JSON"),
+        (b"\x89PNG\r\n\x1a\n\x00\xff", "model 'tiny' takes no images (no image preprocessing)"),
+        (b"\xff\xd8\xff\xe0\x80", "takes no images"),  # not "str is not valid UTF-8"
         (b'{"data": [1, 2, 3]}', "each instance needs 4"),
         (b'{"data": ["a", "b", "c", "d"]}', "must be numbers for FP32"),
         (b'{"other": 1}', "JSON body has no input data"),
@@ -227,7 +229,7 @@ def test_a_sealed_request_with_bad_inputs_gets_a_sealed_error(
     assert b"JSON" not in out.payload  # the message is for the client only
     opened = open_response(reply, route, out.payload)
     assert (opened.status, opened.code) == (400, "invalid_input")
-    assert b"neither an image for this model nor JSON" in opened.body
+    assert b"body is not JSON" in opened.body and b"takes no images" in opened.body
 
 
 def test_a_torchserve_job_with_more_rows_than_the_model_batches_is_answered_400() -> None:

@@ -38,7 +38,7 @@ def register(subparsers: Any) -> None:
         action="store_true",
         help="print the home's sim platform public key (hex, for kms serve --sim-platform-key)",
     )
-    attest.add_argument("--home", type=Path, help="trustserve home (sim platform key)")
+    attest.add_argument("--home", type=Path, help=f"{files.HOME_HELP}: its sim platform key")
     attest.add_argument("--tcti", help="tpm: TCTI, e.g. swtpm:host=127.0.0.1,port=2321")
     attest.add_argument("--pcrs", help="tpm: comma-separated PCR indices (default 0-7)")
     attest.add_argument("--ak-handle", help="tpm: persistent AK handle (Azure: 0x81000003)")

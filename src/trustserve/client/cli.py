@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import ssl
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -13,12 +14,14 @@ import numpy as np
 import yaml
 
 from trustserve.attestation import Policy, VerifierSources
+from trustserve.cli_errors import LOCAL_CA
 from trustserve.client.sdk import TrustserveClient
 from trustserve.client.verify import DEFAULT_MAX_BUNDLE_AGE_S, ClientPolicy
-from trustserve.errors import AttestationRefused, InvalidInput
+from trustserve.errors import AttestationRefused, BadRequest, InvalidInput
 from trustserve.files import default_home
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
+NOT_AN_INPUT = "input must be an image (.jpg/.png), a .npy array or a .json file"
 
 
 def client_policy(args: argparse.Namespace) -> ClientPolicy:
@@ -111,6 +114,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     path = Path(args.input)
     if not path.is_file():
         raise InvalidInput(f"input {path} is not a file")
+    if path.suffix.lower() not in {*IMAGE_SUFFIXES, ".npy", ".json"}:
+        raise InvalidInput(NOT_AN_INPUT)
     try:
         with open_client(args) as client:
             answer = _predict(args, client, path)
@@ -120,13 +125,33 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def server_ca(args: argparse.Namespace) -> Path | None:
+    """The CA file the server's certificate is checked against: ``--ca`` (which must be a
+    CA certificate), else the local stack's if there is one, else None (the system's CAs)."""
+    if not args.ca:
+        local = default_home() / "tls" / "ca.pem"
+        return local if local.exists() else None
+    ca = Path(args.ca)
+    if not ca.is_file():
+        raise BadRequest(
+            f"--ca {ca}: no such file; give the CA certificate that signed the server's "
+            f"({LOCAL_CA})"
+        )
+    try:
+        ssl.create_default_context(cafile=str(ca))
+    except (ssl.SSLError, ValueError) as exc:
+        raise BadRequest(
+            f"--ca {ca} is not a PEM CA certificate ({getattr(exc, 'reason', None) or exc}); "
+            f"give the CA certificate that signed the server's ({LOCAL_CA})"
+        ) from None
+    return ca
+
+
 def open_client(args: argparse.Namespace) -> TrustserveClient:
     """A client as the flags say; sealed: the server is verified before anything is sent."""
-    ca = Path(args.ca) if args.ca else default_home() / "tls" / "ca.pem"
+    ca = server_ca(args)
     policy = None if args.standard else client_policy(args)
-    client = TrustserveClient(
-        args.url, policy=policy, ca=ca if ca.exists() else None, sealed=not args.standard
-    )
+    client = TrustserveClient(args.url, policy=policy, ca=ca, sealed=not args.standard)
     if policy is not None:
         try:
             target = client.verify()  # before anything else goes to the server
@@ -157,7 +182,7 @@ def _predict(args: argparse.Namespace, client: TrustserveClient, path: Path) -> 
         return top_k(client.infer(args.model, {name: array}, args.version), args.top_k)
     if suffix in IMAGE_SUFFIXES or suffix == ".json":
         return top_labels(client.predict(args.model, path.read_bytes(), args.version), args.top_k)
-    raise InvalidInput("input must be an image (.jpg/.png), a .npy array or a .json file")
+    raise InvalidInput(NOT_AN_INPUT)
 
 
 def _positive(text: str) -> int:

@@ -51,6 +51,7 @@ from trustserve.tensors import as_binary_request, check_against, parse_request
 Handler = Callable[[Request, "ModelEntry", bytes], Awaitable[tuple[JobKind, bytes, JobMeta]]]
 EXTENSIONS = ["binary_tensor_data", "model_repository", "trustserve_sealed"]
 PARSE_INLINE_BYTES = 256 * 1024
+LIVE_MEMO_S = 1.0  # a worker counted this recently makes its model servable (no recount)
 UNKNOWN_MODEL = "unknown"  # the metrics label of requests for a model that is not registered
 
 
@@ -75,6 +76,7 @@ class InferenceApi:
         self.metrics = metrics
         self.timeout_s = timeout_s
         self.max_body_bytes = max_body_bytes
+        self._seen_live: dict[str, float] = {}  # queue -> when a worker was last counted
 
     def app(self) -> Starlette:
         v = "/v2/models/{model}/versions/{version}"
@@ -192,8 +194,7 @@ class InferenceApi:
     async def submit(
         self, entry: ModelEntry, kind: JobKind, payload: bytes, meta: JobMeta
     ) -> tuple[JobKind, Outcome]:
-        if entry.failed and not await self.broker.consumers(entry.queue):
-            raise Unavailable(entry.failed, retry_after=60)
+        await self.check_workers(entry)
         job = Job(
             id=uuid.uuid4().hex,
             queue=entry.queue,
@@ -203,6 +204,25 @@ class InferenceApi:
             meta=meta,
         )
         return kind, await self.broker.submit(job)
+
+    async def check_workers(self, entry: ModelEntry) -> None:
+        """503 at once, naming the model and why, when no worker takes its queue (rather
+        than a job that waits out its deadline). A worker seen within the last second
+        counts, so a busy model costs the broker one count a second, not one a request."""
+        now = time.monotonic()
+        if now - self._seen_live.get(entry.queue, -LIVE_MEMO_S) < LIVE_MEMO_S:
+            return
+        if await self.broker.consumers(entry.queue):
+            self._seen_live[entry.queue] = now
+            return
+        m = entry.manifest
+        if entry.failed:
+            raise Unavailable(entry.failed, retry_after=60)
+        raise Unavailable(
+            f"model '{m.name}' version {m.version} has no worker ready (still starting, "
+            "stopped, or none is configured for it): retry later; its /ready says when",
+            retry_after=5,
+        )
 
     async def job(self, request: Request) -> Response:
         """An async job: 202 while pending, then the answer the request would have had."""
@@ -226,6 +246,7 @@ class InferenceApi:
             entry = self._entry(request)
             label, version = entry.manifest.name, entry.manifest.version
             kind, payload, job_meta = await handler(request, entry, await self.body(request))
+            await self.check_workers(entry)  # an async job too: refused now, not later
             if self.jobs is not None and wants_async(request):
                 measure = (label, version, api, started)
                 accepted = await self.jobs.start(

@@ -51,9 +51,13 @@ class WorkerPool(Protocol):
 class BearerToken:
     """Refuses any request without ``Authorization: Bearer <token>`` (constant-time compare)."""
 
-    def __init__(self, app: ASGIApp, token: str) -> None:
+    def __init__(self, app: ASGIApp, token: str, token_file: Path | None = None) -> None:
         self.app = app
         self.token = token.encode()
+        where = f"the token in {token_file}" if token_file else "the management token"
+        self.refusal = (
+            f"missing or wrong management token: send 'Authorization: Bearer <token>' with {where}"
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -62,7 +66,7 @@ class BearerToken:
                 if key == b"authorization" and value.startswith(b"Bearer "):
                     given = value[7:]
             if not hmac.compare_digest(given, self.token):
-                response = error_response(Unauthorized("missing or wrong management token"))
+                response = error_response(Unauthorized(self.refusal))
                 response.headers["WWW-Authenticate"] = "Bearer"
                 await response(scope, receive, send)
                 return
@@ -91,7 +95,7 @@ class ManagementApi:
         self.pool = pool
         self.default_workers = default_workers
 
-    def app(self, token: str) -> ASGIApp:
+    def app(self, token: str, token_file: Path | None = None) -> ASGIApp:
         routes = [
             Route("/models", self.list_models, methods=["GET"]),
             Route("/models", self.register, methods=["POST"]),
@@ -106,7 +110,7 @@ class ManagementApi:
             openapi_route("management"),
         ]
         app = Starlette(routes=routes, exception_handlers=EXCEPTION_HANDLERS)
-        return BearerToken(app, token)
+        return BearerToken(app, token, token_file)
 
     async def list_models(self, request: Request) -> Response:
         models = [

@@ -80,7 +80,8 @@ class ModelRegistry:
     def resolve(self, name: str, version: str | None = None) -> ModelEntry:
         versions = self._models.get(name)
         if not versions:
-            raise NotFound(f"unknown model '{name}'")
+            served = ", ".join(sorted(self._models)) or "none"
+            raise NotFound(f"unknown model '{name}' (this server serves: {served})")
         if version is None:
             return versions[self.default_version(name)]
         if version not in versions:

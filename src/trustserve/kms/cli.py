@@ -22,7 +22,7 @@ from trustserve.attestation.registry import PROVIDERS, parse_options
 from trustserve.crypto.rootkey import create_key_file
 from trustserve.encoding import b64, unb64
 from trustserve.errors import BadRequest, ConfigError
-from trustserve.files import default_home
+from trustserve.files import HOME_HELP, default_home
 from trustserve.kms import audit
 from trustserve.kms.bundle import verify_bundle
 from trustserve.kms.client import KmsClient
@@ -41,7 +41,7 @@ def register(subparsers: Any) -> None:
     sub = kms.add_subparsers(dest="kms_command", required=True, metavar="ACTION")
 
     def common(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--home", type=Path, help="state directory (default $TRUSTSERVE_HOME)")
+        p.add_argument("--home", type=Path, help=HOME_HELP)
 
     serve = sub.add_parser("serve", help="run the KMS over HTTPS")
     common(serve)
@@ -134,7 +134,7 @@ def _register_encrypt(subparsers: Any) -> None:
     p.add_argument("--kms", help="KMS URL (default: the KMS state under --home, in-process)")
     p.add_argument("--ca", help="CA file for the KMS (default HOME/tls/ca.pem)")
     p.add_argument("--token-file", help="KMS management token (default HOME/kms/admin.token)")
-    p.add_argument("--home", help="TRUSTSERVE_HOME")
+    p.add_argument("--home", help=HOME_HELP)
     p.set_defaults(func=_encrypt)
 
 
@@ -146,27 +146,28 @@ def _encrypt(args: argparse.Namespace) -> int:
         with KmsClient(args.kms, ca_file=ca, token=token_file.read_text().strip()) as client:
             key_id = encrypt_model_file(Path(args.src), Path(args.output), client, progress=True)
     else:
-        service = _local_kms(home)
+        service = _local_kms(home, Policy.default())
         key_id = encrypt_model_file(Path(args.src), Path(args.output), service, progress=True)
     print(f"{args.output}: encrypted under {key_id}")
     return 0
 
 
-def _local_kms(home: Path) -> KmsService:
+def _local_kms(home: Path, policy: Policy, **options: Any) -> KmsService:
     """The KMS state under ``home``, in-process: unlocked by the operator's secret, or,
-    when none is set, by the development key file ``trustserve up`` made there."""
+    when none is set, by the development key file ``trustserve up`` made there. Every
+    ``kms`` command and ``model encrypt`` finds the root key this way."""
     from trustserve.crypto.rootkey import KEY_FILE_ENV, PASSPHRASE_ENV
     from trustserve.kms.embedded import development_kms
 
     dev_key = home / "kms" / "dev-root.key"
     if os.environ.get(PASSPHRASE_ENV) or os.environ.get(KEY_FILE_ENV) or not dev_key.exists():
-        return KmsService.from_env(home, Policy.default())
+        return KmsService.from_env(home, policy, **options)
     _dev_warning(
         f"the KMS root key is unwrapped by the development key file {dev_key}",
         f"a key file beside the state it protects guards nothing against whoever reads this "
         f"disk; set {PASSPHRASE_ENV} or {KEY_FILE_ENV} for a deployment",
     )
-    return development_kms(home, Policy.default())
+    return development_kms(home, policy, **options)
 
 
 def _home(args: argparse.Namespace) -> Path:
@@ -229,7 +230,7 @@ def _serve(args: argparse.Namespace) -> int:
         vcek_dir=args.vcek_dir,
         kds_url=args.kds_url,
     )
-    service = KmsService.from_env(
+    service = _local_kms(
         home, _policy(args, home), sources=sources, key_lease=args.key_lease
     )
     options = parse_options(args.attestation_option)
@@ -249,7 +250,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _rotate(args: argparse.Namespace) -> int:
-    service = KmsService.from_env(_home(args), Policy.default())
+    service = _local_kms(_home(args), Policy.default())
     print(json.dumps(service.rotate_serving_key(), indent=2))
     return 0
 
@@ -262,7 +263,7 @@ def _init_key_file(args: argparse.Namespace) -> int:
 
 def _identity(args: argparse.Namespace) -> int:
     """The public half of the unlocked identity key (not the copy stored beside it)."""
-    service = KmsService.from_env(_home(args), Policy.default())
+    service = _local_kms(_home(args), Policy.default())
     print(b64(service.state.identity_key().public_key().public_bytes_raw()))
     return 0
 

@@ -102,6 +102,10 @@ class KmsClient:
     def _call(self, method: str, path: str, body: Any = None) -> Any:
         try:
             response = self._http.request(method, path, json=body)
+        except httpx.TransportError as exc:  # a certificate mismatch is not "unreachable"
+            from trustserve.cli_errors import transport_error
+
+            raise Unavailable(f"KMS at {self._http.base_url}: {transport_error(exc)}") from None
         except httpx.HTTPError as exc:
             raise Unavailable(f"KMS at {self._http.base_url} unreachable: {exc}") from None
         if response.status_code >= 400:

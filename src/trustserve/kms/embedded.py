@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
+from typing import Any
 
 from trustserve.attestation import Policy
 from trustserve.crypto.rootkey import (
@@ -19,7 +20,7 @@ from trustserve.kms.service import KmsService
 log = logging.getLogger("trustserve.kms")
 
 
-def development_kms(home: Path, policy: Policy | None = None) -> KmsService:
+def development_kms(home: Path, policy: Policy | None = None, **options: Any) -> KmsService:
     """Unlocked by the operator's secret if one is set; else by a key file made beside its state.
 
     A key file next to the state it protects guards nothing against someone who
@@ -39,4 +40,4 @@ def development_kms(home: Path, policy: Policy | None = None) -> KmsService:
             KEY_FILE_ENV,
         )
         protector = KeyFileProtector(key_file)
-    return KmsService(home, protector, policy or Policy.development(home))
+    return KmsService(home, protector, policy or Policy.development(home), **options)

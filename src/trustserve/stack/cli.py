@@ -132,7 +132,9 @@ def cmd_up(args: argparse.Namespace) -> int:
     from trustserve.kms.tools import encrypt_model_file
     from trustserve.models.demo import build_demo_models
     from trustserve.stack.banner import sample_image
+    from trustserve.stack.server import check_ports
 
+    check_ports(settings, embedded_kms=True)  # before the demo models' build (tens of s)
     demo = build_demo_models(Path(args.demo_dir) if args.demo_dir else demo_cache())
     service = development_kms(settings.home)
     settings.store.mkdir(parents=True, exist_ok=True)

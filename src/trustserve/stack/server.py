@@ -140,28 +140,7 @@ class Stack:
     # -- the steps, in start-up order ----------------------------------------------
 
     def _check_ports(self) -> None:
-        """Before anything starts: a port in use is a clear error naming it and its setting."""
-        s = self.settings
-        wanted = [
-            (s.host, s.inference_port, "inference", "--port / listen.port"),
-            (s.management_host, s.management_port, "management", "--management-port"),
-            (s.management_host, s.metrics_port, "metrics", "--metrics-port"),
-        ]
-        if s.grpc_port:
-            wanted.append((s.host, s.grpc_port, "gRPC inference", "--grpc-port / listen.grpc_port"))
-        if s.kms_url is None and (s.dev or self.kms is not None):
-            wanted.append(("127.0.0.1", s.kms_port, "embedded KMS", "--kms-port / kms.port"))
-        for host, port, what, setting in wanted:
-            family = socket.AF_INET6 if ":" in host else socket.AF_INET
-            with socket.socket(family, socket.SOCK_STREAM) as probe:
-                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                try:
-                    probe.bind((host, port))
-                except OSError as exc:
-                    raise ConfigError(
-                        f"cannot listen on {host}:{port} for the {what} API: {exc.strerror} "
-                        f"(is another trustserve running? choose another port with {setting})"
-                    ) from None
+        check_ports(self.settings, self.kms is not None)
 
     def _start_kms(self) -> str | None:
         """The embedded KMS of ``up`` / ``--dev`` on 127.0.0.1 (starting to listen; see
@@ -321,9 +300,10 @@ class Stack:
         )
         inference_app = inference.app()
         inference_app.router.routes.extend(repository.routes())  # the model_repository extension
+        management_app = management.app(token, s.token_file)  # a 401 names the file
         self._servers = [
             http_server(inference_app, s.host, s.inference_port, tls),
-            http_server(management.app(token), s.management_host, s.management_port, tls),
+            http_server(management_app, s.management_host, s.management_port, tls),
             http_server(metrics_app, s.management_host, s.metrics_port, tls),
         ]
         return self._servers
@@ -346,3 +326,37 @@ class Stack:
         local = self.supervisor.workers
         await self.metrics.sample(self.registry.entries(), self.broker, lambda q: len(local(q)))
         return await self.metrics.endpoint(request)
+
+
+def check_ports(settings: Settings, embedded_kms: bool = False) -> None:
+    """Before any work: every port the stack will listen on is free, or one ConfigError
+    naming each that is not (with the setting that moves it)."""
+    s = settings
+    wanted = [
+        (s.host, s.inference_port, "inference", "--port / listen.port"),
+        (s.management_host, s.management_port, "management", "--management-port"),
+        (s.management_host, s.metrics_port, "metrics", "--metrics-port"),
+    ]
+    if s.grpc_port:
+        wanted.append((s.host, s.grpc_port, "gRPC inference", "--grpc-port / listen.grpc_port"))
+    if s.kms_url is None and (s.dev or embedded_kms):
+        wanted.append(("127.0.0.1", s.kms_port, "embedded KMS", "--kms-port / kms.port"))
+    taken: list[str] = []
+    seen: dict[int, str] = {}
+    for host, port, what, setting in wanted:
+        if port in seen:
+            taken.append(f"{port} ({what}, {setting}) is also the {seen[port]} port")
+            continue
+        seen[port] = what
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((host, port))
+            except OSError as exc:
+                taken.append(f"{host}:{port} ({what}, {setting}): {exc.strerror}")
+    if taken:
+        raise ConfigError(
+            f"cannot listen on {len(taken)} port(s): {'; '.join(taken)} (is another "
+            "trustserve running? choose other ports with the settings named)"
+        )

@@ -115,6 +115,9 @@ def _read(
     return Decoded(job, inputs, rows, reply)
 
 
+IMAGE_MAGIC = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff")  # PNG, JPEG
+
+
 def _torchserve_inputs(
     body: bytes, manifest: Manifest, preprocess: Callable[[bytes], Any] | None
 ) -> Tensors:
@@ -126,7 +129,13 @@ def _torchserve_inputs(
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
-        raise InvalidInput(f"body is neither an image for this model nor JSON: {exc}") from None
+        takes = f"model '{manifest.name}' takes no images (no image preprocessing)"
+        if body.startswith(IMAGE_MAGIC):
+            raise InvalidInput(
+                f"{takes}: send its input '{spec.name}' as JSON or as a v2 tensor (.npy)"
+            ) from None
+        why = "not UTF-8 text" if "UTF-8" in str(exc) else str(exc)
+        raise InvalidInput(f"body is not JSON ({why}); {takes}") from None
     if isinstance(data, dict) and len(manifest.inputs) > 1:
         return {s.name: _instances(data.get(s.name), s.shape, s.datatype) for s in manifest.inputs}
     if isinstance(data, dict):

@@ -17,6 +17,7 @@ from typing import Any
 
 from trustserve.attestation.registry import PROVIDERS, VerifierSources
 from trustserve.engines import ENGINES
+from trustserve.files import HOME_HELP
 from trustserve.kms.trust import KmsTrust
 
 
@@ -41,7 +42,7 @@ class WorkerOptions:
     )
     home: Path | None = field(
         default=None,
-        metadata=_opt("--home", "state directory (default $TRUSTSERVE_HOME)", type=Path),
+        metadata=_opt("--home", HOME_HELP, type=Path),
     )
     kms: str | None = field(
         default=None, metadata=_opt("--kms", "key service URL: keys are released there")
