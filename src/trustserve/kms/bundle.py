@@ -34,15 +34,13 @@ import binascii
 import hashlib
 import json
 import math
-import threading
-import time
 from dataclasses import dataclass
 from typing import Any
 
 from trustserve.attestation import Claims, Evidence, Policy, VerifierSources, verify_evidence
 from trustserve.crypto.keys import verify_serving_keys
 from trustserve.encoding import b64, unb64
-from trustserve.errors import AttestationRefused, BadRequest, Unavailable
+from trustserve.errors import AttestationRefused, BadRequest
 
 FORMAT = 2
 NONCE_SIZE = 32
@@ -101,27 +99,6 @@ def parse_nonce(text: str | None) -> bytes | None:
     if len(nonce) != NONCE_SIZE:
         raise BadRequest(f"nonce must be {NONCE_SIZE} bytes, base64url; got {len(nonce)}")
     return nonce
-
-
-class FreshEvidenceLimit:
-    """A token bucket: evidence made for client nonces costs the TEE work, so it is metered."""
-
-    def __init__(self, per_second: float = 20.0, burst: int = 40) -> None:
-        self.per_second = per_second
-        self.burst = float(burst)
-        self._tokens = float(burst)
-        self._at = time.monotonic()
-        self._lock = threading.Lock()
-
-    def take(self) -> None:
-        """Return if one more fresh bundle may be made now; else Unavailable (retry shortly)."""
-        with self._lock:
-            now = time.monotonic()
-            self._tokens = min(self.burst, self._tokens + (now - self._at) * self.per_second)
-            self._at = now
-            if self._tokens < 1.0:
-                raise Unavailable("too many attestation requests with a nonce; retry", 1)
-            self._tokens -= 1.0
 
 
 def make_bundle(

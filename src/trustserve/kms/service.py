@@ -27,13 +27,14 @@ from trustserve.crypto.rootkey import KeyStore, Protector, protector_from_env
 from trustserve.encoding import b64, unb64
 from trustserve.errors import AttestationRefused, BadRequest, Conflict, Forbidden, NotFound
 from trustserve.kms import audit
+from trustserve.kms.budgets import FreshEvidenceBudgets, FreshEvidenceOptions
 from trustserve.kms.bundle import (
-    FreshEvidenceLimit,
     bundle_report_data,
     canonical,
     make_bundle,
     model_list,
 )
+from trustserve.kms.peers import Requester
 from trustserve.kms.release import (
     BROKER,
     CHALLENGE_TTL,
@@ -63,6 +64,7 @@ class KmsService:
         serving_key_lifetime: float = 30 * DAY,
         rotation_grace: float = DAY,
         sources: VerifierSources | None = None,
+        fresh_evidence: FreshEvidenceOptions | None = None,
     ) -> None:
         self.home = home
         self.policy = policy
@@ -82,7 +84,7 @@ class KmsService:
             )
         self._bundle_lock = threading.Lock()
         self._bundle_cache: tuple[float, bytes, dict[str, Any]] | None = None
-        self._fresh_limit = FreshEvidenceLimit()
+        self.fresh_evidence = FreshEvidenceBudgets(fresh_evidence or FreshEvidenceOptions())
 
     @classmethod
     def from_env(
@@ -203,13 +205,17 @@ class KmsService:
     # ---- attestation bundle (for clients, issue 5) ----
 
     def attestation_bundle(
-        self, provider: EvidenceProvider, nonce: bytes | None = None
+        self,
+        provider: EvidenceProvider,
+        nonce: bytes | None = None,
+        requester: Requester | None = None,
     ) -> dict[str, Any]:
         """KMS evidence binding its identity key, release policy, signed serving keys and
         model list (see ``trustserve.kms.bundle``), and the client's ``nonce`` if given.
 
         Without a nonce the bundle is made again when older than ``BUNDLE_EVIDENCE_TTL``
-        seconds or when the keys or models changed; with one, always (rate-limited).
+        seconds or when the keys or models changed; with one, always, within the budget
+        of ``requester`` (``trustserve.kms.budgets``; an in-process caller is one client).
         """
         now = self.clock()
         identity = self.state.identity_key()
@@ -226,7 +232,7 @@ class KmsService:
             return make_bundle(public, provider.make(data), signed, policy, models, nonce)
 
         if nonce is not None:
-            self._fresh_limit.take()
+            self.fresh_evidence.take(requester or Requester(""))
             return fresh()
         with self._bundle_lock:
             cached = self._bundle_cache
