@@ -96,8 +96,7 @@ def create_app(
             raise Unauthorized("management needs a valid bearer token")
 
     async def challenge(request: Request) -> Response:
-        client = request.client.host if request.client else ""
-        return json_response(service.challenge(client))
+        return json_response(service.challenge())
 
     async def release(request: Request) -> Response:
         body = await _json(request)

@@ -34,12 +34,12 @@ from trustserve.kms.bundle import (
     make_bundle,
     model_list,
 )
+from trustserve.kms.challenges import Challenges
 from trustserve.kms.peers import Requester
 from trustserve.kms.release import (
     BROKER,
     CHALLENGE_TTL,
     SERVING,
-    Challenges,
     ReleaseRequest,
     model_digest,
     seal_keys,
@@ -134,9 +134,9 @@ class KmsService:
 
     # ---- release (worker side) ----
 
-    def challenge(self, client: str = "") -> dict[str, Any]:
-        """A fresh nonce; ``client`` (the caller's address) bounds how many it may hold open."""
-        nonce, expires_at = self.challenges.issue(self.clock(), client)
+    def challenge(self) -> dict[str, Any]:
+        """A fresh nonce, good for one release (``trustserve.kms.challenges``)."""
+        nonce, expires_at = self.challenges.issue(self.clock())
         return {"nonce": b64(nonce), "expires_at": expires_at}
 
     def release(self, request: ReleaseRequest | Any) -> dict[str, Any]:
@@ -153,7 +153,7 @@ class KmsService:
             "key_ids": list(req.key_ids),
             "archives": dict(req.archives),
         }
-        why = self.challenges.consume(req.nonce, now)
+        why = self.challenges.check(req.nonce, now)
         if why is not None:
             self._refuse("nonce", why, who)
         expected = req.report_data
@@ -163,6 +163,9 @@ class KmsService:
             self._refuse(exc.claim, exc.detail, who)
         except BadRequest as exc:
             self._refuse("evidence", str(exc), who)
+        why = self.challenges.spend(req.nonce, now)  # the first release that passed wins
+        if why is not None:
+            self._refuse("nonce", why, who)
         try:
             self._check_archives(req, who)
             keys = {key_id: self._key(key_id, now) for key_id in req.key_ids}
