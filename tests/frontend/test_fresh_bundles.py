@@ -60,3 +60,20 @@ async def test_concurrent_clients_share_one_piece_of_evidence_each_bound_to_its_
     tampered = {**bundles[3], "nonce_batch": {**bundles[3]["nonce_batch"], "leaf_index": 4}}
     with pytest.raises(AttestationRefused):
         verify(tampered, policy, nonce=nonces[3])
+
+
+async def test_a_busy_frontend_keeps_within_its_kms_budget_instead_of_being_refused(
+    tmp_path: Path,
+) -> None:
+    genuine = genuine_kms(tmp_path)
+    policy = ClientPolicy.development(genuine.home)
+    tls = throwaway_ca(tmp_path / "tls")
+    with https_server(create_app(genuine.service, genuine.sim), tls) as url:
+        client = KmsClient(url, ca_file=tls.ca, trust=genuine.trust)
+        keys = FrontendKeys(client, genuine.sim)
+        for _ in range(15):  # more batches in a row than the KMS's per-client burst (10)
+            nonces = [os.urandom(32) for _ in range(5)]
+            bundles = await asyncio.gather(*(keys.bundle(nonce=n) for n in nonces))
+            for nonce, bundle in zip(nonces, bundles, strict=True):
+                assert verify(bundle, policy, nonce=nonce).key_id
+        client.close()

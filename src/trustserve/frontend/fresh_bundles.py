@@ -5,12 +5,16 @@ client. So the frontend asks for at most one such bundle at a time: every nonce
 that arrives while one is being made waits for the next, which binds the RFC
 9162 Merkle root of all of them (at most ``MAX_BATCH``); each client gets the
 bundle with its own inclusion proof (``trustserve.kms.bundle``). One client
-sending many nonces only makes the batch larger, never the KMS's work.
+sending many nonces only makes the batch larger, never the KMS's work. The
+frontend also keeps within the KMS's default per-client budget on its own
+(``PER_SECOND``, bursts of ``BURST``, a little under it): a busy frontend sends
+a batch at most every 0.6 s rather than have one refused.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -19,6 +23,8 @@ from trustserve.errors import Unavailable
 from trustserve.kms.bundle import MAX_BATCH, encode_nonce
 
 MAX_WAITING = 4 * MAX_BATCH
+PER_SECOND = 1.6  # under the KMS's default --fresh-bundle-rate (2) and -burst (10),
+BURST = 8.0  # with room for requests that arrive there closer together than they left
 
 Fetch = Callable[[str], Awaitable[dict[str, Any]]]
 
@@ -30,6 +36,7 @@ class NonceBatcher:
         self._fetch = fetch
         self._waiting: list[tuple[bytes, asyncio.Future[dict[str, Any]]]] = []
         self._task: asyncio.Task[None] | None = None
+        self._tokens, self._at = BURST, time.monotonic()
 
     async def bundle(self, nonce: bytes) -> dict[str, Any]:
         if len(self._waiting) >= MAX_WAITING:
@@ -40,8 +47,19 @@ class NonceBatcher:
             self._task = asyncio.create_task(self._run())
         return await future
 
+    async def _pace(self) -> None:
+        """Wait, if need be, until one more request is within the KMS's per-client budget."""
+        now = time.monotonic()
+        self._tokens = min(BURST, self._tokens + (now - self._at) * PER_SECOND)
+        self._at = now
+        if self._tokens < 1.0:
+            await asyncio.sleep((1.0 - self._tokens) / PER_SECOND)
+            self._tokens, self._at = 1.0, time.monotonic()
+        self._tokens -= 1.0
+
     async def _run(self) -> None:
         while self._waiting:
+            await self._pace()  # nonces arriving meanwhile join this batch
             batch = [(n, f) for n, f in self._waiting[:MAX_BATCH] if not f.done()]
             del self._waiting[:MAX_BATCH]
             if not batch:
