@@ -15,8 +15,16 @@ from trustserve.attestation import EvidenceProvider, Policy, make_provider
 from trustserve.client.verify import ClientPolicy, default_version, verify
 from trustserve.crypto.keys import sign_serving_keys
 from trustserve.crypto.rootkey import KeyFileProtector, create_key_file
-from trustserve.errors import AttestationRefused, BadRequest, ConfigError, Unavailable
-from trustserve.kms.bundle import FreshEvidenceLimit, encode_nonce, model_list, parse_nonce
+from trustserve.errors import (
+    AttestationRefused,
+    BadRequest,
+    ConfigError,
+    TooManyRequests,
+    Unavailable,
+)
+from trustserve.kms.budgets import FreshEvidenceBudgets, FreshEvidenceOptions
+from trustserve.kms.bundle import encode_nonce, model_list, parse_nonce
+from trustserve.kms.peers import Requester
 from trustserve.kms.service import KmsService
 
 
@@ -140,12 +148,32 @@ def test_a_nonce_reads_with_or_without_padding() -> None:
     assert parse_nonce(base64.urlsafe_b64encode(nonce).decode()) == nonce
 
 
-def test_fresh_evidence_is_rate_limited() -> None:
-    limit = FreshEvidenceLimit(per_second=0.001, burst=3)
+def test_fresh_evidence_is_rate_limited_per_client_and_in_all() -> None:
+    options = FreshEvidenceOptions(per_client_rate=0.001, per_client_burst=3, total_rate=2.5)
+    budgets = FreshEvidenceBudgets(options, clock=lambda: 1000.0)
     for _ in range(3):
-        limit.take()
-    with pytest.raises(Unavailable):
-        limit.take()
+        budgets.take(Requester("a"))
+    with pytest.raises(TooManyRequests):
+        budgets.take(Requester("a"))
+    budgets.take(Requester("b"))
+    budgets.take(Requester("c"))
+    with pytest.raises(Unavailable):  # 5 in all: the total's burst is spent
+        budgets.take(Requester("d"))
+    budgets.take(Requester("frontend", reserved=True))
+
+
+def test_a_full_client_table_drops_only_idle_buckets() -> None:
+    now = [1000.0]
+    options = FreshEvidenceOptions(per_client_rate=1, per_client_burst=2, max_clients=2)
+    budgets = FreshEvidenceBudgets(options, clock=lambda: now[0])
+    for _ in range(2):
+        budgets.take(Requester("spender"))
+    budgets.take(Requester("other"))
+    budgets.take(Requester("new"))  # the table is busy: "new" shares the overflow bucket
+    with pytest.raises(TooManyRequests):
+        budgets.take(Requester("spender"))  # its spending was not reset by newcomers
+    now[0] += 10  # everyone idle and refilled: a newcomer takes an idle slot
+    budgets.take(Requester("newer"))
 
 
 def test_a_client_without_a_nonce_can_read_a_bundle_made_for_another(

@@ -18,7 +18,7 @@ from typing import Any
 from trustserve.attestation import EvidenceProvider
 from trustserve.encoding import unb64
 from trustserve.errors import ConfigError, Unavailable
-from trustserve.kms.bundle import encode_nonce
+from trustserve.frontend.fresh_bundles import NonceBatcher
 from trustserve.kms.client import KmsClient
 from trustserve.kms.release import BROKER
 from trustserve.kms.trust import NO_TRUST
@@ -35,15 +35,17 @@ class FrontendKeys:
         self.provider = provider
         self._bundle: tuple[float, dict[str, Any]] | None = None
         self._lock = asyncio.Lock()
+        self._fresh = NonceBatcher(self._fetch)
 
     async def broker_key(self) -> bytes:
         keys = await asyncio.to_thread(self.client.release, self.provider, [BROKER])
         return keys[BROKER]
 
     async def bundle(self, refresh: bool = False, nonce: bytes | None = None) -> dict[str, Any]:
-        """The cached bundle; with a client's ``nonce``, a fresh one bound to it (not cached)."""
+        """The cached bundle; with a client's ``nonce``, a fresh one whose evidence binds it
+        (with the nonces of concurrent clients: ``frontend.fresh_bundles``; not cached)."""
         if nonce is not None:
-            return await self._fetch(encode_nonce(nonce))
+            return await self._fresh.bundle(nonce)
         async with self._lock:
             age = time.monotonic() - self._bundle[0] if self._bundle else float("inf")
             if age > BUNDLE_TTL_S or (refresh and age > MIN_REFRESH_S) or self._bundle is None:

@@ -43,6 +43,7 @@ from trustserve.errors import (
     Unauthorized,
 )
 from trustserve.kms.bundle import parse_nonce
+from trustserve.kms.peers import Peers
 from trustserve.kms.release import PROVISION_INFO
 from trustserve.kms.service import KmsService
 from trustserve.openapi import openapi_route
@@ -79,9 +80,14 @@ async def _json(request: Request) -> Any:
 
 
 def create_app(
-    service: KmsService, provider: EvidenceProvider | None = None, token: str | None = None
+    service: KmsService,
+    provider: EvidenceProvider | None = None,
+    token: str | None = None,
+    peers: Peers | None = None,
 ) -> Starlette:
-    """The KMS ASGI app; ``token`` guards management (default: ``admin_token(service)``)."""
+    """The KMS ASGI app; ``token`` guards management (default: ``admin_token(service)``);
+    ``peers`` says whom a fresh bundle is metered to (default: the peer address)."""
+    peers = peers or Peers()
     expected = (token or admin_token(service)).encode()
 
     def authorize(request: Request) -> None:
@@ -90,8 +96,7 @@ def create_app(
             raise Unauthorized("management needs a valid bearer token")
 
     async def challenge(request: Request) -> Response:
-        client = request.client.host if request.client else ""
-        return json_response(service.challenge(client))
+        return json_response(service.challenge())
 
     async def release(request: Request) -> Response:
         body = await _json(request)
@@ -101,7 +106,9 @@ def create_app(
         if provider is None:
             raise NotFound("this KMS has no evidence provider configured")
         nonce = parse_nonce(request.query_params.get("nonce"))
-        return json_response(await run_in_threadpool(service.attestation_bundle, provider, nonce))
+        who = peers.requester(request.client.host if request.client else "", request.headers)
+        bundle = await run_in_threadpool(service.attestation_bundle, provider, nonce, who)
+        return json_response(bundle)
 
     async def serving_keys(request: Request) -> Response:
         return json_response({"keys": service.serving_public_keys()})

@@ -25,6 +25,12 @@
   evidence was made for that request, so the frontend cannot replay an old bundle.
   Without a nonce the KMS may serve evidence made up to a minute earlier; a client
   then relies on the signed ``issued_at`` (and refuses lists older than its limit).
+* ``nonce_batch`` (optional, added by a frontend): ``{"leaf_index", "tree_size",
+  "inclusion_path": [b64url]}``. A frontend coalesces the nonces of concurrent
+  clients: it asks the KMS for evidence over the RFC 9162 Merkle root (SHA-256)
+  of their nonces (``nonce`` is then that root) and gives each client its
+  inclusion proof; the client recomputes the root from its own nonce. The root
+  commits to the client's fresh nonce, so the evidence was made after it.
 """
 
 from __future__ import annotations
@@ -34,18 +40,18 @@ import binascii
 import hashlib
 import json
 import math
-import threading
-import time
 from dataclasses import dataclass
 from typing import Any
 
 from trustserve.attestation import Claims, Evidence, Policy, VerifierSources, verify_evidence
+from trustserve.crypto import merkle
 from trustserve.crypto.keys import verify_serving_keys
 from trustserve.encoding import b64, unb64
-from trustserve.errors import AttestationRefused, BadRequest, Unavailable
+from trustserve.errors import AttestationRefused, BadRequest
 
 FORMAT = 2
 NONCE_SIZE = 32
+MAX_BATCH = 4096  # client nonces one frontend binds into one piece of evidence
 _DOMAIN = b"trustserve-kms-bundle-v2\0"
 
 
@@ -101,27 +107,6 @@ def parse_nonce(text: str | None) -> bytes | None:
     if len(nonce) != NONCE_SIZE:
         raise BadRequest(f"nonce must be {NONCE_SIZE} bytes, base64url; got {len(nonce)}")
     return nonce
-
-
-class FreshEvidenceLimit:
-    """A token bucket: evidence made for client nonces costs the TEE work, so it is metered."""
-
-    def __init__(self, per_second: float = 20.0, burst: int = 40) -> None:
-        self.per_second = per_second
-        self.burst = float(burst)
-        self._tokens = float(burst)
-        self._at = time.monotonic()
-        self._lock = threading.Lock()
-
-    def take(self) -> None:
-        """Return if one more fresh bundle may be made now; else Unavailable (retry shortly)."""
-        with self._lock:
-            now = time.monotonic()
-            self._tokens = min(self.burst, self._tokens + (now - self._at) * self.per_second)
-            self._at = now
-            if self._tokens < 1.0:
-                raise Unavailable("too many attestation requests with a nonce; retry", 1)
-            self._tokens -= 1.0
 
 
 def make_bundle(
@@ -184,13 +169,9 @@ def verify_bundle(
     if not isinstance(models, list) or not all(_is_model(m) for m in models):
         raise BadRequest("attestation bundle: models must be a list of {name, version, digest}")
     echoed = bundle.get("nonce")
-    if nonce is not None and echoed != encode_nonce(nonce):
-        raise AttestationRefused(
-            "nonce", "the bundle was not made for this client's nonce (an old bundle replayed?)"
-        )
     if echoed is not None and not isinstance(echoed, str):
         raise BadRequest("attestation bundle: nonce must be base64url or null")
-    bound = nonce if nonce is not None else parse_nonce(echoed)  # someone's: no freshness
+    bound = _bound_nonce(echoed, bundle.get("nonce_batch"), nonce)
     identity = unb64(bundle.get("identity_public_key"), "attestation bundle identity_public_key")
     signed: Any = bundle.get("serving_keys")
     if not isinstance(signed, dict):
@@ -209,6 +190,35 @@ def verify_bundle(
     return VerifiedBundle(
         claims, identity, list(body["keys"]), float(issued_at), release_policy, models, bound
     )
+
+
+def _bound_nonce(echoed: str | None, batch: Any, nonce: bytes | None) -> bytes | None:
+    """What the evidence binds: the client's ``nonce``, or the root of a batch of nonces
+    that includes it (``nonce_batch``: its RFC 9162 inclusion proof); without a nonce,
+    whatever the bundle names (someone's: no freshness)."""
+    if nonce is None:
+        return parse_nonce(echoed)
+    bound: bytes | None = nonce
+    if batch is not None:
+        if not isinstance(batch, dict):
+            raise BadRequest("attestation bundle: nonce_batch must be an object")
+        index, size, path = (batch.get(k) for k in ("leaf_index", "tree_size", "inclusion_path"))
+        if not (
+            isinstance(index, int)
+            and isinstance(size, int)
+            and 0 < size <= MAX_BATCH
+            and isinstance(path, list)
+            and len(path) <= 64
+            and all(isinstance(p, str) for p in path)
+        ):
+            raise BadRequest("attestation bundle: nonce_batch is malformed")
+        hashes = [parse_nonce(p) or b"" for p in path]
+        bound = merkle.root_from_path(nonce, index, size, hashes)
+    if bound is None or echoed != encode_nonce(bound):
+        raise AttestationRefused(
+            "nonce", "the bundle was not made for this client's nonce (an old bundle replayed?)"
+        )
+    return bound
 
 
 def _is_model(m: Any) -> bool:

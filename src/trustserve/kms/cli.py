@@ -24,8 +24,10 @@ from trustserve.encoding import b64, unb64
 from trustserve.errors import BadRequest, ConfigError
 from trustserve.files import HOME_HELP, default_home
 from trustserve.kms import audit
+from trustserve.kms.budgets import FreshEvidenceOptions
 from trustserve.kms.bundle import verify_bundle
 from trustserve.kms.client import KmsClient
+from trustserve.kms.peers import Peers
 from trustserve.kms.release import DEFAULT_LEASE
 from trustserve.kms.service import KmsService
 from trustserve.kms.state import KmsState, kms_dir
@@ -84,6 +86,48 @@ def register(subparsers: Any) -> None:
     serve.add_argument("--pccs-url", help="sgx/tdx: fetch collateral from this PCCS")
     serve.add_argument("--vcek-dir", type=Path, help="sev-snp: directory of cached VCEKs")
     serve.add_argument("--kds-url", help="sev-snp: fetch VCEKs from this AMD KDS (or proxy)")
+    fresh = FreshEvidenceOptions()
+    serve.add_argument(
+        "--fresh-bundle-rate",
+        type=float,
+        default=fresh.per_client_rate,
+        metavar="N",
+        help="bundles made for a nonce, per client per second (default %(default)s)",
+    )
+    serve.add_argument(
+        "--fresh-bundle-burst",
+        type=int,
+        default=fresh.per_client_burst,
+        metavar="N",
+        help="... in a burst, per client (default %(default)s)",
+    )
+    serve.add_argument(
+        "--fresh-bundle-total",
+        type=float,
+        default=fresh.total_rate,
+        metavar="N",
+        help="... per second for all anonymous clients together, and again for the "
+        "reserved networks (bursts of twice that; default %(default)s)",
+    )
+    serve.add_argument(
+        "--reserved-network",
+        action="append",
+        default=[],
+        metavar="CIDR",
+        help="your frontends' addresses: a fresh-bundle budget of their own, repeatable",
+    )
+    serve.add_argument(
+        "--trusted-proxy",
+        action="append",
+        default=[],
+        metavar="CIDR",
+        help="a reverse proxy in front of the KMS whose --client-header is believed, repeatable",
+    )
+    serve.add_argument(
+        "--client-header",
+        metavar="NAME",
+        help="the header a --trusted-proxy names the client in (e.g. X-Forwarded-For)",
+    )
     serve.add_argument(
         "--attestation-option",
         action="append",
@@ -230,8 +274,18 @@ def _serve(args: argparse.Namespace) -> int:
         vcek_dir=args.vcek_dir,
         kds_url=args.kds_url,
     )
+    fresh = FreshEvidenceOptions(
+        per_client_rate=args.fresh_bundle_rate,
+        per_client_burst=args.fresh_bundle_burst,
+        total_rate=args.fresh_bundle_total,
+    )
+    peers = Peers.configured(args.trusted_proxy, args.client_header, args.reserved_network)
     service = _local_kms(
-        home, _policy(args, home), sources=sources, key_lease=args.key_lease
+        home,
+        _policy(args, home),
+        sources=sources,
+        key_lease=args.key_lease,
+        fresh_evidence=fresh,
     )
     options = parse_options(args.attestation_option)
     provider = make_provider(args.provider, home, **options) if args.provider else None
@@ -245,7 +299,9 @@ def _serve(args: argparse.Namespace) -> int:
         ssl = {"ssl_certfile": str(args.cert), "ssl_keyfile": str(args.key)}
     log.info("KMS on %s:%d (state in %s)", args.host, args.port, kms_dir(home))
     log.info("KMS identity (for --kms-identity): %s", b64(service.state.identity_public_key()))
-    uvicorn.run(create_app(service, provider), host=args.host, port=args.port, **ssl)
+    app = create_app(service, provider, peers=peers)
+    # the client address is decided in one place (Peers), not by uvicorn's own header rules
+    uvicorn.run(app, host=args.host, port=args.port, proxy_headers=False, **ssl)
     return 0
 
 

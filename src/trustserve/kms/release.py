@@ -5,8 +5,9 @@ key it was configured with (pinned, or read from an attestation bundle it
 verified itself); the network, the host and its TLS CA file are not trusted.
 The KMS trusts only evidence its release policy admits.
 
-1. ``POST /v1/challenge`` -> ``{"nonce": b64 (32 random bytes), "expires_at": unix time}``;
-   a nonce is good once, for ``CHALLENGE_TTL`` seconds.
+1. ``POST /v1/challenge`` -> ``{"nonce": b64 (32 bytes), "expires_at": unix time}``;
+   a nonce is good for one release, for ``CHALLENGE_TTL`` seconds
+   (``trustserve.kms.challenges``).
 2. The requester makes an ephemeral X25519 key pair and evidence over
    ``report_data = SHA-512(nonce || public_key || SHA-256(canonical JSON
    {"archives": ..., "key_ids": ...}))`` (exactly 64 bytes out: the TEE
@@ -42,9 +43,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import math
-import os
-import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -56,12 +54,11 @@ from trustserve.archive import Manifest
 from trustserve.attestation.base import Evidence, EvidenceProvider
 from trustserve.crypto import hpke
 from trustserve.encoding import b64, unb64
-from trustserve.errors import BadRequest, CannotOpenSealed, Forbidden, TooManyRequests
+from trustserve.errors import BadRequest, CannotOpenSealed, Forbidden
 
 CHALLENGE_TTL = 60.0
 NONCE_SIZE = 32
 MAX_KEYS = 64
-PER_CLIENT = 64  # outstanding challenges per client address
 RELEASE_INFO = b"trustserve-kms-release-v1"
 ANSWER_DOMAIN = b"trustserve-kms-release-answer-v1\0"
 MODEL_DIGEST_DOMAIN = "trustserve-model-digest-v1"
@@ -114,71 +111,6 @@ def release_report_data(
         separators=(",", ":"),
     ).encode()
     return hashlib.sha512(nonce + public_key + hashlib.sha256(asked).digest()).digest()
-
-
-class Challenges:
-    """Single-use nonces with a time to live, kept in this process's memory.
-
-    At most ``per_client`` outstanding (issued, unused, unexpired) nonces per
-    client address and ``limit`` in all; past either bound ``issue`` refuses
-    with 429 rather than evicting, so no flood can push out a nonce a
-    legitimate requester is about to use.
-    """
-
-    def __init__(
-        self, ttl: float = CHALLENGE_TTL, limit: int = 100_000, per_client: int = PER_CLIENT
-    ) -> None:
-        self.ttl = ttl
-        self._limit = limit
-        self._per_client = per_client
-        self._open: dict[bytes, tuple[float, str]] = {}
-        self._by_client: dict[str, int] = {}
-        self._lock = threading.Lock()
-
-    def issue(self, now: float, client: str = "") -> tuple[bytes, float]:
-        nonce = os.urandom(NONCE_SIZE)
-        with self._lock:
-            self._prune(now)
-            wait = max(1, math.ceil(self.ttl))
-            if self._by_client.get(client, 0) >= self._per_client:
-                raise TooManyRequests(
-                    f"{self._per_client} challenges are already open for this address: "
-                    "use or let them expire first",
-                    retry_after=wait,
-                )
-            if len(self._open) >= self._limit:
-                raise TooManyRequests("too many challenges are open: retry later", wait)
-            self._open[nonce] = (now + self.ttl, client)
-            self._by_client[client] = self._by_client.get(client, 0) + 1
-        return nonce, now + self.ttl
-
-    def consume(self, nonce: bytes, now: float) -> str | None:
-        """None if ``nonce`` was issued, unused and fresh (it is used up now); else why not."""
-        with self._lock:
-            entry = self._open.pop(nonce, None)
-            if entry is not None:
-                self._release(entry[1])
-        if entry is None:
-            return "unknown or already used"
-        if now > entry[0]:
-            return "expired"
-        return None
-
-    def _release(self, client: str) -> None:
-        left = self._by_client[client] - 1
-        if left:
-            self._by_client[client] = left
-        else:
-            del self._by_client[client]
-
-    def _prune(self, now: float) -> None:
-        # issued in order with one ttl: the oldest come first, stop at the first still open
-        while self._open:
-            nonce, (expires, client) = next(iter(self._open.items()))
-            if expires >= now:
-                return
-            del self._open[nonce]
-            self._release(client)
 
 
 @dataclass(frozen=True)

@@ -34,20 +34,21 @@ from trustserve.errors import (
     NotFound,
 )
 from trustserve.kms import audit
+from trustserve.kms.budgets import FreshEvidenceBudgets, FreshEvidenceOptions
 from trustserve.kms.bundle import (
-    FreshEvidenceLimit,
     bundle_report_data,
     canonical,
     make_bundle,
     model_list,
 )
+from trustserve.kms.challenges import Challenges
+from trustserve.kms.peers import Requester
 from trustserve.kms.release import (
     BROKER,
     CHALLENGE_TTL,
     DEFAULT_LEASE,
     MAX_LEASE,
     SERVING,
-    Challenges,
     ReleaseRequest,
     model_digest,
     seal_keys,
@@ -73,6 +74,7 @@ class KmsService:
         rotation_grace: float = DAY,
         key_lease: float = DEFAULT_LEASE,
         sources: VerifierSources | None = None,
+        fresh_evidence: FreshEvidenceOptions | None = None,
     ) -> None:
         self.home = home
         self.policy = policy
@@ -100,7 +102,7 @@ class KmsService:
             )
         self._bundle_lock = threading.Lock()
         self._bundle_cache: tuple[float, bytes, dict[str, Any]] | None = None
-        self._fresh_limit = FreshEvidenceLimit()
+        self.fresh_evidence = FreshEvidenceBudgets(fresh_evidence or FreshEvidenceOptions())
 
     @classmethod
     def from_env(
@@ -150,9 +152,9 @@ class KmsService:
 
     # ---- release (worker side) ----
 
-    def challenge(self, client: str = "") -> dict[str, Any]:
-        """A fresh nonce; ``client`` (the caller's address) bounds how many it may hold open."""
-        nonce, expires_at = self.challenges.issue(self.clock(), client)
+    def challenge(self) -> dict[str, Any]:
+        """A fresh nonce, good for one release (``trustserve.kms.challenges``)."""
+        nonce, expires_at = self.challenges.issue(self.clock())
         return {"nonce": b64(nonce), "expires_at": expires_at}
 
     def release(self, request: ReleaseRequest | Any) -> dict[str, Any]:
@@ -169,7 +171,7 @@ class KmsService:
             "key_ids": list(req.key_ids),
             "archives": dict(req.archives),
         }
-        why = self.challenges.consume(req.nonce, now)
+        why = self.challenges.check(req.nonce, now)
         if why is not None:
             self._refuse("nonce", why, who)
         expected = req.report_data
@@ -179,6 +181,9 @@ class KmsService:
             self._refuse(exc.claim, exc.detail, who)
         except BadRequest as exc:
             self._refuse("evidence", str(exc), who)
+        why = self.challenges.spend(req.nonce, now)  # the first release that passed wins
+        if why is not None:
+            self._refuse("nonce", why, who)
         try:
             self._check_archives(req, who)
             keys = {key_id: self._key(key_id, now) for key_id in req.key_ids}
@@ -225,13 +230,17 @@ class KmsService:
     # ---- attestation bundle (for clients, issue 5) ----
 
     def attestation_bundle(
-        self, provider: EvidenceProvider, nonce: bytes | None = None
+        self,
+        provider: EvidenceProvider,
+        nonce: bytes | None = None,
+        requester: Requester | None = None,
     ) -> dict[str, Any]:
         """KMS evidence binding its identity key, release policy, signed serving keys and
         model list (see ``trustserve.kms.bundle``), and the client's ``nonce`` if given.
 
         Without a nonce the bundle is made again when older than ``BUNDLE_EVIDENCE_TTL``
-        seconds or when the keys or models changed; with one, always (rate-limited).
+        seconds or when the keys or models changed; with one, always, within the budget
+        of ``requester`` (``trustserve.kms.budgets``; an in-process caller is one client).
         """
         now = self.clock()
         identity = self.state.identity_key()
@@ -248,7 +257,7 @@ class KmsService:
             return make_bundle(public, provider.make(data), signed, policy, models, nonce)
 
         if nonce is not None:
-            self._fresh_limit.take()
+            self.fresh_evidence.take(requester or Requester(""))
             return fresh()
         with self._bundle_lock:
             cached = self._bundle_cache
