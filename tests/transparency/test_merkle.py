@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from trustserve.transparency import merkle
-from trustserve.transparency.merkle import ProofError
+from trustserve.crypto import merkle
+from trustserve.crypto.merkle import ProofError
 
 VECTORS = Path(__file__).parent / "vectors"
 ROOTS = json.loads((VECTORS / "roots.json").read_text())
@@ -113,3 +113,16 @@ def test_every_prefix_of_a_random_tree_is_consistent_and_a_fork_is_refused(
     if old < len(leaves):
         with pytest.raises(ProofError, match="rollback"):
             merkle.verify_consistency(len(leaves), old, new_root, old_root, [])
+
+
+@settings(max_examples=100, deadline=None)
+@given(entries=_trees)
+def test_the_batched_audit_paths_a_frontend_hands_out_are_each_leafs_own_proof(
+    entries: list[bytes],
+) -> None:
+    leaves = [merkle.leaf_hash(e) for e in entries]
+    top, paths = merkle.inclusion_proofs(leaves)
+    assert top == merkle.root(leaves)
+    assert paths == [merkle.inclusion_proof(leaves, i) for i in range(len(leaves))]
+    for i, path in enumerate(paths):
+        merkle.verify_inclusion(leaves[i], i, len(leaves), path, top)

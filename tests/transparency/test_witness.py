@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from trustserve.transparency import merkle, note
+from trustserve.crypto import merkle
+from trustserve.transparency import note
 from trustserve.transparency.note import COSIGNATURE_V1, ED25519, Checkpoint, Signer
 from trustserve.transparency.witness import Witness, submission
 

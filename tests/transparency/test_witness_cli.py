@@ -14,7 +14,8 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from tests.support import free_port
-from trustserve.transparency import merkle, note
+from trustserve.crypto import merkle
+from trustserve.transparency import note
 from trustserve.transparency.note import ED25519, Checkpoint, Signer, Verifier
 from trustserve.transparency.witness import submission
 

@@ -65,7 +65,7 @@ class NonceBatcher:
             if not batch:
                 continue
             nonces = [n for n, _ in batch]
-            root, paths = merkle.inclusion_paths(nonces)
+            root, paths = merkle.inclusion_proofs([merkle.leaf_hash(n) for n in nonces])
             try:
                 bundle = await self._fetch(encode_nonce(root))
             except Exception as exc:  # every waiter hears why (an Unavailable, usually)

@@ -212,8 +212,12 @@ def _bound_nonce(echoed: str | None, batch: Any, nonce: bytes | None) -> bytes |
             and all(isinstance(p, str) for p in path)
         ):
             raise BadRequest("attestation bundle: nonce_batch is malformed")
+        bound = parse_nonce(echoed)
         hashes = [parse_nonce(p) or b"" for p in path]
-        bound = merkle.root_from_path(nonce, index, size, hashes)
+        try:
+            merkle.verify_inclusion(merkle.leaf_hash(nonce), index, size, hashes, bound or b"")
+        except merkle.ProofError:
+            bound = None
     if bound is None or echoed != encode_nonce(bound):
         raise AttestationRefused(
             "nonce", "the bundle was not made for this client's nonce (an old bundle replayed?)"

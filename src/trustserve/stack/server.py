@@ -51,6 +51,9 @@ if TYPE_CHECKING:  # imported where used: the workers start before these are nee
 log = logging.getLogger("trustserve")
 
 
+LOOPBACK = ("127.0.0.1/32", "::1/128")
+
+
 class _Server(uvicorn.Server):
     """A uvicorn server that leaves signals to the stack (several servers share one loop)."""
 
@@ -150,6 +153,7 @@ class Stack:
             return s.kms_url
         from trustserve.kms.app import create_app
         from trustserve.kms.embedded import development_kms
+        from trustserve.kms.peers import Peers
 
         service = self.kms or development_kms(s.home)
         # the stack made this KMS, so it knows its identity and tells its own parts
@@ -157,7 +161,12 @@ class Stack:
         self._embedded_identity = b64(identity)
         provider = make_provider(s.attestation, s.home, **s.attestation_options)
         server = http_server(
-            create_app(service, provider), "127.0.0.1", s.kms_port, self._tls_files
+            # only this stack's own frontend and workers reach a KMS on 127.0.0.1: they draw
+            # on the reserved budget, never on the one anonymous clients share
+            create_app(service, provider, peers=Peers.configured(reserved=LOOPBACK)),
+            "127.0.0.1",
+            s.kms_port,
+            self._tls_files,
         )
         self._kms_server, self._kms_task = server, asyncio.create_task(server.serve())
         return f"https://127.0.0.1:{s.kms_port}"

@@ -24,7 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from trustserve.errors import TransparencyRefused
-from trustserve.transparency import merkle, note
+from trustserve.crypto import merkle
+from trustserve.transparency import note
 from trustserve.transparency.note import Checkpoint, Signer, Verifier
 
 MAX_PROOF_LINES = 63
