@@ -23,8 +23,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from trustserve.errors import TransparencyRefused
 from trustserve.crypto import merkle
+from trustserve.errors import TransparencyRefused
 from trustserve.transparency import note
 from trustserve.transparency.note import Checkpoint, Signer, Verifier
 
