@@ -179,6 +179,8 @@ class EmbeddedBroker:
                 return
             queue = hello["queue"]
             cid = self.open_consumer(queue)
+            writer.write(frame({"op": "welcome"}))  # counted now: connect() returns after this
+            await writer.drain()
             while True:
                 meta, payload = await read_frame(reader)
                 op = meta.get("op")
@@ -225,6 +227,10 @@ class SocketJobSource:
         reader, writer = await asyncio.open_unix_connection(str(path), limit=1 << 20)
         writer.write(frame({"op": "hello", "queue": queue, "pid": os.getpid()}))
         await writer.drain()
+        welcome, _ = await read_frame(reader)  # the broker counts this worker from here on
+        if welcome.get("op") != "welcome":
+            writer.close()
+            raise ConnectionError("the embedded broker did not accept this worker")
         return cls(reader, writer)
 
     async def take(self, queue: str, max_items: int, max_delay_s: float) -> list[Job]:
