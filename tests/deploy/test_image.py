@@ -36,6 +36,10 @@ from packaging.version import Version
 from tests.support import free_port
 from trustserve.tls import client_context
 
+# the image build (the module fixture) may take its own 1800 s budget on a loaded machine;
+# the suite's 900 s per-test limit would cut it off first
+pytestmark = pytest.mark.timeout(2400)
+
 REPO = Path(__file__).resolve().parents[2]
 UID = 10001
 STATE, CACHE = "/var/lib/trustserve", "/var/cache/trustserve"

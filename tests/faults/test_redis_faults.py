@@ -183,7 +183,9 @@ def test_redis_down_means_503_fast_then_recovery_by_itself(deployment: Deploymen
     with stack.client() as c:
         started = time.monotonic()
         r = c.post("/v2/models/tiny/infer", json=body)
-        assert r.status_code == 503 and time.monotonic() - started < 2
+        # fast: well inside the 30 s request timeout a client would otherwise wait out
+        # (not a tight figure: the machine running the suite may be loaded)
+        assert r.status_code == 503 and time.monotonic() - started < 10
         assert c.get("/v2/health/ready").status_code == 503
         time.sleep(1.5)
         d.redis.start()

@@ -63,3 +63,20 @@ def test_readiness_require_names_the_model_that_is_not_ready(tmp_path: Path) -> 
         assert httpx.get(f"https://localhost:{port}/ping", verify=str(ca)).status_code == 500
     finally:
         stop(proc)
+
+
+def test_readiness_require_can_name_one_version(tmp_path: Path) -> None:
+    """``name:version`` requires that version (``up`` requires each demo version this way)."""
+    store = store_with_a_broken_model(tmp_path)
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "trustserve.yaml").write_text("readiness: {require: ['tiny:1', 'locked:1']}\n")
+    proc, port = serve(home, store, "--workers", "1")
+    ca = home / "tls/ca.pem"
+    try:
+        wait_for(f"https://localhost:{port}/v2/models/tiny/ready", ca, 200)
+        r = httpx.get(f"https://localhost:{port}/v2/health/ready", verify=str(ca))
+        assert r.status_code == 503
+        assert r.json()["waiting_for"] == ["locked:1"]  # tiny:1 counts: its worker is live
+    finally:
+        stop(proc)

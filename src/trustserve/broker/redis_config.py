@@ -196,7 +196,7 @@ def open_client(config: RedisConfig, max_connections: int = 32) -> Redis:
         max_connections=max_connections,
         timeout=2,
         socket_timeout=5,
-        socket_connect_timeout=1.5,
+        socket_connect_timeout=5,  # a TLS handshake on a loaded host; refusals fail at once
         retry=Retry(NoBackoff(), 1, supported_errors=(rx.ConnectionError,)),
         **config.client_kwargs(),
     )

@@ -123,17 +123,19 @@ class InferenceApi:
     async def readiness(self) -> tuple[bool, list[str]]:
         """(ready, the models served) or (not ready, the models waited for): for every
         protocol the frontend speaks."""
-        live: set[str] = set()
+        live: set[str] = set()  # model names, and ``name:version`` for each live version
+        names: set[str] = set()
         for entry in self.registry.entries():
             if await self.broker.consumers(entry.queue):
-                live.add(entry.manifest.name)
+                live |= {entry.manifest.name, entry.queue}
+                names.add(entry.manifest.name)
         missing = [name for name in self.require if name not in live]
         if missing:
             return False, missing
-        if not live:
+        if not names:
             waiting = sorted({e.manifest.name for e in self.registry.entries()})
             return False, waiting or ["any model"]
-        return True, sorted(live)
+        return True, sorted(names)
 
     async def attestation(self, request: Request) -> Response:
         """The KMS's attestation bundle: what a client verifies before it seals anything."""

@@ -10,7 +10,8 @@ import signal
 from pathlib import Path
 from typing import Any
 
-from trustserve import files
+from trustserve import archive, files
+from trustserve.broker.base import queue_name
 from trustserve.errors import ConfigError
 from trustserve.files import default_home
 from trustserve.stack import configfile
@@ -143,6 +144,9 @@ def cmd_up(args: argparse.Namespace) -> int:
         if not target.exists():
             encrypt_model_file(demo[name], target, service)
             print(f"encrypted {name} into {target}", flush=True)
+    if not settings.readiness_require:  # ready (and the banner) once every demo version serves
+        heads = [archive.read_header(demo[n]).manifest for n in DEMO_ARCHIVES]
+        settings.readiness_require = tuple(queue_name(m.name, m.version) for m in heads)
     image = sample_image(settings)
     if not image.exists():
         from trustserve.models.calibration import synthetic_image
@@ -172,7 +176,9 @@ def _run(settings: Settings, kms: Any = None) -> int:
         up = asyncio.create_task(stack.up.wait())
         await asyncio.wait({task, up}, return_when=asyncio.FIRST_COMPLETED)
         up.cancel()
-        if stack.up.is_set():
+        if stack.up.is_set() and settings.readiness_require:
+            await _wait_ready(stack, settings, task)
+        if stack.up.is_set() and not task.done():
             entries = stack.registry.entries()
             names = sorted({e.manifest.name for e in entries})
             images = sorted({e.manifest.name for e in entries if e.manifest.preprocessing})
@@ -181,6 +187,17 @@ def _run(settings: Settings, kms: Any = None) -> int:
 
     _asyncio_run(main())
     return 0
+
+
+async def _wait_ready(stack: Any, settings: Settings, task: asyncio.Task[None]) -> None:
+    """The banner's commands work when it prints: wait for the required models' workers
+    (a demo model's worker loads for seconds after the front doors listen)."""
+    ready, waiting = await stack.readiness()
+    if not ready:
+        print(f"listening; waiting for workers of: {', '.join(waiting)}", flush=True)
+    while not ready and not task.done():
+        await asyncio.sleep(0.1)
+        ready, waiting = await stack.readiness()
 
 
 def _asyncio_run(coro: Any) -> None:

@@ -102,6 +102,7 @@ class Stack:
         self._servers: list[_Server] = []
         self._grpc: grpc.aio.Server | None = None
         self.up = asyncio.Event()  # set once every front door listens
+        self._inference: InferenceApi | None = None
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -122,7 +123,7 @@ class Stack:
                 log.warning(
                     "!!! no key service: broker payloads are NOT encrypted (plaintext mode)"
                 )
-            inference = self._inference_api()
+            inference = self._inference = self._inference_api()
             await self._start_grpc(inference)
             serving = [asyncio.create_task(s.serve()) for s in self._front_doors(inference)]
             while not all(s.started for s in self._servers):
@@ -135,6 +136,12 @@ class Stack:
             await asyncio.gather(*serving)
         finally:
             await self._shutdown()
+
+    async def readiness(self) -> tuple[bool, list[str]]:
+        """What ``/v2/health/ready`` says: (ready, models served) or (not, models waited for)."""
+        if self._inference is None:
+            return False, ["the front doors"]
+        return await self._inference.readiness()
 
     def stop(self) -> None:
         for srv in self._servers:
