@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
 import os
 import random
@@ -20,6 +21,7 @@ import onnx
 from onnx import TensorProto, helper
 
 from trustserve import archive
+from trustserve.broker.base import Broker
 from trustserve.files import write_atomic
 
 # Ports handed out by free_port(), by any test process on this machine (one file each).
@@ -367,3 +369,15 @@ def wait_http(url: str, ca: Path, proc: subprocess.Popen[bytes], timeout: float 
         assert proc.poll() is None, f"exited with {proc.returncode} before {url} answered"
         assert time.monotonic() < deadline, f"{url} not 200 after {timeout} s"
         time.sleep(0.2)
+
+
+async def wait_for_worker(
+    broker: Broker, queue: str, proc: subprocess.Popen[bytes], timeout: float = 180
+) -> None:
+    """Until a worker takes from ``queue`` (its start-up may be slow on a loaded machine), so
+    a job's own deadline measures serving, not start-up; fails at once if ``proc`` exits."""
+    deadline = time.monotonic() + timeout
+    while not await broker.consumers(queue):
+        assert proc.poll() is None, f"the worker exited with {proc.returncode} before it took"
+        assert time.monotonic() < deadline, f"no worker took from {queue} in {timeout} s"
+        await asyncio.sleep(0.05)

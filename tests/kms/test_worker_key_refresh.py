@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 from tests.attacks.kms_fixtures import genuine_kms, https_server, throwaway_ca, tiny_encrypted
-from tests.support import RunningStack, start_stack, write_tiny
+from tests.support import RunningStack, start_stack, wait_for_worker, write_tiny
 from trustserve.attestation import Policy, make_provider
 from trustserve.broker.base import Job, JobKind, JobMeta, Outcome
 from trustserve.broker.embedded import EmbeddedBroker
@@ -91,6 +91,7 @@ async def test_a_key_rotated_out_twice_is_dropped_by_a_running_worker(
         ]
     )  # fmt: skip
     try:
+        await wait_for_worker(plain, "tiny:1", worker)
         first = verify(await keys.bundle(), policy)
         assert (await _sealed(broker, first)).status == 200
 

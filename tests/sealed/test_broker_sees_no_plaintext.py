@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.support import RunningStack
+from tests.support import RunningStack, wait_for_worker
 from trustserve.attestation import make_provider
 from trustserve.broker.base import Job, JobKind, JobMeta, Outcome
 from trustserve.broker.embedded import EmbeddedBroker
@@ -80,6 +80,7 @@ async def test_broker_holds_only_ciphertext(tiny_stack: RunningStack, worker: Pa
         ]
     )  # fmt: skip
     try:
+        await wait_for_worker(recording, "tiny:1", proc)
         rng = np.random.default_rng()
         x_standard = rng.uniform(1e3, 1e4, (4, 4)).astype(np.float32)
         x_sealed = rng.uniform(1e3, 1e4, (4, 4)).astype(np.float32)
