@@ -92,7 +92,9 @@ def _shape(raw: Any, where: str) -> tuple[int, ...]:
     return tuple(raw)
 
 
-def _early_check(name: str, dtype_name: str, shape: tuple[int, ...], manifest: Manifest) -> None:
+def check_input_header(
+    name: str, dtype_name: str, shape: tuple[int, ...], manifest: Manifest
+) -> None:
     """What the manifest allows, checked from the header before any data is converted."""
     spec = next((s for s in manifest.inputs if s.name == name), None)
     if spec is None:
@@ -135,7 +137,7 @@ def _tensors(
         dtype = _DTYPES[dtype_name]
         shape = _shape(raw.get("shape"), f"{where} '{name}'")
         if manifest is not None:
-            _early_check(name, dtype_name, shape, manifest)
+            check_input_header(name, dtype_name, shape, manifest)
         count = math.prod(shape)
         params = raw.get("parameters") or {}
         if not isinstance(params, dict):

@@ -34,7 +34,7 @@ from trustserve.errors import BrokerTampered, InvalidInput, TrustserveError, err
 from trustserve.frontend.grpc_v2 import grpc_predict_v2_pb2 as pb
 from trustserve.frontend.inference import PARSE_INLINE_BYTES, UNKNOWN_MODEL, InferenceApi
 from trustserve.frontend.registry import ModelEntry
-from trustserve.tensors import array_from_values, parse_response
+from trustserve.tensors import array_from_values, check_input_header, parse_response
 
 log = logging.getLogger("trustserve")
 SERVICE = "inference.GRPCInferenceService"
@@ -130,6 +130,8 @@ class GrpcInference:
         try:
             entry = self._entry(request.model_name, request.model_version)
             label, version = entry.manifest.name, entry.manifest.version
+            for t in request.inputs:  # name, datatype, rank, shape, batch: before any conversion
+                check_input_header(t.name, t.datatype, tuple(t.shape), entry.manifest)
             if request.ByteSize() > PARSE_INLINE_BYTES:  # typed values: off the event loop
                 body, head_len = await asyncio.to_thread(v2_body, request)
             else:
