@@ -26,6 +26,8 @@ def tiny_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStac
     write_tiny(store)
     write_colour(store)
     stack = start_stack(root / "home", store, "--max-body-mb", "1")
+    for model in ("tiny", "colour"):  # ready means one model; a request waits for no worker
+        stack.wait_model_ready(model, timeout=180)
     yield stack
     stack.stop()
 

@@ -32,6 +32,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
     write_tiny(store)
     write_colour(store)
     running = start_stack(root / "home", store, "--job-retention", str(RETENTION_S))
+    for model in ("tiny", "colour"):  # ready means one model; a request waits for no worker
+        running.wait_model_ready(model, timeout=180)
     yield running
     running.stop()
 

@@ -39,6 +39,8 @@ def stack(
     for name in ("digits", "resnet50"):
         shutil.copy(demo_store[name], store / demo_store[name].name)
     running = start_stack(root / "home", store, "--max-body-mb", "1")
+    for model in ("digits", "resnet50"):  # ready means one model; a request waits for no worker
+        running.wait_model_ready(model, timeout=180)
     yield running
     running.stop()
 

@@ -44,6 +44,8 @@ def test_two_versions_of_one_model_are_two_series(tmp_path: Path) -> None:
     stack = start_stack(tmp_path / "home", store, "--workers", "1", dev=False)
     body = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 4], "data": [1, 2, 3, 4]}]}
     try:
+        for version in ("1", "2"):  # the stack is ready with one; a request waits for no worker
+            stack.wait_model_ready("tiny", version, timeout=180)
         with stack.client() as c:
             for version in ("1", "2"):
                 r = c.post(f"/v2/models/tiny/versions/{version}/infer", json=body, timeout=60)
