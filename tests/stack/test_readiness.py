@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import time
 from pathlib import Path
 
@@ -47,13 +48,18 @@ def test_ready_when_one_model_is_served_although_another_never_can(tmp_path: Pat
         stop(proc)
 
 
-def test_readiness_require_names_the_model_that_is_not_ready(tmp_path: Path) -> None:
+def serve_requiring(tmp_path: Path, require: str) -> tuple[subprocess.Popen[bytes], int, Path]:
+    """A stack of ``store_with_a_broken_model`` whose trustserve.yaml requires ``require``."""
     store = store_with_a_broken_model(tmp_path)
     home = tmp_path / "home"
     home.mkdir()
-    (home / "trustserve.yaml").write_text("readiness: {require: [tiny, locked]}\n")
+    (home / "trustserve.yaml").write_text(f"readiness: {{require: [{require}]}}\n")
     proc, port = serve(home, store, "--workers", "1")
-    ca = home / "tls/ca.pem"
+    return proc, port, home / "tls/ca.pem"
+
+
+def test_readiness_require_names_the_model_that_is_not_ready(tmp_path: Path) -> None:
+    proc, port, ca = serve_requiring(tmp_path, "tiny, locked")
     try:
         model = wait_for(f"https://localhost:{port}/v2/models/tiny/ready", ca, 200)
         assert model.status_code == 200  # tiny is served ...
@@ -67,12 +73,7 @@ def test_readiness_require_names_the_model_that_is_not_ready(tmp_path: Path) -> 
 
 def test_readiness_require_can_name_one_version(tmp_path: Path) -> None:
     """``name:version`` requires that version (``up`` requires each demo version this way)."""
-    store = store_with_a_broken_model(tmp_path)
-    home = tmp_path / "home"
-    home.mkdir()
-    (home / "trustserve.yaml").write_text("readiness: {require: ['tiny:1', 'locked:1']}\n")
-    proc, port = serve(home, store, "--workers", "1")
-    ca = home / "tls/ca.pem"
+    proc, port, ca = serve_requiring(tmp_path, "'tiny:1', 'locked:1'")
     try:
         wait_for(f"https://localhost:{port}/v2/models/tiny/ready", ca, 200)
         r = httpx.get(f"https://localhost:{port}/v2/health/ready", verify=str(ca))
