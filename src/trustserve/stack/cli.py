@@ -177,7 +177,7 @@ def _run(settings: Settings, kms: Any = None) -> int:
         await asyncio.wait({task, up}, return_when=asyncio.FIRST_COMPLETED)
         up.cancel()
         if stack.up.is_set() and settings.readiness_require:
-            await _wait_ready(stack, settings, task)
+            await _wait_ready(stack, task)
         if stack.up.is_set() and not task.done():
             entries = stack.registry.entries()
             names = sorted({e.manifest.name for e in entries})
@@ -189,7 +189,7 @@ def _run(settings: Settings, kms: Any = None) -> int:
     return 0
 
 
-async def _wait_ready(stack: Any, settings: Settings, task: asyncio.Task[None]) -> None:
+async def _wait_ready(stack: Any, task: asyncio.Task[None]) -> None:
     """The banner's commands work when it prints: wait for the required models' workers
     (a demo model's worker loads for seconds after the front doors listen)."""
     ready, waiting = await stack.readiness()
