@@ -1,4 +1,9 @@
-"""The import rule that keeps the trust zones apart (docs/architecture.md)."""
+"""The folder rules that keep the trust zones apart (docs/architecture.md, Layout).
+
+A module's folder says where it runs; each folder may import only the folders
+listed for it here. A module put on the wrong side (a worker module importing the
+KMS server, a frontend module importing the stack) fails these tests.
+"""
 
 from __future__ import annotations
 
@@ -10,8 +15,26 @@ from pathlib import Path
 import trustserve
 
 SRC = Path(trustserve.__file__).parent
-KMS_SERVER = ("trustserve.kms.service", "trustserve.kms.app", "trustserve.kms.state",
-              "trustserve.kms.audit", "trustserve.kms.embedded")  # fmt: skip
+SHARED = {"top", "crypto", "attestation"}  # formats, primitives, evidence: no I/O policy
+ALLOWED = {
+    # inside the TEE
+    "worker": SHARED | {"engines", "keyrelease", "broker"},
+    "engines": {"top"},
+    "kms": SHARED | {"keyrelease", "openapi", "models"},
+    # both sides of key release: the requester's code must not carry the server
+    "keyrelease": SHARED,
+    # outside the TEE (or in one, in standard mode only)
+    "frontend": SHARED | {"keyrelease", "broker", "openapi"},
+    "broker": {"top", "crypto"},
+    "client": SHARED | {"keyrelease"},
+}
+WEB = ("starlette", "uvicorn", "fastapi")
+SERVES_HTTP = {"frontend", "kms"}  # the only folders with a web server
+
+
+def zone_of(module: str) -> str:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 2 or (SRC / parts[1]).is_dir() else "top"
 
 
 def imports(path: Path) -> set[str]:
@@ -20,7 +43,7 @@ def imports(path: Path) -> set[str]:
         if isinstance(node, ast.Import):
             found |= {a.name for a in node.names}
         elif isinstance(node, ast.ImportFrom) and node.module:
-            found |= {node.module} | {f"{node.module}.{a.name}" for a in node.names}
+            found |= {node.module}
     return found
 
 
@@ -30,15 +53,33 @@ def loaded_by(module: str) -> set[str]:
     return set(out.stdout.split())
 
 
-def test_the_worker_loads_no_web_server_frontend_stack_or_kms_server() -> None:
-    banned = ("starlette", "uvicorn", "trustserve.frontend", "trustserve.stack", *KMS_SERVER)
-    for module in ("trustserve.worker.main", "trustserve.kms.client"):
+def crossings(folder: str, root: Path = SRC) -> list[str]:
+    """Every import in ``folder`` that reaches a folder its rule does not allow."""
+    bad = []
+    for path in sorted((root / folder).rglob("*.py")):
+        for module in sorted(imports(path)):
+            if module.startswith("trustserve."):
+                zone = zone_of(module)
+                if zone != folder and zone not in ALLOWED[folder]:
+                    bad.append(f"{path.relative_to(root)} imports {module}")
+            elif folder not in SERVES_HTTP and module.startswith(WEB):
+                bad.append(f"{path.relative_to(root)} imports {module}")
+    return bad
+
+
+def test_each_folder_imports_only_the_folders_its_trust_zone_allows() -> None:
+    bad = [line for folder in ALLOWED for line in crossings(folder)]
+    assert bad == [], "\n".join(bad)
+
+
+def test_the_rule_catches_a_worker_module_that_imports_the_kms_server(tmp_path: Path) -> None:
+    (tmp_path / "worker").mkdir()
+    (tmp_path / "worker" / "stray.py").write_text("from trustserve.kms.service import KmsService\n")
+    assert crossings("worker", tmp_path) == ["worker/stray.py imports trustserve.kms.service"]
+
+
+def test_the_worker_and_a_key_requester_load_no_web_server_frontend_stack_or_kms() -> None:
+    banned = (*WEB, "trustserve.frontend", "trustserve.stack", "trustserve.kms")
+    for module in ("trustserve.worker.main", "trustserve.keyrelease.client"):
         leaked = sorted(m for m in loaded_by(module) if m.startswith(banned))
         assert leaked == [], f"{module} loads {leaked}"
-
-
-def test_frontend_modules_import_no_kms_server_and_no_stack() -> None:
-    banned = ("trustserve.stack", *KMS_SERVER)
-    for path in sorted((SRC / "frontend").glob("*.py")):
-        bad = sorted(m for m in imports(path) if m.startswith(banned))
-        assert bad == [], f"{path.name} imports {bad}"

@@ -18,8 +18,8 @@ from trustserve import archive
 from trustserve.attestation import EvidenceProvider, Policy, make_provider
 from trustserve.crypto.model_encryption import encrypt_archive
 from trustserve.crypto.rootkey import KeyFileProtector, create_key_file
+from trustserve.keyrelease.trust import KmsTrust
 from trustserve.kms.service import KmsService
-from trustserve.kms.trust import KmsTrust
 from trustserve.tls import TlsFiles, issue_local_ca
 
 

@@ -22,8 +22,8 @@ from tests.support import tiny_manifest, tiny_onnx
 from trustserve import archive
 from trustserve.crypto import model_encryption
 from trustserve.errors import Forbidden
+from trustserve.keyrelease.client import KmsClient
 from trustserve.kms.app import create_app
-from trustserve.kms.client import KmsClient
 from trustserve.worker.keys import KeyRing
 
 

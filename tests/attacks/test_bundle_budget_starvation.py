@@ -24,7 +24,7 @@ import httpx
 from tests.attacks.kms_local import http, local_kms
 from trustserve.attestation import EvidenceProvider, make_provider
 from trustserve.client.verify import ClientPolicy, verify
-from trustserve.kms.bundle import encode_nonce
+from trustserve.keyrelease.bundle import encode_nonce
 from trustserve.kms.peers import Peers
 from trustserve.kms.service import KmsService
 

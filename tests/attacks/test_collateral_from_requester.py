@@ -31,8 +31,9 @@ from tests.support import tiny_manifest
 from trustserve.attestation import Evidence, Policy, VerifierSources, verify_evidence
 from trustserve.crypto.rootkey import KeyFileProtector, create_key_file
 from trustserve.errors import AttestationRefused, Forbidden
-from trustserve.kms.bundle import make_bundle, verify_bundle
-from trustserve.kms.release import make_request
+from trustserve.keyrelease.bundle import verify_bundle
+from trustserve.keyrelease.protocol import make_request
+from trustserve.kms.bundle import make_bundle
 from trustserve.kms.service import KmsService
 
 POLICY = Policy.from_yaml(f"measurements: [{TDX_SET}]")

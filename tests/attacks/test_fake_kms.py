@@ -34,15 +34,11 @@ from trustserve import archive
 from trustserve.encoding import b64
 from trustserve.errors import ConfigError, Forbidden
 from trustserve.frontend.keys import FrontendKeys
-from trustserve.kms.client import KmsClient
-from trustserve.kms.release import (
-    BROKER,
-    ReleaseRequest,
-    release_report_data,
-    seal_keys,
-)
+from trustserve.keyrelease.client import KmsClient
+from trustserve.keyrelease.protocol import BROKER, ReleaseRequest, release_report_data
+from trustserve.keyrelease.trust import KmsTrust
+from trustserve.kms.release import seal_keys
 from trustserve.kms.tools import encrypt_model_file
-from trustserve.kms.trust import KmsTrust
 from trustserve.worker.main import EXIT_UNSERVABLE
 
 

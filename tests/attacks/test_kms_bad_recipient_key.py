@@ -28,8 +28,8 @@ import pytest
 from tests.attacks.kms_fixtures import Genuine, genuine_kms
 from tests.support import tiny_manifest
 from trustserve.crypto import hpke
+from trustserve.keyrelease.protocol import PROVISION_INFO
 from trustserve.kms.app import create_app
-from trustserve.kms.release import PROVISION_INFO
 
 
 @pytest.fixture

@@ -19,8 +19,8 @@ from pathlib import Path
 
 from tests.attacks.kms_local import http, local_kms
 from trustserve.attestation import make_provider
+from trustserve.keyrelease.protocol import make_request
 from trustserve.kms.challenges import Challenges
-from trustserve.kms.release import make_request
 
 
 async def test_challenges_from_many_addresses_leave_a_worker_its_release(

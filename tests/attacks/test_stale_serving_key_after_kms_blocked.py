@@ -29,9 +29,9 @@ from trustserve.broker.base import Job, JobKind, JobMeta, Outcome
 from trustserve.crypto.keys import ServingKeySet
 from trustserve.crypto.sealing import Route, seal_request
 from trustserve.errors import Unavailable
+from trustserve.keyrelease.client import KmsClient
+from trustserve.keyrelease.protocol import DEFAULT_LEASE
 from trustserve.kms.app import create_app
-from trustserve.kms.client import KmsClient
-from trustserve.kms.release import DEFAULT_LEASE
 from trustserve.tensors import Tensor, encode_binary
 from trustserve.worker.batching import Decoded, decode
 from trustserve.worker.keys import KeyRing

@@ -29,7 +29,7 @@ from tests.support import tiny_manifest
 from trustserve.attestation import Evidence, Policy, VerifierSources, verify_evidence
 from trustserve.crypto.rootkey import KeyFileProtector, create_key_file
 from trustserve.errors import AttestationRefused, Forbidden
-from trustserve.kms.release import make_request
+from trustserve.keyrelease.protocol import make_request
 from trustserve.kms.service import KmsService
 
 SGX_POLICY = (

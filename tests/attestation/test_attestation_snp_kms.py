@@ -24,7 +24,7 @@ from tests.support import tiny_manifest
 from trustserve.attestation import Evidence, VerifierSources, verify_evidence
 from trustserve.crypto.rootkey import KeyFileProtector, create_key_file
 from trustserve.errors import Forbidden
-from trustserve.kms.release import make_request
+from trustserve.keyrelease.protocol import make_request
 from trustserve.kms.service import KmsService
 
 

@@ -42,7 +42,7 @@ from trustserve.attestation.tpm import ak_name_of
 from trustserve.cli import main
 from trustserve.crypto.rootkey import KeyFileProtector, create_key_file
 from trustserve.errors import AttestationRefused, BadRequest, ConfigError, Forbidden
-from trustserve.kms.release import make_request, model_digest, open_keys
+from trustserve.keyrelease.protocol import make_request, model_digest, open_keys
 from trustserve.kms.service import KmsService
 
 PCRS = list(range(8))  # a tpm set must pin the boot chain, PCRs 0-7

@@ -14,7 +14,7 @@ import httpx
 from trustserve.attestation import Policy, make_provider
 from trustserve.client import ClientPolicy, TrustserveClient
 from trustserve.crypto.rootkey import KeyFileProtector, create_key_file
-from trustserve.kms.bundle import parse_nonce
+from trustserve.keyrelease.bundle import parse_nonce
 from trustserve.kms.service import KmsService
 
 

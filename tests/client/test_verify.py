@@ -22,8 +22,9 @@ from trustserve.errors import (
     TooManyRequests,
     Unavailable,
 )
+from trustserve.keyrelease.bundle import encode_nonce, parse_nonce
 from trustserve.kms.budgets import FreshEvidenceBudgets, FreshEvidenceOptions
-from trustserve.kms.bundle import encode_nonce, model_list, parse_nonce
+from trustserve.kms.bundle import model_list
 from trustserve.kms.peers import Requester
 from trustserve.kms.service import KmsService
 

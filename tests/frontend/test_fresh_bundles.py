@@ -18,8 +18,8 @@ from trustserve.attestation import Evidence, EvidenceProvider
 from trustserve.client.verify import ClientPolicy, verify
 from trustserve.errors import AttestationRefused
 from trustserve.frontend.keys import FrontendKeys
+from trustserve.keyrelease.client import KmsClient
 from trustserve.kms.app import create_app
-from trustserve.kms.client import KmsClient
 
 
 @dataclass

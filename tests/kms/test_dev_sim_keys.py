@@ -24,10 +24,10 @@ from trustserve.attestation.sim import SimProvider
 from trustserve.crypto.rootkey import KEY_FILE_ENV, KeyFileProtector, create_key_file
 from trustserve.encoding import b64
 from trustserve.errors import TrustserveError
-from trustserve.kms.client import KmsClient, fetch_model_key
+from trustserve.keyrelease.client import KmsClient, fetch_model_key
+from trustserve.keyrelease.trust import KmsTrust
 from trustserve.kms.service import KmsService
 from trustserve.kms.tools import encrypt_model_file
-from trustserve.kms.trust import KmsTrust
 
 
 @contextmanager

@@ -11,8 +11,8 @@ import pytest
 from tests.attacks.kms_fixtures import genuine_kms, https_server, throwaway_ca, tiny_encrypted
 from trustserve.attestation import Policy
 from trustserve.errors import Forbidden, Unavailable
+from trustserve.keyrelease.client import KmsClient
 from trustserve.kms.app import create_app
-from trustserve.kms.client import KmsClient
 from trustserve.worker.keys import KeyRing
 
 

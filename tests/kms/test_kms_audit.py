@@ -12,7 +12,7 @@ from tests.support import tiny_manifest
 from trustserve.attestation import EvidenceProvider, Policy
 from trustserve.cli import main
 from trustserve.errors import Forbidden
-from trustserve.kms.release import make_request
+from trustserve.keyrelease.protocol import make_request
 from trustserve.kms.service import KmsService
 
 

@@ -18,13 +18,13 @@ from trustserve.archive import Manifest, TensorSpec
 from trustserve.attestation import EvidenceProvider, Policy
 from trustserve.crypto.model_encryption import decrypt_archive
 from trustserve.errors import ConfigError, Conflict, Forbidden, NotFound, Unauthorized, Unavailable
+from trustserve.keyrelease.bundle import verify_bundle
+from trustserve.keyrelease.client import KmsClient, fetch_model_key
+from trustserve.keyrelease.protocol import model_digest
+from trustserve.keyrelease.trust import KmsTrust
 from trustserve.kms.app import admin_token, create_app
-from trustserve.kms.bundle import verify_bundle
-from trustserve.kms.client import KmsClient, fetch_model_key
-from trustserve.kms.release import model_digest
 from trustserve.kms.service import KmsService
 from trustserve.kms.tools import encrypt_model_file
-from trustserve.kms.trust import KmsTrust
 from trustserve.tls import issue_local_ca
 
 

@@ -13,8 +13,8 @@ from trustserve.attestation import EvidenceProvider, Policy
 from trustserve.crypto import hpke
 from trustserve.crypto.keys import ServingKeySet
 from trustserve.errors import ConfigError, Forbidden, NotFound
-from trustserve.kms.bundle import verify_bundle
-from trustserve.kms.release import Released, make_request, open_keys
+from trustserve.keyrelease.bundle import verify_bundle
+from trustserve.keyrelease.protocol import Released, make_request, open_keys
 from trustserve.kms.service import KmsService
 
 

@@ -30,9 +30,9 @@ from trustserve.client.sdk import prepare
 from trustserve.client.verify import ClientPolicy, ServingTarget, verify
 from trustserve.errors import UnknownKeyId
 from trustserve.frontend.keys import FrontendKeys
+from trustserve.keyrelease.client import KmsClient
+from trustserve.keyrelease.trust import KmsTrust
 from trustserve.kms.app import create_app
-from trustserve.kms.client import KmsClient
-from trustserve.kms.trust import KmsTrust
 from trustserve.worker.keys import KeyRing
 
 REFRESH_S = 1.0

@@ -20,10 +20,10 @@ from tests.support import tiny_manifest
 from trustserve import archive
 from trustserve.attestation import Policy
 from trustserve.errors import Forbidden, Unavailable
+from trustserve.keyrelease.trust import KmsTrust
 from trustserve.kms.app import create_app
 from trustserve.kms.service import KmsService
 from trustserve.kms.tools import encrypt_model_file
-from trustserve.kms.trust import KmsTrust
 from trustserve.tls import TlsFiles, issue_local_ca
 from trustserve.worker.keys import KeyRing, key_ring
 from trustserve.worker.main import obtain

@@ -14,7 +14,7 @@ from trustserve.attestation import Policy
 from trustserve.attestation.policy import MeasurementSet
 from trustserve.broker.redis_config import parse_redis_url
 from trustserve.errors import ConfigError
-from trustserve.kms.client import parse_kms_url
+from trustserve.keyrelease.client import parse_kms_url
 
 hosts = st.from_regex(r"[a-z][a-z0-9-]{0,20}(\.[a-z][a-z0-9-]{0,10}){0,2}", fullmatch=True)
 url_text = st.text(alphabet=string.printable + "é\x00[]@:/?#%", max_size=60)

@@ -28,8 +28,8 @@ from trustserve.client.sdk import prepare
 from trustserve.client.verify import ClientPolicy, verify
 from trustserve.crypto.sealing import open_response
 from trustserve.frontend.keys import FrontendKeys
-from trustserve.kms.client import KmsClient
-from trustserve.kms.trust import KmsTrust
+from trustserve.keyrelease.client import KmsClient
+from trustserve.keyrelease.trust import KmsTrust
 from trustserve.tensors import Tensor, encode_binary, parse_response
 
 

@@ -18,7 +18,7 @@ from trustserve.client.sdk import prepare
 from trustserve.client.verify import ServingTarget, verify
 from trustserve.crypto.sealing import CONTENT_TYPE, KEY_ID_HEADER, Route, seal_request
 from trustserve.errors import AttestationRefused
-from trustserve.kms.bundle import encode_nonce
+from trustserve.keyrelease.bundle import encode_nonce
 from trustserve.tensors import Tensor, encode_binary
 
 

@@ -36,7 +36,7 @@ from trustserve.errors import (
     TrustserveError,
     UnknownKeyId,
 )
-from trustserve.kms.bundle import encode_nonce
+from trustserve.keyrelease.bundle import encode_nonce
 from trustserve.tensors import Tensor, datatype_of, encode_binary, parse_response
 
 Arrays = dict[str, npt.NDArray[Any]]

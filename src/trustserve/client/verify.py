@@ -2,7 +2,7 @@
 
 1. The KMS evidence satisfies ``ClientPolicy.kms`` and binds the identity key, the
    release policy, the signed serving-key list, the model list and, when the client
-   sent one, its nonce (``trustserve.kms.bundle``).
+   sent one, its nonce (``trustserve.keyrelease.bundle``).
 2. The release policy admits no worker ``ClientPolicy.workers`` would refuse
    (``trustserve.client.rules``).
 3. The signed key list is at most ``max_bundle_age_s`` old, so a key list replayed
@@ -24,7 +24,7 @@ from typing import Any
 from trustserve.attestation import Claims, Policy, VerifierSources
 from trustserve.client.rules import check_release_policy
 from trustserve.errors import AttestationRefused, ConfigError
-from trustserve.kms.bundle import NONCE_SIZE, verify_bundle
+from trustserve.keyrelease.bundle import NONCE_SIZE, verify_bundle
 
 CLOCK_SKEW_S = 30.0
 DEFAULT_MAX_BUNDLE_AGE_S = 300.0

@@ -4,7 +4,7 @@ The KMS meters bundles made for a nonce per client, and the frontend is one
 client. So the frontend asks for at most one such bundle at a time: every nonce
 that arrives while one is being made waits for the next, which binds the RFC
 9162 Merkle root of all of them (at most ``MAX_BATCH``); each client gets the
-bundle with its own inclusion proof (``trustserve.kms.bundle``). One client
+bundle with its own inclusion proof (``trustserve.keyrelease.bundle``). One client
 sending many nonces only makes the batch larger, never the KMS's work. The
 frontend also keeps within the KMS's default per-client budget on its own
 (``PER_SECOND``, bursts of ``BURST``, a little under it): a busy frontend sends
@@ -20,7 +20,7 @@ from typing import Any
 
 from trustserve.crypto import merkle
 from trustserve.errors import Unavailable
-from trustserve.kms.bundle import MAX_BATCH, encode_nonce
+from trustserve.keyrelease.bundle import MAX_BATCH, encode_nonce
 
 MAX_WAITING = 4 * MAX_BATCH
 PER_SECOND = 1.6  # under the KMS's default --fresh-bundle-rate (2) and -burst (10),

@@ -37,7 +37,7 @@ from trustserve.frontend.jobs import JOBS_PATH, Jobs, wants_async
 from trustserve.frontend.keys import FrontendKeys
 from trustserve.frontend.metrics import Metrics
 from trustserve.frontend.registry import ModelEntry, ModelRegistry
-from trustserve.kms.bundle import parse_nonce
+from trustserve.keyrelease.bundle import parse_nonce
 from trustserve.openapi import openapi_route
 from trustserve.responses import (
     EXCEPTION_HANDLERS,

@@ -19,9 +19,9 @@ from trustserve.attestation import EvidenceProvider
 from trustserve.encoding import unb64
 from trustserve.errors import ConfigError, Unavailable
 from trustserve.frontend.fresh_bundles import NonceBatcher
-from trustserve.kms.client import KmsClient
-from trustserve.kms.release import BROKER
-from trustserve.kms.trust import NO_TRUST
+from trustserve.keyrelease.client import KmsClient
+from trustserve.keyrelease.protocol import BROKER
+from trustserve.keyrelease.trust import NO_TRUST
 
 BUNDLE_TTL_S = 30.0
 MIN_REFRESH_S = 0.5  # a refresh asked for by a client reaches the KMS at most this often

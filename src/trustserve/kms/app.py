@@ -42,9 +42,9 @@ from trustserve.errors import (
     TrustserveError,
     Unauthorized,
 )
-from trustserve.kms.bundle import parse_nonce
+from trustserve.keyrelease.bundle import parse_nonce
+from trustserve.keyrelease.protocol import PROVISION_INFO
 from trustserve.kms.peers import Peers
-from trustserve.kms.release import PROVISION_INFO
 from trustserve.kms.service import KmsService
 from trustserve.openapi import openapi_route
 from trustserve.responses import handle_error, handle_http_error, json_response

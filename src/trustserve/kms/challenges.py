@@ -19,7 +19,7 @@ import hmac
 import os
 import threading
 
-from trustserve.kms.release import CHALLENGE_TTL, NONCE_SIZE
+from trustserve.keyrelease.protocol import CHALLENGE_TTL, NONCE_SIZE
 
 _DOMAIN = b"trustserve-kms-challenge-v1\0"
 _HEAD = 16  # expiry and random part

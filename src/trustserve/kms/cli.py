@@ -23,16 +23,16 @@ from trustserve.crypto.rootkey import create_key_file
 from trustserve.encoding import b64, unb64
 from trustserve.errors import BadRequest, ConfigError
 from trustserve.files import HOME_HELP, default_home
+from trustserve.keyrelease.bundle import verify_bundle
+from trustserve.keyrelease.client import KmsClient
+from trustserve.keyrelease.protocol import DEFAULT_LEASE
+from trustserve.keyrelease.trust import parse_identity
 from trustserve.kms import audit
 from trustserve.kms.budgets import FreshEvidenceOptions
-from trustserve.kms.bundle import verify_bundle
-from trustserve.kms.client import KmsClient
 from trustserve.kms.peers import Peers
-from trustserve.kms.release import DEFAULT_LEASE
 from trustserve.kms.service import KmsService
 from trustserve.kms.state import KmsState, kms_dir
 from trustserve.kms.tools import encrypt_model_file
-from trustserve.kms.trust import parse_identity
 
 log = logging.getLogger("trustserve.kms")
 

@@ -33,17 +33,8 @@ from trustserve.errors import (
     Forbidden,
     NotFound,
 )
-from trustserve.kms import audit
-from trustserve.kms.budgets import FreshEvidenceBudgets, FreshEvidenceOptions
-from trustserve.kms.bundle import (
-    bundle_report_data,
-    canonical,
-    make_bundle,
-    model_list,
-)
-from trustserve.kms.challenges import Challenges
-from trustserve.kms.peers import Requester
-from trustserve.kms.release import (
+from trustserve.keyrelease.bundle import bundle_report_data, canonical
+from trustserve.keyrelease.protocol import (
     BROKER,
     CHALLENGE_TTL,
     DEFAULT_LEASE,
@@ -51,8 +42,13 @@ from trustserve.kms.release import (
     SERVING,
     ReleaseRequest,
     model_digest,
-    seal_keys,
 )
+from trustserve.kms import audit
+from trustserve.kms.budgets import FreshEvidenceBudgets, FreshEvidenceOptions
+from trustserve.kms.bundle import make_bundle, model_list
+from trustserve.kms.challenges import Challenges
+from trustserve.kms.peers import Requester
+from trustserve.kms.release import seal_keys
 from trustserve.kms.state import DAY, KmsState
 
 log = logging.getLogger("trustserve.kms")
@@ -236,7 +232,7 @@ class KmsService:
         requester: Requester | None = None,
     ) -> dict[str, Any]:
         """KMS evidence binding its identity key, release policy, signed serving keys and
-        model list (see ``trustserve.kms.bundle``), and the client's ``nonce`` if given.
+        model list (see ``trustserve.keyrelease.bundle``), and the client's ``nonce`` if given.
 
         Without a nonce the bundle is made again when older than ``BUNDLE_EVIDENCE_TTL``
         seconds or when the keys or models changed; with one, always, within the budget

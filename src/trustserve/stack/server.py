@@ -206,7 +206,7 @@ class Stack:
     async def _obtain_keys(self, kms_url: str) -> None:
         """The broker key, released to this frontend by attestation: payloads are sealed."""
         from trustserve.frontend.keys import FrontendKeys
-        from trustserve.kms.client import KmsClient
+        from trustserve.keyrelease.client import KmsClient
 
         s = self.settings
         identity, policy = self._kms_trust()

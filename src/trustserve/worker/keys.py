@@ -48,9 +48,9 @@ from trustserve.errors import (
     TrustserveError,
     UnknownKeyId,
 )
-from trustserve.kms.client import KmsClient
-from trustserve.kms.release import BROKER, SERVING, Released, model_digest
-from trustserve.kms.trust import NO_TRUST, KmsTrust
+from trustserve.keyrelease.client import KmsClient
+from trustserve.keyrelease.protocol import BROKER, SERVING, Released, model_digest
+from trustserve.keyrelease.trust import NO_TRUST, KmsTrust
 
 log = logging.getLogger(__name__)
 REFRESH_AFTER_S = 1.0  # an unknown key id makes the worker ask the KMS again at most once a second

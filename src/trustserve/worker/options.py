@@ -18,7 +18,7 @@ from typing import Any
 from trustserve.attestation.registry import PROVIDERS, VerifierSources
 from trustserve.engines import ENGINES
 from trustserve.files import HOME_HELP
-from trustserve.kms.trust import KmsTrust
+from trustserve.keyrelease.trust import KmsTrust
 
 
 def _opt(flag: str, help: str, **argparse_kwargs: Any) -> dict[str, Any]:

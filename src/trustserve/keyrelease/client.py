@@ -29,7 +29,7 @@ from trustserve.errors import (
     Unavailable,
     error_class,
 )
-from trustserve.kms.release import (
+from trustserve.keyrelease.protocol import (
     NONCE_SIZE,
     PROVISION_INFO,
     Released,
@@ -37,7 +37,7 @@ from trustserve.kms.release import (
     model_digest,
     open_keys,
 )
-from trustserve.kms.trust import NO_TRUST, KmsTrust
+from trustserve.keyrelease.trust import NO_TRUST, KmsTrust
 
 
 def parse_kms_url(url: str) -> str:

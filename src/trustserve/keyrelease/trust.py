@@ -92,7 +92,7 @@ class KmsTrust:
         if self.policy is None:
             assert self.identity is not None
             return self.identity
-        from trustserve.kms.bundle import verify_bundle
+        from trustserve.keyrelease.bundle import verify_bundle
 
         bundle = fetch_bundle()
         try:
