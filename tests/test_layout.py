@@ -72,6 +72,41 @@ def test_each_folder_imports_only_the_folders_its_trust_zone_allows() -> None:
     assert bad == [], "\n".join(bad)
 
 
+# attestation/: providers run inside the TEE, verifiers and policy where evidence is judged;
+# both read formats/ and the top-level seam (base, checks, registry, sim_platform).
+ATTESTATION = "trustserve.attestation."
+APART = {
+    "providers": ("verifiers", "policy"),
+    "verifiers": ("providers",),
+    "policy": ("providers",),
+}
+
+
+def attestation_crossings(root: Path = SRC / "attestation") -> list[str]:
+    bad = []
+    for side, banned in APART.items():
+        for path in sorted((root / side).rglob("*.py")):
+            for module in sorted(imports(path)):
+                if module.startswith(tuple(ATTESTATION + b for b in banned)):
+                    bad.append(f"{path.relative_to(root)} imports {module}")
+    return bad
+
+
+def test_evidence_providers_and_verifiers_share_no_code_but_formats_and_the_registry() -> None:
+    assert attestation_crossings() == [], "\n".join(attestation_crossings())
+
+
+def test_a_verifier_that_imports_a_provider_is_caught(tmp_path: Path) -> None:
+    for side in APART:
+        (tmp_path / side).mkdir()
+    (tmp_path / "verifiers" / "stray.py").write_text(
+        "from trustserve.attestation.providers.sim import SimProvider\n"
+    )
+    assert attestation_crossings(tmp_path) == [
+        "verifiers/stray.py imports trustserve.attestation.providers.sim"
+    ]
+
+
 def test_the_rule_catches_a_worker_module_that_imports_the_kms_server(tmp_path: Path) -> None:
     (tmp_path / "worker").mkdir()
     (tmp_path / "worker" / "stray.py").write_text("from trustserve.kms.service import KmsService\n")

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from trustserve.attestation import VerifierSources
-from trustserve.attestation.collateral import INSECURE_HTTP_ENV, Pccs
+from trustserve.attestation.verifiers.dcap.collateral import INSECURE_HTTP_ENV, Pccs
 from trustserve.errors import ConfigError
 
 URL = "http://pccs.example:8081/sgx/certification/v4/"

@@ -23,7 +23,7 @@ from tests.attestation.attestation_data import (
     quote_evidence,
 )
 from trustserve.attestation import Claims, Policy, verify_evidence
-from trustserve.attestation.measurements import RULES
+from trustserve.attestation.policy.measurements import RULES
 from trustserve.errors import AttestationRefused, ConfigError
 
 

@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from trustserve import __version__
 from trustserve.attestation import Evidence, Policy, verify_evidence
 from trustserve.attestation.base import b64
-from trustserve.attestation.sim import sim_measurement
+from trustserve.attestation.sim_platform import sim_measurement
 from trustserve.errors import AttestationRefused, ConfigError, Expired
 from trustserve.worker.replay import ReplayGuard
 

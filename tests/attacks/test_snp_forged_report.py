@@ -35,7 +35,7 @@ from tests.attestation.snp_data import (
     vcek_der,
 )
 from trustserve.attestation import Evidence, VerifierSources, verify_evidence
-from trustserve.attestation.snp import SnpOptions
+from trustserve.attestation.verifiers.snp.verifier import SnpOptions
 from trustserve.errors import AttestationRefused
 
 

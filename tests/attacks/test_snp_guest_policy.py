@@ -32,7 +32,8 @@ from tests.attestation.snp_data import (
     snp_evidence,
     snp_policy,
 )
-from trustserve.attestation import Evidence, Policy, snp_certs, verify_evidence
+from trustserve.attestation import Evidence, Policy, verify_evidence
+from trustserve.attestation.verifiers.snp import certs as snp_certs
 from trustserve.errors import AttestationRefused, ConfigError
 
 GENUINE_POLICY = 0x30000  # SMT allowed, reserved bit 17

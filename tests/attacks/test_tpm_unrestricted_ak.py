@@ -25,7 +25,7 @@ from tpm2_pytss.constants import ESYS_TR, TPM2_ALG, TPMA_OBJECT
 from tests.swtpm import running_swtpm
 from trustserve.attestation import Evidence, Policy, make_provider, verify_evidence
 from trustserve.attestation.base import b64
-from trustserve.attestation.tpm import ak_name_of
+from trustserve.attestation.verifiers.tpm.verifier import ak_name_of
 from trustserve.errors import AttestationRefused, ConfigError
 
 PCRS = [0, 1, 2, 3, 4, 5, 6, 7, 23]  # a tpm set must pin the boot chain, 0-7

@@ -8,7 +8,7 @@ from typing import Any
 
 from trustserve.attestation import VerifierSources
 from trustserve.attestation.base import Evidence, b64
-from trustserve.attestation.collateral import FixedCollateral
+from trustserve.attestation.verifiers.dcap.collateral import FixedCollateral
 
 DATA = Path(__file__).parent.parent / "data" / "attestation"
 # Times from tests/data/attestation/README.md at which the collateral is valid.

@@ -23,7 +23,7 @@ from attestation_data import (
 
 from tests.support import free_port
 from trustserve.attestation import Policy, VerifierSources, verify_evidence
-from trustserve.attestation.collateral import (
+from trustserve.attestation.verifiers.dcap.collateral import (
     CollateralDirectory,
     CollateralKey,
     FirstOf,

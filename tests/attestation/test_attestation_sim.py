@@ -12,7 +12,7 @@ import pytest
 
 from trustserve.attestation import Evidence, Policy, make_provider, verify_evidence
 from trustserve.attestation.base import b64, unb64
-from trustserve.attestation.sim import platform_public_key, sim_measurement
+from trustserve.attestation.sim_platform import platform_public_key, sim_measurement
 from trustserve.errors import AttestationRefused
 
 

@@ -27,8 +27,8 @@ from snp_data import (
 )
 
 from trustserve.attestation import Evidence, Policy, VerifierSources, verify_evidence
-from trustserve.attestation.snp import SnpOptions, SnpVerifier
-from trustserve.attestation.snp_certs import pinned_roots
+from trustserve.attestation.verifiers.snp.certs import pinned_roots
+from trustserve.attestation.verifiers.snp.verifier import SnpOptions, SnpVerifier
 from trustserve.errors import AttestationRefused, BadRequest
 
 
@@ -181,7 +181,7 @@ def test_without_a_vcek_or_a_vcek_source_the_evidence_is_a_bad_request() -> None
 
 def test_the_pinned_roots_are_amd_s_and_verify() -> None:
     """The package's ARK/ASK are the fixture's copies, and each chain checks out."""
-    folder = resources.files("trustserve.attestation") / "amd"
+    folder = resources.files("trustserve.attestation.verifiers.snp") / "amd"
     for product in ("milan", "genoa", "turin"):
         for kind in ("ark", "ask"):
             name = f"{kind}_{product}.pem"

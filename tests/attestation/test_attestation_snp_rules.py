@@ -27,8 +27,9 @@ from snp_data import (
     u32,
 )
 
-from trustserve.attestation import Evidence, Policy, VerifierSources, snp_certs, verify_evidence
-from trustserve.attestation.snp import SnpOptions, SnpVerifier
+from trustserve.attestation import Evidence, Policy, VerifierSources, verify_evidence
+from trustserve.attestation.verifiers.snp import certs as snp_certs
+from trustserve.attestation.verifiers.snp.verifier import SnpOptions, SnpVerifier
 from trustserve.errors import AttestationRefused, ConfigError
 
 

@@ -31,8 +31,8 @@ from test_attestation_providers import FakeConfigfsTsm
 
 from tests.support import free_port
 from trustserve.attestation import Evidence, VerifierSources, make_provider, verify_evidence
-from trustserve.attestation.snp import SnpOptions, SnpVerifier
-from trustserve.attestation.snp_report import parse_cert_table
+from trustserve.attestation.formats.snp_report import parse_cert_table
+from trustserve.attestation.verifiers.snp.verifier import SnpOptions, SnpVerifier
 from trustserve.errors import AttestationRefused
 
 VCEK_GUID = "63da758d-e664-4564-adc5-f4b93be8accd"

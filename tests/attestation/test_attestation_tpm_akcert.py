@@ -38,7 +38,7 @@ from tests.support import tiny_manifest
 from trustserve.attestation import Evidence, Policy, make_provider, verify_evidence
 from trustserve.attestation.base import b64, unb64
 from trustserve.attestation.registry import parse_options
-from trustserve.attestation.tpm import ak_name_of
+from trustserve.attestation.verifiers.tpm.verifier import ak_name_of
 from trustserve.cli import main
 from trustserve.crypto.rootkey import KeyFileProtector, create_key_file
 from trustserve.errors import AttestationRefused, BadRequest, ConfigError, Forbidden

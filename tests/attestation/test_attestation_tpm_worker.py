@@ -23,7 +23,7 @@ from trustserve import archive
 from trustserve.archive import Manifest, TensorSpec
 from trustserve.attestation import Policy, make_provider
 from trustserve.attestation.registry import parse_options
-from trustserve.attestation.tpm import ak_name_of
+from trustserve.attestation.verifiers.tpm.verifier import ak_name_of
 from trustserve.cli import build_parser
 from trustserve.crypto.rootkey import KeyFileProtector, create_key_file
 from trustserve.encoding import b64

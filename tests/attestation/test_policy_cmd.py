@@ -26,7 +26,7 @@ from snp_data import REPORT_DATA as SNP_REPORT_DATA
 from snp_data import snp_evidence
 
 from trustserve.attestation import Evidence, Policy, make_provider, verify_evidence
-from trustserve.attestation.sigstruct import HEADER, HEADER2, SIZE
+from trustserve.attestation.formats.sigstruct import HEADER, HEADER2, SIZE
 from trustserve.cli import main
 from trustserve.errors import AttestationRefused
 

@@ -20,7 +20,7 @@ import pytest
 from tests.support import free_port, wait_http, write_tiny
 from trustserve import archive
 from trustserve.attestation import Policy
-from trustserve.attestation.sim import SimProvider
+from trustserve.attestation.providers.sim import SimProvider
 from trustserve.crypto.rootkey import KEY_FILE_ENV, KeyFileProtector, create_key_file
 from trustserve.encoding import b64
 from trustserve.errors import TrustserveError

@@ -16,7 +16,7 @@ from typing import Any
 
 from trustserve import files
 from trustserve.attestation.base import Claims, Evidence, unb64
-from trustserve.attestation.collateral import FixedCollateral
+from trustserve.attestation.formats.snp_report import PRODUCTS
 from trustserve.attestation.policy import Policy
 from trustserve.attestation.registry import (
     PROVIDERS,
@@ -24,7 +24,7 @@ from trustserve.attestation.registry import (
     make_provider,
     make_verifier,
 )
-from trustserve.attestation.snp_report import PRODUCTS
+from trustserve.attestation.verifiers.dcap.collateral import FixedCollateral
 from trustserve.errors import AttestationRefused, BadRequest
 
 
@@ -87,7 +87,7 @@ def _home(args: argparse.Namespace) -> Path:
 
 def _attest(args: argparse.Namespace) -> int:
     if args.sim_key:
-        from trustserve.attestation.sim import platform_public_key
+        from trustserve.attestation.sim_platform import platform_public_key
 
         print(platform_public_key(_home(args)).hex())
         return 0
@@ -111,7 +111,7 @@ def _attest(args: argparse.Namespace) -> int:
     if evidence.kind == "sim":
         print("trustserve: warning: sim evidence is not hardware-protected", file=sys.stderr)
     if evidence.kind == "tpm":
-        from trustserve.attestation.tpm import ak_name_of
+        from trustserve.attestation.verifiers.tpm.verifier import ak_name_of
 
         print("TPM attestation key Name (pin it in tpm_ak_names):", file=sys.stderr)
         print(ak_name_of(evidence), file=sys.stderr)

@@ -3,7 +3,7 @@
     trustserve policy --sigstruct trustserve-worker.sig --tdx-quote td.quote \\
         --snp-measurement 5fb1... --tpm-evidence vm.json -o release-policy.yaml
 
-Every source adds one measurement set (``trustserve.attestation.reference_values``);
+Every source adds one measurement set (``trustserve.attestation.policy.reference_values``);
 ``--base`` starts from an existing policy (its other settings and sets are kept).
 The result is loaded back with ``Policy.from_mapping`` before it is written, so the
 command never writes a policy the KMS would refuse to load.
@@ -19,8 +19,8 @@ from typing import Any
 import yaml
 
 from trustserve import files
-from trustserve.attestation import reference_values as ref
 from trustserve.attestation.policy import Policy
+from trustserve.attestation.policy import reference_values as ref
 from trustserve.errors import ConfigError
 
 

@@ -9,22 +9,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from trustserve.attestation._common import check_report_data
 from trustserve.attestation.base import Claims, Evidence, EvidenceProvider, Verifier
+from trustserve.attestation.checks import check_report_data
 from trustserve.attestation.policy import Policy
 from trustserve.errors import AttestationRefused, ConfigError
 
 if TYPE_CHECKING:
-    from trustserve.attestation.collateral import CollateralSource
-    from trustserve.attestation.snp import SnpOptions
+    from trustserve.attestation.verifiers.dcap.collateral import CollateralSource
+    from trustserve.attestation.verifiers.snp.verifier import SnpOptions
 
 # provider name -> "module:factory"; the factory takes (home, **options).
 PROVIDERS = {
-    "sim": "trustserve.attestation.sim:SimProvider",
-    "tpm": "trustserve.attestation.tpm:provider",
-    "tdx": "trustserve.attestation.tsm:tdx_provider",
-    "sev-snp": "trustserve.attestation.tsm:sev_snp_provider",
-    "sgx": "trustserve.attestation.gramine:provider",
+    "sim": "trustserve.attestation.providers.sim:SimProvider",
+    "tpm": "trustserve.attestation.providers.tpm:provider",
+    "tdx": "trustserve.attestation.providers.tsm:tdx_provider",
+    "sev-snp": "trustserve.attestation.providers.tsm:sev_snp_provider",
+    "sgx": "trustserve.attestation.providers.gramine:provider",
 }
 
 
@@ -38,7 +38,7 @@ def make_provider(name: str, home: Path, **options: Any) -> EvidenceProvider:
 
     Options: tpm ``tcti`` (e.g. ``"swtpm:host=127.0.0.1,port=2321"``), ``pcrs``
     (list of PCR indices), ``bank``, ``ak_handle``, ``ak_template_nv``,
-    ``ak_cert_nv``, ``ak_cert_intermediates`` (see ``attestation.tpm``); tdx/sev-snp
+    ``ak_cert_nv``, ``ak_cert_intermediates`` (see ``attestation.providers.tpm``); tdx/sev-snp
     ``root`` (the configfs-tsm report dir, default /sys/kernel/config/tsm/report);
     sgx ``attestation_dir`` (default /dev/attestation). Values may be strings, as
     ``parse_options`` makes them from ``--attestation-option KEY=VALUE`` flags.
@@ -71,12 +71,13 @@ class VerifierSources:
     """What verifiers fetch from the verifier's own side, never from the evidence.
 
     ``collateral``: DCAP collateral for sgx/tdx quotes (a collateral directory
-    and/or a PCCS; ``trustserve.attestation.collateral.collateral_source``).
+    and/or a PCCS; ``trustserve.attestation.verifiers.dcap.collateral.collateral_source``).
     Without it, sgx/tdx evidence is refused (claim ``collateral``).
 
     ``snp``: where sev-snp VCEKs come from when the evidence holds none (a cache
     directory, an AMD KDS URL) and which AMD product lines are accepted
-    (``trustserve.attestation.snp.SnpOptions``; None: all products, no VCEK source).
+    (``attestation.verifiers.snp.verifier.SnpOptions``; None: all products, no VCEK
+    source).
     """
 
     collateral: CollateralSource | None = None
@@ -95,8 +96,8 @@ class VerifierSources:
         """From the ``--collateral-dir`` / ``--pccs-url`` / ``--vcek-dir`` / ``--kds-url`` /
         ``--snp-product`` options (any of them, or none); ConfigError for one that cannot work.
         """
-        from trustserve.attestation.collateral import collateral_source
-        from trustserve.attestation.snp import SnpOptions
+        from trustserve.attestation.verifiers.dcap.collateral import collateral_source
+        from trustserve.attestation.verifiers.snp.verifier import SnpOptions
 
         return cls(
             collateral=collateral_source(collateral_dir, pccs_url),
@@ -114,19 +115,19 @@ def make_verifier(kind: str, policy: Policy, sources: VerifierSources = NO_SOURC
     product lines are accepted (the evidence's own collateral is never used).
     """
     if kind == "sim":
-        from trustserve.attestation.sim import SimVerifier
+        from trustserve.attestation.verifiers.sim import SimVerifier
 
         return SimVerifier(policy.sim_platform_keys)
     if kind == "tpm":
-        from trustserve.attestation.tpm import TpmVerifier
+        from trustserve.attestation.verifiers.tpm.verifier import TpmVerifier
 
         return TpmVerifier(policy.tpm_ak_names, policy.tpm_ak_ca_certs)
     if kind in ("sgx", "tdx"):
-        from trustserve.attestation.dcap import DcapVerifier
+        from trustserve.attestation.verifiers.dcap.verifier import DcapVerifier
 
         return DcapVerifier(sources.collateral)
     if kind == "sev-snp":
-        from trustserve.attestation.snp import SnpVerifier
+        from trustserve.attestation.verifiers.snp.verifier import SnpVerifier
 
         return SnpVerifier(sources.snp)
     raise AttestationRefused("tee", f"no verifier for {kind!r} evidence")

@@ -18,7 +18,7 @@ minimum (a set below it is a configuration error, not a weaker policy):
 * ``sim``: ``sim_measurement`` (32 bytes) or nothing (any sim evidence).
 * ``sev-snp``: ``measurement`` (48 bytes), plus ``host_data``, the ID/author key
   digests, ``vmpl`` (0 when not named), ``min_tcb`` and ``guest_svn_min``; its
-  rules live beside its verifier (``trustserve.attestation.snp_policy``).
+  rules live beside its verifier (``trustserve.attestation.policy.snp``).
 
 Hex values must be non-empty and of their field's exact size. A claim the
 evidence does not carry never matches.
@@ -31,7 +31,8 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from trustserve.attestation.base import Claims
-from trustserve.attestation.snp_policy import SnpRules
+from trustserve.attestation.checks import config_hex
+from trustserve.attestation.policy.snp import SnpRules
 from trustserve.errors import ConfigError
 
 
@@ -45,19 +46,6 @@ class SetRules(Protocol):
     def first_mismatch(self, want: Mapping[str, Any], claims: Claims) -> str | None:
         """The name of the first claim ``want`` does not accept, or None if all match."""
         ...
-
-
-def parse_hex(value: Any, size: int, what: str) -> str:
-    """Lower-case hex of exactly ``size`` bytes; ConfigError otherwise."""
-    if not isinstance(value, str):
-        raise ConfigError(f"{what} must be a quoted hex string")
-    try:
-        data = bytes.fromhex(value)
-    except ValueError:
-        raise ConfigError(f"{what} is not valid hex") from None
-    if len(data) != size:
-        raise ConfigError(f"{what} must be {size} bytes ({2 * size} hex digits), got {len(data)}")
-    return data.hex()
 
 
 def _unknown(where: str, tee: str, raw: Mapping[str, Any], allowed: set[str]) -> None:
@@ -91,7 +79,7 @@ class FieldRules:
         values: dict[str, Any] = {}
         for key, value in raw.items():
             if key in self.hex_sizes:
-                values[key] = parse_hex(value, self.hex_sizes[key], f"{where}.{key}")
+                values[key] = config_hex(value, self.hex_sizes[key], f"{where}.{key}")
             elif key in self.int_max:
                 top = self.int_max[key]
                 if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= top:
@@ -140,7 +128,7 @@ class TpmRules:
             index = str(index_raw)
             if not index.isdigit() or not 0 <= int(index) <= 23:
                 raise ConfigError(f"{where}.pcrs: {index_raw!r} is not a PCR index 0..23")
-            parsed[int(index)] = parse_hex(digest, PCR_BANKS[bank], f"{where}.pcrs.{index}")
+            parsed[int(index)] = config_hex(digest, PCR_BANKS[bank], f"{where}.pcrs.{index}")
         missing = sorted(BOOT_CHAIN_PCRS - set(parsed))
         if missing:
             raise ConfigError(

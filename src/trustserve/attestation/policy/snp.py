@@ -27,9 +27,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-# A module import: measurements imports this module to register SnpRules in RULES.
-from trustserve.attestation import measurements
 from trustserve.attestation.base import Claims
+from trustserve.attestation.checks import config_hex
 from trustserve.errors import ConfigError
 
 HEX_SIZES = {"measurement": 48, "host_data": 32, "id_key_digest": 48, "author_key_digest": 48}
@@ -67,7 +66,7 @@ class SnpRules:
         values: dict[str, Any] = {}
         for key, size in HEX_SIZES.items():
             if key in raw:
-                values[key] = measurements.parse_hex(raw[key], size, f"{where}.{key}")
+                values[key] = config_hex(raw[key], size, f"{where}.{key}")
         for key, limit in _INT_LIMITS.items():
             if key in raw:
                 values[key] = _int(raw[key], limit, f"{where}.{key}")

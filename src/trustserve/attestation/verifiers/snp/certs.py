@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.utils import CryptographyDeprecationWarning
 
-from trustserve.attestation.snp_report import PRODUCTS
+from trustserve.attestation.formats.snp_report import PRODUCTS
 from trustserve.errors import AttestationRefused, BadRequest, ConfigError
 
 PSS_SHA384 = padding.PSS(mgf=padding.MGF1(hashes.SHA384()), salt_length=48)
@@ -64,7 +64,7 @@ def pinned_roots(product: str) -> AmdRoots:
     """The pinned ARK and ASK of ``product``, after checking ARK → ARK and ARK → ASK."""
     if product not in PRODUCTS:
         raise ConfigError(f"unknown AMD product {product!r}; one of {', '.join(PRODUCTS)}")
-    folder = resources.files("trustserve.attestation") / "amd"
+    folder = resources.files("trustserve.attestation.verifiers.snp") / "amd"
     ark = x509.load_pem_x509_certificate((folder / f"ark_{product}.pem").read_bytes())
     ask = x509.load_pem_x509_certificate((folder / f"ask_{product}.pem").read_bytes())
     if not signed_by(ark, ark) or not signed_by(ask, ark):

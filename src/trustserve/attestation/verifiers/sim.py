@@ -1,93 +1,26 @@
-"""The ``sim`` provider and verifier: software-only evidence for development and CI.
-
-Nothing here is hardware-protected. The provider signs a statement with an
-Ed25519 *platform key* made once per installation (``<home>/attestation/
-sim_platform_key``, mode 0600). Every policy refuses sim evidence unless it says
-``allow_simulated: true``.
-
-The statement (canonical JSON, signed as bytes) carries the report data, the
-issue time and ``sim_measurement`` = SHA-256 over ``"trustserve-sim\\0" ||
-trustserve version || "\\0" || platform public key``: stable for one installation
-and one release, so a policy that lists it pins both.
+"""The ``sim`` verifier: checks the statements the ``sim`` provider signs.
 
 Trust: the verifier accepts signatures by the public keys it is given (a
 policy's ``sim_platform_keys``); given none, it accepts any key, the signature
 then only proving integrity (pin ``sim_measurement`` or the key to do better).
+Sim evidence is never hardware-protected (``attestation.sim_platform``).
 """
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import json
 import math
-import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from trustserve import __version__, files
-from trustserve.attestation._common import check_report_data, normalize_report_data, require
-from trustserve.attestation.base import Claims, Evidence, b64, unb64
+from trustserve.attestation.base import Claims, Evidence, unb64
+from trustserve.attestation.checks import check_report_data, require
+from trustserve.attestation.sim_platform import sim_measurement
 from trustserve.errors import AttestationRefused, BadRequest
-
-KEY_FILE = Path("attestation") / "sim_platform_key"
-_DOMAIN = b"trustserve-sim\0"
-
-
-def _load_or_create_key(home: Path) -> Ed25519PrivateKey:
-    path = home / KEY_FILE
-    if path.exists():
-        raw = path.read_bytes()
-        if len(raw) == 32:
-            return Ed25519PrivateKey.from_private_bytes(raw)
-        raise BadRequest(f"sim platform key {path} is corrupt (expected 32 bytes)")
-    key = Ed25519PrivateKey.generate()
-    files.write_secret(path, key.private_bytes_raw())
-    return key
-
-
-def _raw_public(key: Ed25519PublicKey) -> bytes:
-    return key.public_bytes(Encoding.Raw, PublicFormat.Raw)
-
-
-def platform_public_key(home: Path) -> bytes:
-    """The raw (32-byte) public platform key of the installation at ``home``."""
-    return _raw_public(_load_or_create_key(home).public_key())
-
-
-def sim_measurement(public_key: bytes, version: str = __version__) -> str:
-    return hashlib.sha256(_DOMAIN + version.encode() + b"\0" + public_key).hexdigest()
-
-
-class SimProvider:
-    name = "sim"
-
-    def __init__(self, home: Path) -> None:
-        self._key = _load_or_create_key(home)
-
-    def make(self, report_data: bytes) -> Evidence:
-        public = _raw_public(self._key.public_key())
-        statement = {
-            "tee": "sim",
-            "report_data": normalize_report_data(report_data).hex(),
-            "issued_at": time.time(),
-            "trustserve_version": __version__,
-            "sim_measurement": sim_measurement(public),
-        }
-        body = json.dumps(statement, sort_keys=True, separators=(",", ":")).encode()
-        return Evidence(
-            "sim",
-            {
-                "statement": b64(body),
-                "signature": b64(self._key.sign(body)),
-                "public_key": public.hex(),
-            },
-        )
 
 
 class SimVerifier:

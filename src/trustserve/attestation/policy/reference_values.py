@@ -27,8 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from trustserve.attestation.base import Evidence
-from trustserve.attestation.measurements import parse_hex
-from trustserve.attestation.sigstruct import read_sigstruct
+from trustserve.attestation.checks import config_hex
+from trustserve.attestation.formats.sigstruct import read_sigstruct
 from trustserve.errors import BadRequest, ConfigError
 
 Set = dict[str, Any]
@@ -125,13 +125,13 @@ def tdx_from_values(values: dict[str, str | None]) -> Set:
     missing = [f for f in TDX_MINIMUM if not values.get(f)]
     if missing:
         raise ConfigError(f"a TDX set needs {', '.join('--tdx-' + m for m in missing)}")
-    return {"tee": "tdx", **{k: parse_hex(v, 48, f"--tdx-{k}") for k, v in values.items() if v}}
+    return {"tee": "tdx", **{k: config_hex(v, 48, f"--tdx-{k}") for k, v in values.items() if v}}
 
 
 def snp_from_measurement(measurement: str, host_data: str | None = None) -> Set:
-    snp: Set = {"tee": "sev-snp", "measurement": parse_hex(measurement, 48, "measurement")}
+    snp: Set = {"tee": "sev-snp", "measurement": config_hex(measurement, 48, "measurement")}
     if host_data:  # CoCo: the initdata digest the host hands the guest at launch
-        snp["host_data"] = parse_hex(host_data, 32, "host_data")
+        snp["host_data"] = config_hex(host_data, 32, "host_data")
     return snp
 
 
@@ -140,7 +140,7 @@ def snp_from_report(path: Path, allow_debug: bool = False) -> Set:
 
     The report's signature is not checked here; ``trustserve verify`` checks it.
     """
-    from trustserve.attestation.snp_report import SnpReport
+    from trustserve.attestation.formats.snp_report import SnpReport
 
     raw = _read(path)
     if raw[:1] == b"{":
@@ -201,7 +201,7 @@ def snp_launch_measurement(
 
 def tpm_from_evidence(path: Path, now: float | None = None) -> tuple[Set, str]:
     """The PCR set of TPM evidence and its AK's Name; the quote is checked against that AK."""
-    from trustserve.attestation.tpm import TpmVerifier, ak_name_of
+    from trustserve.attestation.verifiers.tpm.verifier import TpmVerifier, ak_name_of
 
     evidence = _evidence(_read(path), path)
     if evidence.kind != "tpm":

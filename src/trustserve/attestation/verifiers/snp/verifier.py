@@ -33,11 +33,11 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
-from trustserve.attestation._common import check_report_data
 from trustserve.attestation.base import Claims, Evidence, unb64
-from trustserve.attestation.snp_certs import chain_to_amd, load_vcek, vcek_facts
-from trustserve.attestation.snp_report import PRODUCTS, SnpReport, TcbVersion
-from trustserve.attestation.snp_vcek import VcekSource, hwid
+from trustserve.attestation.checks import check_report_data
+from trustserve.attestation.formats.snp_report import PRODUCTS, SnpReport, TcbVersion
+from trustserve.attestation.verifiers.snp.certs import chain_to_amd, load_vcek, vcek_facts
+from trustserve.attestation.verifiers.snp.vcek import VcekSource, hwid
 from trustserve.errors import AttestationRefused, BadRequest, ConfigError
 
 TEE = "sev-snp"

@@ -1,4 +1,4 @@
-"""Small helpers shared by the providers and verifiers."""
+"""Small helpers shared by the providers, the verifiers and the policy."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import hmac
 from typing import Any
 
 from trustserve.attestation.base import REPORT_DATA_SIZE
-from trustserve.errors import AttestationRefused, BadRequest
+from trustserve.errors import AttestationRefused, BadRequest, ConfigError
 
 
 def normalize_report_data(report_data: bytes) -> bytes:
@@ -41,3 +41,16 @@ def parse_hex(text: Any, what: str) -> bytes:
         return bytes.fromhex(text)
     except ValueError:
         raise BadRequest(f"{what} is not valid hex") from None
+
+
+def config_hex(value: Any, size: int, what: str) -> str:
+    """A policy value: lower-case hex of exactly ``size`` bytes; ConfigError otherwise."""
+    if not isinstance(value, str):
+        raise ConfigError(f"{what} must be a quoted hex string")
+    try:
+        data = bytes.fromhex(value)
+    except ValueError:
+        raise ConfigError(f"{what} is not valid hex") from None
+    if len(data) != size:
+        raise ConfigError(f"{what} must be {size} bytes ({2 * size} hex digits), got {len(data)}")
+    return data.hex()

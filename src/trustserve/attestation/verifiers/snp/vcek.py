@@ -23,8 +23,8 @@ from pathlib import Path
 import httpx
 
 from trustserve import files
-from trustserve.attestation.snp_certs import load_vcek, vcek_facts
-from trustserve.attestation.snp_report import SnpReport, TcbVersion
+from trustserve.attestation.formats.snp_report import SnpReport, TcbVersion
+from trustserve.attestation.verifiers.snp.certs import load_vcek, vcek_facts
 from trustserve.errors import AttestationRefused, TrustserveError
 
 log = logging.getLogger(__name__)

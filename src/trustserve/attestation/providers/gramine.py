@@ -10,8 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from trustserve.attestation._common import normalize_report_data
 from trustserve.attestation.base import Evidence, b64
+from trustserve.attestation.checks import normalize_report_data
 from trustserve.errors import ConfigError
 
 DEFAULT_DIR = Path("/dev/attestation")

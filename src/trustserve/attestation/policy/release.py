@@ -4,7 +4,7 @@ Defaults are strict: simulated evidence and debug TEEs are refused, the TCB must
 be ``UpToDate``, no advisory is accepted, evidence may be at most 300 s old, and
 an empty measurement list refuses everything. Every refusal raises
 ``AttestationRefused`` naming the claim that failed. What each TEE's measurement
-set must name is in ``trustserve.attestation.measurements``.
+set must name is in ``trustserve.attestation.policy.measurements``.
 
 Example::
 
@@ -32,8 +32,9 @@ from typing import Any
 import yaml
 
 from trustserve.attestation.base import Claims
-from trustserve.attestation.measurements import RULES, parse_hex
-from trustserve.attestation.tpm_ak import check_ca_pem, parse_ak_name
+from trustserve.attestation.checks import config_hex
+from trustserve.attestation.policy.measurements import RULES
+from trustserve.attestation.verifiers.tpm.ak import check_ca_pem, parse_ak_name
 from trustserve.errors import AttestationRefused, ConfigError
 
 # TEEs without a TCB status of their own (a TPM quote says nothing about firmware currency;
@@ -102,7 +103,7 @@ class Policy:
         """
         keys: tuple[str, ...] = ()
         if home is not None:
-            from trustserve.attestation.sim import platform_public_key
+            from trustserve.attestation.sim_platform import platform_public_key
 
             keys = (platform_public_key(home).hex(),)
         return cls(
@@ -161,7 +162,7 @@ class Policy:
             tpm_ak_names=tuple(parse_ak_name(k) for k in _strings(raw, "tpm_ak_names", ())),
             tpm_ak_ca_certs=tuple(check_ca_pem(k) for k in _strings(raw, "tpm_ak_ca_certs", ())),
             sim_platform_keys=tuple(
-                parse_hex(k, 32, "sim_platform_keys entry")
+                config_hex(k, 32, "sim_platform_keys entry")
                 for k in _strings(raw, "sim_platform_keys", ())
             ),
         )

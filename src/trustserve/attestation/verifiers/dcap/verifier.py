@@ -3,7 +3,7 @@
 Evidence: ``Evidence(kind="tdx"|"sgx", data={"quote": b64})``. The collateral
 (PCK CRL, TCB info, QE identity and their chains) comes from the verifier's own
 ``CollateralSource`` (a collateral directory and/or a PCCS, see
-``trustserve.attestation.collateral``); a ``collateral`` field in the evidence is
+``trustserve.attestation.verifiers.dcap.collateral``); a ``collateral`` field in the evidence is
 ignored, since the requester would choose it. No source: refused (``collateral``).
 
 ``dcap-qvl`` checks the quote's signature chain to Intel's root, the collateral's
@@ -18,9 +18,9 @@ from typing import Any
 
 import dcap_qvl
 
-from trustserve.attestation._common import check_report_data
 from trustserve.attestation.base import Claims, Evidence, unb64
-from trustserve.attestation.collateral import CollateralSource
+from trustserve.attestation.checks import check_report_data
+from trustserve.attestation.verifiers.dcap.collateral import CollateralSource
 from trustserve.errors import AttestationRefused, BadRequest
 
 # report key in dcap-qvl's verified report -> our tee name

@@ -22,9 +22,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from trustserve.attestation._common import normalize_report_data
 from trustserve.attestation.base import Evidence, b64
-from trustserve.attestation.snp_report import parse_cert_table
+from trustserve.attestation.checks import normalize_report_data
+from trustserve.attestation.formats.snp_report import parse_cert_table
 from trustserve.errors import ConfigError
 
 log = logging.getLogger(__name__)

@@ -1,0 +1,1 @@
+"""AMD SEV-SNP reports: the verifier, the AMD certificate chain (ARK/ASK in ``amd/``) and VCEKs."""

@@ -1,0 +1,1 @@
+"""TPM 2.0 quotes: the verifier and which attestation keys it trusts."""
