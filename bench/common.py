@@ -1,7 +1,10 @@
-"""Shared pieces of the benchmarks: demo models, raw engine runs, a served stack, v2 requests."""
+"""Shared pieces of the benchmarks: demo models, raw engine runs, a served stack, v2 requests
+(plain and sealed) and a load run against it."""
 
 from __future__ import annotations
 
+import asyncio
+import http.client
 import json
 import shutil
 import ssl
@@ -10,8 +13,10 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+from loadgen import LoadResult, build_request, run_load
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -82,3 +87,68 @@ def served(
 
 def tls_context(stack: RunningStack) -> ssl.SSLContext:
     return ssl.create_default_context(cafile=str(stack.ca))
+
+
+IMAGE = np.random.default_rng(2).standard_normal((1, 3, 224, 224)).astype(np.float32)
+
+
+def load(
+    host: str,
+    port: int,
+    request: Any,
+    in_flight: int,
+    seconds: float,
+    ctx: Any = None,
+) -> LoadResult:
+    return asyncio.run(
+        run_load(
+            host,
+            port,
+            request,
+            in_flight=in_flight,
+            duration_s=seconds,
+            warmup_s=4,
+            ssl_context=ctx,
+        )
+    )
+
+
+def v2_request(stack: RunningStack, model: str) -> bytes:
+    body, hlen = v2_binary_body("input", IMAGE)
+    headers = {
+        "Inference-Header-Content-Length": str(hlen),
+        "Content-Type": "application/octet-stream",
+    }
+    return build_request(f"localhost:{stack.port}", f"/v2/models/{model}/infer", body, headers)
+
+
+def sealed_requests(stack: RunningStack, model: str, count: int) -> list[bytes]:
+    from trustserve.client import ClientPolicy, TrustserveClient
+    from trustserve.client.sdk import prepare
+
+    with TrustserveClient(stack.url, policy=ClientPolicy.development(stack.home), ca=stack.ca) as c:
+        target = c.verify()
+    out = []
+    for _ in range(count):
+        p = prepare(model, None, {"input": IMAGE}, None, target)
+        out.append(build_request(f"localhost:{stack.port}", p.path, p.body, p.headers))
+    return out
+
+
+def answered(stack: RunningStack, model: str) -> bool:
+    """One v2 request over HTTPS: True once the stack answers it with 200."""
+    body, hlen = v2_binary_body("input", IMAGE)
+    conn = http.client.HTTPSConnection("localhost", stack.port, context=tls_context(stack))
+    try:
+        conn.request(
+            "POST",
+            f"/v2/models/{model}/infer",
+            body,
+            {
+                "Inference-Header-Content-Length": str(hlen),
+                "Content-Type": "application/octet-stream",
+            },
+        )
+        return conn.getresponse().status == 200
+    finally:
+        conn.close()

@@ -25,8 +25,16 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from common import RESULTS, demo_models, raw_engine, served, tls_context
-from run import load, sealed_requests, v2_request
+from common import (
+    RESULTS,
+    demo_models,
+    load,
+    raw_engine,
+    sealed_requests,
+    served,
+    tls_context,
+    v2_request,
+)
 
 from tests.support import RunningStack
 

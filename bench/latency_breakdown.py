@@ -8,8 +8,7 @@ default 2 workers x 1 thread and for 1 worker x 2 threads (docs/performance.md).
 from __future__ import annotations
 
 import httpx
-from common import demo_models, served, tls_context
-from run import load, v2_request
+from common import demo_models, load, served, tls_context, v2_request
 
 from tests.support import RunningStack
 

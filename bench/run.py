@@ -12,7 +12,6 @@ bench/results/results.json, PNG plots and docs/benchmarks.md.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import http.client
 import json
 import platform
@@ -23,58 +22,25 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from common import RESULTS, ROOT, demo_models, raw_engine, served, tls_context, v2_binary_body
-from loadgen import LoadResult, build_request, run_load
+from common import (
+    IMAGE,
+    RESULTS,
+    ROOT,
+    demo_models,
+    load,
+    raw_engine,
+    sealed_requests,
+    served,
+    tls_context,
+    v2_binary_body,
+    v2_request,
+)
+from loadgen import LoadResult, build_request
 from report import write_report
 from stackstats import first_answer_s, prepare_cold_start, stack_peak_rss_bytes
 from tqdm import tqdm
 
-from tests.support import RunningStack, free_port
-
-IMAGE = np.random.default_rng(2).standard_normal((1, 3, 224, 224)).astype(np.float32)
-
-
-def load(
-    host: str,
-    port: int,
-    request: Any,
-    in_flight: int,
-    seconds: float,
-    ctx: Any = None,
-) -> LoadResult:
-    return asyncio.run(
-        run_load(
-            host,
-            port,
-            request,
-            in_flight=in_flight,
-            duration_s=seconds,
-            warmup_s=4,
-            ssl_context=ctx,
-        )
-    )
-
-
-def v2_request(stack: RunningStack, model: str) -> bytes:
-    body, hlen = v2_binary_body("input", IMAGE)
-    headers = {
-        "Inference-Header-Content-Length": str(hlen),
-        "Content-Type": "application/octet-stream",
-    }
-    return build_request(f"localhost:{stack.port}", f"/v2/models/{model}/infer", body, headers)
-
-
-def sealed_requests(stack: RunningStack, model: str, count: int) -> list[bytes]:
-    from trustserve.client import ClientPolicy, TrustserveClient
-    from trustserve.client.sdk import prepare
-
-    with TrustserveClient(stack.url, policy=ClientPolicy.development(stack.home), ca=stack.ca) as c:
-        target = c.verify()
-    out = []
-    for _ in range(count):
-        p = prepare(model, None, {"input": IMAGE}, None, target)
-        out.append(build_request(f"localhost:{stack.port}", p.path, p.body, p.headers))
-    return out
+from tests.support import free_port
 
 
 def sealing_latency(samples: int = 300) -> dict[str, float]:
@@ -149,25 +115,6 @@ def digits_accuracy(models: dict[str, Path]) -> dict[str, float]:
         logits = sess.run(None, {"input": split.x_test})[0]
         out[label] = float((logits.argmax(axis=1) == split.y_test).mean())
     return out
-
-
-def answered(stack: RunningStack, model: str) -> bool:
-    """One v2 request over HTTPS: True once the stack answers it with 200."""
-    body, hlen = v2_binary_body("input", IMAGE)
-    conn = http.client.HTTPSConnection("localhost", stack.port, context=tls_context(stack))
-    try:
-        conn.request(
-            "POST",
-            f"/v2/models/{model}/infer",
-            body,
-            {
-                "Inference-Header-Content-Length": str(hlen),
-                "Content-Type": "application/octet-stream",
-            },
-        )
-        return conn.getresponse().status == 200
-    finally:
-        conn.close()
 
 
 def _ts_answered(port: int) -> bool:

@@ -109,8 +109,7 @@ def _stamp(stream: object, started: float, lines: list[tuple[float, str]]) -> No
 def one_start(
     python: str, home: Path, store: Path, workers: int, load_s: float
 ) -> dict[str, object]:
-    from common import tls_context
-    from run import answered, load, v2_request
+    from common import answered, load, tls_context, v2_request
 
     from tests.support import RunningStack, free_port
 
