@@ -4,9 +4,10 @@ Loading TorchScript runs the archive's program (``__setstate__`` methods at load
 ``forward`` when the export traces and checks it); an eager model's file is
 Python. So :func:`convert` (called only once the user has passed the trust flag)
 writes the model into a fresh private work directory and runs
-``python -m trustserve.models.convert WORK`` with a minimal environment (no
+``python -m trustserve.models.convert_child WORK`` with a minimal environment (no
 inherited variables but ``PATH``, ``PYTHONPATH`` and the locale; ``HOME`` and
-``TMPDIR`` are the work directory). The child, before it imports numpy or torch:
+``TMPDIR`` are the work directory). The child (:mod:`trustserve.models.convert_child`),
+before it imports numpy or torch:
 
 1. confines itself (:mod:`trustserve.models.sandbox`): it can write only ``WORK``,
    read only the Python installation and system libraries, open no socket and
@@ -83,7 +84,7 @@ def convert(
         env = {k: os.environ[k] for k in _ENV_KEPT if k in os.environ}
         env.update(HOME=str(work), TMPDIR=str(work), PYTHONDONTWRITEBYTECODE="1")
         proc = subprocess.run(
-            [sys.executable, "-m", "trustserve.models.convert", str(work)],
+            [sys.executable, "-m", "trustserve.models.convert_child", str(work)],
             cwd=work,
             env=env,
             stdin=subprocess.DEVNULL,
@@ -163,34 +164,3 @@ def _one_line(lines: list[str]) -> str:
     """Text from the child as one printable line of at most 500 characters."""
     text = " ".join(lines).strip()
     return "".join(c if c.isprintable() else "?" for c in text)[:500]
-
-
-def _child(work: Path) -> int:
-    """The child's work: confine, load, check, export, report (see the module docstring)."""
-    request = json.loads((work / "request.json").read_text())
-    what = str(request["what"])
-    try:
-        if request["sandbox"]:
-            from trustserve.models.sandbox import SandboxError, confine
-
-            try:
-                confine(work)
-            except SandboxError as exc:
-                raise ConfigError(f"cannot make the converter's sandbox: {exc}") from None
-        from trustserve.models.torch_import import convert_here
-
-        onnx_bytes, diff, classes = convert_here(work, what, request["manifest"])
-    except TrustserveError as exc:
-        _write(work / "error.json", {"code": exc.code, "message": str(exc)})
-        return 2
-    (work / "model.onnx").write_bytes(onnx_bytes)
-    _write(work / "result.json", {"max_abs_diff": diff, "classes": classes})
-    return 0
-
-
-def _write(path: Path, value: dict[str, Any]) -> None:
-    path.write_text(json.dumps(value))
-
-
-if __name__ == "__main__":
-    sys.exit(_child(Path(sys.argv[1])))

@@ -1,7 +1,7 @@
 """PyTorch models in: TorchScript (or an eager module) exported to ONNX with torch itself.
 
 Everything here that loads or runs a model is called in the sandboxed child of
-:mod:`trustserve.models.convert` (:func:`convert_here`), never in the process of
+:mod:`trustserve.models.convert_child` (:func:`convert_here`), never in the process of
 the command; :func:`pack_torchscript` is the entry point that starts it, once the
 caller has the user's trust flag. torch is an optional extra
 (``pip install 'trustserve[torch]'``), needed only here, at packing time: the
