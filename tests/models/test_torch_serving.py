@@ -32,7 +32,7 @@ from tests.models.torch_models import (
 from tests.support import RunningStack, png, start_stack
 from trustserve import archive
 from trustserve.cli import main
-from trustserve.worker.preprocess import preprocess_image
+from trustserve.imaging import preprocess_image
 
 ATOL = 1e-4
 

@@ -14,8 +14,8 @@ from PIL import Image
 
 from tests.properties.own_errors import json_values, refused_cleanly
 from tests.support import tiny_manifest
+from trustserve.imaging import decode_image
 from trustserve.worker.batching import _torchserve_inputs
-from trustserve.worker.preprocess import decode_image
 
 MANIFEST = tiny_manifest()
 

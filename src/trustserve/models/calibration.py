@@ -23,7 +23,7 @@ from PIL import Image, ImageDraw
 
 from trustserve.archive import ImagePreprocessing
 from trustserve.errors import InvalidInput
-from trustserve.worker.preprocess import preprocess_image
+from trustserve.imaging import preprocess_image
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 Array = npt.NDArray[np.float32]

@@ -45,7 +45,7 @@ log = logging.getLogger("trustserve.worker")
 def preprocessor(manifest: archive.Manifest) -> Callable[[bytes], Any] | None:
     if manifest.preprocessing is None:
         return None
-    from trustserve.worker.preprocess import preprocess_image
+    from trustserve.imaging import preprocess_image
 
     return functools.partial(preprocess_image, pre=manifest.preprocessing)
 

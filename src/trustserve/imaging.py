@@ -6,6 +6,10 @@ to RGB, resize the short side with bilinear filtering, center-crop, scale to
 [0, 1], normalize per channel, HWC to CHW. EXIF orientation is not applied
 (as in torchvision). Anything that is not a JPEG or PNG image we can decode
 within the pixel limit is an :class:`~trustserve.errors.InvalidInput`.
+
+A shared format, as the archive's ``ImagePreprocessing`` that defines it: the worker applies
+it to requests inside the TEE, and ``models/calibration.py`` to calibration images at packing
+time, so the build tools need not import the worker.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Image preprocessing: what the worker feeds resnet50 from JPEG/PNG bytes."""
+"""trustserve.imaging: what the worker (and INT8 calibration) feeds resnet50 from JPEG/PNG bytes."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from PIL import Image
 
 from trustserve.archive import ImagePreprocessing
 from trustserve.errors import InvalidInput
-from trustserve.worker.preprocess import preprocess_image
+from trustserve.imaging import preprocess_image
 
 PRE = ImagePreprocessing()
 MEAN = np.array(PRE.mean, dtype=np.float32)[:, None, None]
