@@ -118,3 +118,99 @@ def test_the_worker_and_a_key_requester_load_no_web_server_frontend_stack_or_kms
     for module in ("trustserve.worker.main", "trustserve.keyrelease.client"):
         leaked = sorted(m for m in loaded_by(module) if m.startswith(banned))
         assert leaked == [], f"{module} loads {leaked}"
+
+
+def import_graph(root: Path, package: str) -> dict[str, set[str]]:
+    """Module -> the package's modules it imports, anywhere in its body (not under
+    ``if TYPE_CHECKING:``); ``from pkg import name`` counts ``pkg.name`` when that is a module."""
+    files = {package: root / "__init__.py"} | {
+        ".".join((package, *p.relative_to(root).with_suffix("").parts)).removesuffix(".__init__"): p
+        for p in root.rglob("*.py")
+    }
+    graph = {}
+    for name, path in files.items():
+        tree = ast.parse(path.read_text())
+        here = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        skipped = {
+            id(n)
+            for node in ast.walk(tree)
+            if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
+            for stmt in node.body
+            for n in ast.walk(stmt)
+        }
+        deps: set[str] = set()
+        for node in ast.walk(tree):
+            if id(node) in skipped:
+                continue
+            if isinstance(node, ast.Import):
+                deps |= {a.name for a in node.names}
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    parent = here.split(".")[: len(here.split(".")) - node.level + 1]
+                    base = ".".join([*parent, base] if base else parent)
+                subs = {f"{base}.{a.name}" for a in node.names} & files.keys()
+                deps |= subs or {base}
+        graph[name] = {d for d in deps if d in files and d != name}
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """One cycle per strongly connected group of modules, as the shortest path from the
+    group's first module back to itself (``a -> b -> a``)."""
+    found = []
+    for group in strongly_connected(graph):
+        start = min(group)
+        came_from: dict[str, str] = {}
+        frontier = [start]
+        while start not in came_from:  # breadth first: the shortest way round
+            reached = []
+            for module in frontier:
+                for dep in sorted(graph[module] & group):
+                    if dep not in came_from:
+                        came_from[dep] = module
+                        reached.append(dep)
+            frontier = reached
+        path = [start]
+        while len(path) == 1 or path[-1] != start:
+            path.append(came_from[path[-1]])
+        found.append(path[::-1])
+    return sorted(found)
+
+
+def strongly_connected(graph: dict[str, set[str]]) -> list[set[str]]:
+    """The groups of two or more modules that each reach every other (Tarjan, iterative)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    groups = []
+    for root in sorted(graph):
+        if root in index:
+            continue
+        work = [(root, iter(sorted(graph[root])))]
+        index[root] = low[root] = len(index)
+        stack.append(root)
+        while work:
+            node, deps = work[-1]
+            dep = next(deps, None)
+            if dep is None:
+                work.pop()
+                if work:
+                    low[work[-1][0]] = min(low[work[-1][0]], low[node])
+                if low[node] == index[node]:
+                    group = set(stack[stack.index(node) :])
+                    del stack[stack.index(node) :]
+                    if len(group) > 1:
+                        groups.append(group)
+            elif dep not in index:
+                index[dep] = low[dep] = len(index)
+                stack.append(dep)
+                work.append((dep, iter(sorted(graph[dep]))))
+            elif dep in stack:
+                low[node] = min(low[node], index[dep])
+    return groups
+
+
+def test_no_import_cycles_in_the_package() -> None:
+    found = [" -> ".join(c) for c in cycles(import_graph(SRC, "trustserve"))]
+    assert found == [], "import cycles:\n" + "\n".join(found)
