@@ -16,7 +16,7 @@ from pathlib import Path
 
 import orjson
 
-from tests.attacks.frontend_local import local_frontend
+from tests.frontend.inprocess import local_frontend
 
 URL = "/v2/models/tiny/infer"
 HEADERS = {"Content-Type": "application/json"}

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from prometheus_client import generate_latest
 
-from tests.attacks.frontend_local import local_frontend
+from tests.frontend.inprocess import local_frontend
 
 
 async def test_unknown_model_names_share_one_label(tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from tests.attacks.frontend_local import local_frontend
+from tests.frontend.inprocess import local_frontend
 from trustserve.errors import InvalidInput
 from trustserve.tensors import MAX_RANK, parse_request
 
