@@ -214,3 +214,16 @@ def strongly_connected(graph: dict[str, set[str]]) -> list[set[str]]:
 def test_no_import_cycles_in_the_package() -> None:
     found = [" -> ".join(c) for c in cycles(import_graph(SRC, "trustserve"))]
     assert found == [], "import cycles:\n" + "\n".join(found)
+
+
+def test_the_cycle_check_sees_an_import_inside_a_function_and_not_one_for_types(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "__init__.py").write_text("")
+    (tmp_path / "a.py").write_text("def f():\n    from pkg.b import g\n")
+    (tmp_path / "b.py").write_text("from . import a\n")
+    (tmp_path / "c.py").write_text(
+        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import pkg.d\n"
+    )
+    (tmp_path / "d.py").write_text("from pkg import c\n")
+    assert cycles(import_graph(tmp_path, "pkg")) == [["pkg.a", "pkg.b", "pkg.a"]]
