@@ -1,4 +1,6 @@
-"""Every bad request gets a clear 4xx naming what was wrong, and the server keeps serving."""
+"""Every bad request gets a clear 4xx naming what was wrong, and the server keeps serving.
+
+The inference app in-process with its workers; the last test asks every door of a real stack."""
 
 from __future__ import annotations
 
@@ -8,15 +10,15 @@ import httpx
 import numpy as np
 import pytest
 
+from tests.frontend.inprocess import Frontend
 from tests.support import RunningStack
 
 GOOD = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 4], "data": [1, 2, 3, 4]}]}
 
 
-def still_serving(stack: RunningStack) -> None:
-    with stack.client() as c:
-        r = c.post("/v2/models/tiny/infer", json=GOOD)
-        assert r.status_code == 200, r.text
+async def still_serving(frontend: Frontend) -> None:
+    r = await frontend.client.post("/v2/models/tiny/infer", json=GOOD)
+    assert r.status_code == 200, r.text
 
 
 def bad(
@@ -49,23 +51,22 @@ CASES = {
 
 
 @pytest.mark.parametrize("case", list(CASES))
-def test_bad_json_requests(tiny_stack: RunningStack, case: str) -> None:
+async def test_bad_json_requests(tiny_frontend: Frontend, case: str) -> None:
     body, status, words = CASES[case]
-    with tiny_stack.client() as c:
-        r = c.post(
-            "/v2/models/tiny/infer", content=body, headers={"Content-Type": "application/json"}
-        )
+    r = await tiny_frontend.client.post(
+        "/v2/models/tiny/infer", content=body, headers={"Content-Type": "application/json"}
+    )
     assert r.status_code == status, r.text
     assert words in r.json()["error"]
-    still_serving(tiny_stack)
+    await still_serving(tiny_frontend)
 
 
 @pytest.mark.parametrize(
     ("header_length", "words"),
     [("9999", "does not fit the body"), ("abc", "must be an integer"), ("10", "not valid JSON")],
 )
-def test_binary_header_length_that_does_not_match_the_body(
-    tiny_stack: RunningStack, header_length: str, words: str
+async def test_binary_header_length_that_does_not_match_the_body(
+    tiny_frontend: Frontend, header_length: str, words: str
 ) -> None:
     x = np.ones((1, 4), np.float32)
     head = json.dumps(
@@ -80,18 +81,17 @@ def test_binary_header_length_that_does_not_match_the_body(
             ]
         }
     ).encode()
-    with tiny_stack.client() as c:
-        r = c.post(
-            "/v2/models/tiny/infer",
-            content=head + x.tobytes(),
-            headers={"Inference-Header-Content-Length": header_length},
-        )
+    r = await tiny_frontend.client.post(
+        "/v2/models/tiny/infer",
+        content=head + x.tobytes(),
+        headers={"Inference-Header-Content-Length": header_length},
+    )
     assert r.status_code == 400
     assert words in r.json()["error"]
-    still_serving(tiny_stack)
+    await still_serving(tiny_frontend)
 
 
-def test_binary_size_that_does_not_match_the_tensor(tiny_stack: RunningStack) -> None:
+async def test_binary_size_that_does_not_match_the_tensor(tiny_frontend: Frontend) -> None:
     head = json.dumps(
         {
             "inputs": [
@@ -104,42 +104,42 @@ def test_binary_size_that_does_not_match_the_tensor(tiny_stack: RunningStack) ->
             ]
         }
     ).encode()
-    with tiny_stack.client() as c:
-        r = c.post(
-            "/v2/models/tiny/infer",
-            content=head + bytes(12),
-            headers={"Inference-Header-Content-Length": str(len(head))},
-        )
+    c = tiny_frontend.client
+    r = await c.post(
+        "/v2/models/tiny/infer",
+        content=head + bytes(12),
+        headers={"Inference-Header-Content-Length": str(len(head))},
+    )
     assert r.status_code == 400 and "binary_data_size 12 does not match" in r.json()["error"]
-    with tiny_stack.client() as c:
-        r = c.post(
-            "/v2/models/tiny/infer",
-            content=head.replace(b"12", b"16") + bytes(20),
-            headers={"Inference-Header-Content-Length": str(len(head))},
-        )
+    r = await c.post(
+        "/v2/models/tiny/infer",
+        content=head.replace(b"12", b"16") + bytes(20),
+        headers={"Inference-Header-Content-Length": str(len(head))},
+    )
     assert r.status_code == 400 and "account for 16 bytes" in r.json()["error"]
-    still_serving(tiny_stack)
+    await still_serving(tiny_frontend)
 
 
-def test_body_over_the_limit_is_413(tiny_stack: RunningStack) -> None:
-    with tiny_stack.client() as c:
-        r = c.post("/v2/models/tiny/infer", content=b"[" + b"0," * 600_000 + b"0]")
+async def test_body_over_the_limit_is_413(tiny_frontend: Frontend) -> None:
+    r = await tiny_frontend.client.post(
+        "/v2/models/tiny/infer", content=b"[" + b"0," * 600_000 + b"0]"
+    )
     assert r.status_code == 413
     assert "limit" in r.json()["error"]
-    still_serving(tiny_stack)
+    await still_serving(tiny_frontend)
 
 
-def test_image_that_does_not_decode_is_400(tiny_stack: RunningStack) -> None:
-    with tiny_stack.client() as c:
-        r = c.post("/predictions/colour", content=b"\x89PNG\r\n\x1a\nthis is not really a png")
+async def test_image_that_does_not_decode_is_400(tiny_frontend: Frontend) -> None:
+    r = await tiny_frontend.client.post(
+        "/predictions/colour", content=b"\x89PNG\r\n\x1a\nthis is not really a png"
+    )
     assert r.status_code == 400
     assert "image" in r.json()["error"]
-    still_serving(tiny_stack)
+    await still_serving(tiny_frontend)
 
 
-def test_unknown_model_on_torchserve_api_is_404(tiny_stack: RunningStack) -> None:
-    with tiny_stack.client() as c:
-        r = c.post("/predictions/nope", content=b"[1,2,3,4]")
+async def test_unknown_model_on_torchserve_api_is_404(tiny_frontend: Frontend) -> None:
+    r = await tiny_frontend.client.post("/predictions/nope", content=b"[1,2,3,4]")
     assert r.status_code == 404 and "unknown model 'nope'" in r.json()["error"]
     assert "(this server serves: colour, tiny)" in r.json()["error"]  # what to ask instead
 
