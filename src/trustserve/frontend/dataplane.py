@@ -50,7 +50,7 @@ class Work:
 
 # a transport's parsing of its request, once the model is known: the checked work
 Prepare = Callable[[ModelEntry], Awaitable[Work]]
-# a transport's encoding of the worker's answer (``verified`` first)
+# a transport's encoding of the worker's answer, once ``verified``
 Shape = Callable[[Work, Outcome], T]
 # runs the wait for the worker in the background; answers at once (an async job's 202)
 Defer = Callable[[Callable[[], Awaitable[T]]], Awaitable[T]]
@@ -263,7 +263,7 @@ class DataPlane:
         error: TrustserveError | None = None
         try:
             count.outcome = await self.submit(entry, work)
-            return shape(work, count.outcome)
+            return shape(work, verified(work, count.outcome))
         except TrustserveError as exc:
             error = exc
             raise

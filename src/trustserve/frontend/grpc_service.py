@@ -31,7 +31,7 @@ from trustserve import __version__
 from trustserve.archive import DATATYPES
 from trustserve.broker.base import Outcome
 from trustserve.errors import InvalidInput, TrustserveError, error_class
-from trustserve.frontend.dataplane import PARSE_INLINE_BYTES, DataPlane, Transport, Work, verified
+from trustserve.frontend.dataplane import PARSE_INLINE_BYTES, DataPlane, Transport, Work
 from trustserve.frontend.grpc_v2 import grpc_predict_v2_pb2 as pb
 from trustserve.frontend.registry import ModelEntry
 from trustserve.tensors import (
@@ -226,8 +226,8 @@ def infer_request(request: pb.ModelInferRequest) -> InferRequest:
 
 
 def infer_response(work: Work, outcome: Outcome) -> pb.ModelInferResponse:
-    """The worker's answer (v2 binary encoding) as a ``ModelInferResponse``, or its error."""
-    outcome = verified(work, outcome)
+    """The worker's answer (v2 binary encoding, ``verified``) as a ``ModelInferResponse``,
+    or its error."""
     if outcome.status != 200:
         cls = error_class(outcome.meta.code)
         raise cls.from_message(outcome.payload.decode(errors="replace"))
