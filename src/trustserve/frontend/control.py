@@ -3,7 +3,8 @@
 
 Both drive the worker pool through ``ModelControl`` (start a model's workers, retire a
 model: unregistered, its accepted requests drained, its workers stopped) and both are
-closed without the management token (``BearerToken``, one constant-time check).
+closed without the management token (``BearerToken``, one constant-time check; as
+``TokenGuard`` middleware for the management app).
 """
 
 from __future__ import annotations
@@ -63,18 +64,21 @@ class BearerToken:
         response.headers["WWW-Authenticate"] = "Bearer"
         return response
 
-    def guard(self, app: ASGIApp) -> ASGIApp:
-        """``app`` closed to every HTTP request without the token."""
 
-        async def guarded(scope: Scope, receive: Receive, send: Send) -> None:
-            if scope["type"] == "http":
-                refused = self.refused(Headers(scope=scope))
-                if refused is not None:
-                    await refused(scope, receive, send)
-                    return
-            await app(scope, receive, send)
+class TokenGuard:
+    """ASGI middleware: ``app`` closed to every HTTP request without ``token``."""
 
-        return guarded
+    def __init__(self, app: ASGIApp, token: BearerToken) -> None:
+        self.app = app
+        self.token = token
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            refused = self.token.refused(Headers(scope=scope))
+            if refused is not None:
+                await refused(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 class ModelControl:

@@ -16,7 +16,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp
 
 from trustserve.errors import BadRequest
-from trustserve.frontend.control import BearerToken, ModelControl
+from trustserve.frontend.control import BearerToken, ModelControl, TokenGuard
 from trustserve.frontend.registry import ModelEntry
 from trustserve.openapi import openapi_route
 from trustserve.responses import EXCEPTION_HANDLERS, json_response
@@ -53,7 +53,7 @@ class ManagementApi(ModelControl):
         refusal = (
             f"missing or wrong management token: send 'Authorization: Bearer <token>' with {where}"
         )
-        return BearerToken(token, refusal).guard(app)
+        return TokenGuard(app, BearerToken(token, refusal))
 
     async def list_models(self, request: Request) -> Response:
         models = [
