@@ -21,12 +21,11 @@ from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from tests.support import RunningStack, start_stack
 from trustserve.errors import InvalidInput
-from trustserve.frontend.grpc_service import v2_body
+from trustserve.frontend.grpc_service import infer_request
 from trustserve.frontend.grpc_v2 import generate
 from trustserve.frontend.grpc_v2 import grpc_predict_v2_pb2 as pb
 from trustserve.stack.banner import banner
 from trustserve.stack.config import Settings
-from trustserve.tensors import parse_request
 
 
 @pytest.fixture(scope="module")
@@ -185,28 +184,27 @@ def test_the_committed_generated_module_matches_the_proto(tmp_path: Path) -> Non
         assert (tmp_path / name).read_text() == committed, f"{name} is stale: make grpc-gen"
 
 
-def test_requests_become_the_rest_encoding_with_every_input_checked() -> None:
+def test_requests_become_tensors_with_every_input_checked() -> None:
     """Two typed inputs, and each mistake in raw contents named (no stack needed)."""
     req = pb.ModelInferRequest(model_name="m", id="7")
     a = req.inputs.add(name="a", datatype="INT8", shape=[1, 2])
     a.contents.int_contents.extend([-3, 4])
     b = req.inputs.add(name="b", datatype="FP32", shape=[1, 1])
     b.contents.fp32_contents.append(0.5)
-    body, head_len = v2_body(req)
-    parsed = parse_request(body, str(head_len))
-    assert parsed.id == "7" and parsed.all_binary
+    parsed = infer_request(req)
+    assert parsed.id == "7"
     assert parsed.inputs[0].data.tolist() == [[-3, 4]] and parsed.inputs[1].data.tolist() == [[0.5]]
 
     a.contents.int_contents[0] = 300  # no INT8 value: refused, not wrapped
     with pytest.raises(InvalidInput, match="input 'a'"):
-        v2_body(req)
+        infer_request(req)
     req = pb.ModelInferRequest(model_name="m", raw_input_contents=[b"\0" * 7])
     req.inputs.add(name="a", datatype="FP32", shape=[1, 2])
     with pytest.raises(InvalidInput, match=r"raw_input_contents\[0\] has 7 bytes, .* needs 8"):
-        v2_body(req)
+        infer_request(req)
     req.raw_input_contents.append(b"")
     with pytest.raises(InvalidInput, match="has 2 entries for 1 inputs"):
-        v2_body(req)
+        infer_request(req)
 
 
 def test_a_message_that_is_not_protobuf_is_invalid_argument(stack: RunningStack) -> None:

@@ -1,11 +1,13 @@
 """Open Inference Protocol v2 over gRPC: KServe's ``inference.GRPCInferenceService``.
 
-Standard (unsealed) requests only; sealed inference stays on HTTP. Every call goes
-the way the REST API's does: the same registry, the same checks against the model's
-manifest before anything is queued, the same broker (payloads encrypted under the
-broker key), the same metrics (``api="grpc"``). A ``ModelInferRequest`` is turned
-into the v2 binary encoding the REST frontend submits (inputs as binary data, the
-worker asked for binary outputs), and the worker's answer into ``raw_output_contents``.
+Standard (unsealed) requests only; sealed inference stays on HTTP. A thin transport
+over the data plane (``dataplane.py``) the REST API uses too: the same registry, the
+same checks against the model's manifest before anything is queued, the same broker
+(payloads encrypted under the broker key), the same metrics (``api="grpc"``). A
+``ModelInferRequest`` is parsed here into tensors (each input's header checked against
+the model before its typed contents are converted; raw contents read in place) and
+handed to the data plane as it is: it is never encoded as a REST body. The worker's
+answer comes back as ``raw_output_contents``.
 
 Errors come from the one hierarchy (``trustserve.errors``): the HTTP status picks the
 gRPC status code, the message is the details, and the machine ``code`` travels in the
@@ -18,23 +20,31 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
 import numpy as np
-import orjson
 from google.protobuf.message import DecodeError, Message
 
 from trustserve import __version__
 from trustserve.archive import DATATYPES
 from trustserve.broker.base import Outcome
-from trustserve.errors import BrokerTampered, InvalidInput, TrustserveError, error_class
+from trustserve.errors import InvalidInput, TrustserveError, error_class
+from trustserve.frontend.dataplane import PARSE_INLINE_BYTES, DataPlane, Transport, Work
 from trustserve.frontend.grpc_v2 import grpc_predict_v2_pb2 as pb
-from trustserve.frontend.inference import PARSE_INLINE_BYTES, UNKNOWN_MODEL, InferenceApi
 from trustserve.frontend.registry import ModelEntry
-from trustserve.tensors import array_from_values, check_input_header, parse_response
+from trustserve.tensors import (
+    MAX_ELEMENTS,
+    MAX_RANK,
+    Array,
+    InferRequest,
+    RequestedOutput,
+    Tensor,
+    array_from_values,
+    check_input_header,
+    parse_response,
+)
 
 log = logging.getLogger("trustserve")
 SERVICE = "inference.GRPCInferenceService"
@@ -69,10 +79,11 @@ Unary = Callable[[Any], Awaitable[Message]]
 
 
 class GrpcInference:
-    """The six calls of the service, answered through the REST frontend's ``InferenceApi``."""
+    """The six calls of the service, answered by a data plane: ``plane``, or the one under
+    another transport (the REST API the stack hands over: one request path for both)."""
 
-    def __init__(self, api: InferenceApi) -> None:
-        self.api = api
+    def __init__(self, plane: DataPlane | Transport) -> None:
+        self.plane = plane if isinstance(plane, DataPlane) else plane.plane
 
     def handler(self) -> grpc.GenericRpcHandler:
         calls: dict[str, tuple[Unary, type[Message]]] = {
@@ -97,22 +108,19 @@ class GrpcInference:
         return pb.ServerLiveResponse(live=True)
 
     async def server_ready(self, request: pb.ServerReadyRequest) -> pb.ServerReadyResponse:
-        ready, _ = await self.api.readiness()
+        ready, _ = await self.plane.readiness()
         return pb.ServerReadyResponse(ready=ready)
 
     async def server_metadata(self, request: pb.ServerMetadataRequest) -> pb.ServerMetadataResponse:
         # the REST extensions (binary data, repository, sealed) are not spoken here
         return pb.ServerMetadataResponse(name="trustserve", version=__version__, extensions=[])
 
-    def _entry(self, name: str, version: str) -> ModelEntry:
-        return self.api.registry.resolve(name, version or None)
-
     async def model_ready(self, request: pb.ModelReadyRequest) -> pb.ModelReadyResponse:
-        entry = self._entry(request.name, request.version)
-        return pb.ModelReadyResponse(ready=bool(await self.api.broker.consumers(entry.queue)))
+        entry = self.plane.model(request.name, request.version)
+        return pb.ModelReadyResponse(ready=await self.plane.model_ready(entry))
 
     async def model_metadata(self, request: pb.ModelMetadataRequest) -> pb.ModelMetadataResponse:
-        meta = self.api.metadata(self._entry(request.name, request.version))
+        meta = self.plane.metadata(self.plane.model(request.name, request.version))
         tensor = pb.ModelMetadataResponse.TensorMetadata
         return pb.ModelMetadataResponse(
             name=meta["name"],
@@ -123,32 +131,18 @@ class GrpcInference:
         )
 
     async def model_infer(self, request: pb.ModelInferRequest) -> pb.ModelInferResponse:
-        started = time.perf_counter()
-        status, label, version = 500, UNKNOWN_MODEL, ""  # no label from the request: kept forever
-        outcome: Outcome | None = None
-        code: str | None = None  # an error this frontend answered itself, for metrics
-        try:
-            entry = self._entry(request.model_name, request.model_version)
-            label, version = entry.manifest.name, entry.manifest.version
+        async def prepare(entry: ModelEntry) -> Work:
             for t in request.inputs:  # name, datatype, rank, shape, batch: before any conversion
                 check_input_header(t.name, t.datatype, tuple(t.shape), entry.manifest)
             if request.ByteSize() > PARSE_INLINE_BYTES:  # typed values: off the event loop
-                body, head_len = await asyncio.to_thread(v2_body, request)
-            else:
-                body, head_len = v2_body(request)
-            _, outcome = await self.api.submit_v2(entry, body, str(head_len))
-            answer = infer_response(outcome)
-            status = 200
-            return answer
-        except TrustserveError as exc:
-            failed = outcome is not None and outcome.status != 200
-            status = outcome.status if outcome is not None and failed else exc.status
-            code = exc.code
-            raise
-        finally:
-            meta = outcome.meta if outcome is not None else None
-            seconds = time.perf_counter() - started
-            self.api.metrics.observe(label, version, "grpc", status, seconds, meta, code)
+                return await asyncio.to_thread(self._work, entry, request)
+            return self._work(entry, request)
+
+        name, version = request.model_name, request.model_version
+        return await self.plane.infer("grpc", name, version, prepare, infer_response)
+
+    def _work(self, entry: ModelEntry, request: pb.ModelInferRequest) -> Work:
+        return self.plane.v2_work(entry, infer_request(request))
 
 
 def _parameter(value: pb.InferParameter) -> bool | int | str:
@@ -156,8 +150,8 @@ def _parameter(value: pb.InferParameter) -> bool | int | str:
     return getattr(value, choice) if choice is not None else ""
 
 
-def _values(tensor: pb.ModelInferRequest.InferInputTensor) -> bytes:
-    """The typed ``contents`` of one input as raw bytes (checked as raw bytes are)."""
+def _typed(tensor: pb.ModelInferRequest.InferInputTensor) -> Array:
+    """The typed ``contents`` of one input as an array (checked as raw bytes are)."""
     field = CONTENTS.get(tensor.datatype)
     where = f"input '{tensor.name}'"
     if field is None:
@@ -175,55 +169,68 @@ def _values(tensor: pb.ModelInferRequest.InferInputTensor) -> bytes:
             f"needs {math.prod(shape)}"
         )
     dtype = np.dtype(DATATYPES[tensor.datatype])
-    return array_from_values(values, dtype, shape, where).tobytes()
+    return array_from_values(values, dtype, shape, where)
 
 
-def v2_body(request: pb.ModelInferRequest) -> tuple[bytes, int]:
-    """The request in the v2 binary encoding (JSON header, then every input's bytes) and its
-    header length: what ``InferenceApi.submit_v2`` checks and submits."""
+def _raw(tensor: pb.ModelInferRequest.InferInputTensor, raw: bytes, i: int) -> Array:
+    """``raw_input_contents[i]``, the bytes of one input, read in place as an array."""
+    shape = tuple(tensor.shape)
+    if tensor.datatype not in DATATYPES:
+        raise InvalidInput(f"inputs '{tensor.name}': datatype {tensor.datatype!r} is not supported")
+    if any(d < 0 for d in shape):
+        raise InvalidInput(f"inputs '{tensor.name}': shape must be a list of non-negative integers")
+    dtype = np.dtype(DATATYPES[tensor.datatype])
+    need = math.prod(shape) * dtype.itemsize
+    if len(raw) != need:
+        raise InvalidInput(
+            f"input '{tensor.name}': raw_input_contents[{i}] has {len(raw)} bytes, "
+            f"shape {list(shape)} of {tensor.datatype} needs {need}"
+        )
+    return np.frombuffer(raw, dtype=dtype).reshape(shape)
+
+
+def _check_size(name: str, shape: tuple[int, ...]) -> None:
+    """The limits every request has, whatever its model (as ``tensors.parse_request``)."""
+    where = f"inputs '{name}'"
+    if len(shape) > MAX_RANK:
+        raise InvalidInput(f"{where}: shape has {len(shape)} dimensions, at most {MAX_RANK}")
+    if math.prod(max(d, 1) for d in shape) > MAX_ELEMENTS:
+        raise InvalidInput(f"{where}: shape {list(shape)} is over the {MAX_ELEMENTS}-element limit")
+
+
+def infer_request(request: pb.ModelInferRequest) -> InferRequest:
+    """The request as the data plane takes it: each input a tensor (raw contents read in
+    place, typed contents converted), its id, parameters and requested outputs, every
+    output asked for as binary data (gRPC answers with ``raw_output_contents``)."""
     raw = list(request.raw_input_contents)
     typed = not raw  # all inputs in typed contents, or all raw
     if raw and len(raw) != len(request.inputs):
         raise InvalidInput(
             f"raw_input_contents has {len(raw)} entries for {len(request.inputs)} inputs"
         )
-    inputs: list[dict[str, Any]] = []
+    inputs: list[Tensor] = []
     for i, tensor in enumerate(request.inputs):
         if not typed and tensor.HasField("contents"):
             raise InvalidInput(
                 f"input '{tensor.name}': contents and raw_input_contents are both given"
             )
-        if typed:
-            raw.append(_values(tensor))
-        elif tensor.datatype in DATATYPES and all(d >= 0 for d in tensor.shape):
-            need = math.prod(tensor.shape) * np.dtype(DATATYPES[tensor.datatype]).itemsize
-            if len(raw[i]) != need:
-                raise InvalidInput(
-                    f"input '{tensor.name}': raw_input_contents[{i}] has {len(raw[i])} bytes, "
-                    f"shape {list(tensor.shape)} of {tensor.datatype} needs {need}"
-                )
-        entry = {"name": tensor.name, "datatype": tensor.datatype, "shape": list(tensor.shape)}
-        inputs.append({**entry, "parameters": {"binary_data_size": len(raw[i])}})
-    parameters = {k: _parameter(v) for k, v in request.parameters.items()}
-    parameters["binary_data_output"] = True  # gRPC answers with raw_output_contents
-    header: dict[str, Any] = {"inputs": inputs, "parameters": parameters}
-    if request.id:
-        header["id"] = request.id
-    if request.outputs:
-        header["outputs"] = [
-            {"name": o.name, "parameters": {"binary_data": True}} for o in request.outputs
-        ]
-    head = orjson.dumps(header)
-    return b"".join([head, *raw]), len(head)
+        array = _typed(tensor) if typed else _raw(tensor, raw[i], i)
+        _check_size(tensor.name, tuple(tensor.shape))
+        inputs.append(Tensor(tensor.name, tensor.datatype, tuple(tensor.shape), array))
+    if not inputs:
+        raise InvalidInput("'inputs' must not be empty")
+    parameters: dict[str, Any] = {k: _parameter(v) for k, v in request.parameters.items()}
+    parameters["binary_data_output"] = True
+    outputs = [RequestedOutput(o.name, True) for o in request.outputs] or None
+    return InferRequest(inputs, outputs, request.id or None, True, parameters)
 
 
-def infer_response(outcome: Outcome) -> pb.ModelInferResponse:
-    """The worker's answer (v2 binary encoding) as a ``ModelInferResponse``, or its error."""
+def infer_response(work: Work, outcome: Outcome) -> pb.ModelInferResponse:
+    """The worker's answer (v2 binary encoding, ``verified``) as a ``ModelInferResponse``,
+    or its error."""
     if outcome.status != 200:
         cls = error_class(outcome.meta.code)
         raise cls.from_message(outcome.payload.decode(errors="replace"))
-    if outcome.meta.sealed:
-        raise BrokerTampered("an answer does not match the kind of its request")
     try:
         header, tensors = parse_response(outcome.payload, outcome.meta.header_length)
     except InvalidInput:

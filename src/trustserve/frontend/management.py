@@ -6,71 +6,22 @@ keeps in ``$TRUSTSERVE_HOME/management.token``.
 
 from __future__ import annotations
 
-import asyncio
-import hmac
-import time
-from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp
 
-from trustserve.broker.base import Broker
-from trustserve.errors import BadRequest, Unauthorized
-from trustserve.frontend.registry import ModelEntry, ModelRegistry
+from trustserve.errors import BadRequest
+from trustserve.frontend.control import BearerToken, ModelControl, TokenGuard
+from trustserve.frontend.registry import ModelEntry
 from trustserve.openapi import openapi_route
-from trustserve.responses import EXCEPTION_HANDLERS, error_response, json_response
+from trustserve.responses import EXCEPTION_HANDLERS, json_response
 
 MAX_WORKERS = 64
-DRAIN_S = 30.0  # requests already accepted are answered before the workers stop
-
-
-class Worker(Protocol):
-    """One worker process as the management API describes it."""
-
-    @property
-    def pid(self) -> int | None: ...
-
-    restarts: int
-
-
-class WorkerPool(Protocol):
-    """What the management API needs of the processes that serve a queue."""
-
-    async def scale(self, queue: str, archive: Path, n: int) -> None: ...
-
-    async def stop(self, queue: str) -> None: ...
-
-    def workers(self, queue: str) -> Sequence[Worker]: ...
-
-
-class BearerToken:
-    """Refuses any request without ``Authorization: Bearer <token>`` (constant-time compare)."""
-
-    def __init__(self, app: ASGIApp, token: str, token_file: Path | None = None) -> None:
-        self.app = app
-        self.token = token.encode()
-        where = f"the token in {token_file}" if token_file else "the management token"
-        self.refusal = (
-            f"missing or wrong management token: send 'Authorization: Bearer <token>' with {where}"
-        )
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            given = b""
-            for key, value in scope["headers"]:
-                if key == b"authorization" and value.startswith(b"Bearer "):
-                    given = value[7:]
-            if not hmac.compare_digest(given, self.token):
-                response = error_response(Unauthorized(self.refusal))
-                response.headers["WWW-Authenticate"] = "Bearer"
-                await response(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
 
 
 def _count(request: Request, name: str, default: int) -> int:
@@ -82,19 +33,7 @@ def _count(request: Request, name: str, default: int) -> int:
     return int(raw)
 
 
-class ManagementApi:
-    def __init__(
-        self,
-        registry: ModelRegistry,
-        broker: Broker,
-        pool: WorkerPool,
-        default_workers: int,
-    ) -> None:
-        self.registry = registry
-        self.broker = broker
-        self.pool = pool
-        self.default_workers = default_workers
-
+class ManagementApi(ModelControl):
     def app(self, token: str, token_file: Path | None = None) -> ASGIApp:
         routes = [
             Route("/models", self.list_models, methods=["GET"]),
@@ -110,7 +49,11 @@ class ManagementApi:
             openapi_route("management"),
         ]
         app = Starlette(routes=routes, exception_handlers=EXCEPTION_HANDLERS)
-        return BearerToken(app, token, token_file)
+        where = f"the token in {token_file}" if token_file else "the management token"
+        refusal = (
+            f"missing or wrong management token: send 'Authorization: Bearer <token>' with {where}"
+        )
+        return TokenGuard(app, BearerToken(token, refusal))
 
     async def list_models(self, request: Request) -> Response:
         models = [
@@ -125,7 +68,7 @@ class ManagementApi:
             raise BadRequest("register needs ?url=<archive in the model store>")
         workers = _count(request, "initial_workers", self.default_workers)
         entry = self.registry.register(url, workers)
-        await self._scale(entry, workers)
+        await self.start(entry, workers)
         m = entry.manifest
         return json_response(
             {"status": f'Model "{m.name}" Version: {m.version} registered with {workers} workers'}
@@ -177,21 +120,11 @@ class ManagementApi:
     async def scale(self, request: Request) -> Response:
         entry = self._entry(request)
         n = _count(request, "min_worker", entry.min_workers)
-        await self._scale(entry, n)
+        await self.start(entry, n)
         return json_response({"status": f"model {entry.manifest.name} scaled to {n} workers"})
 
     async def unregister(self, request: Request) -> Response:
         entry = self._entry(request)
-        self.registry.unregister(entry.manifest.name, entry.manifest.version)
-        deadline = time.monotonic() + DRAIN_S
-        while await self.broker.depth(entry.queue) and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
-        await self.pool.stop(entry.queue)
+        await self.retire([entry])
         m = entry.manifest
         return json_response({"status": f'Model "{m.name}" version {m.version} unregistered'})
-
-    async def _scale(self, entry: ModelEntry, n: int) -> None:
-        """Asking again after a load failure tries afresh."""
-        entry.failed = None
-        entry.min_workers = n
-        await self.pool.scale(entry.queue, entry.path, n)

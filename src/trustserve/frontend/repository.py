@@ -24,7 +24,6 @@ Loading a model from bytes sent in the request (Triton's ``config`` and
 from __future__ import annotations
 
 import asyncio
-import hmac
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -36,13 +35,13 @@ from starlette.routing import Route
 
 from trustserve import archive
 from trustserve.broker.base import Broker
-from trustserve.errors import ArchiveError, BadRequest, NotFound, Unauthorized, Unavailable
-from trustserve.frontend.management import WorkerPool
+from trustserve.errors import ArchiveError, BadRequest, NotFound, Unavailable
+from trustserve.frontend.control import BearerToken, ModelControl, WorkerPool
 from trustserve.frontend.registry import ModelEntry, ModelRegistry
-from trustserve.responses import error_response, json_response
+from trustserve.responses import json_response
 
 MAX_BODY = 64 * 1024
-DRAIN_S = 30.0  # requests already accepted are answered before the workers stop
+REFUSAL = "loading and unloading models needs the management token (Authorization: Bearer <token>)"
 TRITON_PLATFORMS = {"onnx": "onnxruntime_onnx", "openvino": "openvino"}
 
 
@@ -53,7 +52,7 @@ class _Stored:
     file: str  # relative to the model store
 
 
-class RepositoryApi:
+class RepositoryApi(ModelControl):
     def __init__(
         self,
         registry: ModelRegistry,
@@ -64,11 +63,8 @@ class RepositoryApi:
         *,
         load_timeout_s: float = 120.0,
     ) -> None:
-        self.registry = registry
-        self.broker = broker
-        self.pool = pool
-        self.default_workers = max(1, default_workers)
-        self._token = token.encode()
+        super().__init__(registry, broker, pool, max(1, default_workers))
+        self._token = BearerToken(token, REFUSAL)
         self.load_timeout_s = load_timeout_s
 
     def routes(self) -> list[Route]:
@@ -107,7 +103,7 @@ class RepositoryApi:
     # -- load and unload (management token) ---------------------------------
 
     async def load(self, request: Request) -> Response:
-        if (denied := self._denied(request)) is not None:
+        if (denied := self._token.refused(request.headers)) is not None:
             return denied
         body = await _json_body(request)
         params = body.get("parameters") or {}
@@ -122,14 +118,12 @@ class RepositoryApi:
         name = request.path_params["model"]
         entries = self._register_all(name)
         for entry in entries:
-            entry.failed = None  # asking again after a load failure tries afresh
-            entry.min_workers = max(entry.min_workers, self.default_workers)
-            await self.pool.scale(entry.queue, entry.path, entry.min_workers)
+            await self.start(entry, max(entry.min_workers, self.default_workers))
         await self._wait_ready(name, entries)
         return Response(status_code=200)
 
     async def unload(self, request: Request) -> Response:
-        if (denied := self._denied(request)) is not None:
+        if (denied := self._token.refused(request.headers)) is not None:
             return denied
         await _json_body(request)  # tritonclient sends unload_dependents: nothing depends here
         name = request.path_params["model"]
@@ -138,31 +132,10 @@ class RepositoryApi:
             if any(s.name == name for s in self._stored()):
                 return Response(status_code=200)  # in the store, not loaded: nothing to do
             raise NotFound(f"unknown model '{name}'")
-        for entry in entries:
-            self.registry.unregister(name, entry.manifest.version)
-        deadline = time.monotonic() + DRAIN_S
-        for entry in entries:
-            while await self.broker.depth(entry.queue) and time.monotonic() < deadline:
-                await asyncio.sleep(0.05)
-            await self.pool.stop(entry.queue)
+        await self.retire(entries)
         return Response(status_code=200)
 
     # -- helpers --------------------------------------------------------------
-
-    def _denied(self, request: Request) -> Response | None:
-        """401 unless the request carries the management token (constant-time compare)."""
-        given = request.headers.get("authorization", "")
-        token = given[7:].encode() if given.startswith("Bearer ") else b""
-        if hmac.compare_digest(token, self._token):
-            return None
-        response = error_response(
-            Unauthorized(
-                "loading and unloading models needs the management token "
-                "(Authorization: Bearer <token>)"
-            )
-        )
-        response.headers["WWW-Authenticate"] = "Bearer"
-        return response
 
     def _stored(self) -> list[_Stored]:
         """The archives at the top of the model store; one that cannot be read is left out."""
