@@ -313,11 +313,15 @@ def encode_tensors(
     """``header`` plus the tensors under ``key``, each as JSON data or as binary data after
     the JSON; returns the body and the header length (None when nothing is binary)."""
     entries: list[dict[str, Any]] = []
-    chunks: list[bytes] = []
+    chunks: list[bytes | memoryview] = []
     for t in tensors:
         entry: dict[str, Any] = {"name": t.name, "datatype": t.datatype, "shape": list(t.shape)}
         if binary.get(t.name, False):
-            raw = np.ascontiguousarray(t.data).tobytes()
+            array = np.ascontiguousarray(t.data)
+            # a view, not a copy: the body below is the one copy of the tensor's bytes
+            raw = (
+                array.tobytes() if array.dtype == object else array.reshape(-1).view(np.uint8).data
+            )
             entry["parameters"] = {"binary_data_size": len(raw)}
             chunks.append(raw)
         else:
