@@ -7,10 +7,13 @@ import importlib
 import sys
 import traceback
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from trustserve.logs import setup as setup_logging
 
-# Each module has ``register(subparsers)``; a subcommand sets ``func(args) -> int``.
+# Each module has ``register(subparsers)`` (returning the groups it owns that others may
+# add to, if any) and may name in ``EXTENDS`` a function adding its subcommands to such a
+# group; a subcommand sets ``func(args) -> int``.
 COMMAND_MODULES = (
     "trustserve.stack.cli",
     "trustserve.models.cli",
@@ -42,6 +45,8 @@ def build_parser(modules: Sequence[str] = COMMAND_MODULES) -> argparse.ArgumentP
         help="on an error, the Python traceback too (also accepted after the command)",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    loaded = []
+    groups: dict[str, Any] = {}  # command groups that other areas add subcommands to
     for name in modules:
         try:
             module = importlib.import_module(name)
@@ -49,7 +54,12 @@ def build_parser(modules: Sequence[str] = COMMAND_MODULES) -> argparse.ArgumentP
             if exc.name == name:
                 continue
             raise
-        module.register(sub)
+        groups.update(module.register(sub) or {})
+        loaded.append(module)
+    for module in loaded:  # e.g. the KMS's ``model encrypt``: arrows point down, from here
+        for group, function in getattr(module, "EXTENDS", {}).items():
+            if group in groups:
+                function(groups[group])
     return parser
 
 

@@ -1,4 +1,5 @@
-"""Where state lives, files that must never be seen half-written, and files that hold secrets."""
+"""Files that must never be seen half-written, and files that hold secrets (where state
+lives: ``trustserve.home``)."""
 
 from __future__ import annotations
 
@@ -7,12 +8,9 @@ import secrets
 import tempfile
 from pathlib import Path
 
-HOME_HELP = "state directory (default $TRUSTSERVE_HOME, else ~/.trustserve)"
-
-
-def default_home() -> Path:
-    """The state directory: ``$TRUSTSERVE_HOME``, else ``~/.trustserve``."""
-    return Path(os.environ.get("TRUSTSERVE_HOME") or Path.home() / ".trustserve")
+# re-exported for callers from before trustserve.home
+from trustserve.home import HOME_HELP as HOME_HELP
+from trustserve.home import default_home as default_home
 
 
 def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:

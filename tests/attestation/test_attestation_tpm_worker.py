@@ -86,7 +86,7 @@ def test_worker_passes_its_tpm_options_to_the_provider(
         argv += ["--broker", f"unix:{tmp_path / 'no-broker.sock'}", "--kms", url]
         argv += ["--kms-ca", str(ca), "--home", str(tmp_path / "worker-home")]
         argv += ["--kms-identity", b64(service.state.identity_public_key())]
-        argv += ["--attestation", "tpm", "--attestation-option", f"tcti={swtpm}"]
+        argv += ["--provider", "tpm", "--attestation-option", f"tcti={swtpm}"]
         argv += ["--attestation-option", f"pcrs={pcrs_option}"]
         done = subprocess.run(argv, capture_output=True, text=True, timeout=120)
         assert done.returncode != 0, done.stderr  # never serves: the model is no model
@@ -102,7 +102,7 @@ def test_worker_passes_its_tpm_options_to_the_provider(
 def test_serve_gives_its_attestation_options_to_its_provider_and_its_workers(
     swtpm: str, tmp_path: Path
 ) -> None:
-    argv = ["serve", "--home", str(tmp_path), "--attestation", "tpm"]
+    argv = ["serve", "--home", str(tmp_path), "--provider", "tpm"]
     argv += ["--attestation-option", f"tcti={swtpm}", "--attestation-option", "pcrs=0,7"]
     settings = _settings(build_parser().parse_args(argv))
     provider = make_provider(settings.attestation, settings.home, **settings.attestation_options)

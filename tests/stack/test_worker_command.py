@@ -31,7 +31,7 @@ def test_each_child_of_worker_gets_every_option(tmp_path: Path) -> None:
         "--kms-ca", str(kms_ca),
         "--kms-identity", base64.b64encode(os.urandom(32)).decode(),
         "--key-refresh", "7.0",
-        "--attestation", "tdx",
+        "--provider", "tdx",
         "--replay-window", "17.5",
     ]  # fmt: skip
     parent = subprocess.Popen(

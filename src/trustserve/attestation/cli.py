@@ -18,19 +18,16 @@ from trustserve import files
 from trustserve.attestation.base import Claims, Evidence, unb64
 from trustserve.attestation.formats.snp_report import PRODUCTS
 from trustserve.attestation.policy import Policy
-from trustserve.attestation.registry import (
-    PROVIDERS,
-    VerifierSources,
-    make_provider,
-    make_verifier,
-)
+from trustserve.attestation.registry import make_provider, make_verifier
 from trustserve.attestation.verifiers.dcap.collateral import FixedCollateral
+from trustserve.cli_options import PROVIDER, add_verifier_arguments, verifier_sources
 from trustserve.errors import AttestationRefused, BadRequest
+from trustserve.home import HOME_HELP, home_or_default
 
 
 def register(subparsers: Any) -> None:
     attest = subparsers.add_parser("attest", help="make attestation evidence for report data")
-    attest.add_argument("--provider", choices=sorted(PROVIDERS))
+    PROVIDER.add_to(attest, "provider")
     attest.add_argument("--report-data", help="hex, at most 64 bytes")
     attest.add_argument("-o", "--output", type=Path, help="evidence JSON file")
     attest.add_argument(
@@ -38,7 +35,7 @@ def register(subparsers: Any) -> None:
         action="store_true",
         help="print the home's sim platform public key (hex, for kms serve --sim-platform-key)",
     )
-    attest.add_argument("--home", type=Path, help=f"{files.HOME_HELP}: its sim platform key")
+    attest.add_argument("--home", type=Path, help=f"{HOME_HELP}: its sim platform key")
     attest.add_argument("--tcti", help="tpm: TCTI, e.g. swtpm:host=127.0.0.1,port=2321")
     attest.add_argument("--pcrs", help="tpm: comma-separated PCR indices (default 0-7)")
     attest.add_argument("--ak-handle", help="tpm: persistent AK handle (Azure: 0x81000003)")
@@ -54,13 +51,8 @@ def register(subparsers: Any) -> None:
     verify.add_argument("--policy", required=True, type=Path, help="policy YAML file")
     verify.add_argument("--now", type=float, help="verify as of this unix time (default: now)")
     verify.add_argument("--collateral", type=Path, help="sgx/tdx: one collateral JSON file")
-    verify.add_argument(
-        "--collateral-dir", type=Path, help="sgx/tdx: collateral files <tee>-<fmspc>-<ca>.json"
-    )
-    verify.add_argument("--pccs-url", help="sgx/tdx: fetch collateral from this PCCS")
+    add_verifier_arguments(verify)
     verify.add_argument("--report-data", help="hex the evidence must be bound to")
-    verify.add_argument("--vcek-dir", type=Path, help="sev-snp: directory of cached VCEKs")
-    verify.add_argument("--kds-url", help="sev-snp: fetch VCEKs from this AMD KDS (or proxy)")
     verify.add_argument(
         "--snp-product",
         action="append",
@@ -78,11 +70,7 @@ def _hex_arg(text: str, what: str) -> bytes:
 
 
 def _home(args: argparse.Namespace) -> Path:
-    if args.home is not None:
-        return Path(args.home)
-    from trustserve.files import default_home
-
-    return default_home()
+    return home_or_default(args.home)
 
 
 def _attest(args: argparse.Namespace) -> int:
@@ -139,13 +127,7 @@ def _read_json(path: Path, what: str) -> Any:
 def _verify(args: argparse.Namespace) -> int:
     evidence = Evidence.from_json(_read_json(args.evidence, "evidence"))
     policy = Policy.load(args.policy)
-    sources = VerifierSources.configured(
-        collateral_dir=args.collateral_dir,
-        pccs_url=args.pccs_url,
-        vcek_dir=args.vcek_dir,
-        kds_url=args.kds_url,
-        snp_products=args.snp_product,
-    )
+    sources = verifier_sources(args, snp_products=args.snp_product)
     if args.collateral:
         collateral = _read_json(args.collateral, "collateral")
         if not isinstance(collateral, dict):

@@ -27,16 +27,8 @@ from typing import IO, Any
 import numpy as np
 from tqdm import tqdm
 
-from trustserve.client.cli import (
-    IMAGE_SUFFIXES,
-    _positive,
-    add_client_args,
-    input_name,
-    open_client,
-    refused,
-    top_k,
-    top_labels,
-)
+from trustserve.client.answers import IMAGE_SUFFIXES, input_name, top_k, top_labels
+from trustserve.client.flags import add_client_args, open_client, positive, refused
 from trustserve.client.sdk import ServerError, TrustserveClient
 from trustserve.errors import AttestationRefused, InvalidInput, TrustserveError
 
@@ -180,7 +172,7 @@ def register_batch(sub: Any) -> None:
     p.add_argument("-o", "--output", required=True, help="JSON lines file (appended, resumable)")
     p.add_argument(
         "--max-in-flight",
-        type=_positive,
+        type=positive,
         default=8,
         help="jobs submitted and not yet answered at once (default %(default)s)",
     )

@@ -17,12 +17,14 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from trustserve.attestation import Policy, VerifierSources, make_provider
-from trustserve.attestation.registry import PROVIDERS, parse_options
+from trustserve import home as layout
+from trustserve.attestation import Policy, make_provider
+from trustserve.attestation.registry import parse_options
+from trustserve.cli_options import PROVIDER, add_verifier_arguments, verifier_sources
 from trustserve.crypto.rootkey import create_key_file
 from trustserve.encoding import b64, unb64
 from trustserve.errors import BadRequest, ConfigError
-from trustserve.files import HOME_HELP, default_home
+from trustserve.home import HOME_HELP, home_or_default
 from trustserve.keyrelease.bundle import verify_bundle
 from trustserve.keyrelease.client import KmsClient
 from trustserve.keyrelease.protocol import DEFAULT_LEASE
@@ -38,7 +40,6 @@ log = logging.getLogger("trustserve.kms")
 
 
 def register(subparsers: Any) -> None:
-    _register_encrypt(subparsers)
     kms = subparsers.add_parser("kms", help="the key service (KMS)")
     sub = kms.add_subparsers(dest="kms_command", required=True, metavar="ACTION")
 
@@ -79,13 +80,8 @@ def register(subparsers: Any) -> None:
         help="how long released serving keys may be used without renewal: the bound on a "
         f"rotated-out key at a worker that cannot reach the KMS (default {DEFAULT_LEASE:.0f})",
     )
-    serve.add_argument("--provider", choices=sorted(PROVIDERS), help="KMS's own evidence")
-    serve.add_argument(
-        "--collateral-dir", type=Path, help="sgx/tdx collateral files <tee>-<fmspc>-<ca>.json"
-    )
-    serve.add_argument("--pccs-url", help="sgx/tdx: fetch collateral from this PCCS")
-    serve.add_argument("--vcek-dir", type=Path, help="sev-snp: directory of cached VCEKs")
-    serve.add_argument("--kds-url", help="sev-snp: fetch VCEKs from this AMD KDS (or proxy)")
+    PROVIDER.add_to(serve, "provider")  # the KMS's own evidence
+    add_verifier_arguments(serve)
     fresh = FreshEvidenceOptions()
     serve.add_argument(
         "--fresh-bundle-rate",
@@ -167,10 +163,9 @@ def register(subparsers: Any) -> None:
     verify.set_defaults(func=_audit_verify)
 
 
-def _register_encrypt(subparsers: Any) -> None:
-    from trustserve.models.cli import model_subparsers
-
-    p = model_subparsers(subparsers).add_parser(
+def register_model_commands(model: Any) -> None:
+    """``model encrypt``, added to the ``model`` group by ``trustserve.cli``."""
+    p = model.add_parser(
         "encrypt", help="encrypt an archive under a model key the KMS makes and keeps"
     )
     p.add_argument("src", help="a plaintext archive (.tsm)")
@@ -182,11 +177,15 @@ def _register_encrypt(subparsers: Any) -> None:
     p.set_defaults(func=_encrypt)
 
 
+# the subcommands this module adds to another area's group (``trustserve.cli`` composes)
+EXTENDS = {"model": register_model_commands}
+
+
 def _encrypt(args: argparse.Namespace) -> int:
     home = _home(args)
     if args.kms:
-        token_file = Path(args.token_file) if args.token_file else home / "kms" / "admin.token"
-        ca = Path(args.ca) if args.ca else home / "tls" / "ca.pem"
+        token_file = Path(args.token_file) if args.token_file else layout.kms_admin_token(home)
+        ca = layout.trusted_ca(home, args.ca)
         with KmsClient(args.kms, ca_file=ca, token=token_file.read_text().strip()) as client:
             key_id = encrypt_model_file(Path(args.src), Path(args.output), client, progress=True)
     else:
@@ -203,7 +202,7 @@ def _local_kms(home: Path, policy: Policy, **options: Any) -> KmsService:
     from trustserve.crypto.rootkey import KEY_FILE_ENV, PASSPHRASE_ENV
     from trustserve.kms.embedded import development_kms
 
-    dev_key = home / "kms" / "dev-root.key"
+    dev_key = layout.dev_root_key(home)
     if os.environ.get(PASSPHRASE_ENV) or os.environ.get(KEY_FILE_ENV) or not dev_key.exists():
         return KmsService.from_env(home, policy, **options)
     _dev_warning(
@@ -215,7 +214,7 @@ def _local_kms(home: Path, policy: Policy, **options: Any) -> KmsService:
 
 
 def _home(args: argparse.Namespace) -> Path:
-    return Path(args.home) if args.home is not None else default_home()
+    return home_or_default(args.home)
 
 
 def _policy(args: argparse.Namespace, home: Path) -> Policy:
@@ -268,12 +267,7 @@ def _serve(args: argparse.Namespace) -> int:
     from trustserve.kms.app import create_app
 
     home = _home(args)
-    sources = VerifierSources.configured(
-        collateral_dir=args.collateral_dir,
-        pccs_url=args.pccs_url,
-        vcek_dir=args.vcek_dir,
-        kds_url=args.kds_url,
-    )
+    sources = verifier_sources(args)
     fresh = FreshEvidenceOptions(
         per_client_rate=args.fresh_bundle_rate,
         per_client_burst=args.fresh_bundle_burst,
@@ -294,7 +288,7 @@ def _serve(args: argparse.Namespace) -> int:
         if args.cert is None or args.key is None:
             from trustserve.tls import ensure_local_ca
 
-            tls = ensure_local_ca(home / "tls")
+            tls = ensure_local_ca(layout.tls_dir(home))
             args.cert, args.key = tls.cert, tls.key
         ssl = {"ssl_certfile": str(args.cert), "ssl_keyfile": str(args.key)}
     log.info("KMS on %s:%d (state in %s)", args.host, args.port, kms_dir(home))

@@ -15,6 +15,7 @@ from trustserve.crypto.rootkey import (
     create_key_file,
     protector_from_env,
 )
+from trustserve.home import dev_root_key
 from trustserve.kms.service import KmsService
 
 log = logging.getLogger("trustserve.kms")
@@ -29,7 +30,7 @@ def development_kms(home: Path, policy: Policy | None = None, **options: Any) ->
     if os.environ.get(PASSPHRASE_ENV) or os.environ.get(KEY_FILE_ENV):
         protector = protector_from_env()
     else:
-        key_file = home / "kms" / "dev-root.key"
+        key_file = dev_root_key(home)
         if not key_file.exists():
             create_key_file(key_file)
         log.warning(

@@ -27,14 +27,11 @@ from trustserve.crypto.keys import ServingKey, ServingKeySet, new_broker_key, ne
 from trustserve.crypto.rootkey import FileKeyStore, KeyStore, Protector, unlock
 from trustserve.encoding import b64, unb64
 from trustserve.errors import BadRequest, ConfigError, Conflict, NotFound
+from trustserve.home import kms_dir as kms_dir  # where the KMS state lives under HOME
 
 T = TypeVar("T")
 DAY = 86400.0
 _FORMAT = 1
-
-
-def kms_dir(home: Path) -> Path:
-    return home / "kms"
 
 
 @contextmanager

@@ -1,7 +1,8 @@
 """``trustserve demo-models`` and the ``trustserve model`` group (pack, import-mar, inspect,
 quantize).
 
-Other areas add their own ``model`` subcommands through :func:`model_subparsers`.
+``register`` returns the ``model`` group; other areas' ``model`` subcommands (``model
+encrypt``, the KMS's) are added to it by ``trustserve.cli``, which composes the command.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ import argparse
 import json
 import sys
 import time
-import weakref
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -30,10 +30,9 @@ from trustserve.models.calibration import (
 from trustserve.models.packing import load_manifest, pack_model
 
 SubParsers = Any  # argparse's _SubParsersAction is private
-_MODEL_GROUPS: weakref.WeakKeyDictionary[SubParsers, SubParsers] = weakref.WeakKeyDictionary()
 
 
-def register(subparsers: SubParsers) -> None:
+def register(subparsers: SubParsers) -> dict[str, SubParsers]:
     demo = subparsers.add_parser(
         "demo-models",
         help="build the demo models (resnet50 INT8+FP32, digits) into a model store",
@@ -42,7 +41,8 @@ def register(subparsers: SubParsers) -> None:
     demo.add_argument("--skip-int8", action="store_true", help="do not build the INT8 resnet50")
     demo.set_defaults(func=_demo_models)
 
-    model = model_subparsers(subparsers)
+    group = subparsers.add_parser("model", help="model archives and quantization")
+    model = group.add_subparsers(dest="model_command", required=True)
     pack = model.add_parser("pack", help="pack an ONNX model and its manifest into an archive")
     pack.add_argument("model", type=Path, nargs="?", help="the ONNX model")
     pack.add_argument(
@@ -102,6 +102,7 @@ def register(subparsers: SubParsers) -> None:
     )
     quant.add_argument("--threads", type=int, default=2, help="threads for --validate")
     quant.set_defaults(func=_quantize)
+    return {"model": model}
 
 
 def _trust_flags(parser: argparse.ArgumentParser, *aliases: str) -> None:
@@ -131,14 +132,6 @@ def _warn_trust(args: argparse.Namespace, source: Path) -> None:
             "rights: it can write your files and use the network",
             file=sys.stderr,
         )
-
-
-def model_subparsers(subparsers: SubParsers) -> SubParsers:
-    """The subcommands of ``trustserve model``, created on first use; add yours to it."""
-    if subparsers not in _MODEL_GROUPS:  # weakly keyed: a new parser never meets an old group
-        parser = subparsers.add_parser("model", help="model archives and quantization")
-        _MODEL_GROUPS[subparsers] = parser.add_subparsers(dest="model_command", required=True)
-    return _MODEL_GROUPS[subparsers]
 
 
 def _demo_models(args: argparse.Namespace) -> int:

@@ -7,7 +7,8 @@ import shutil
 import sys
 from pathlib import Path
 
-from trustserve.files import default_home
+from trustserve import home as layout
+from trustserve.home import default_home
 from trustserve.stack.config import Settings
 
 DIGITS_ROW = (
@@ -27,13 +28,13 @@ def command() -> str:
 
 def sample_image(settings: Settings) -> Path:
     """A demo JPEG ``up`` writes (a synthetic picture: nothing is downloaded)."""
-    return settings.home / "samples" / "sample.jpg"
+    return layout.sample_image(settings.home)
 
 
 def banner(settings: Settings, models: list[str], image_models: list[str]) -> str:
     s = settings
     base = f"{s.scheme}://localhost:{s.inference_port}"
-    ca = f" --cacert {s.tls_dir / 'ca.pem'}" if s.tls else ""
+    ca = f" --cacert {layout.ca_file(s.home)}" if s.tls else ""
     simulated = s.attestation == "sim"
     lines = []
     if s.dev and simulated:
@@ -52,7 +53,7 @@ def banner(settings: Settings, models: list[str], image_models: list[str]) -> st
         *(
             [
                 f"  grpc        localhost:{s.grpc_port}  (Open Inference Protocol v2 over gRPC"
-                + (f", TLS: CA {s.tls_dir / 'ca.pem'})" if s.tls else ", NO TLS)")
+                + (f", TLS: CA {layout.ca_file(s.home)})" if s.tls else ", NO TLS)")
             ]
             if s.grpc_port
             else []
@@ -74,7 +75,7 @@ def banner(settings: Settings, models: list[str], image_models: list[str]) -> st
         lines += [
             "  # sealed end to end (verifies the attestation first; sim accepted only when asked):",
             f"  {command()} predict {base} {model} {image}"
-            + (f" --ca {s.tls_dir / 'ca.pem'}" if s.tls and s.home != default_home() else "")
+            + (f" --ca {layout.ca_file(s.home)}" if s.tls and s.home != default_home() else "")
             + (" --allow-simulated" if simulated else ""),
         ]
     return "\n".join(lines)

@@ -13,9 +13,9 @@ from typing import Any
 from trustserve import archive, files
 from trustserve.broker.base import queue_name
 from trustserve.errors import ConfigError
-from trustserve.files import default_home
 from trustserve.stack import configfile
 from trustserve.stack.config import Settings
+from trustserve.stack.options import add_serve_arguments, effective, settings_from
 from trustserve.worker.options import WorkerOptions
 
 log = logging.getLogger("trustserve")
@@ -24,55 +24,7 @@ DEMO_ARCHIVES = ("resnet50", "resnet50-fp32", "digits")
 
 def _settings(args: argparse.Namespace) -> Settings:
     """Settings from flags, ``TRUSTSERVE_*``, the configuration file and the defaults."""
-    a = configfile.apply(args, configfile.resolve(args))
-    s = Settings(home=a.home or default_home())
-    given = {
-        "model_store": a.model_store,
-        "host": a.host,
-        "management_host": getattr(a, "management_host", None),
-        "inference_port": a.port,
-        "management_port": a.management_port,
-        "metrics_port": a.metrics_port,
-        "tls": None if a.insecure_http is None else not a.insecure_http,
-        "tls_cert": a.tls_cert,
-        "tls_key": a.tls_key,
-        "broker_url": a.broker,
-        "workers_per_model": a.workers,
-        "request_timeout_s": a.timeout,
-        "max_queue": a.max_queue,
-        "max_body_bytes": None if a.max_body_mb is None else a.max_body_mb * 1024 * 1024,
-        "job_retention_s": a.job_retention,
-        "max_jobs": a.max_jobs,
-        "dev": a.dev,
-        "kms_port": a.kms_port,
-        "grpc_port": a.grpc_port,
-        "readiness_require": getattr(a, "readiness_require", None),
-    }
-    for name, value in given.items():
-        if value is not None:
-            setattr(s, name, value)
-    s.worker = WorkerOptions.from_args(a, home=s.home)
-    return s
-
-
-# the worker options that ``up`` and ``serve`` pass on to their local workers
-WORKER_FLAGS = (
-    "home",
-    "engine",
-    "threads",
-    "kms",
-    "kms_ca",
-    "kms_identity",
-    "kms_policy",
-    "attestation",
-    "attestation_options",
-    "replay_window",
-    "key_refresh",
-    "collateral_dir",
-    "pccs_url",
-    "vcek_dir",
-    "kds_url",
-)
+    return settings_from(configfile.apply(args, configfile.resolve(args)))
 
 
 def _config_option(p: argparse.ArgumentParser) -> None:
@@ -86,43 +38,7 @@ def _config_option(p: argparse.ArgumentParser) -> None:
 def _serve_options(p: argparse.ArgumentParser) -> None:
     """Flags left out stay None: the environment, the file or the default decides."""
     _config_option(p)
-    WorkerOptions.add_arguments(p, only=WORKER_FLAGS, defaults=False)
-    p.add_argument("--model-store", type=Path, help="model archives (default HOME/models)")
-    p.add_argument("--host", help="inference address (default 127.0.0.1)")
-    p.add_argument("--port", type=int, help="inference port (default 8080)")
-    p.add_argument("--management-port", type=int, help="default 8081, on 127.0.0.1")
-    p.add_argument("--metrics-port", type=int, help="default 8082, on 127.0.0.1")
-    p.add_argument(
-        "--grpc-port", type=int, help="gRPC inference port on --host (default 8084; 0: no gRPC)"
-    )
-    p.add_argument(
-        "--insecure-http", action="store_true", default=None, help="plain HTTP (NOT secure)"
-    )
-    p.add_argument("--tls-cert", type=Path, help="server certificate (default: the local CA's)")
-    p.add_argument("--tls-key", type=Path, help="its private key")
-    p.add_argument("--broker", help="rediss://HOST:PORT/?... to scale out (default: embedded)")
-    p.add_argument(
-        "--workers", type=int, help="local worker processes per model (default: one per core)"
-    )
-    p.add_argument("--timeout", type=float, help="request deadline in seconds (default 30)")
-    p.add_argument("--max-queue", type=int, help="queued requests per model (default 1024)")
-    p.add_argument("--max-body-mb", type=int, help="request body limit in MiB (default 64)")
-    p.add_argument(
-        "--job-retention",
-        type=float,
-        metavar="SECONDS",
-        help="how long an async job's answer is kept for GET /v2/jobs/{id} (default 600)",
-    )
-    p.add_argument(
-        "--max-jobs", type=int, help="async jobs one frontend holds, pending or kept (default 1024)"
-    )
-    p.add_argument("--kms-port", type=int, help="port of the embedded KMS (default 8083)")
-    p.add_argument(
-        "--dev",
-        action="store_true",
-        default=None,
-        help="embedded KMS with simulated attestation: NOTHING is hardware-protected",
-    )
+    add_serve_arguments(p)
 
 
 def cmd_up(args: argparse.Namespace) -> int:
@@ -276,42 +192,9 @@ def register(sub: Any) -> None:
 def cmd_config_show(args: argparse.Namespace) -> int:
     """What ``serve`` with these flags would run with, setting by setting."""
     resolved = configfile.resolve(args)
-    s = _settings(args)
-    effective = {
-        "home": s.home,
-        "model_store": s.store,
-        "listen.host": s.host,
-        "listen.port": s.inference_port,
-        "listen.management_host": s.management_host,
-        "listen.management_port": s.management_port,
-        "listen.metrics_port": s.metrics_port,
-        "listen.grpc_port": s.grpc_port or "(off)",
-        "tls.insecure_http": not s.tls,
-        "tls.cert": s.tls_cert or s.tls_dir / "server.pem",
-        "tls.key": s.tls_key or s.tls_dir / "server-key.pem",
-        "kms.url": s.kms_url or ("(embedded)" if s.dev else "(none)"),
-        "kms.ca": s.kms_ca,
-        "kms.port": s.kms_port,
-        "kms.identity": s.worker.kms_identity or ("(embedded)" if s.dev else "(none)"),
-        "kms.policy": s.worker.kms_policy or "(none)",
-        "broker.url": s.broker_url or "(embedded)",
-        "attestation.provider": s.worker.attestation,
-        "attestation.options": ",".join(s.worker.attestation_options or ()) or "(none)",
-        "worker.engine": s.worker.engine,
-        "worker.threads": s.worker.threads,
-        "worker.per_model": s.workers_per_model,
-        "worker.replay_window": s.worker.replay_window,
-        "worker.key_refresh": s.worker.key_refresh,
-        "limits.timeout_s": s.request_timeout_s,
-        "limits.max_queue": s.max_queue,
-        "limits.max_body_mb": s.max_body_bytes // (1024 * 1024),
-        "limits.job_retention_s": s.job_retention_s,
-        "limits.max_jobs": s.max_jobs,
-        "readiness.require": ",".join(s.readiness_require) or "(any model)",
-        "dev": s.dev,
-    }
+    s = settings_from(configfile.apply(args, resolved))
     print(f"configuration file: {resolved.file or '(none)'}")
-    for key in configfile.KEYS:
-        source = resolved.sources.get(key.dest, "default")
-        print(f"{key.name:24} {effective[key.name]!s:40} {source}")
+    for opt, value in effective(s):
+        source = resolved.sources.get(opt.dest, "default")
+        print(f"{opt.key:24} {value!s:40} {source}")
     return 0

@@ -30,7 +30,7 @@ from trustserve.errors import (
     TrustserveError,
     Unavailable,
 )
-from trustserve.files import default_home
+from trustserve.home import default_home, trusted_ca
 from trustserve.logs import setup as setup_logging
 from trustserve.worker.exits import EXIT_UNSERVABLE, UNSERVABLE
 from trustserve.worker.keys import KeyRing, key_ring
@@ -73,7 +73,7 @@ async def serve(opts: WorkerOptions) -> int:
     model = archive.load(opts.archive)
     t_read = time.monotonic()
     manifest = model.manifest
-    ca = opts.kms_ca or home / "tls" / "ca.pem"
+    ca = trusted_ca(home, opts.kms_ca)
     options = parse_options(opts.attestation_options)
     trust = opts.kms_trust()
     keys = key_ring(

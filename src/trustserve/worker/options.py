@@ -3,129 +3,134 @@
 ``WorkerOptions`` is parsed from a command line (``trustserve worker``, the
 worker module), built from the stack's settings (``up`` / ``serve``) and turned
 back into a command line for each child process (``to_argv``). Every option is
-one dataclass field whose metadata carries its flag and help text, so adding an
-option here is the only change needed for all three paths.
+one dataclass field (``trustserve.options.option``) that declares its flag, help,
+default and, for those a stack sets too, its ``trustserve.yaml`` key and environment
+variable; adding an option here is the only change needed for every path.
 """
 
 from __future__ import annotations
 
 import argparse
 from collections.abc import Iterable
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import MISSING, dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from trustserve.attestation.registry import PROVIDERS, VerifierSources
+from trustserve.cli_options import VERIFIER, WORKER_PROVIDER, verifier_sources
 from trustserve.engines import ENGINES
-from trustserve.files import HOME_HELP
 from trustserve.keyrelease.trust import KmsTrust
+from trustserve.options import Flag, integer, number, option, options_of, pairs, path, text
 
 
-def _opt(flag: str, help: str, **argparse_kwargs: Any) -> dict[str, Any]:
-    return {"flag": flag, "help": help, "argparse": argparse_kwargs}
+def _embedded_in_dev(value: Any, stack: Any) -> Any:
+    """How ``config show`` prints a KMS setting the stack's embedded KMS fills in."""
+    return value or ("(embedded)" if getattr(stack, "dev", False) else "(none)")
+
+
+def _none(value: Any, _stack: Any) -> Any:
+    return value or "(none)"
 
 
 @dataclass(frozen=True)
 class WorkerOptions:
-    archive: Path | None = field(
-        default=None, metadata=_opt("--archive", "model archive (.tsm) to serve", type=Path)
+    archive: Path | None = option(
+        None, flag=Flag("--archive", "model archive (.tsm) to serve", {"type": Path})
     )
-    broker: str | None = field(
-        default=None,
-        metadata=_opt("--broker", "unix:PATH (embedded) or rediss://HOST:PORT/?..."),
+    broker: str | None = option(
+        None, flag=Flag("--broker", "unix:PATH (embedded) or rediss://HOST:PORT/?...")
     )
-    engine: str = field(
-        default="onnxruntime", metadata=_opt("--engine", "inference engine", choices=ENGINES)
+    engine: str = option(
+        "onnxruntime",
+        flag=Flag("--engine", "inference engine", {"choices": ENGINES}),
+        key="worker.engine",
+        parse=text,
     )
-    threads: int = field(
-        default=1, metadata=_opt("--threads", "engine threads per worker (default 1)", type=int)
+    threads: int = option(
+        1,
+        flag=Flag("--threads", "engine threads per worker", {"type": int}),
+        key="worker.threads",
+        parse=integer,
     )
-    home: Path | None = field(
-        default=None,
-        metadata=_opt("--home", HOME_HELP, type=Path),
+    home: Path | None = option(
+        None,
+        flag=Flag("--home", "state directory", {"type": Path}),
+        key="home",
+        parse=path,
+        default_text="$TRUSTSERVE_HOME, else ~/.trustserve",
     )
-    kms: str | None = field(
-        default=None, metadata=_opt("--kms", "key service URL: keys are released there")
+    kms: str | None = option(
+        None,
+        flag=Flag("--kms", "key service URL: keys are released there"),
+        key="kms.url",
+        parse=text,
+        show=_embedded_in_dev,
     )
-    kms_ca: Path | None = field(
-        default=None,
-        metadata=_opt(
-            "--kms-ca",
-            "CA certificate that authenticates the KMS's TLS (default HOME/tls/ca.pem)",
-            type=Path,
-        ),
+    kms_ca: Path | None = option(
+        None,
+        flag=Flag("--kms-ca", "CA certificate that authenticates the KMS's TLS", {"type": Path}),
+        key="kms.ca",
+        parse=path,
+        default_text="HOME/tls/ca.pem",
+        show=lambda value, stack: getattr(stack, "kms_ca", value),
     )
-    kms_identity: str | None = field(
-        default=None,
-        metadata=_opt(
+    kms_identity: str | None = option(
+        None,
+        flag=Flag(
             "--kms-identity",
             "with --kms: the KMS identity to trust (Ed25519 public key file or base64)",
         ),
+        key="kms.identity",
+        parse=text,
+        show=_embedded_in_dev,
     )
-    kms_policy: Path | None = field(
-        default=None,
-        metadata=_opt(
+    kms_policy: Path | None = option(
+        None,
+        flag=Flag(
             "--kms-policy",
             "with --kms: or trust the KMS whose bundle this policy admits",
-            type=Path,
+            {"type": Path},
         ),
+        key="kms.policy",
+        parse=path,
+        show=_none,
     )
-    collateral_dir: Path | None = field(
-        default=None,
-        metadata=_opt(
-            "--collateral-dir",
-            "with --kms-policy and a TDX/SGX KMS: DCAP collateral files to check its quote with",
-            type=Path,
-        ),
+    collateral_dir: Path | None = option(None, flag=VERIFIER["collateral_dir"])
+    pccs_url: str | None = option(None, flag=VERIFIER["pccs_url"])
+    vcek_dir: Path | None = option(None, flag=VERIFIER["vcek_dir"])
+    kds_url: str | None = option(None, flag=VERIFIER["kds_url"])
+    key_refresh: float = option(
+        60.0,
+        flag=Flag("--key-refresh", "serving-key refresh interval in seconds", {"type": float}),
+        key="worker.key_refresh",
+        parse=number,
     )
-    pccs_url: str | None = field(
-        default=None,
-        metadata=_opt("--pccs-url", "with --kms-policy and a TDX/SGX KMS: a PCCS for collateral"),
-    )
-    vcek_dir: Path | None = field(
-        default=None,
-        metadata=_opt(
-            "--vcek-dir", "with --kms-policy and an SEV-SNP KMS: cached VCEKs", type=Path
-        ),
-    )
-    kds_url: str | None = field(
-        default=None,
-        metadata=_opt("--kds-url", "with --kms-policy and an SEV-SNP KMS: an AMD KDS for VCEKs"),
-    )
-    key_refresh: float = field(
-        default=60.0,
-        metadata=_opt("--key-refresh", "serving-key refresh interval in seconds", type=float),
-    )
-    attestation: str = field(
-        default="sim",
-        metadata=_opt(
-            "--attestation",
-            "evidence provider (sim is for development: the KMS must opt in)",
-            choices=sorted(PROVIDERS),
-        ),
-    )
-    attestation_options: tuple[str, ...] | None = field(
-        default=None,
-        metadata=_opt(
+    attestation: str = option("sim", flag=WORKER_PROVIDER, key="attestation.provider", parse=text)
+    attestation_options: tuple[str, ...] | None = option(
+        None,
+        flag=Flag(
             "--attestation-option",
             "provider option KEY=VALUE, repeatable (tpm: tcti=T, pcrs=0,7, "
             "ak_handle=0x81000003, ak_cert_nv=0x01C101D0)",
-            action="append",
-            metavar="KEY=VALUE",
+            {"action": "append", "metavar": "KEY=VALUE"},
         ),
+        key="attestation.options",
+        parse=pairs,
+        show=lambda value, _stack: ",".join(value or ()) or "(none)",
     )
-    kms_wait: float = field(
-        default=0.0,
-        metadata=_opt(
+    kms_wait: float = option(
+        0.0,
+        flag=Flag(
             "--kms-wait",
-            "seconds to wait for a KMS that does not answer yet before giving up (default 0; "
-            "the stack starts its workers alongside its embedded KMS and sets it)",
-            type=float,
+            "seconds to wait for a KMS that does not answer yet before giving up (the stack "
+            "starts its workers alongside its embedded KMS and sets it)",
+            {"type": float},
         ),
     )
-    replay_window: float = field(
-        default=300.0,
-        metadata=_opt("--replay-window", "sealed-request freshness in seconds", type=float),
+    replay_window: float = option(
+        300.0,
+        flag=Flag("--replay-window", "sealed-request freshness in seconds", {"type": float}),
+        key="worker.replay_window",
+        parse=number,
     )
 
     @classmethod
@@ -138,15 +143,8 @@ class WorkerOptions:
     ) -> None:
         """Add the flags of ``only`` these fields (default: all) to ``parser``; with
         ``defaults=False`` a flag not given stays None (a configuration file may set it)."""
-        wanted = None if only is None else set(only)
-        for f in fields(cls):
-            if wanted is not None and f.name not in wanted:
-                continue
-            meta = f.metadata
-            default = f.default if defaults else None
-            parser.add_argument(
-                meta["flag"], dest=f.name, default=default, help=meta["help"], **meta["argparse"]
-            )
+        for opt in options_of(cls, only):
+            opt.add_to(parser, defaults=defaults)
 
     @classmethod
     def from_args(cls, args: argparse.Namespace, **overrides: Any) -> WorkerOptions:
@@ -164,12 +162,7 @@ class WorkerOptions:
     def kms_trust(self) -> KmsTrust | None:
         """Which KMS this worker believes (``--kms-identity`` / ``--kms-policy``), with the
         verifier-side sources for a hardware KMS's evidence."""
-        sources = VerifierSources.configured(
-            collateral_dir=self.collateral_dir,
-            pccs_url=self.pccs_url,
-            vcek_dir=self.vcek_dir,
-            kds_url=self.kds_url,
-        )
+        sources = verifier_sources(self)
         return KmsTrust.from_options(self.kms_identity, self.kms_policy, sources)
 
     def to_argv(self) -> list[str]:
@@ -181,7 +174,7 @@ class WorkerOptions:
                 continue
             items = value if isinstance(value, tuple) else (value,)
             for item in items:
-                argv += [f.metadata["flag"], str(item)]
+                argv += [f.metadata["option"].flag.flag, str(item)]
         return argv
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Protocol
 
 from trustserve.errors import Expired, Replayed, Unavailable
+from trustserve.home import run_dir
 
 CLOCK_SKEW_S = 30.0
 
@@ -121,4 +122,4 @@ def nonce_store(broker_url: str, home: Path, loop: asyncio.AbstractEventLoop) ->
     """Redis when the broker is Redis (workers may be on many hosts), else a file on this host."""
     if broker_url.startswith(("redis://", "rediss://")):
         return RedisNonceStore(broker_url, loop)
-    return SqliteNonceStore(home / "run" / "nonces.db")
+    return SqliteNonceStore(run_dir(home) / "nonces.db")
