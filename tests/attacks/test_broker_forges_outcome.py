@@ -99,7 +99,7 @@ async def setup(tmp_path: Path) -> AsyncIterator[Setup]:
     )
     stop = asyncio.Event()
     running = asyncio.create_task(worker.run(stop))
-    app = InferenceApi(registry, broker, Metrics()).app()
+    app = InferenceApi(registry, broker, Metrics(), timeout_s=30.0, max_body_bytes=64 << 20).app()
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://frontend") as http:
         yield Setup(forging, http, broker, serving)

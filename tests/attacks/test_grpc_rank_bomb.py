@@ -22,9 +22,9 @@ import pytest
 from tests.support import write_tiny
 from trustserve.broker.embedded import EmbeddedBroker
 from trustserve.errors import InvalidInput, Unavailable
+from trustserve.frontend.dataplane import DataPlane
 from trustserve.frontend.grpc_service import GrpcInference
 from trustserve.frontend.grpc_v2 import grpc_predict_v2_pb2 as pb
-from trustserve.frontend.inference import InferenceApi
 from trustserve.frontend.metrics import Metrics
 from trustserve.frontend.registry import ModelRegistry
 
@@ -35,7 +35,7 @@ def servicer(store: Path) -> GrpcInference:
     write_tiny(store)
     registry = ModelRegistry(store)
     registry.register("tiny-1.tsm", 0)
-    return GrpcInference(InferenceApi(registry, EmbeddedBroker(), Metrics()))
+    return GrpcInference(DataPlane(registry, EmbeddedBroker(), Metrics(), timeout_s=30.0))
 
 
 def request(shape: list[int]) -> pb.ModelInferRequest:

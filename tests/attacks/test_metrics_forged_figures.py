@@ -80,7 +80,7 @@ async def _frontend(
     stop = asyncio.Event()
     running = asyncio.create_task(WorkerLoop(source, "tiny:1", manifest, engine).run(stop))
     metrics = Metrics()
-    app = InferenceApi(registry, broker, metrics).app()
+    app = InferenceApi(registry, broker, metrics, timeout_s=30.0, max_body_bytes=64 << 20).app()
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app), base_url="http://frontend"
     ) as http:

@@ -28,6 +28,8 @@ from trustserve.worker.loop import WorkerLoop
 from trustserve.worker.main import preprocessor
 
 CLIENT = ("198.51.100.5", 40000)
+# what the stack passes by default (stack/config.py); a test may override either
+DEFAULTS = {"timeout_s": 30.0, "max_body_bytes": 64 << 20}
 
 
 def local_frontend(store: Path, **options: object) -> tuple[httpx.AsyncClient, Metrics]:
@@ -37,7 +39,7 @@ def local_frontend(store: Path, **options: object) -> tuple[httpx.AsyncClient, M
     registry = ModelRegistry(store)
     registry.register("tiny-1.tsm", 0)
     metrics = Metrics()
-    app = InferenceApi(registry, EmbeddedBroker(), metrics, **options).app()  # type: ignore[arg-type]
+    app = InferenceApi(registry, EmbeddedBroker(), metrics, **{**DEFAULTS, **options}).app()  # type: ignore[arg-type]
     transport = httpx.ASGITransport(app=app, client=CLIENT)
     return httpx.AsyncClient(transport=transport, base_url="http://frontend"), metrics
 
@@ -88,7 +90,7 @@ async def serving(store: Path, *archives: str, **options: object) -> AsyncIterat
     for name in archives:
         registry.register(name, 1)
         workers.append(stand_in_worker(broker, store / name))
-    app = InferenceApi(registry, broker, metrics, **options).app()  # type: ignore[arg-type]
+    app = InferenceApi(registry, broker, metrics, **{**DEFAULTS, **options}).app()  # type: ignore[arg-type]
     stop = asyncio.Event()
     running = [asyncio.create_task(w.run(stop)) for w in workers]
     transport = httpx.ASGITransport(app=app, client=CLIENT)

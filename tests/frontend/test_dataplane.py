@@ -69,10 +69,17 @@ async def frontend(tmp_path: Path) -> AsyncIterator[Frontend]:
     registry = ModelRegistry(tmp_path)
     entry = registry.register("tiny-1.tsm", 1)
     broker, metrics = EmbeddedBroker(), Metrics()
-    api = InferenceApi(registry, broker, metrics, jobs=Jobs(MemoryJobStore(), None))
+    api = InferenceApi(
+        registry,
+        broker,
+        metrics,
+        timeout_s=30.0,
+        max_body_bytes=64 << 20,
+        jobs=Jobs(MemoryJobStore(), None),
+    )
     transport = httpx.ASGITransport(app=api.app())
     rest = httpx.AsyncClient(transport=transport, base_url="http://frontend")
-    front = Frontend(rest, GrpcInference(api), api, metrics)
+    front = Frontend(rest, GrpcInference(api.plane), api, metrics)
     worker = asyncio.create_task(stand_in_worker(broker, entry.queue, front.jobs))
     yield front
     worker.cancel()

@@ -49,7 +49,7 @@ def _apps(tmp_path: Path, token: str) -> dict[str, Any]:
 
 def _inference_app(registry: ModelRegistry, broker: EmbeddedBroker, token: str) -> Any:
     """The inference app as the stack serves it: with the model-repository routes."""
-    app = InferenceApi(registry, broker, Metrics()).app()
+    app = InferenceApi(registry, broker, Metrics(), timeout_s=30.0, max_body_bytes=64 << 20).app()
     app.router.routes.extend(RepositoryApi(registry, broker, NoPool(), 1, token).routes())
     return app
 

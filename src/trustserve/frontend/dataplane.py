@@ -23,7 +23,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 from trustserve.broker.base import Broker, Job, JobKind, JobMeta, Outcome
 from trustserve.crypto.sealing import ATTESTATION_PATH
@@ -83,13 +83,6 @@ class _Count:
         metrics.observe(self.model, self.version, self.api, status, seconds, meta, code)
 
 
-class Transport(Protocol):
-    """A protocol's handlers over a data plane (``InferenceApi`` for REST)."""
-
-    @property
-    def plane(self) -> DataPlane: ...
-
-
 class DataPlane:
     """Models, admission, the broker and metrics, behind every transport.
 
@@ -103,7 +96,7 @@ class DataPlane:
         broker: Broker,
         metrics: Metrics,
         *,
-        timeout_s: float = 30.0,
+        timeout_s: float,
         keys: FrontendKeys | None = None,
         require: tuple[str, ...] = (),
     ) -> None:

@@ -31,7 +31,7 @@ from trustserve import __version__
 from trustserve.archive import DATATYPES
 from trustserve.broker.base import Outcome
 from trustserve.errors import InvalidInput, TrustserveError, error_class
-from trustserve.frontend.dataplane import PARSE_INLINE_BYTES, DataPlane, Transport, Work
+from trustserve.frontend.dataplane import PARSE_INLINE_BYTES, DataPlane, Work
 from trustserve.frontend.grpc_v2 import grpc_predict_v2_pb2 as pb
 from trustserve.frontend.registry import ModelEntry
 from trustserve.tensors import (
@@ -79,11 +79,11 @@ Unary = Callable[[Any], Awaitable[Message]]
 
 
 class GrpcInference:
-    """The six calls of the service, answered by a data plane: ``plane``, or the one under
-    another transport (the REST API the stack hands over: one request path for both)."""
+    """The six calls of the service, answered by ``plane``: the stack hands over the one
+    under the REST API, so both transports share one request path."""
 
-    def __init__(self, plane: DataPlane | Transport) -> None:
-        self.plane = plane if isinstance(plane, DataPlane) else plane.plane
+    def __init__(self, plane: DataPlane) -> None:
+        self.plane = plane
 
     def handler(self) -> grpc.GenericRpcHandler:
         calls: dict[str, tuple[Unary, type[Message]]] = {

@@ -44,7 +44,10 @@ EXTENSIONS = ["binary_tensor_data", "model_repository", "trustserve_sealed"]
 
 
 class InferenceApi:
-    """The REST transport: parses each request, then hands it to its ``DataPlane``."""
+    """The REST transport: parses each request, then hands it to its ``DataPlane``.
+
+    ``timeout_s`` and ``max_body_bytes`` have no default here: the stack's settings
+    (``stack/config.py``) are their one definition."""
 
     def __init__(
         self,
@@ -52,8 +55,8 @@ class InferenceApi:
         broker: Broker,
         metrics: Metrics,
         *,
-        timeout_s: float = 30.0,
-        max_body_bytes: int = 64 * 1024 * 1024,
+        timeout_s: float,
+        max_body_bytes: int,
         keys: FrontendKeys | None = None,
         require: tuple[str, ...] = (),
         jobs: Jobs | None = None,

@@ -294,7 +294,7 @@ class Stack:
         tls = self._tls()
         keypair = None if tls is None else (tls.key.read_bytes(), tls.cert.read_bytes())
         self._grpc = grpc_server(
-            GrpcInference(inference), s.host, s.grpc_port, keypair, s.max_body_bytes
+            GrpcInference(inference.plane), s.host, s.grpc_port, keypair, s.max_body_bytes
         )
         await self._grpc.start()
 
