@@ -18,7 +18,6 @@ COMMAND_MODULES = (
     "trustserve.stack.cli",
     "trustserve.models.cli",
     "trustserve.attestation.cli",
-    "trustserve.attestation.policy_cli",
     "trustserve.kms.cli",
     "trustserve.client.cli",
     "trustserve.stack.redis_setup",
