@@ -1,12 +1,16 @@
 """The one place errors become HTTP responses: status from the error, body
-``{"error": message, "code": machine code}`` (the codes are drawn in ``trustserve.errors``)."""
+``{"error": message, "code": machine code}`` (the codes are drawn in ``trustserve.errors``);
+and the one bearer-token check of every door that needs one (frontend management and
+model repository, KMS management)."""
 
 from __future__ import annotations
 
+import hmac
 import logging
 from typing import Any
 
 import orjson
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
@@ -16,6 +20,7 @@ from trustserve.errors import (
     NotFound,
     TooManyRequests,
     TrustserveError,
+    Unauthorized,
     Unavailable,
 )
 
@@ -73,3 +78,25 @@ EXCEPTION_HANDLERS: dict[Any, Any] = {
     TrustserveError: handle_error,
     Exception: handle_error,
 }
+
+
+class BearerToken:
+    """``Authorization: Bearer <token>`` (scheme in any case, RFC 9110 section 11.1),
+    compared in constant time with the bytes as sent; else a 401 saying ``refusal``."""
+
+    def __init__(self, token: str, refusal: str) -> None:
+        self._token = token.encode()
+        self.refusal = refusal
+
+    def accepts(self, headers: Headers) -> bool:
+        scheme, _, given = headers.get("authorization", "").partition(" ")
+        token = given.encode("latin-1") if scheme.lower() == "bearer" else b""
+        return hmac.compare_digest(token, self._token)
+
+    def refused(self, headers: Headers) -> Response | None:
+        """None when ``headers`` carry the token, else the 401 to answer."""
+        if self.accepts(headers):
+            return None
+        response = error_response(Unauthorized(self.refusal))
+        response.headers["WWW-Authenticate"] = "Bearer"
+        return response

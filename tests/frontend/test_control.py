@@ -6,6 +6,7 @@ worker pool that records what it is asked (no worker process is needed to retire
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from trustserve.frontend.management import ManagementApi
 from trustserve.frontend.registry import ModelRegistry
 from trustserve.frontend.repository import RepositoryApi
 
-TOKEN = "t0ken-for-this-test"
+TOKEN = secrets.token_urlsafe(32)  # made per run: no fixed secret, even in a test
 
 
 class Pool:
@@ -66,6 +67,16 @@ async def test_both_refuse_a_missing_or_wrong_token_with_their_own_message(
         assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer"
         assert "needs the management token" in r.json()["error"]
     assert pool.asked == []
+
+
+async def test_both_take_the_bearer_scheme_in_any_case(
+    apis: tuple[httpx.AsyncClient, httpx.AsyncClient, Pool],
+) -> None:
+    management, repository, _ = apis
+    r = await management.get("/models", headers={"Authorization": f"bearer {TOKEN}"})
+    assert r.status_code == 200, r.text
+    r = await repository.post("/v2/repository/index", headers={"Authorization": f"BEARER {TOKEN}"})
+    assert r.status_code == 200, r.text
 
 
 @pytest.mark.parametrize("via", ["management", "repository"])

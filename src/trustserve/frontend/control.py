@@ -3,27 +3,24 @@
 
 Both drive the worker pool through ``ModelControl`` (start a model's workers, retire a
 model: unregistered, its accepted requests drained, its workers stopped) and both are
-closed without the management token (``BearerToken``, one constant-time check; as
+closed without the management token (``responses.BearerToken``, the one check; as
 ``TokenGuard`` middleware for the management app).
 """
 
 from __future__ import annotations
 
 import asyncio
-import hmac
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
 
 from starlette.datastructures import Headers
-from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from trustserve.broker.base import Broker
-from trustserve.errors import Unauthorized
 from trustserve.frontend.registry import ModelEntry, ModelRegistry
-from trustserve.responses import error_response
+from trustserve.responses import BearerToken
 
 DRAIN_S = 30.0  # requests already accepted are answered before the workers stop
 
@@ -45,24 +42,6 @@ class WorkerPool(Protocol):
     async def stop(self, queue: str) -> None: ...
 
     def workers(self, queue: str) -> Sequence[Worker]: ...
-
-
-class BearerToken:
-    """``Authorization: Bearer <token>`` or a 401 saying ``refusal`` (constant-time compare)."""
-
-    def __init__(self, token: str, refusal: str) -> None:
-        self._token = token.encode()
-        self.refusal = refusal
-
-    def refused(self, headers: Headers) -> Response | None:
-        """None when ``headers`` carry the token, else the 401 to answer."""
-        given = headers.get("authorization", "").encode("latin-1")  # the bytes as sent
-        token = given[7:] if given.startswith(b"Bearer ") else b""
-        if hmac.compare_digest(token, self._token):
-            return None
-        response = error_response(Unauthorized(self.refusal))
-        response.headers["WWW-Authenticate"] = "Bearer"
-        return response
 
 
 class TokenGuard:

@@ -16,10 +16,10 @@ from starlette.routing import Route
 from starlette.types import ASGIApp
 
 from trustserve.errors import BadRequest
-from trustserve.frontend.control import BearerToken, ModelControl, TokenGuard
+from trustserve.frontend.control import ModelControl, TokenGuard
 from trustserve.frontend.registry import ModelEntry
 from trustserve.openapi import openapi_route
-from trustserve.responses import EXCEPTION_HANDLERS, json_response
+from trustserve.responses import EXCEPTION_HANDLERS, BearerToken, json_response
 
 MAX_WORKERS = 64
 

@@ -36,9 +36,9 @@ from starlette.routing import Route
 from trustserve import archive
 from trustserve.broker.base import Broker
 from trustserve.errors import ArchiveError, BadRequest, NotFound, Unavailable
-from trustserve.frontend.control import BearerToken, ModelControl, WorkerPool
+from trustserve.frontend.control import ModelControl, WorkerPool
 from trustserve.frontend.registry import ModelEntry, ModelRegistry
-from trustserve.responses import json_response
+from trustserve.responses import BearerToken, json_response
 
 MAX_BODY = 64 * 1024
 REFUSAL = "loading and unloading models needs the management token (Authorization: Bearer <token>)"

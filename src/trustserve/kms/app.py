@@ -19,7 +19,6 @@ Management (``Authorization: Bearer <token>``, the token in ``<home>/kms/admin.t
 from __future__ import annotations
 
 import base64
-import hmac
 from typing import Any
 
 import orjson
@@ -47,7 +46,7 @@ from trustserve.keyrelease.protocol import PROVISION_INFO
 from trustserve.kms.peers import Peers
 from trustserve.kms.service import KmsService
 from trustserve.openapi import openapi_route
-from trustserve.responses import handle_error, handle_http_error, json_response
+from trustserve.responses import BearerToken, handle_error, handle_http_error, json_response
 
 MAX_BODY = 4 * 1024 * 1024
 
@@ -88,12 +87,11 @@ def create_app(
     """The KMS ASGI app; ``token`` guards management (default: ``admin_token(service)``);
     ``peers`` says whom a fresh bundle is metered to (default: the peer address)."""
     peers = peers or Peers()
-    expected = (token or admin_token(service)).encode()
+    bearer = BearerToken(token or admin_token(service), "management needs a valid bearer token")
 
     def authorize(request: Request) -> None:
-        scheme, _, given = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(given.encode(), expected):
-            raise Unauthorized("management needs a valid bearer token")
+        if not bearer.accepts(request.headers):
+            raise Unauthorized(bearer.refusal)
 
     async def challenge(request: Request) -> Response:
         return json_response(service.challenge())
