@@ -20,16 +20,21 @@ ALLOWED = {
     # inside the TEE
     "worker": SHARED | {"engines", "keyrelease", "broker"},
     "engines": {"top"},
-    "kms": SHARED | {"keyrelease", "openapi", "models"},
+    "kms": SHARED | {"keyrelease", "openapi"},
     # both sides of key release: the requester's code must not carry the server
     "keyrelease": SHARED,
     # outside the TEE (or in one, in standard mode only)
     "frontend": SHARED | {"keyrelease", "broker", "openapi"},
     "broker": {"top", "crypto"},
     "client": SHARED | {"keyrelease"},
+    # the model owner's build tools, and what every zone may use
+    "models": {"top"},
+    "transparency": {"top", "crypto"},
+    "crypto": {"top"},
+    "attestation": {"top"},
 }
 WEB = ("starlette", "uvicorn", "fastapi")
-SERVES_HTTP = {"frontend", "kms"}  # the only folders with a web server
+SERVES_HTTP = {"frontend", "kms", "transparency"}  # the only folders with a web server
 
 
 def zone_of(module: str) -> str:
