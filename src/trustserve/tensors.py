@@ -85,17 +85,26 @@ def _shape(raw: Any, where: str) -> tuple[int, ...]:
         isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in raw
     ):
         raise InvalidInput(f"{where}: shape must be a list of non-negative integers")
-    if len(raw) > MAX_RANK:
-        raise InvalidInput(f"{where}: shape has {len(raw)} dimensions, at most {MAX_RANK}")
-    if math.prod(max(d, 1) for d in raw) > MAX_ELEMENTS:
-        raise InvalidInput(f"{where}: shape {raw} is over the {MAX_ELEMENTS}-element limit")
+    check_shape_limits(tuple(raw), where)
     return tuple(raw)
+
+
+def check_shape_limits(shape: tuple[int, ...], where: str) -> None:
+    """The limits every request has, whatever its model: at most ``MAX_RANK`` dimensions
+    and ``MAX_ELEMENTS`` elements (a 0 dimension counted as 1: numpy cannot even reshape
+    an empty buffer to a shape whose other dimensions overflow)."""
+    if len(shape) > MAX_RANK:
+        raise InvalidInput(f"{where}: shape has {len(shape)} dimensions, at most {MAX_RANK}")
+    if math.prod(max(d, 1) for d in shape) > MAX_ELEMENTS:
+        raise InvalidInput(f"{where}: shape {list(shape)} is over the {MAX_ELEMENTS}-element limit")
 
 
 def check_input_header(
     name: str, dtype_name: str, shape: tuple[int, ...], manifest: Manifest
 ) -> None:
-    """What the manifest allows, checked from the header before any data is converted."""
+    """The limits and what the manifest allows, checked from the header before any data
+    is converted."""
+    check_shape_limits(shape, f"inputs '{name}'")
     spec = next((s for s in manifest.inputs if s.name == name), None)
     if spec is None:
         names = sorted(s.name for s in manifest.inputs)

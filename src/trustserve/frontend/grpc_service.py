@@ -35,8 +35,6 @@ from trustserve.frontend.dataplane import PARSE_INLINE_BYTES, DataPlane, Work
 from trustserve.frontend.grpc_v2 import grpc_predict_v2_pb2 as pb
 from trustserve.frontend.registry import ModelEntry
 from trustserve.tensors import (
-    MAX_ELEMENTS,
-    MAX_RANK,
     Array,
     InferRequest,
     RequestedOutput,
@@ -189,15 +187,6 @@ def _raw(tensor: pb.ModelInferRequest.InferInputTensor, raw: bytes, i: int) -> A
     return np.frombuffer(raw, dtype=dtype).reshape(shape)
 
 
-def _check_size(name: str, shape: tuple[int, ...]) -> None:
-    """The limits every request has, whatever its model (as ``tensors.parse_request``)."""
-    where = f"inputs '{name}'"
-    if len(shape) > MAX_RANK:
-        raise InvalidInput(f"{where}: shape has {len(shape)} dimensions, at most {MAX_RANK}")
-    if math.prod(max(d, 1) for d in shape) > MAX_ELEMENTS:
-        raise InvalidInput(f"{where}: shape {list(shape)} is over the {MAX_ELEMENTS}-element limit")
-
-
 def infer_request(request: pb.ModelInferRequest) -> InferRequest:
     """The request as the data plane takes it: each input a tensor (raw contents read in
     place, typed contents converted), its id, parameters and requested outputs, every
@@ -215,7 +204,6 @@ def infer_request(request: pb.ModelInferRequest) -> InferRequest:
                 f"input '{tensor.name}': contents and raw_input_contents are both given"
             )
         array = _typed(tensor) if typed else _raw(tensor, raw[i], i)
-        _check_size(tensor.name, tuple(tensor.shape))
         inputs.append(Tensor(tensor.name, tensor.datatype, tuple(tensor.shape), array))
     if not inputs:
         raise InvalidInput("'inputs' must not be empty")
