@@ -16,6 +16,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from trustserve.errors import (
+    ConfigError,
     MethodNotAllowed,
     NotFound,
     TooManyRequests,
@@ -85,6 +86,8 @@ class BearerToken:
     compared in constant time with the bytes as sent; else a 401 saying ``refusal``."""
 
     def __init__(self, token: str, refusal: str) -> None:
+        if not token:
+            raise ConfigError("an empty bearer token would admit a request without one")
         self._token = token.encode()
         self.refusal = refusal
 

@@ -16,10 +16,12 @@ from starlette.applications import Starlette
 
 from tests.support import write_tiny
 from trustserve.broker.embedded import EmbeddedBroker
+from trustserve.errors import ConfigError
 from trustserve.frontend.control import Worker
 from trustserve.frontend.management import ManagementApi
 from trustserve.frontend.registry import ModelRegistry
 from trustserve.frontend.repository import RepositoryApi
+from trustserve.responses import BearerToken
 
 TOKEN = secrets.token_urlsafe(32)  # made per run: no fixed secret, even in a test
 
@@ -92,3 +94,8 @@ async def test_either_api_retires_a_model_the_same_way(
     assert r.status_code == 200, r.text
     assert pool.asked == [("stop", "tiny:1", 0)]  # nothing queued: stopped at once
     assert (await management.get("/models/tiny", headers=auth)).status_code == 404
+
+
+def test_an_empty_token_is_refused_at_start_not_matched_by_a_missing_header() -> None:
+    with pytest.raises(ConfigError, match="empty bearer token"):
+        BearerToken("", "refused")
