@@ -30,12 +30,12 @@ import yaml
 
 from trustserve import files
 from trustserve.attestation.base import Claims, Evidence, unb64
+from trustserve.attestation.flags import PROVIDER, add_verifier_arguments, verifier_sources
 from trustserve.attestation.formats.snp_report import PRODUCTS
 from trustserve.attestation.policy import Policy
 from trustserve.attestation.policy import reference_values as ref
 from trustserve.attestation.registry import make_provider, make_verifier
 from trustserve.attestation.verifiers.dcap.collateral import FixedCollateral
-from trustserve.cli_options import PROVIDER, add_verifier_arguments, verifier_sources
 from trustserve.errors import AttestationRefused, BadRequest, ConfigError
 from trustserve.home import HOME_HELP, home_or_default
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import yaml
 
 from trustserve.attestation import Policy
+from trustserve.attestation.flags import add_verifier_arguments, verifier_sources
 from trustserve.cli_errors import LOCAL_CA
-from trustserve.cli_options import add_verifier_arguments, verifier_sources
 from trustserve.client.sdk import TrustserveClient
 from trustserve.client.verify import DEFAULT_MAX_BUNDLE_AGE_S, ClientPolicy
 from trustserve.errors import AttestationRefused, BadRequest, InvalidInput

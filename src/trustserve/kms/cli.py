@@ -19,8 +19,8 @@ from typing import Any
 
 from trustserve import home as layout
 from trustserve.attestation import Policy, make_provider
+from trustserve.attestation.flags import PROVIDER, add_verifier_arguments, verifier_sources
 from trustserve.attestation.registry import parse_options
-from trustserve.cli_options import PROVIDER, add_verifier_arguments, verifier_sources
 from trustserve.crypto.rootkey import create_key_file
 from trustserve.encoding import b64, unb64
 from trustserve.errors import BadRequest, ConfigError

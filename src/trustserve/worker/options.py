@@ -16,7 +16,7 @@ from dataclasses import MISSING, dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from trustserve.cli_options import VERIFIER, WORKER_PROVIDER, verifier_sources
+from trustserve.attestation.flags import VERIFIER, WORKER_PROVIDER, verifier_sources
 from trustserve.engines import ENGINES
 from trustserve.keyrelease.trust import KmsTrust
 from trustserve.options import Flag, integer, number, option, options_of, pairs, path, text

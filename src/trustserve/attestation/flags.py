@@ -1,4 +1,4 @@
-"""Command-line options that several commands share, each declared once.
+"""The attestation flags several commands share, each declared once.
 
 Each is a ``trustserve.options.Flag`` (spelling, help, argparse settings) that the
 commands add with ``add_to``. Here live the options of every command that verifies evidence (the
