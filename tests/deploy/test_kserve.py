@@ -197,6 +197,14 @@ def test_every_manifest_validates_against_its_schema(index: int) -> None:
     validate(manifests()[index])
 
 
+def test_the_runtime_is_also_a_valid_namespaced_serving_runtime() -> None:
+    """Without cluster-admin, the same spec as a ServingRuntime in the namespace."""
+    runtime = one(manifests(), "ClusterServingRuntime")
+    runtime["kind"] = "ServingRuntime"
+    runtime["metadata"]["namespace"] = "trustserve"
+    validate(runtime)
+
+
 def test_the_runtime_pod_is_a_valid_kubernetes_pod() -> None:
     """The container and volumes KServe copies from the runtime into the predictor's pod,
     checked by Kubernetes' own Pod schema (strict), not only by KServe's copy of it."""
@@ -447,28 +455,56 @@ def test_an_unknown_protocol_version_passes_the_schema_but_not_the_fit_check() -
     assert fit_problems(objs) == ["protocol v3 is not one KServe knows"]
 
 
-FIT_BREAKS: dict[str, Callable[[list[Obj]], None]] = {
-    "another runtime": lambda o: _model(o).update(runtime="kserve-tritonserver"),
-    "another format": lambda o: _model(o).update(modelFormat={"name": "sklearn"}),
-    "protocol v1": lambda o: _model(o).update(protocolVersion="v1"),
-    "a plain onnx file": lambda o: _model(o).update(storageUri="s3://models.example/m.onnx"),
-    "serverless": lambda o: one(o, "InferenceService")["metadata"].pop("annotations"),
-    "runc": lambda o: one(o, "InferenceService")["spec"]["predictor"].pop("runtimeClassName"),
-    "snp with tdx evidence": lambda o: one(o, "InferenceService")["spec"]["predictor"].update(
-        runtimeClassName="kata-qemu-snp"
+def _predictor(objs: list[Obj]) -> Obj:
+    predictor: Obj = one(objs, "InferenceService")["spec"]["predictor"]
+    return predictor
+
+
+# a mutation -> the problem it must cause
+FIT_BREAKS: dict[str, tuple[Callable[[list[Obj]], None], str]] = {
+    "another runtime": (
+        lambda o: _model(o).update(runtime="kserve-tritonserver"),
+        "does not name the trustserve runtime",
     ),
-    "another namespace": lambda o: one(o, "InferenceService")["metadata"].update(namespace="x"),
-    "predictor relabelled": lambda o: one(o, "InferenceService")["spec"]["predictor"].update(
-        labels={"app": "resnet50"}
+    "another format": (
+        lambda o: _model(o).update(modelFormat={"name": "sklearn"}),
+        "model format sklearn",
+    ),
+    "protocol v1": (
+        lambda o: _model(o).update(protocolVersion="v1"),
+        "a protocol the runtime does not speak",
+    ),
+    "a plain onnx file": (
+        lambda o: _model(o).update(storageUri="s3://models.example/m.onnx"),
+        "not a trustserve archive",
+    ),
+    "serverless": (
+        lambda o: one(o, "InferenceService")["metadata"].pop("annotations"),
+        "not a raw deployment",
+    ),
+    "runc": (lambda o: _predictor(o).pop("runtimeClassName"), "not a Confidential Containers"),
+    "snp with tdx evidence": (
+        lambda o: _predictor(o).update(runtimeClassName="kata-qemu-snp"),
+        "kata-qemu-snp needs --provider sev-snp",
+    ),
+    "another namespace": (
+        lambda o: one(o, "InferenceService")["metadata"].update(namespace="x"),
+        "not in the KMS's namespace",
+    ),
+    "predictor relabelled": (
+        lambda o: _predictor(o).update(labels={"app": "resnet50"}),
+        "admits no predictor to the KMS",
     ),
 }
 
 
 @pytest.mark.parametrize("case", sorted(FIT_BREAKS))
 def test_the_fit_check_refuses_a_mismatch(case: str) -> None:
+    mutate, expected = FIT_BREAKS[case]
     objs = manifests()
-    FIT_BREAKS[case](objs)
-    assert fit_problems(objs) != []
+    mutate(objs)
+    problems = fit_problems(objs)
+    assert any(expected in p for p in problems), problems
 
 
 def test_the_invariants_catch_a_weakened_runtime() -> None:
