@@ -29,6 +29,7 @@ import numpy as np
 import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from tests.frontend.inprocess import inference_app
 from tests.support import tiny_manifest, tiny_onnx, write_tiny
 from trustserve.broker.base import Job, JobKind, JobMeta, Outcome, OutcomeMeta
 from trustserve.broker.embedded import EmbeddedBroker, SocketJobSource
@@ -38,7 +39,7 @@ from trustserve.crypto.keys import ServingKey, ServingKeySet
 from trustserve.crypto.sealing import CONTENT_TYPE, Route, seal_request
 from trustserve.engines import load_engine
 from trustserve.errors import BrokerTampered
-from trustserve.frontend.inference import InferenceApi, forward
+from trustserve.frontend.inference import forward
 from trustserve.frontend.metrics import Metrics
 from trustserve.frontend.registry import ModelRegistry
 from trustserve.tensors import Tensor, encode_binary
@@ -99,7 +100,7 @@ async def setup(tmp_path: Path) -> AsyncIterator[Setup]:
     )
     stop = asyncio.Event()
     running = asyncio.create_task(worker.run(stop))
-    app = InferenceApi(registry, broker, Metrics(), timeout_s=30.0, max_body_bytes=64 << 20).app()
+    app = inference_app(registry, broker, Metrics(), 64 << 20)
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://frontend") as http:
         yield Setup(forging, http, broker, serving)

@@ -30,13 +30,13 @@ import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from prometheus_client import generate_latest
 
+from tests.frontend.inprocess import inference_app
 from tests.support import tiny_manifest, tiny_onnx, write_tiny
 from trustserve.broker.base import Broker, Job, JobSource, Outcome, OutcomeMeta
 from trustserve.broker.embedded import EmbeddedBroker, SocketJobSource
 from trustserve.broker.encrypted import DecryptingJobSource, EncryptingBroker
 from trustserve.broker.wire import outcome_from
 from trustserve.engines import load_engine
-from trustserve.frontend.inference import InferenceApi
 from trustserve.frontend.metrics import Metrics
 from trustserve.frontend.registry import ModelRegistry
 from trustserve.worker.loop import WorkerLoop
@@ -80,7 +80,7 @@ async def _frontend(
     stop = asyncio.Event()
     running = asyncio.create_task(WorkerLoop(source, "tiny:1", manifest, engine).run(stop))
     metrics = Metrics()
-    app = InferenceApi(registry, broker, metrics, timeout_s=30.0, max_body_bytes=64 << 20).app()
+    app = inference_app(registry, broker, metrics, 64 << 20)
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app), base_url="http://frontend"
     ) as http:

@@ -15,12 +15,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+from starlette.applications import Starlette
 
 from tests.support import write_tiny
 from trustserve import archive
 from trustserve.broker.base import Job, Outcome, queue_name
 from trustserve.broker.embedded import EmbeddedBroker
 from trustserve.engines import load_engine
+from trustserve.frontend.dataplane import DataPlane
 from trustserve.frontend.inference import InferenceApi
 from trustserve.frontend.metrics import Metrics
 from trustserve.frontend.registry import ModelRegistry
@@ -28,18 +30,26 @@ from trustserve.worker.loop import WorkerLoop
 from trustserve.worker.main import preprocessor
 
 CLIENT = ("198.51.100.5", 40000)
-# what the stack passes by default (stack/config.py); a test may override either
-DEFAULTS = {"timeout_s": 30.0, "max_body_bytes": 64 << 20}
 
 
-def local_frontend(store: Path, **options: object) -> tuple[httpx.AsyncClient, Metrics]:
+def inference_app(
+    registry: ModelRegistry, broker: EmbeddedBroker, metrics: Metrics, max_body_bytes: int
+) -> Starlette:
+    """The REST app over its data plane, with the stack's default request timeout."""
+    plane = DataPlane(registry, broker, metrics, timeout_s=30.0)
+    return InferenceApi(plane, max_body_bytes=max_body_bytes).app()
+
+
+def local_frontend(
+    store: Path, max_body_bytes: int = 64 << 20
+) -> tuple[httpx.AsyncClient, Metrics]:
     """A client of an inference app serving the tiny model (x: FP32 [-1, 4], batch <= 8)."""
     store.mkdir(parents=True, exist_ok=True)
     write_tiny(store)
     registry = ModelRegistry(store)
     registry.register("tiny-1.tsm", 0)
     metrics = Metrics()
-    app = InferenceApi(registry, EmbeddedBroker(), metrics, **{**DEFAULTS, **options}).app()  # type: ignore[arg-type]
+    app = inference_app(registry, EmbeddedBroker(), metrics, max_body_bytes)
     transport = httpx.ASGITransport(app=app, client=CLIENT)
     return httpx.AsyncClient(transport=transport, base_url="http://frontend"), metrics
 
@@ -81,7 +91,9 @@ class Frontend:
 
 
 @asynccontextmanager
-async def serving(store: Path, *archives: str, **options: object) -> AsyncIterator[Frontend]:
+async def serving(
+    store: Path, *archives: str, max_body_bytes: int = 64 << 20
+) -> AsyncIterator[Frontend]:
     """The inference app on ``store``'s ``archives`` (file names), each with a stand-in worker."""
     registry = ModelRegistry(store)
     broker = EmbeddedBroker()
@@ -90,7 +102,7 @@ async def serving(store: Path, *archives: str, **options: object) -> AsyncIterat
     for name in archives:
         registry.register(name, 1)
         workers.append(stand_in_worker(broker, store / name))
-    app = InferenceApi(registry, broker, metrics, **{**DEFAULTS, **options}).app()  # type: ignore[arg-type]
+    app = inference_app(registry, broker, metrics, max_body_bytes)
     stop = asyncio.Event()
     running = [asyncio.create_task(w.run(stop)) for w in workers]
     transport = httpx.ASGITransport(app=app, client=CLIENT)

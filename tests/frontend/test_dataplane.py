@@ -70,10 +70,7 @@ async def frontend(tmp_path: Path) -> AsyncIterator[Frontend]:
     entry = registry.register("tiny-1.tsm", 1)
     broker, metrics = EmbeddedBroker(), Metrics()
     api = InferenceApi(
-        registry,
-        broker,
-        metrics,
-        timeout_s=30.0,
+        DataPlane(registry, broker, metrics, timeout_s=30.0),
         max_body_bytes=64 << 20,
         jobs=Jobs(MemoryJobStore(), None),
     )

@@ -14,8 +14,8 @@ from starlette.applications import Starlette
 from starlette.routing import Route
 
 from tests.attacks.kms_local import local_kms
+from tests.frontend.inprocess import inference_app
 from trustserve.broker.embedded import EmbeddedBroker
-from trustserve.frontend.inference import InferenceApi
 from trustserve.frontend.management import ManagementApi
 from trustserve.frontend.metrics import Metrics
 from trustserve.frontend.registry import ModelRegistry
@@ -49,7 +49,7 @@ def _apps(tmp_path: Path, token: str) -> dict[str, Any]:
 
 def _inference_app(registry: ModelRegistry, broker: EmbeddedBroker, token: str) -> Any:
     """The inference app as the stack serves it: with the model-repository routes."""
-    app = InferenceApi(registry, broker, Metrics(), timeout_s=30.0, max_body_bytes=64 << 20).app()
+    app = inference_app(registry, broker, Metrics(), 64 << 20)
     app.router.routes.extend(RepositoryApi(registry, broker, NoPool(), 1, token).routes())
     return app
 

@@ -19,15 +19,13 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from trustserve import __version__
-from trustserve.broker.base import Broker, JobKind, JobMeta, Outcome
+from trustserve.broker.base import JobKind, JobMeta, Outcome
 from trustserve.crypto.sealing import ATTESTATION_PATH, KEY_ID_HEADER
 from trustserve.crypto.sealing import CONTENT_TYPE as SEALED_TYPE
 from trustserve.errors import BadRequest, NotFound, PayloadTooLarge, TrustserveError, Unavailable
 from trustserve.frontend.dataplane import PARSE_INLINE_BYTES, DataPlane, Work, verified
 from trustserve.frontend.jobs import JOBS_PATH, Jobs, wants_async
-from trustserve.frontend.keys import FrontendKeys
-from trustserve.frontend.metrics import Metrics
-from trustserve.frontend.registry import ModelEntry, ModelRegistry
+from trustserve.frontend.registry import ModelEntry
 from trustserve.keyrelease.bundle import parse_nonce
 from trustserve.openapi import openapi_route
 from trustserve.responses import (
@@ -44,26 +42,12 @@ EXTENSIONS = ["binary_tensor_data", "model_repository", "trustserve_sealed"]
 
 
 class InferenceApi:
-    """The REST transport: parses each request, then hands it to its ``DataPlane``.
+    """The REST transport: parses each request, then hands it to ``plane`` (the one the
+    gRPC servicer shares). ``max_body_bytes`` has no default here: the stack's settings
+    (``stack/config.py``) are its one definition."""
 
-    ``timeout_s`` and ``max_body_bytes`` have no default here: the stack's settings
-    (``stack/config.py``) are their one definition."""
-
-    def __init__(
-        self,
-        registry: ModelRegistry,
-        broker: Broker,
-        metrics: Metrics,
-        *,
-        timeout_s: float,
-        max_body_bytes: int,
-        keys: FrontendKeys | None = None,
-        require: tuple[str, ...] = (),
-        jobs: Jobs | None = None,
-    ) -> None:
-        self.plane = DataPlane(
-            registry, broker, metrics, timeout_s=timeout_s, keys=keys, require=require
-        )
+    def __init__(self, plane: DataPlane, *, max_body_bytes: int, jobs: Jobs | None = None) -> None:
+        self.plane = plane
         self.jobs = jobs
         self.max_body_bytes = max_body_bytes
 

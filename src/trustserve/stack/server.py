@@ -263,18 +263,22 @@ class Stack:
         return tls
 
     def _inference_api(self) -> InferenceApi:
+        from trustserve.frontend.dataplane import DataPlane
         from trustserve.frontend.inference import InferenceApi
         from trustserve.frontend.jobs import Jobs
 
         s = self.settings
-        return InferenceApi(
+        plane = DataPlane(
             self.registry,
             self.broker,
             self.metrics,
             timeout_s=s.request_timeout_s,
-            max_body_bytes=s.max_body_bytes,
             keys=self.keys,
             require=s.readiness_require,
+        )
+        return InferenceApi(
+            plane,
+            max_body_bytes=s.max_body_bytes,
             jobs=Jobs(
                 self._job_store(),
                 self._broker_key,
