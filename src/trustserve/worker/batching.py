@@ -4,9 +4,9 @@ A job's payload is read according to its kind (the table is in ``broker/base.py`
 a sealed or OHTTP job is opened first (``worker/sealed.py``, ``worker/ohttp.py``),
 then its v2 or torchserve body is read as a standard one is. A job that cannot be
 read gets its error answer at once (sealed to the client, by the request's
-``AnswerSealer``, once the request is open); the rest are concatenated along the batch axis, run, and split again.
-Each answer is encoded once, here, in the format its request asked for; the
-frontend forwards it as it is.
+``AnswerSealer``, once the request is open); the rest are concatenated along the
+batch axis, run, and split again. Each answer is encoded once, here, in the format
+its request asked for; the frontend forwards it as it is.
 """
 
 from __future__ import annotations

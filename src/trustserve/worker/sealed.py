@@ -29,8 +29,9 @@ from trustserve.worker.replay import ReplayGuard
 class AnswerSealer(Protocol):
     """Seals one answer (or error: its status and machine code) to the request's client."""
 
-    def seal(self, body: bytes, header_length: int | None, status: int, code: str | None) -> bytes:
-        ...
+    def seal(
+        self, body: bytes, header_length: int | None, status: int, code: str | None
+    ) -> bytes: ...
 
 
 @dataclass(frozen=True)
