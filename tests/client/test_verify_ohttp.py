@@ -12,15 +12,32 @@ from typing import Any
 
 import pytest
 
-from tests.client.test_verify import kms, policy, sim  # noqa: F401  (fixtures)
-from trustserve.attestation import EvidenceProvider
-from trustserve.client.verify import verify
+from trustserve.attestation import EvidenceProvider, Policy, make_provider
+from trustserve.client.verify import ClientPolicy, verify
+from trustserve.crypto.rootkey import KeyFileProtector, create_key_file
 from trustserve.crypto import hpke, ohttp
 from trustserve.encoding import b64
 from trustserve.errors import AttestationRefused
 from trustserve.keyrelease.bundle import bundle_report_data, canonical
 from trustserve.kms.bundle import make_bundle
 from trustserve.kms.service import KmsService
+
+
+@pytest.fixture
+def kms(tmp_path: Path) -> KmsService:
+    key_file = tmp_path / "kms.key"
+    create_key_file(key_file)
+    home = tmp_path / "home"
+    return KmsService(home, KeyFileProtector(key_file), Policy.development(home))
+
+
+@pytest.fixture
+def sim(kms: KmsService) -> EvidenceProvider:
+    return make_provider("sim", kms.home)
+
+
+def policy(kms: KmsService) -> ClientPolicy:
+    return ClientPolicy.development(kms.home)
 
 
 def listed(bundle: dict[str, Any]) -> list[dict[str, Any]]:
@@ -31,8 +48,8 @@ def listed(bundle: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def test_each_key_carries_its_config_and_rotation_moves_the_id(
-    kms: KmsService,  # noqa: F811
-    sim: EvidenceProvider,  # noqa: F811
+    kms: KmsService,
+    sim: EvidenceProvider,
 ) -> None:
     first = verify(kms.attestation_bundle(sim), policy(kms))
     assert first.ohttp_config == ohttp.KeyConfig(0, first.public_key)
@@ -52,7 +69,7 @@ def test_each_key_carries_its_config_and_rotation_moves_the_id(
 
 
 def test_the_counter_wraps_at_256_and_a_state_without_it_still_has_distinct_ids(
-    kms: KmsService,  # noqa: F811
+    kms: KmsService,
 ) -> None:
     def set_rotation(state: dict[str, Any]) -> None:
         state["serving"][0]["rotation"] = 255
@@ -72,8 +89,8 @@ def test_the_counter_wraps_at_256_and_a_state_without_it_still_has_distinct_ids(
 
 
 def test_a_caller_config_is_used_only_if_the_bundle_holds_it(
-    kms: KmsService,  # noqa: F811
-    sim: EvidenceProvider,  # noqa: F811
+    kms: KmsService,
+    sim: EvidenceProvider,
 ) -> None:
     target = verify(kms.attestation_bundle(sim), policy(kms))
     assert target.ohttp_config is not None
@@ -98,9 +115,8 @@ def attested(kms: KmsService, sim: EvidenceProvider, keys: list[dict[str, Any]])
 
 
 def test_a_config_that_does_not_name_its_key_is_refused(
-    kms: KmsService,  # noqa: F811
-    sim: EvidenceProvider,  # noqa: F811
-    tmp_path: Path,
+    kms: KmsService,
+    sim: EvidenceProvider,
 ) -> None:
     key = listed(kms.attestation_bundle(sim))[0]
     _, other = hpke.generate_keypair()
