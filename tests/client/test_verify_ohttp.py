@@ -14,8 +14,8 @@ import pytest
 
 from trustserve.attestation import EvidenceProvider, Policy, make_provider
 from trustserve.client.verify import ClientPolicy, verify
-from trustserve.crypto.rootkey import KeyFileProtector, create_key_file
 from trustserve.crypto import hpke, ohttp
+from trustserve.crypto.rootkey import KeyFileProtector, create_key_file
 from trustserve.encoding import b64
 from trustserve.errors import AttestationRefused
 from trustserve.keyrelease.bundle import bundle_report_data, canonical
