@@ -108,9 +108,8 @@ def prepare(
         return Prepared(_path(model, version, is_raw), body, headers, raw=is_raw)
     version = target.resolve(model, version)  # the worker refuses any other version
     if ohttp_config is not None:
-        inner = oh.inner_request(
-            oh.inner_path(model, version, is_raw), body, oh.v2_headers(head_len)
-        )
+        fields = {"content-type": "application/octet-stream"} if is_raw else oh.v2_headers(head_len)
+        inner = oh.inner_request(oh.inner_path(model, version, is_raw), body, fields)
         encapsulated, context = oh.encapsulate(ohttp_config, inner)
         headers = {"Content-Type": ohttp.REQUEST_TYPE}
         path = oh.gateway_path(model, version)
