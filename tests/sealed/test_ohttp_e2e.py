@@ -13,11 +13,12 @@ from pathlib import Path
 
 import numpy as np
 import orjson
+import pytest
 
 from tests.attacks.ohttp_support import answered, opened, post, target
 from tests.sealed.test_sealed_e2e import dev_policy
 from tests.support import RunningStack, png, tiny_expected
-from trustserve.client import AsyncTrustserveClient, TrustserveClient
+from trustserve.client import AsyncTrustserveClient, ServerError, TrustserveClient
 from trustserve.client.ohttp import encapsulate, inner_request
 from trustserve.client.sdk import prepare
 from trustserve.crypto import ohttp
@@ -62,6 +63,13 @@ async def test_async_client(tiny_stack: RunningStack) -> None:
     ) as c:
         out = await c.infer("tiny", {"x": np.ones((2, 4), np.float32)}, version="1")
     np.testing.assert_allclose(out["y"], 3 * np.ones((2, 4)))
+
+
+def test_an_error_once_open_comes_back_encapsulated(tiny_stack: RunningStack) -> None:
+    with ohttp_client(tiny_stack) as c, pytest.raises(ServerError) as refused:
+        c.infer("tiny", {"x": np.ones((1, 5), np.float32)})
+    assert refused.value.status == 400 and refused.value.code == "invalid_input"
+    assert refused.value.sealed and "shape" in refused.value.message
 
 
 def test_a_json_inner_request_as_any_ohttp_client_sends_it(tiny_stack: RunningStack) -> None:
