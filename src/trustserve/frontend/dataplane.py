@@ -206,7 +206,7 @@ class DataPlane:
             raise BadRequest(f"not an encapsulated request (RFC 9458 section 4.3): {exc}") from None
         known = await self.keys.ohttp_keys(expect=config_id)
         if not known:
-            raise Unavailable("the key service holds no valid serving key")
+            raise Unavailable("the key service publishes no current OHTTP key config")
         if config_id not in known:
             raise UnknownOhttpKey(
                 f"unknown OHTTP key config id {config_id}; the current one is "
