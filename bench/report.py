@@ -260,6 +260,15 @@ def write_report(res: dict[str, Any], results_dir: Path, doc: Path) -> None:
                 f"{seal['p50_ms']:.2f} ms (p99 {seal['p99_ms']:.2f})",
             )
         )
+    if "ohttp_cost" in res:
+        c = res["ohttp_cost"]
+        checks.append(
+            (
+                f"a worker opening a {c['bytes']:,.0f}-byte request and sealing its answer, p50, "
+                "OHTTP vs sealed (issue 24)",
+                f"{c['ohttp_p50_ms']:.2f} ms vs {c['sealed_p50_ms']:.2f} ms",
+            )
+        )
     if "decrypt_load" in res:
         d = res["decrypt_load"]
         checks.append(

@@ -37,6 +37,7 @@ from common import (
     v2_request,
 )
 from loadgen import LoadResult, build_request
+from ohttp_pair import worker_cost
 from report import write_report
 from stackstats import first_answer_s, prepare_cold_start, stack_peak_rss_bytes
 from tqdm import tqdm
@@ -341,6 +342,10 @@ def main() -> None:
     @add("sealing latency")
     def _sealing() -> None:
         res["sealing"] = sealing_latency()
+
+    @add("OHTTP worker cost")
+    def _ohttp_cost() -> None:
+        res["ohttp_cost"] = worker_cost()
 
     @add("decrypt + load")
     def _decrypt() -> None:
