@@ -233,12 +233,14 @@ def write_report(res: dict[str, Any], results_dir: Path, doc: Path) -> None:
     served8 = _find(res["served"], "served INT8 (HTTPS")
     served32 = _find(res["served"], "served FP32")
     sealed = _find(res["served"], "served sealed")
+    oblivious = _find(res["served"], "served OHTTP")
     peer = _find(res["served"], "TorchServe")
     seal = res.get("sealing", {})
     checks = [
         ("served INT8 / raw (issue 2: ≥ 0.90)", adj("served INT8 (HTTPS")),
         ("served INT8 / served FP32 (issue 7: ≥ 3.5)", _ratio(served8, served32)),
         ("served sealed / raw (issues 5, 7: ≥ 0.90)", adj("served sealed")),
+        ("served OHTTP / served sealed (issue 24: ≥ 0.95)", _ratio(oblivious, sealed)),
         ("served over Redis / raw (issues 6, 14: ≥ 0.85)", adj("served INT8 over Redis")),
         ("TorchServe plain / raw (peer)", adj("TorchServe")),
         ("OpenVINO INT8 / ONNX Runtime INT8 (issue 14: ≥ 1.1)", openvino_target(res)),
@@ -256,6 +258,15 @@ def write_report(res: dict[str, Any], results_dir: Path, doc: Path) -> None:
                 f"sealing + opening a {seal['bytes']:,}-byte request and its answer, p50 "
                 "(issue 5: < 1 ms)",
                 f"{seal['p50_ms']:.2f} ms (p99 {seal['p99_ms']:.2f})",
+            )
+        )
+    if "ohttp_cost" in res:
+        c = res["ohttp_cost"]
+        checks.append(
+            (
+                f"a worker opening a {c['bytes']:,.0f}-byte request and sealing its answer, p50, "
+                "OHTTP vs sealed (issue 24)",
+                f"{c['ohttp_p50_ms']:.2f} ms vs {c['sealed_p50_ms']:.2f} ms",
             )
         )
     if "decrypt_load" in res:

@@ -112,3 +112,18 @@ def test_the_report_says_which_engine_is_faster_per_model(tmp_path: Path) -> Non
     assert "| resnet50 FP32 | 30.0 | 24.0 | 0.80 | ONNX Runtime |" in text
     target = "| OpenVINO INT8 / ONNX Runtime INT8 (issue 14: ≥ 1.1) | 1.15 (median of 3"
     assert target in text
+
+
+def test_the_report_has_the_ohttp_row_next_to_the_sealed_one(tmp_path: Path) -> None:
+    res = results()
+    res["served"] += [
+        served("served sealed INT8 (HTTPS, HPKE)", 80, 100, 1),
+        served("served OHTTP INT8 (HTTPS, RFC 9458)", 78, 100, 1),
+    ]
+    res["ohttp_cost"] = {"bytes": 602278.0, "sealed_p50_ms": 0.4, "ohttp_p50_ms": 0.5}
+    doc = tmp_path / "benchmarks.md"
+    write_report(res, tmp_path, doc)
+    text = doc.read_text()
+    assert "| served OHTTP INT8 (HTTPS, RFC 9458) | 78.0 |" in text
+    assert "| served OHTTP / served sealed (issue 24: ≥ 0.95) | 0.97 |" in text
+    assert "0.50 ms vs 0.40 ms" in text
