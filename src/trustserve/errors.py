@@ -14,7 +14,9 @@ Messages say what was wrong and never carry a secret.
     │   ├── ArchiveError          400   archive_error        a model archive that cannot be used
     │   ├── CannotOpenSealed      400   cannot_open_sealed   sealed request that fails to open
     │   ├── UnknownKeyId          400   stale_serving_key    sealed to a serving key not held (any
-    │   │                                                    more): fetch the bundle again, retry
+    │   │   │                                                more): fetch the bundle again, retry
+    │   │   └── UnknownOhttpKey   400   unknown_ohttp_key    encapsulated (OHTTP) to a key config
+    │   │                                                    id not held: fetch the configs again
     │   ├── Expired               400   expired              sealed request outside its window
     │   └── WrongModelVersion     400   wrong_model_version  sealed for another model version than
     │                                                        the worker's (or none)
@@ -29,6 +31,8 @@ Messages say what was wrong and never carry a secret.
     ├── Conflict                  409   conflict
     │   └── Replayed              409   replayed             a nonce seen before
     ├── PayloadTooLarge           413   payload_too_large
+    ├── UnsupportedMediaType      415   unsupported_media_type  a body of a type the route does
+    │                                                    not take (names the one it takes)
     ├── TooManyRequests           429   too_many_requests    a per-client bound (retry_after)
     ├── WorkersFailed             500   broker_failure       the broker's own notice: every worker
     │                                                        that took it died; says only "failed"
@@ -77,6 +81,12 @@ class CannotOpenSealed(BadRequest):
 
 class UnknownKeyId(BadRequest):
     code = "stale_serving_key"
+
+
+class UnknownOhttpKey(UnknownKeyId):
+    """An OHTTP request's key config id (its first byte) names no serving key held."""
+
+    code = "unknown_ohttp_key"
 
 
 class Expired(BadRequest):
@@ -141,6 +151,11 @@ class Replayed(Conflict):
 class PayloadTooLarge(TrustserveError):
     status = 413
     code = "payload_too_large"
+
+
+class UnsupportedMediaType(TrustserveError):
+    status = 415
+    code = "unsupported_media_type"
 
 
 class WorkersFailed(TrustserveError):

@@ -15,6 +15,9 @@ The contract between frontend and worker, in one place:
                 takes it (image bytes or JSON)                         (top-k for a classifier)
     sealed      a sealed request (crypto/sealing.py)  key_id, version  a sealed answer
                 holding a v2 or a torchserve body
+    ohttp       an encapsulated request (RFC 9458,    key_id, version  an encapsulated response
+                crypto/ohttp.py) holding a Binary                      (BHTTP) with the status
+                HTTP request for the inference URL                     and body inside
 
 The worker encodes each answer once; the frontend forwards it as it is. An
 error answer's payload is its UTF-8 message and ``OutcomeMeta.code`` its
@@ -43,6 +46,12 @@ class JobKind(StrEnum):
     V2 = "v2"
     TORCHSERVE = "torchserve"
     SEALED = "sealed"
+    OHTTP = "ohttp"
+
+    @property
+    def end_to_end(self) -> bool:
+        """Sealed to the worker by the client: only the worker opens it, its answer too."""
+        return self in (JobKind.SEALED, JobKind.OHTTP)
 
 
 def _field(raw: dict[str, Any], name: str, *types: type) -> Any:

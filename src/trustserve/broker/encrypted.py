@@ -9,7 +9,7 @@ does the reverse. AES-256-GCM with a random nonce per message.
 - A job's associated data is its direction, queue, id, kind and ``JobMeta``: the
   broker can neither move a payload to another job nor change how a worker reads it
   (a worker answers such a job 502 ``broker_tampered``).
-- A sealed job's payload is already sealed to the worker (HPKE, crypto/sealing.py), so
+- A sealed (or OHTTP) job's payload is already sealed to the worker (HPKE, crypto/sealing.py), so
   it is not encrypted a second time: it travels as ``iv | tag | sealed request``, the
   tag a GMAC under the broker key over the same associated data (labelled ``bound``,
   not ``job``) and every byte of the sealed request. Moving it to another job,
@@ -48,7 +48,6 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from trustserve.broker.base import (
     Broker,
     Job,
-    JobKind,
     JobSource,
     Outcome,
     OutcomeMeta,
@@ -127,7 +126,7 @@ class EncryptingBroker:
         self.cipher = PayloadCipher(key)
 
     async def submit(self, job: Job) -> Outcome:
-        if job.kind is JobKind.SEALED:  # sealed to the worker already: bound, not encrypted
+        if job.kind.end_to_end:  # sealed to the worker already: bound, not encrypted
             payload = self.cipher.bind(job.payload, _job_aad(job, "bound"))
         else:
             payload = self.cipher.seal(job.payload, _job_aad(job))
@@ -170,7 +169,7 @@ class DecryptingJobSource:
         opened = []
         for job in jobs:
             try:
-                if job.kind is JobKind.SEALED:
+                if job.kind.end_to_end:
                     payload = self.cipher.unbind(job.payload, _job_aad(job, "bound"))
                 else:
                     payload = self.cipher.open(job.payload, _job_aad(job))

@@ -27,6 +27,11 @@ def add_client_args(p: argparse.ArgumentParser, what: str, what_help: str) -> No
     p.add_argument(what, help=what_help)
     p.add_argument("--version", default=None)
     p.add_argument("--standard", action="store_true", help="an ordinary (not sealed) request")
+    p.add_argument(
+        "--ohttp",
+        action="store_true",
+        help="seal as Oblivious HTTP (RFC 9458) to the attested key config, via the gateway URL",
+    )
     p.add_argument("--ca", help="CA to verify the server (default $TRUSTSERVE_HOME/tls/ca.pem)")
     p.add_argument("--policy", help="YAML policy the KMS evidence must satisfy")
     p.add_argument(
@@ -115,18 +120,25 @@ def server_ca(args: argparse.Namespace) -> Path | None:
 def open_client(args: argparse.Namespace) -> TrustserveClient:
     """A client as the flags say; sealed: the server is verified before anything is sent."""
     ca = server_ca(args)
+    if args.standard and args.ohttp:
+        raise BadRequest("--ohttp seals the request: it cannot be combined with --standard")
     policy = None if args.standard else client_policy(args)
-    client = TrustserveClient(args.url, policy=policy, ca=ca, sealed=not args.standard)
+    client = TrustserveClient(
+        args.url, policy=policy, ca=ca, sealed=not args.standard, ohttp=args.ohttp
+    )
     if policy is not None:
         try:
             target = client.verify()  # before anything else goes to the server
+            how = ""
+            if args.ohttp:  # refused here, before anything is sent, if the bundle has none
+                how = f" as OHTTP to key config {target.attested_ohttp_config(None).key_id}"
         except BaseException:
             client.close()
             raise
         version = target.resolve(args.model, args.version)
         digest = target.digest(args.model, version) or "no archive digest pinned"
         print(
-            f"trustserve: sealing for {args.model} version {version} ({digest}), "
+            f"trustserve: sealing for {args.model} version {version} ({digest}){how}, "
             f"KMS attested by {target.kms_claims.tee} evidence",
             file=sys.stderr,
         )

@@ -2,6 +2,8 @@
 
 Sealed: fetch the attestation bundle, verify it against the client's policy,
 HPKE-seal the request to the verified serving key, open the sealed answer.
+OHTTP (``ohttp=True``): the same request as Binary HTTP, encapsulated (RFC 9458) to the
+verified bundle's key config (``client/ohttp.py``), so it can pass a third-party relay.
 Standard: an ordinary Open Inference Protocol request over verified TLS. The
 request building and answer reading are shared by the sync and async clients;
 only the transport differs.
@@ -19,7 +21,9 @@ import httpx
 import numpy as np
 import numpy.typing as npt
 
+from trustserve.client import ohttp as oh
 from trustserve.client.verify import ClientPolicy, ServingTarget, new_nonce, verify
+from trustserve.crypto import ohttp
 from trustserve.crypto.sealing import (
     ATTESTATION_PATH,
     CONTENT_TYPE,
@@ -35,6 +39,7 @@ from trustserve.errors import (
     DeadlineExceeded,
     TrustserveError,
     UnknownKeyId,
+    UnknownOhttpKey,
 )
 from trustserve.keyrelease.bundle import encode_nonce
 from trustserve.tensors import Tensor, datatype_of, encode_binary, parse_response
@@ -74,6 +79,7 @@ class Prepared:
     route: Route | None = None
     reply: ResponseKey | None = None
     raw: bool = False
+    ohttp: ohttp.ClientContext | None = None
 
 
 def _path(model: str, version: str | None, raw: bool) -> str:
@@ -96,8 +102,10 @@ def prepare(
     inputs: Arrays | None,
     raw: bytes | None,
     target: ServingTarget | None,
+    ohttp_config: ohttp.KeyConfig | None = None,
 ) -> Prepared:
-    """``inputs`` as v2 tensors, or ``raw`` as the TorchServe API takes it; sealed if ``target``.
+    """``inputs`` as v2 tensors, or ``raw`` as the TorchServe API takes it; sealed if ``target``
+    (encapsulated to ``ohttp_config``, a config of ``target``'s bundle, if given).
 
     A sealed request names the model version resolved from the bundle's model list
     (``version``, or the default of the versions the KMS holds keys for), in its
@@ -113,6 +121,14 @@ def prepare(
         headers = {} if head_len is None else {"Inference-Header-Content-Length": str(head_len)}
         return Prepared(_path(model, version, is_raw), body, headers, raw=is_raw)
     version = target.resolve(model, version)  # the worker refuses any other version
+    if ohttp_config is not None:
+        inner = oh.inner_request(
+            oh.inner_path(model, version, is_raw), body, oh.v2_headers(head_len)
+        )
+        encapsulated, context = oh.encapsulate(ohttp_config, inner)
+        headers = {"Content-Type": ohttp.REQUEST_TYPE}
+        path = oh.gateway_path(model, version)
+        return Prepared(path, encapsulated, headers, raw=is_raw, ohttp=context)
     route = Route(model, version, target.key_id)
     sealed, reply = seal_request(
         target.public_key, route, body, head_len, kind="torchserve" if is_raw else "v2"
@@ -129,7 +145,15 @@ def read_answer(prepared: Prepared, response: httpx.Response) -> Any:
     """
     sealed = response.headers.get("content-type", "").startswith(CONTENT_TYPE)
     head_len: int | None = None
-    if prepared.reply is not None and prepared.route is not None:
+    if prepared.ohttp is not None:
+        inner = oh.open_answer(prepared.ohttp, response)
+        if inner is None:
+            raise _error(response)
+        if inner.status != 200:
+            error = _error(httpx.Response(inner.status, content=inner.body))
+            raise ServerError(inner.status, error.message, error.code, sealed=True)
+        body, head_len = inner.body, oh.header_length(inner)
+    elif prepared.reply is not None and prepared.route is not None:
         if not sealed:
             if response.status_code == 200:
                 raise BrokerTampered("the answer to a sealed request is not sealed: refused")
@@ -185,7 +209,7 @@ def _accepted(prepared: Prepared, response: httpx.Response) -> JobHandle:
 
 def _stale_key(exc: ServerError) -> bool:
     """The serving key we sealed to is not held any more: fetch the bundle again, retry once."""
-    return exc.code == UnknownKeyId.code
+    return exc.code in (UnknownKeyId.code, UnknownOhttpKey.code)
 
 
 def _fresh(refresh: bool) -> dict[str, str]:
@@ -219,11 +243,19 @@ class _Base(Generic[H]):
         ca: Path | str | None = None,
         sealed: bool = True,
         timeout: float = 60.0,
+        ohttp: bool = False,
+        ohttp_key_config: bytes | None = None,
     ) -> None:
         if sealed and policy is None:
             raise ValueError("sealed requests need a ClientPolicy to verify the server against")
+        if (ohttp or ohttp_key_config is not None) and not sealed:
+            raise ValueError("OHTTP requests are sealed requests: not with sealed=False")
         self.policy = policy
         self.sealed = sealed
+        # the key config to encapsulate to (from the caller or discovery): used only if the
+        # verified bundle holds it; None: the bundle's current one
+        self.ohttp = ohttp or ohttp_key_config is not None
+        self.ohttp_key_config = ohttp_key_config
         self._target: ServingTarget | None = None
         self._http: H = self._open(url.rstrip("/"), _tls(ca), timeout)
 
@@ -239,6 +271,21 @@ class _Base(Generic[H]):
         if time.time() - target.issued_at > self.policy.max_bundle_age_s:
             return None
         return target
+
+    def _prepare(
+        self,
+        model: str,
+        version: str | None,
+        inputs: Arrays | None,
+        raw: bytes | None,
+        target: ServingTarget | None,
+    ) -> Prepared:
+        """The request in this client's mode; an OHTTP key config that the verified bundle
+        does not hold is refused here, before anything is sent (AttestationRefused)."""
+        config = None
+        if self.ohttp and target is not None:
+            config = target.attested_ohttp_config(self.ohttp_key_config)
+        return prepare(model, version, inputs, raw, target, config)
 
 
 class TrustserveClient(_Base[httpx.Client]):
@@ -272,7 +319,7 @@ class TrustserveClient(_Base[httpx.Client]):
     ) -> Any:
         for attempt in (0, 1):
             target = self.verify(refresh=attempt > 0) if self.sealed else None
-            p = prepare(model, version, inputs, raw, target)
+            p = self._prepare(model, version, inputs, raw, target)
             try:
                 return read_answer(p, self._http.post(p.path, content=p.body, headers=p.headers))
             except ServerError as exc:
@@ -297,7 +344,7 @@ class TrustserveClient(_Base[httpx.Client]):
             raise ValueError("submit takes inputs or raw, not both and not neither")
         for attempt in (0, 1):
             target = self.verify(refresh=attempt > 0) if self.sealed else None
-            p = prepare(model, version, inputs, raw, target)
+            p = self._prepare(model, version, inputs, raw, target)
             headers = {**p.headers, **ASYNC}
             try:
                 return _accepted(p, self._http.post(p.path, content=p.body, headers=headers))
@@ -364,7 +411,7 @@ class AsyncTrustserveClient(_Base[httpx.AsyncClient]):
     ) -> Any:
         for attempt in (0, 1):
             target = await self.verify(refresh=attempt > 0) if self.sealed else None
-            p = prepare(model, version, inputs, raw, target)
+            p = self._prepare(model, version, inputs, raw, target)
             try:
                 response = await self._http.post(p.path, content=p.body, headers=p.headers)
                 return read_answer(p, response)

@@ -7,6 +7,9 @@
    (``trustserve.client.rules``).
 3. The signed key list is at most ``max_bundle_age_s`` old, so a key list replayed
    after a rotation stops working within that bound even without a nonce.
+4. Each usable key's OHTTP key config (``ohttp_key_id``, ``ohttp_key_config``, signed
+   with the key) decodes and names that very key: an OHTTP request is encapsulated only
+   to a config the attested KMS released (``ServingTarget.ohttp_configs``).
 
 The model list then says which model versions an attested worker can serve; a
 sealed request names the version resolved from it (``ServingTarget.resolve``).
@@ -23,7 +26,8 @@ from typing import Any
 
 from trustserve.attestation import Claims, Policy, VerifierSources
 from trustserve.client.rules import check_release_policy
-from trustserve.errors import AttestationRefused, ConfigError
+from trustserve.crypto.ohttp import KeyConfig
+from trustserve.errors import AttestationRefused, BadRequest, ConfigError
 from trustserve.keyrelease.bundle import NONCE_SIZE, verify_bundle
 
 CLOCK_SKEW_S = 30.0
@@ -71,6 +75,35 @@ class ServingTarget:
     release_policy: dict[str, Any] = field(repr=False)
     models: tuple[dict[str, Any], ...] = ()
     issued_at: float = 0.0
+    ohttp_configs: tuple[KeyConfig, ...] = ()  # of every usable key, current first
+
+    @property
+    def ohttp_config(self) -> KeyConfig | None:
+        """The current key's OHTTP key config (None: the KMS publishes none)."""
+        return self.ohttp_configs[0] if self.ohttp_configs else None
+
+    def attested_ohttp_config(self, encoded: bytes | None) -> KeyConfig:
+        """``encoded`` (a key config from the caller or from discovery) if the verified
+        bundle holds exactly it; the current one for None. AttestationRefused otherwise:
+        a config the attested KMS did not release may be anyone's key."""
+        if encoded is None:
+            if self.ohttp_config is None:
+                raise AttestationRefused(
+                    "ohttp_key_config", "the attested bundle holds no OHTTP key config"
+                )
+            return self.ohttp_config
+        try:
+            wanted = KeyConfig.decode(encoded)
+        except BadRequest as exc:
+            raise AttestationRefused("ohttp_key_config", f"malformed key config: {exc}") from None
+        for config in self.ohttp_configs:
+            if config == wanted:
+                return config
+        raise AttestationRefused(
+            "ohttp_key_config",
+            f"key config id {wanted.key_id} is not in the attested bundle (its key is not "
+            "one the attested KMS released): nothing was sent",
+        )
 
     def resolve(self, model: str, version: str | None) -> str:
         """The version a sealed request names: ``version`` if the KMS holds its key, else
@@ -134,6 +167,7 @@ def verify(
     if not usable:
         raise AttestationRefused("serving_keys", "every serving key in the bundle has expired")
     key = usable[0]
+    configs = tuple(c for c in (_ohttp_config(k) for k in usable) if c is not None)
     return ServingTarget(
         str(key["key_id"]),
         base64.b64decode(key["public_key"]),
@@ -142,4 +176,22 @@ def verify(
         checked.release_policy,
         tuple(checked.models),
         checked.issued_at,
+        configs,
     )
+
+
+def _ohttp_config(key: dict[str, Any]) -> KeyConfig | None:
+    """A signed key's OHTTP key config, checked to be that key's (None if it has none)."""
+    if "ohttp_key_config" not in key:
+        return None
+    try:
+        config = KeyConfig.decode(base64.b64decode(key["ohttp_key_config"], validate=True))
+    except (BadRequest, ValueError, TypeError):
+        raise AttestationRefused("ohttp_key_config", "a signed key config is malformed") from None
+    if config.key_id != key.get("ohttp_key_id") or config.public_key != base64.b64decode(
+        key["public_key"]
+    ):
+        raise AttestationRefused(
+            "ohttp_key_config", f"key config id {config.key_id} does not name its serving key"
+        )
+    return config

@@ -4,6 +4,11 @@
 every key still accepted, current first, with private halves) and what a
 worker uses to find the key a sealed request names. The public list, signed by
 the KMS identity (Ed25519), is what clients fetch in the attestation bundle.
+
+Each serving key is also an Oblivious HTTP key configuration (RFC 9458 section 3):
+``ohttp_key_id`` is one byte, the KMS's serving-key rotation counter mod 256 (so the
+current and the previous key never share one), and the public list carries the
+encoded config (``ohttp_key_config``) beside the key, signed with it.
 """
 
 from __future__ import annotations
@@ -17,9 +22,9 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from trustserve.crypto import hpke
+from trustserve.crypto import hpke, ohttp
 from trustserve.encoding import b64, unb64
-from trustserve.errors import BadRequest, Expired, UnknownKeyId
+from trustserve.errors import BadRequest, Expired, UnknownKeyId, UnknownOhttpKey
 
 BROKER_KEY_SIZE = 32
 
@@ -39,11 +44,16 @@ class ServingKey:
     public_key: bytes
     not_after: float
     private_key: bytes | None = None
+    ohttp_key_id: int = 0
 
     @classmethod
-    def generate(cls, not_after: float) -> ServingKey:
+    def generate(cls, not_after: float, ohttp_key_id: int = 0) -> ServingKey:
         private, public = hpke.generate_keypair()
-        return cls(new_key_id("srv"), public, not_after, private)
+        return cls(new_key_id("srv"), public, not_after, private, ohttp_key_id % 256)
+
+    @property
+    def ohttp_config(self) -> ohttp.KeyConfig:
+        return ohttp.KeyConfig(self.ohttp_key_id, self.public_key)
 
     def public_json(self) -> dict[str, Any]:
         return {
@@ -51,6 +61,8 @@ class ServingKey:
             "suite": hpke.SUITE_NAME,
             "public_key": b64(self.public_key),
             "not_after": self.not_after,
+            "ohttp_key_id": self.ohttp_key_id,
+            "ohttp_key_config": b64(self.ohttp_config.encode()),
         }
 
     def __repr__(self) -> str:
@@ -76,6 +88,16 @@ class ServingKeySet:
                 return key
         raise UnknownKeyId(f"unknown serving key id {key_id!r}; current is {self.current.key_id}")
 
+    def find_ohttp(self, ohttp_key_id: int, now: float) -> ServingKey:
+        """The key whose OHTTP key config id is ``ohttp_key_id``; as ``find``."""
+        for key in self.keys:
+            if key.ohttp_key_id == ohttp_key_id:
+                return self.find(key.key_id, now)
+        raise UnknownOhttpKey(
+            f"unknown OHTTP key config id {ohttp_key_id}; current is "
+            f"{self.current.ohttp_key_id}: fetch the key configs again"
+        )
+
     def to_bytes(self) -> bytes:
         """JSON with the private halves (secret: only ever sent sealed)."""
         items = [{**k.public_json(), "private_key": b64(k.private_key or b"")} for k in self.keys]
@@ -91,6 +113,7 @@ class ServingKeySet:
                     unb64(k["public_key"], "public_key"),
                     float(k["not_after"]),
                     unb64(k["private_key"], "private_key") or None,
+                    _ohttp_id(k.get("ohttp_key_id", 0)),
                 )
                 for k in raw["keys"]
             )
@@ -99,6 +122,12 @@ class ServingKeySet:
         if not keys:
             raise BadRequest("serving key set is empty")
         return cls(keys)
+
+
+def _ohttp_id(value: Any) -> int:
+    if type(value) is not int or not 0 <= value <= 255:
+        raise ValueError("ohttp_key_id must be 0..255")
+    return value
 
 
 def sign_serving_keys(

@@ -6,7 +6,7 @@ data plane what they parsed. The data plane does the rest, the same for all:
 
 1. find the model (``model``): a 404 names no model in metrics (``unknown``);
 2. check the request against the model's public manifest (``v2_work``,
-   ``torchserve_work``, ``sealed_work``): a 4xx before anything is queued;
+   ``torchserve_work``, ``sealed_work``, ``ohttp_work``): a 4xx before anything is queued;
 3. admit it (``admit``): a 503 at once when no worker takes the model's queue;
 4. submit one broker job (the contract in ``broker/base.py``) and await its outcome,
    or hand that wait to the transport's background runner (an async job);
@@ -26,8 +26,16 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from trustserve.broker.base import Broker, Job, JobKind, JobMeta, Outcome
+from trustserve.crypto import ohttp
 from trustserve.crypto.sealing import ATTESTATION_PATH
-from trustserve.errors import BadRequest, BrokerTampered, TrustserveError, Unavailable, UnknownKeyId
+from trustserve.errors import (
+    BadRequest,
+    BrokerTampered,
+    TrustserveError,
+    Unavailable,
+    UnknownKeyId,
+    UnknownOhttpKey,
+)
 from trustserve.frontend.keys import FrontendKeys
 from trustserve.frontend.metrics import Metrics
 from trustserve.frontend.registry import ModelEntry, ModelRegistry
@@ -36,6 +44,7 @@ from trustserve.tensors import InferRequest, as_binary_request, check_against
 T = TypeVar("T")
 PARSE_INLINE_BYTES = 256 * 1024  # a request parsed or converted on the event loop, larger off it
 LIVE_MEMO_S = 1.0  # a worker counted this recently makes its model servable (no recount)
+OHTTP_KEYS_PATH = "/.well-known/ohttp-gateway"  # RFC 9540 key config discovery
 UNKNOWN_MODEL = "unknown"  # the metrics label of requests for a model that is not registered
 
 
@@ -183,6 +192,29 @@ class DataPlane:
             )
         return Work(JobKind.SEALED, body, JobMeta(key_id=key_id, version=version))
 
+    async def ohttp_work(self, entry: ModelEntry, body: bytes, version: str) -> Work:
+        """An encapsulated request (RFC 9458), routed on the model in its gateway URL and
+        the key config id in its first byte: it goes to the broker as it came (never
+        decapsulated here), once that id names a serving key the key service holds."""
+        if self.keys is None:
+            raise BadRequest("this server has no key service: no OHTTP gateway")
+        if not body:
+            raise BadRequest("request body is empty: send an encapsulated request")
+        try:
+            config_id = ohttp.request_key_id(body)
+        except BadRequest as exc:
+            raise BadRequest(f"not an encapsulated request (RFC 9458 section 4.3): {exc}") from None
+        known = await self.keys.ohttp_keys(expect=config_id)
+        if not known:
+            raise Unavailable("the key service holds no valid serving key")
+        if config_id not in known:
+            raise UnknownOhttpKey(
+                f"unknown OHTTP key config id {config_id}; the current one is "
+                f"{next(iter(known))}: fetch {OHTTP_KEYS_PATH} (or {ATTESTATION_PATH}) again"
+            )
+        key_id = known[config_id][0]
+        return Work(JobKind.OHTTP, body, JobMeta(key_id=key_id, version=version))
+
     # -- admission and the broker -----------------------------------------------------
 
     async def admit(self, entry: ModelEntry) -> None:
@@ -265,13 +297,13 @@ class DataPlane:
 
 
 def verified(work: Work, outcome: Outcome) -> Outcome:
-    """``outcome`` if it can be the answer to ``work``: a sealed request gets a sealed answer
-    or an error, any other request never a sealed one (the broker may have swapped them).
-    An error answer is returned as it is: the transport says it its own way."""
-    if work.kind is JobKind.SEALED and outcome.meta.sealed:
+    """``outcome`` if it can be the answer to ``work``: a sealed (or OHTTP) request gets a
+    sealed answer or an error, any other request never a sealed one (the broker may have
+    swapped them). An error answer is returned as it is: the transport says it its own way."""
+    if work.kind.end_to_end and outcome.meta.sealed:
         return outcome
     if outcome.status != 200:
         return outcome
-    if work.kind is JobKind.SEALED or outcome.meta.sealed:
+    if work.kind.end_to_end or outcome.meta.sealed:
         raise BrokerTampered("an answer does not match the kind of its request")
     return outcome

@@ -2,10 +2,17 @@
 
 A thin transport over the data plane (``dataplane.py``): each handler reads the body,
 parses it (a v2 request, a TorchServe body, a sealed request routed on the clear model
-name) and hands it to ``DataPlane.infer``, which checks it against the model's public
+name, an OHTTP-encapsulated request routed on its gateway URL and key config id) and
+hands it to ``DataPlane.infer``, which checks it against the model's public
 manifest (4xx before anything is queued), admits it, submits it to the broker as one
 job and counts it; the worker's answer is forwarded as the worker encoded it: the worker
 reads the requested outputs and response format from the request, as for a sealed one.
+
+The OHTTP gateway (``POST /v2/ohttp/{model}/{version}``, RFC 9458; docs/ohttp.md) answers
+an encapsulated response with status 200 whatever happened inside: the worker's status
+is in the Binary HTTP response only the client can open. A request refused before any
+worker decapsulated it (a wrong media type, an unknown key config id, too large, one the
+worker cannot open) gets an ordinary error body with its 4xx, as RFC 9458 section 5.2 says.
 """
 
 from __future__ import annotations
@@ -20,10 +27,24 @@ from starlette.routing import Route
 
 from trustserve import __version__
 from trustserve.broker.base import JobKind, JobMeta, Outcome
+from trustserve.crypto import ohttp
 from trustserve.crypto.sealing import ATTESTATION_PATH, KEY_ID_HEADER
 from trustserve.crypto.sealing import CONTENT_TYPE as SEALED_TYPE
-from trustserve.errors import BadRequest, NotFound, PayloadTooLarge, TrustserveError, Unavailable
-from trustserve.frontend.dataplane import PARSE_INLINE_BYTES, DataPlane, Work, verified
+from trustserve.errors import (
+    BadRequest,
+    NotFound,
+    PayloadTooLarge,
+    TrustserveError,
+    Unavailable,
+    UnsupportedMediaType,
+)
+from trustserve.frontend.dataplane import (
+    OHTTP_KEYS_PATH,
+    PARSE_INLINE_BYTES,
+    DataPlane,
+    Work,
+    verified,
+)
 from trustserve.frontend.jobs import JOBS_PATH, Jobs, wants_async
 from trustserve.frontend.registry import ModelEntry
 from trustserve.keyrelease.bundle import parse_nonce
@@ -38,7 +59,8 @@ from trustserve.tensors import parse_request
 
 # parses a request's body, for its model, into the work the data plane submits
 Parse = Callable[[Request, ModelEntry, bytes], Awaitable[Work]]
-EXTENSIONS = ["binary_tensor_data", "model_repository", "trustserve_sealed"]
+EXTENSIONS = ["binary_tensor_data", "model_repository", "trustserve_sealed", "ohttp"]
+OHTTP_PATH = "/v2/ohttp/{model}/{version}"
 
 
 class InferenceApi:
@@ -66,6 +88,8 @@ class InferenceApi:
             Route(v + "/infer", self.infer, methods=["POST"]),
             Route(JOBS_PATH + "/{job}", self.job),
             Route(ATTESTATION_PATH, self.attestation),
+            Route(OHTTP_PATH, self.ohttp, methods=["POST"]),
+            Route(OHTTP_KEYS_PATH, self.ohttp_keys),
             Route("/ping", self.ping),
             Route("/predictions/{model}", self.predict, methods=["POST"]),
             Route("/predictions/{model}/{version}", self.predict, methods=["POST"]),
@@ -105,6 +129,19 @@ class InferenceApi:
         refresh = "no-cache" in request.headers.get("cache-control", "")
         nonce = parse_nonce(request.query_params.get("nonce"))
         return json_response(await keys.bundle(refresh=refresh, nonce=nonce))
+
+    async def ohttp_keys(self, request: Request) -> Response:
+        """RFC 9540 discovery: the current serving keys' OHTTP key configs, current first.
+        Unverified here: a client encapsulates only to one its verified bundle holds."""
+        keys = self.plane.keys
+        if keys is None:
+            raise NotFound("this server runs without a key service: no OHTTP gateway")
+        configs = [ohttp.KeyConfig.decode(c) for _, c in (await keys.ohttp_keys()).values()]
+        return Response(
+            ohttp.encode_key_configs(configs),
+            media_type=ohttp.KEYS_TYPE,
+            headers={"Cache-Control": "max-age=60"},
+        )
 
     async def ping(self, request: Request) -> Response:
         ready = (await self.ready(request)).status_code == 200
@@ -152,6 +189,20 @@ class InferenceApi:
 
     async def predict(self, request: Request) -> Response:
         return await self._through_plane(request, "torchserve", self._predict)
+
+    async def ohttp(self, request: Request) -> Response:
+        media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if media != ohttp.REQUEST_TYPE:
+            return error_response(
+                UnsupportedMediaType(
+                    f"the OHTTP gateway takes {ohttp.REQUEST_TYPE} (RFC 9458), "
+                    f"not {media or 'a body without Content-Type'}"
+                )
+            )
+        return await self._through_plane(request, "ohttp", self._ohttp)
+
+    async def _ohttp(self, request: Request, entry: ModelEntry, body: bytes) -> Work:
+        return await self.plane.ohttp_work(entry, body, request.path_params["version"])
 
     async def _through_plane(self, request: Request, api: str, parse: Parse) -> Response:
         """The request's body parsed by ``parse``, answered by the data plane (an async job
@@ -203,6 +254,9 @@ def forward(kind: JobKind, outcome: Outcome) -> Response:
     if kind is JobKind.SEALED and outcome.meta.sealed:
         # only the client can open it, and it checks the status sealed inside against ours
         return Response(outcome.payload, status_code=outcome.status, media_type=SEALED_TYPE)
+    if kind is JobKind.OHTTP and outcome.meta.sealed:
+        # RFC 9458: the gateway's answer is 200; the worker's status is inside
+        return Response(outcome.payload, media_type=ohttp.RESPONSE_TYPE)
     if outcome.status != 200:
         message = outcome.payload.decode(errors="replace")
         return status_error(outcome.status, message, outcome.meta.code or TrustserveError.code)

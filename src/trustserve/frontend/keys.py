@@ -69,7 +69,29 @@ class FrontendKeys:
             ids = self._ids(await self.bundle(refresh=True))
         return ids
 
+    async def ohttp_keys(self, expect: int | None = None) -> dict[int, tuple[str, bytes]]:
+        """OHTTP key config id -> (serving key id, encoded key config) of the keys the KMS
+        currently signs, current first; unverified (routing and discovery only: a client
+        checks a config against its verified bundle). Refetched for an unknown ``expect``
+        as ``serving_key_ids`` does."""
+        keys = self._ohttp(await self.bundle())
+        if expect is not None and expect not in keys:
+            keys = self._ohttp(await self.bundle(refresh=True))
+        return keys
+
     @staticmethod
-    def _ids(bundle: dict[str, Any]) -> list[str]:
+    def _keys(bundle: dict[str, Any]) -> list[dict[str, Any]]:
         body = json.loads(unb64(bundle["serving_keys"]["payload"], "serving_keys.payload"))
-        return [str(k["key_id"]) for k in body["keys"] if float(k["not_after"]) > time.time()]
+        return [k for k in body["keys"] if float(k["not_after"]) > time.time()]
+
+    @classmethod
+    def _ids(cls, bundle: dict[str, Any]) -> list[str]:
+        return [str(k["key_id"]) for k in cls._keys(bundle)]
+
+    @classmethod
+    def _ohttp(cls, bundle: dict[str, Any]) -> dict[int, tuple[str, bytes]]:
+        return {
+            int(k["ohttp_key_id"]): (str(k["key_id"]), unb64(k["ohttp_key_config"], "key config"))
+            for k in cls._keys(bundle)
+            if "ohttp_key_config" in k
+        }

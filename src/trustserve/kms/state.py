@@ -46,6 +46,13 @@ def file_lock(path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def _rotation(entries: list[dict[str, Any]], i: int) -> int:
+    """The rotation counter of serving key ``i`` (current first). A state written before
+    the counter was kept counts its keys from the oldest: ids differ all the same."""
+    value = entries[i].get("rotation")
+    return value if type(value) is int and value >= 0 else len(entries) - 1 - i
+
+
 class KmsState:
     """Keys under the root key. Every read sees the file as it is now (other writers included)."""
 
@@ -123,7 +130,7 @@ class KmsState:
                 "public_key": b64(identity.public_key().public_bytes_raw()),
                 "wrapped": self._wrap(identity.private_bytes_raw(), "identity", identity_id),
             },
-            "serving": [self._serving_entry(ServingKey.generate(now + self.lifetime), now)],
+            "serving": [self._serving_entry(ServingKey.generate(now + self.lifetime), now, 0)],
             "broker": {
                 "key_id": broker_id,
                 "wrapped": self._wrap(new_broker_key(), "broker", broker_id),
@@ -131,13 +138,14 @@ class KmsState:
             "models": {},
         }
 
-    def _serving_entry(self, key: ServingKey, now: float) -> dict[str, Any]:
+    def _serving_entry(self, key: ServingKey, now: float, rotation: int) -> dict[str, Any]:
         assert key.private_key is not None
         return {
             "key_id": key.key_id,
             "public_key": b64(key.public_key),
             "not_after": key.not_after,
             "created_at": now,
+            "rotation": rotation,  # the rotation counter: its OHTTP key config id mod 256
             "wrapped": self._wrap(key.private_key, "serving", key.key_id),
         }
 
@@ -174,6 +182,7 @@ class KmsState:
                 unb64(e["public_key"], "KMS state field"),
                 float(e["not_after"]),
                 self._unwrap(e, "serving", e["key_id"]) if private else None,
+                _rotation(entries, i) % 256,
             )
             for i, e in enumerate(entries)
             if i == 0 or float(e["not_after"]) >= now
@@ -181,16 +190,20 @@ class KmsState:
         return ServingKeySet(tuple(keys))
 
     def rotate_serving_key(self, now: float, grace: float = DAY) -> ServingKey:
-        """A new current key; the previous one is accepted until ``now + grace`` at most."""
-        key = ServingKey.generate(now + self.lifetime)
+        """A new current key; the previous one is accepted until ``now + grace`` at most.
+        The rotation counter goes up by one: the new key's OHTTP key config id is the
+        previous one's plus one (mod 256), never the same."""
 
-        def change(state: dict[str, Any]) -> None:
+        def change(state: dict[str, Any]) -> ServingKey:
+            rotation = _rotation(state["serving"], 0) + 1
+            key = ServingKey.generate(now + self.lifetime, rotation)
             previous = state["serving"][0]
             previous["not_after"] = min(float(previous["not_after"]), now + grace)
-            state["serving"] = [self._serving_entry(key, now), previous]
+            previous["rotation"] = rotation - 1
+            state["serving"] = [self._serving_entry(key, now, rotation), previous]
+            return key
 
-        self.update(change)
-        return key
+        return self.update(change)
 
     def create_model_key(self, model: str, version: str, digest: str, now: float) -> str:
         """A new data key for the archive of ``model`` ``version`` with manifest ``digest``.

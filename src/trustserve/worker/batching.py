@@ -1,12 +1,12 @@
 """Turning jobs into engine batches and engine outputs back into answers.
 
 A job's payload is read according to its kind (the table is in ``broker/base.py``):
-a sealed job is opened first (``worker/sealed.py``), then its v2 or torchserve
-body is read as a standard one is. A job that cannot be read gets its error
-answer at once (sealed under the client's response key once the request is
-open); the rest are concatenated along the batch axis, run, and split again.
-Each answer is encoded once, here, in the format its request asked for; the
-frontend forwards it as it is.
+a sealed or OHTTP job is opened first (``worker/sealed.py``, ``worker/ohttp.py``),
+then its v2 or torchserve body is read as a standard one is. A job that cannot be
+read gets its error answer at once (sealed to the client, by the request's
+``AnswerSealer``, once the request is open); the rest are concatenated along the
+batch axis, run, and split again. Each answer is encoded once, here, in the format
+its request asked for; the frontend forwards it as it is.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ import orjson
 
 from trustserve.archive import DATATYPES, Manifest
 from trustserve.broker.base import Job, JobKind, Outcome, OutcomeMeta
-from trustserve.crypto.sealing import ResponseKey, Route, seal_response
 from trustserve.engines.base import Tensors
 from trustserve.errors import InvalidInput, TrustserveError, UnknownKeyId
 from trustserve.tensors import (
@@ -32,11 +31,11 @@ from trustserve.tensors import (
     encode_response,
     parse_request,
 )
-from trustserve.worker.sealed import SealedReader
+from trustserve.worker.ohttp import read_ohttp
+from trustserve.worker.sealed import AnswerSealer, Inner, RefusedInside, SealedReader
 
 log = logging.getLogger(__name__)
 TOP_K = 5
-SealedTo = tuple[ResponseKey, Route]  # what a sealed request's answer is sealed to
 
 
 @dataclass(frozen=True)
@@ -51,7 +50,7 @@ class Reply:
     request_id: str | None = None
     outputs: list[RequestedOutput] | None = None
     binary_default: bool = False
-    sealed: SealedTo | None = None
+    sealed: AnswerSealer | None = None
 
 
 @dataclass
@@ -71,16 +70,18 @@ def decode(
     sealed: SealedReader | None = None,
 ) -> Decoded | Outcome:
     """The job read and checked, or the error outcome to answer it with."""
-    to: SealedTo | None = None
+    to: AnswerSealer | None = None
     try:
         kind, body, header_length = job.kind, job.payload, job.meta.header_length
-        if kind is JobKind.SEALED:
+        if kind.end_to_end:
             if sealed is None:
                 raise UnknownKeyId("this worker holds no serving key for sealed requests")
-            opened, route = sealed.open(job)
-            kind, body, header_length = JobKind(opened.kind), opened.body, opened.header_length
-            to = (opened.reply, route)
+            inner: Inner = read_ohttp(sealed, job) if kind is JobKind.OHTTP else sealed.read(job)
+            kind, body, header_length, to = inner.kind, inner.body, inner.header_length, inner.to
         return _read(job, kind, body, header_length, to, manifest, preprocess)
+    except RefusedInside as refused:
+        exc = refused.error
+        return error_outcome(job, exc.status, exc.code, str(exc), refused.to)
     except TrustserveError as exc:
         return error_outcome(job, exc.status, exc.code, str(exc), to)
     except Exception:
@@ -94,7 +95,7 @@ def _read(
     kind: JobKind,
     body: bytes,
     header_length: int | None,
-    to: SealedTo | None,
+    to: AnswerSealer | None,
     manifest: Manifest,
     preprocess: Callable[[bytes], Any] | None,
 ) -> Decoded:
@@ -196,19 +197,17 @@ def encode_answer(d: Decoded, manifest: Manifest, outputs: Tensors) -> tuple[byt
     else:
         body, head_len = v2_answer(manifest, d.reply, outputs)
     if d.reply.sealed is not None:
-        key, route = d.reply.sealed
-        return seal_response(key, route, body, head_len), OutcomeMeta(sealed=True)
+        return d.reply.sealed.seal(body, head_len, 200, None), OutcomeMeta(sealed=True)
     return body, OutcomeMeta(header_length=head_len)
 
 
 def error_outcome(
-    job: Job, status: int, code: str, message: str, sealed: SealedTo | None = None
+    job: Job, status: int, code: str, message: str, sealed: AnswerSealer | None = None
 ) -> Outcome:
     """An error answer; once a sealed request is open, sealed to its client like any answer."""
     if sealed is None:
         return Outcome(job.id, status, message.encode(), OutcomeMeta(code))
-    key, route = sealed
-    payload = seal_response(key, route, message.encode(), None, status, code)
+    payload = sealed.seal(message.encode(), None, status, code)
     return Outcome(job.id, status, payload, OutcomeMeta(code, sealed=True))
 
 

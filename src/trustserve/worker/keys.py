@@ -38,7 +38,7 @@ from pathlib import Path
 
 from trustserve import archive
 from trustserve.attestation import EvidenceProvider, make_provider
-from trustserve.crypto.keys import ServingKeySet
+from trustserve.crypto.keys import ServingKey, ServingKeySet
 from trustserve.crypto.model_encryption import decrypt_archive
 from trustserve.errors import (
     ArchiveError,
@@ -153,6 +153,13 @@ class KeyRing:
                 log.info("serving keys %s reached their end; dropped", ", ".join(sorted(gone)))
 
     def serving_private_key(self, key_id: str, now: float) -> bytes:
+        return self._private_key(lambda keys: keys.find(key_id, now))
+
+    def ohttp_private_key(self, config_id: int, now: float) -> bytes:
+        """The private key of the serving key whose OHTTP key config id is ``config_id``."""
+        return self._private_key(lambda keys: keys.find_ohttp(config_id, now))
+
+    def _private_key(self, find: Callable[[ServingKeySet], ServingKey]) -> bytes:
         self.expire()
         if self.serving is None:
             if self._lapsed:
@@ -162,11 +169,11 @@ class KeyRing:
                 )
             raise UnknownKeyId("this worker holds no serving key")
         try:
-            key = self.serving.find(key_id, now)
-        except UnknownKeyId:
-            if not self._refresh_for_unknown():
+            key = find(self.serving)
+        except UnknownKeyId:  # UnknownOhttpKey too
+            if not self._refresh_for_unknown() or self.serving is None:
                 raise
-            key = self.serving.find(key_id, now)
+            key = find(self.serving)
         assert key.private_key is not None
         return key.private_key
 
