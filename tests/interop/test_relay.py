@@ -29,6 +29,7 @@ from trustserve.client import ClientPolicy, TrustserveClient
 from trustserve.client.sdk import prepare, read_answer
 from trustserve.client.verify import ServingTarget
 from trustserve.crypto import ohttp
+from trustserve.crypto.sealing import ATTESTATION_PATH
 
 CLIENT, RELAY = "127.0.0.2", "127.0.0.3"
 GATEWAY = "/v2/ohttp/tiny/1"
@@ -117,7 +118,11 @@ def test_the_frontend_sees_the_relay_and_the_relay_sees_ciphertext(
     # the frontend: the relay's address, never the client's
     [line] = gateway_lines(logged_stack, 1)
     assert line == [RELAY, "POST", GATEWAY, "200"]
-    assert CLIENT not in access_log(logged_stack).read_text()
+    text = access_log(logged_stack).read_text()
+    assert CLIENT not in text
+    # the bundle fetch is seen from where it was made (here 127.0.0.1): the documented caveat
+    fetches = [line.split()[1:3] for line in text.splitlines() if ATTESTATION_PATH in line]
+    assert fetches and all(f == ["127.0.0.1", "GET"] for f in fetches)
 
     # the relay: the client's address and ciphertext; nothing about the client went on
     [seen] = relay.seen
