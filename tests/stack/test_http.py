@@ -6,6 +6,9 @@ attack against the whole stack is tests/attacks/test_access_log_forged_address.p
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -83,3 +86,19 @@ def test_a_path_cannot_forge_a_line(tmp_path: Path) -> None:
 def test_a_trusted_proxy_that_is_not_an_address_is_refused_by_name() -> None:
     with pytest.raises(ConfigError, match=r"trusted-proxy.*proxy\.example"):
         trusted_proxies(("proxy.example",))
+
+
+def test_serve_refuses_a_trusted_proxy_that_is_not_an_address_before_any_work(
+    tmp_path: Path,
+) -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "trustserve.cli", "serve", "--home", str(tmp_path / "h"),
+         "--model-store", str(tmp_path / "store"), "--port", str(free_port()),
+         "--management-port", str(free_port()), "--metrics-port", str(free_port())],
+        capture_output=True, text=True, timeout=60,
+        env={**os.environ, "TRUSTSERVE_LISTEN_TRUSTED_PROXIES": "10.0.0.0/8,proxy.example"},
+    )  # fmt: skip
+    assert out.returncode == 2, out.stderr
+    assert "--trusted-proxy" in out.stderr and "proxy.example" in out.stderr
+    assert "Traceback" not in out.stderr
+    assert not (tmp_path / "h" / "tls").exists()  # refused before the stack made anything

@@ -56,6 +56,7 @@ class Stack:
     def __init__(self, settings: Settings, kms: KmsService | None = None) -> None:
         self.settings = settings
         self.kms = kms
+        self._proxies = trusted_proxies(settings.trusted_proxies)  # refused before any work
         self.metrics = Metrics()
         self.registry = ModelRegistry(settings.store)
         self.supervisor = WorkerSupervisor(
@@ -300,7 +301,7 @@ class Stack:
             self._access_log = open_access_log(s.access_log)
             inference_app = AccessLog(inference_app, self._access_log)
             management_app = AccessLog(management_app, self._access_log)
-        proxies = trusted_proxies(s.trusted_proxies)
+        proxies = self._proxies
         self._servers = [
             http_server(inference_app, s.host, s.inference_port, tls, proxies),
             http_server(management_app, s.management_host, s.management_port, tls, proxies),
