@@ -1,5 +1,5 @@
 """Shared pieces of the benchmarks: demo models, raw engine runs, a served stack, v2 requests
-(plain and sealed) and a load run against it."""
+(plain, sealed and OHTTP) and a load run against it."""
 
 from __future__ import annotations
 
@@ -131,6 +131,24 @@ def sealed_requests(stack: RunningStack, model: str, count: int) -> list[bytes]:
     out = []
     for _ in range(count):
         p = prepare(model, None, {"input": IMAGE}, None, target)
+        out.append(build_request(f"localhost:{stack.port}", p.path, p.body, p.headers))
+    return out
+
+
+def ohttp_requests(stack: RunningStack, model: str, count: int) -> list[bytes]:
+    """``count`` single-use OHTTP requests (RFC 9458) to the attested key config, each checked
+    to be one the gateway answers 200 inside (the outer status is always 200)."""
+    from trustserve.client import ClientPolicy, TrustserveClient
+    from trustserve.client.sdk import prepare, read_answer
+
+    with TrustserveClient(stack.url, policy=ClientPolicy.development(stack.home), ca=stack.ca) as c:
+        target = c.verify()
+    probe = prepare(model, None, {"input": IMAGE}, None, target, target.ohttp_config)
+    with stack.client() as http:
+        read_answer(probe, http.post(probe.path, content=probe.body, headers=probe.headers))
+    out = []
+    for _ in range(count):
+        p = prepare(model, None, {"input": IMAGE}, None, target, target.ohttp_config)
         out.append(build_request(f"localhost:{stack.port}", p.path, p.body, p.headers))
     return out
 

@@ -233,12 +233,14 @@ def write_report(res: dict[str, Any], results_dir: Path, doc: Path) -> None:
     served8 = _find(res["served"], "served INT8 (HTTPS")
     served32 = _find(res["served"], "served FP32")
     sealed = _find(res["served"], "served sealed")
+    oblivious = _find(res["served"], "served OHTTP")
     peer = _find(res["served"], "TorchServe")
     seal = res.get("sealing", {})
     checks = [
         ("served INT8 / raw (issue 2: ≥ 0.90)", adj("served INT8 (HTTPS")),
         ("served INT8 / served FP32 (issue 7: ≥ 3.5)", _ratio(served8, served32)),
         ("served sealed / raw (issues 5, 7: ≥ 0.90)", adj("served sealed")),
+        ("served OHTTP / served sealed (issue 24: ≥ 0.95)", _ratio(oblivious, sealed)),
         ("served over Redis / raw (issues 6, 14: ≥ 0.85)", adj("served INT8 over Redis")),
         ("TorchServe plain / raw (peer)", adj("TorchServe")),
         ("OpenVINO INT8 / ONNX Runtime INT8 (issue 14: ≥ 1.1)", openvino_target(res)),

@@ -3,7 +3,7 @@
     .venv/bin/python bench/run.py [--seconds 15] [--skip-torchserve] [--skip-redis]
 
 Raw engines (ONNX Runtime, OpenVINO; FP32, INT8; batch sweep), served through the
-HTTPS frontend (FP32, INT8, sealed INT8, INT8 over Redis; in-flight sweep), and the
+HTTPS frontend (FP32, INT8, sealed INT8, OHTTP INT8, INT8 over Redis; in-flight sweep), and the
 TorchServe 0.12 peer on the same INT8 model. Every throughput is also given as a
 ratio to raw ONNX Runtime INT8 at batch 16 from this same run. Writes
 bench/results/results.json, PNG plots and docs/benchmarks.md.
@@ -28,6 +28,7 @@ from common import (
     ROOT,
     demo_models,
     load,
+    ohttp_requests,
     raw_engine,
     sealed_requests,
     served,
@@ -277,6 +278,13 @@ def main() -> None:
                 sent=count,
                 round=k,
             )
+            pool = ohttp_requests(s, "resnet50", count)
+            measured(
+                "served OHTTP INT8 (HTTPS, RFC 9458)",
+                lambda: load("127.0.0.1", s.port, iter(pool), inflight, secs, ctx),
+                sent=count,
+                round=k,
+            )
             up["peak_rss_bytes"] = stack_peak_rss_bytes()
 
     if not args.skip_redis:
@@ -324,7 +332,7 @@ def main() -> None:
                 up["peak_rss_bytes"] = stack_peak_rss_bytes()
 
     for k in range(1, args.rounds + 1):  # interleaved: one noisy minute hits one round only
-        steps.append((f"round {k}: served INT8 + sealed", lambda k=k: served_int8(k)))
+        steps.append((f"round {k}: served INT8 + sealed + OHTTP", lambda k=k: served_int8(k)))
         if not args.skip_redis:
             steps.append((f"round {k}: served INT8 over Redis", lambda k=k: served_redis(k)))
         if not args.skip_torchserve:

@@ -1,4 +1,4 @@
-"""Everything the broker holds, in both modes, is ciphertext.
+"""Everything the broker holds, in both modes (and for OHTTP requests), is ciphertext.
 
 The test plays the frontend in-process (the same classes `trustserve serve` wires:
 EncryptingBroker over the embedded broker, keys released by the stack's KMS) and
@@ -26,6 +26,7 @@ from trustserve.broker.embedded import EmbeddedBroker
 from trustserve.broker.encrypted import EncryptingBroker
 from trustserve.client.sdk import prepare
 from trustserve.client.verify import ClientPolicy, verify
+from trustserve.crypto import bhttp
 from trustserve.crypto.sealing import open_response
 from trustserve.frontend.keys import FrontendKeys
 from trustserve.keyrelease.client import KmsClient
@@ -105,9 +106,22 @@ async def test_broker_holds_only_ciphertext(tiny_stack: RunningStack, worker: Pa
         y_sealed = {t.name: t.data for t in outputs}["y"]
         np.testing.assert_allclose(y_sealed, 2 * x_sealed + 1)
 
+        x_ohttp = rng.uniform(1e3, 1e4, (4, 4)).astype(np.float32)
+        p = prepare("tiny", None, {"x": x_ohttp}, None, target, target.ohttp_config)
+        outcome = await broker.submit(
+            Job(uuid.uuid4().hex, "tiny:1", JobKind.OHTTP, p.body, time.time() + 60, meta)
+        )
+        assert p.ohttp is not None and outcome.meta.sealed
+        inner = bhttp.decode_response(p.ohttp.open_response(outcome.payload))
+        _, outputs = parse_response(
+            inner.body, int(inner.header("inference-header-content-length") or 0)
+        )
+        y_ohttp = {t.name: t.data for t in outputs}["y"]
+        np.testing.assert_allclose(y_ohttp, 2 * x_ohttp + 1)
+
         held = b"\n".join(recording.held)
-        assert len(recording.held) == 4  # two jobs in, two outcomes back
-        for secret in (x_standard, y_standard, x_sealed, y_sealed):
+        assert len(recording.held) == 6  # three jobs in, three outcomes back
+        for secret in (x_standard, y_standard, x_sealed, y_sealed, x_ohttp, y_ohttp):
             raw = np.ascontiguousarray(secret).tobytes()
             assert not [r for r in runs(raw) if r in held], "plaintext tensor bytes in the broker"
         assert b'"inputs"' not in held and b'"outputs"' not in held
