@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -207,3 +209,27 @@ def test_a_third_party_client_through_the_relay_is_answered(
     [seen] = relay.seen
     assert np.array([x], np.float32).tobytes() not in seen.received_body
     assert b'"inputs"' not in seen.received_body
+
+
+def test_the_relay_runs_as_its_own_process(logged_stack: RunningStack) -> None:
+    """``python -m tests.interop.relay``: the same relay, for a user trying it by hand."""
+    gateway = f"https://127.0.0.1:{logged_stack.port}{GATEWAY}"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.interop.relay", "--gateway", gateway,
+         "--listen", f"{RELAY}:0", "--source", RELAY, "--ca", str(logged_stack.ca)],
+        stdout=subprocess.PIPE, text=True, cwd=Path(__file__).parents[2],
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        url = proc.stdout.readline().strip()
+        assert url.startswith(f"http://{RELAY}:"), url
+        target = attested(logged_stack)
+        x = np.arange(4, dtype=np.float32).reshape(1, 4)
+        prepared = prepare("tiny", "1", {"x": x}, None, target, target.ohttp_config)
+        with httpx.Client(transport=httpx.HTTPTransport(local_address=CLIENT), timeout=60) as c:
+            response = c.post(url, content=prepared.body, headers=prepared.headers)
+        np.testing.assert_allclose(read_answer(prepared, response)["y"], tiny_expected(x)[0])
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(30)
+    assert proc.returncode == 0
