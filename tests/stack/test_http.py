@@ -31,6 +31,8 @@ FORGED = "203.0.113.7"
 
 
 async def echo_peer(request: Request) -> Response:
+    if request.url.path == "/boom":
+        raise RuntimeError("a bug")
     return PlainTextResponse(request.client.host if request.client else "-")
 
 
@@ -81,6 +83,13 @@ def test_a_path_cannot_forge_a_line(tmp_path: Path) -> None:
         f"/a%0A2026-01-01T00:00:00Z%20{FORGED}%20GET%20/x%20200",
         "404",  # no route matches a newline
     ]
+
+
+def test_a_request_that_failed_is_logged_with_its_500(tmp_path: Path) -> None:
+    log = tmp_path / "access.log"
+    with serving(log) as url:
+        assert httpx.get(f"{url}/boom").status_code == 500
+    assert log.read_text().split()[1:] == ["127.0.0.1", "GET", "/boom", "500"]
 
 
 def test_a_trusted_proxy_that_is_not_an_address_is_refused_by_name() -> None:

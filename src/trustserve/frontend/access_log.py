@@ -71,10 +71,14 @@ class AccessLog:
 
         try:
             await self.app(scope, receive, sending)
+        except Exception:
+            if not status:  # the server answers 500 for an error raised before the answer
+                status.append(500)
+            raise
         finally:
             client = scope.get("client")
             peer = _clean(str(client[0])) if client else "-"
             path = _clean(scope.get("path", ""))
             method = _clean(scope.get("method", ""), 16)
-            code = str(status[0]) if status else "-"
+            code = str(status[0]) if status else "-"  # "-": the client left first
             self.logger.info("%s %s %s %s", peer, method, path, code)
