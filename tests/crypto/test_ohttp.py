@@ -269,3 +269,13 @@ def test_any_bytes_are_refused_as_cannot_open(data: bytes) -> None:
     _, client = encapsulate_request(CONFIG, b"")
     with pytest.raises(CannotOpenSealed):
         client.open_response(data)
+
+
+@pytest.mark.parametrize(
+    "enc",
+    [bytes(32), b"\x01" + bytes(31), b"\xff" * 32],  # small-order and non-canonical X25519 points
+)
+def test_a_degenerate_enc_is_cannot_open_not_a_crash(enc: bytes) -> None:
+    data = bytes.fromhex("07002000010002") + enc + bytes(20)
+    with pytest.raises(CannotOpenSealed, match=r"^cannot open sealed request$"):
+        decapsulate_request(PRIVATE, 7, data)

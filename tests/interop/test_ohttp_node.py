@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import threading
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
@@ -221,3 +222,52 @@ def test_send_with_a_key_config_the_gateway_does_not_hold_is_refused(
     assert done.returncode == 2
     assert "gateway answered 400" in done.stderr and "key id" in done.stderr
     assert gateway.seen == []
+
+
+def relay_handler(gateway: Gateway, seen: list[dict[str, str]]) -> type[BaseHTTPRequestHandler]:
+    """A relay as RFC 9458 section 6.2 has it: forwards the body only, not the client's headers."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+        def do_POST(self) -> None:
+            seen.append(dict(self.headers))
+            body = self.rfile.read(int(self.headers["content-length"]))
+            forward = urllib.request.Request(
+                f"{gateway.url}/v2/ohttp/m/1",
+                data=body,
+                headers={"content-type": REQUEST_TYPE},
+                method="POST",
+            )
+            with urllib.request.urlopen(forward, timeout=60) as answer:
+                status, kind, data = answer.status, answer.headers["content-type"], answer.read()
+            self.send_response(status)
+            self.send_header("content-type", kind)
+            self.send_header("content-length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+    return Handler
+
+
+def test_send_via_a_relay_with_the_key_config_from_elsewhere(
+    ohttp_node: Path, gateway: Gateway
+) -> None:
+    relayed: list[dict[str, str]] = []
+    relay = ThreadingHTTPServer(("127.0.0.1", 0), relay_handler(gateway, relayed))
+    thread = threading.Thread(target=relay.serve_forever, daemon=True)
+    thread.start()
+    try:
+        relay_url = f"http://127.0.0.1:{relay.server_address[1]}/relay"
+        config = CONFIG.encode().hex()
+        args = ("--key-config", config, "--via", relay_url, "--body", '{"inputs": [2]}')
+        done = send(ohttp_node, gateway.url, "m", "1", *args)
+    finally:
+        relay.shutdown()
+        relay.server_close()
+        thread.join()
+    assert done.returncode == 0, done.stderr
+    assert json.loads(json.loads(done.stdout)["body"])["echo"] == {"inputs": [2]}
+    assert len(relayed) == 1 and relayed[0]["content-type"] == REQUEST_TYPE
+    assert len(gateway.seen) == 1

@@ -28,6 +28,7 @@ HTTP allows (obs-text included) survives a round trip.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from trustserve.errors import BadRequest
@@ -54,8 +55,8 @@ def encode_varint(value: int) -> bytes:
     return (value | 0xC000_0000_0000_0000).to_bytes(8, "big")
 
 
-def _fields_tuple(headers: object) -> tuple[tuple[str, str], ...]:
-    return tuple((str(name).lower(), str(value)) for name, value in headers)  # type: ignore[attr-defined]
+def _fields_tuple(headers: Iterable[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
+    return tuple((name.lower(), value) for name, value in headers)
 
 
 @dataclass(frozen=True)
@@ -258,7 +259,8 @@ def _content(reader: _Reader, known: bool) -> bytes:
 
 
 def _padding(reader: _Reader) -> None:
-    if any(reader.data[reader.pos :]):
+    rest = reader.data[reader.pos :]
+    if bytes(rest) != bytes(len(rest)):
         raise BadRequest("binary HTTP: bytes after the message are not zero padding")
 
 
