@@ -80,6 +80,33 @@ class Settings:
         parse=integer,
         show=lambda value, _settings: value or "(off)",
     )
+    # who a request came from is the TCP peer; a forwarded header (X-Forwarded-For,
+    # Forwarded) is believed only from these (a client on loopback could forge it else)
+    trusted_proxies: tuple[str, ...] = option(
+        (),
+        flag=Flag(
+            "--trusted-proxy",
+            "a reverse proxy whose X-Forwarded-For names the client, repeatable",
+            {"action": "append", "metavar": "CIDR"},
+        ),
+        key="listen.trusted_proxies",
+        parse=names,
+        dest="trusted_proxy",
+        show=lambda value, _settings: ",".join(value) or "(none: the TCP peer)",
+    )
+    access_log: Path | None = option(
+        None,
+        flag=Flag(
+            "--access-log",
+            "a line per inference and management request (peer, method, path, status; "
+            "never bodies or query strings) appended to FILE, - for standard error",
+            {"type": Path, "metavar": "FILE"},
+        ),
+        key="log.access",
+        parse=path,
+        default_text="off",
+        show=_or("(off)"),
+    )
     insecure_http: bool = option(
         False,
         flag=Flag("--insecure-http", "plain HTTP (NOT secure)", {"action": "store_true"}),

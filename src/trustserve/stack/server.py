@@ -11,17 +11,14 @@ stops the workers, the broker, the KMS client and last the KMS.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import logging
 import signal
 import socket
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
@@ -37,6 +34,7 @@ from trustserve.files import read_or_create_token
 from trustserve.frontend.metrics import Metrics
 from trustserve.frontend.registry import ModelRegistry
 from trustserve.stack.config import Settings
+from trustserve.stack.http import Server, http_server, trusted_proxies
 from trustserve.stack.supervisor import WorkerSupervisor
 from trustserve.tls import TlsFiles, ensure_local_ca
 
@@ -54,37 +52,11 @@ log = logging.getLogger("trustserve")
 LOOPBACK = ("127.0.0.1/32", "::1/128")
 
 
-class _Server(uvicorn.Server):
-    """A uvicorn server that leaves signals to the stack (several servers share one loop)."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-
-def http_server(app: ASGIApp, host: str, port: int, tls: TlsFiles | None) -> _Server:
-    config = uvicorn.Config(
-        app,
-        host=host,
-        port=port,
-        http="httptools",
-        loop="none",
-        access_log=False,
-        log_level="warning",
-        lifespan="off",
-        ssl_certfile=str(tls.cert) if tls else None,
-        ssl_keyfile=str(tls.key) if tls else None,
-        timeout_keep_alive=30,
-        timeout_graceful_shutdown=10,
-        backlog=2048,
-    )
-    return _Server(config)
-
-
 class Stack:
     def __init__(self, settings: Settings, kms: KmsService | None = None) -> None:
         self.settings = settings
         self.kms = kms
+        self._proxies = trusted_proxies(settings.trusted_proxies)  # refused before any work
         self.metrics = Metrics()
         self.registry = ModelRegistry(settings.store)
         self.supervisor = WorkerSupervisor(
@@ -96,13 +68,14 @@ class Stack:
         self.keys: FrontendKeys | None = None
         self._broker_key: bytes | None = None  # once released by the KMS
         self._tls_files: TlsFiles
-        self._kms_server: _Server | None = None
+        self._kms_server: Server | None = None
         self._kms_task: asyncio.Task[None] | None = None
         self._embedded_identity: str | None = None
-        self._servers: list[_Server] = []
+        self._servers: list[Server] = []
         self._grpc: grpc.aio.Server | None = None
         self.up = asyncio.Event()  # set once every front door listens
         self._inference: InferenceApi | None = None
+        self._access_log: logging.Logger | None = None
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -304,7 +277,7 @@ class Stack:
         )
         await self._grpc.start()
 
-    def _front_doors(self, inference: InferenceApi) -> list[_Server]:
+    def _front_doors(self, inference: InferenceApi) -> list[Server]:
         from trustserve.frontend.management import ManagementApi
         from trustserve.frontend.repository import RepositoryApi
 
@@ -320,13 +293,21 @@ class Stack:
         repository = RepositoryApi(
             self.registry, self.broker, self.supervisor, s.workers_per_model, token
         )
-        inference_app = inference.app()
-        inference_app.router.routes.extend(repository.routes())  # the model_repository extension
-        management_app = management.app(token, s.token_file)  # a 401 names the file
+        routes = inference.app()
+        routes.router.routes.extend(repository.routes())  # the model_repository extension
+        inference_app: ASGIApp = routes
+        management_app: ASGIApp = management.app(token, s.token_file)  # a 401 names the file
+        if s.access_log is not None:
+            from trustserve.frontend.access_log import AccessLog, open_access_log
+
+            self._access_log = open_access_log(s.access_log)
+            inference_app = AccessLog(inference_app, self._access_log)
+            management_app = AccessLog(management_app, self._access_log)
+        proxies = self._proxies
         self._servers = [
-            http_server(inference_app, s.host, s.inference_port, tls),
-            http_server(management_app, s.management_host, s.management_port, tls),
-            http_server(metrics_app, s.management_host, s.metrics_port, tls),
+            http_server(inference_app, s.host, s.inference_port, tls, proxies),
+            http_server(management_app, s.management_host, s.management_port, tls, proxies),
+            http_server(metrics_app, s.management_host, s.metrics_port, tls, proxies),
         ]
         return self._servers
 
@@ -343,6 +324,10 @@ class Stack:
         if self._kms_server is not None and self._kms_task is not None:
             self._kms_server.should_exit = True
             await self._kms_task
+        if self._access_log is not None:
+            from trustserve.frontend.access_log import close_access_log
+
+            close_access_log(self._access_log)
 
     async def metrics_endpoint(self, request: Request) -> Response:
         local = self.supervisor.workers

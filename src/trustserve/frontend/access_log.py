@@ -1,0 +1,84 @@
+"""A line per HTTP request: who asked (the peer address), what (method, path) and the status.
+
+Never a body, a header or the query string (a query may carry a secret; a sealed body
+is the client's): the line is what an operator, or a relay's user auditing it, needs
+to see who talks to the frontend. The address is ``scope["client"]``: the TCP peer,
+unless the server was told to believe a trusted proxy's forwarded header (the stack's
+``listen.trusted_proxies``); a header from anyone else never reaches this line.
+
+    2026-12-06T19:40:00.123Z 127.0.0.3 POST /v2/ohttp/tiny/1 200
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from pathlib import Path
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+LOGGER = "trustserve.access"
+
+
+def _clean(text: str, limit: int = 512) -> str:
+    """``text`` with anything that could forge or break a line percent-escaped."""
+    out = [c if " " < c < "\x7f" and c not in '"%' else f"%{ord(c):02X}" for c in text[:limit]]
+    return "".join(out) + ("..." if len(text) > limit else "")
+
+
+def open_access_log(target: Path) -> logging.Logger:
+    """The access logger writing to ``target`` (appended; ``-`` for standard error)."""
+    logger = logging.getLogger(LOGGER)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False  # not into the process's own log
+    handler: logging.Handler
+    if str(target) == "-":
+        handler = logging.StreamHandler(sys.stderr)
+    else:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        handler = logging.FileHandler(target, encoding="utf-8")
+    formatter = logging.Formatter("%(asctime)s.%(msecs)03dZ %(message)s", "%Y-%m-%dT%H:%M:%S")
+    formatter.converter = time.gmtime
+    handler.setFormatter(formatter)
+    logger.addHandler(handler)
+    return logger
+
+
+def close_access_log(logger: logging.Logger) -> None:
+    for handler in list(logger.handlers):
+        logger.removeHandler(handler)
+        handler.close()
+
+
+class AccessLog:
+    """ASGI middleware: after each HTTP request, one line to ``logger``."""
+
+    def __init__(self, app: ASGIApp, logger: logging.Logger) -> None:
+        self.app = app
+        self.logger = logger
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        status: list[int] = []
+
+        async def sending(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status.append(int(message["status"]))
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        except Exception:
+            if not status:  # the server answers 500 for an error raised before the answer
+                status.append(500)
+            raise
+        finally:
+            client = scope.get("client")
+            peer = _clean(str(client[0])) if client else "-"
+            path = _clean(scope.get("path", ""))
+            method = _clean(scope.get("method", ""), 16)
+            code = str(status[0]) if status else "-"  # "-": the client left first
+            self.logger.info("%s %s %s %s", peer, method, path, code)
