@@ -220,9 +220,11 @@ class DataPlane:
     async def admit(self, entry: ModelEntry) -> None:
         """503 at once, naming the model and why, when no worker takes its queue (rather
         than a job that waits out its deadline). A worker seen within the last second
-        counts, so a busy model costs the broker one count a second, not one a request."""
+        counts, so a busy model costs the broker one count a second, not one a request; not
+        once the model's workers failed to load it (its worker of a moment ago may have been
+        retired since: a job let in on that memory would wait out its deadline)."""
         now = time.monotonic()
-        if now - self._seen_live.get(entry.queue, -LIVE_MEMO_S) < LIVE_MEMO_S:
+        if not entry.failed and now - self._seen_live.get(entry.queue, -LIVE_MEMO_S) < LIVE_MEMO_S:
             return
         if await self.broker.consumers(entry.queue):
             self._seen_live[entry.queue] = now
