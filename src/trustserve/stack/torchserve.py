@@ -118,6 +118,7 @@ def import_store(
 ) -> Report:
     from trustserve.models.mar import import_mar, read_mar
     from trustserve.models.packing import pack_model
+    from trustserve.models.torch_import import refuse_untrusted
 
     config = config_file(out)
     if config.exists() and not force:
@@ -125,8 +126,10 @@ def import_store(
     mars = _archives(store, t.load)
     models = out / "models"
     report = Report(config)
-    for mar in mars:
-        contents = read_mar(mar)
+    read = [(mar, read_mar(mar)) for mar in mars]  # every archive readable before any work
+    if not trust_code:
+        refuse_untrusted(read[0][0].name, read[0][1].kind)
+    for mar, contents in read:
         wanted = t.for_model(mar.name, contents.name, contents.version)
         if warn is not None and trust_code:
             warn(f"!!! --trust-model-code: running the code inside {mar} (sandboxed)")
