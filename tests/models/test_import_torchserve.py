@@ -5,7 +5,7 @@ about a minute, and the bench reuses it). The store has two archives made by
 TorchServe's own ``torch-model-archiver`` from TorchScript classifiers built here, both
 with TorchServe's stock ``image_classifier`` handler (one with ``index_to_name.json``);
 ``config.properties`` sets the addresses, the worker count and, for one model, its
-batching. TorchServe answers a few PNG images (sizes that make the handler resize and
+batching and workers. TorchServe answers a few PNG images (sizes that make the handler resize and
 crop); then ``trustserve import-torchserve`` imports the store and the configuration,
 ``trustserve serve --config`` serves them, and the same images must get the same top-5
 labels with probabilities within 1e-5. The stock handler's torchvision and captum
@@ -98,8 +98,8 @@ def properties(ports: dict[str, int]) -> str:
         "tinycls": {
             "1.0": {
                 "marName": "tinycls.mar",
-                "minWorkers": 1,
-                "maxWorkers": 1,
+                "minWorkers": 2,
+                "maxWorkers": 2,
                 "batchSize": 4,
                 "maxBatchDelay": 20,
                 "responseTimeout": 60,
@@ -222,6 +222,8 @@ def test_the_configured_batching_is_in_the_manifest(moved: Moved) -> None:
         described[m] = r.json()[0]
     assert (described["tinycls"]["batchSize"], described["tinycls"]["maxBatchDelay"]) == (4, 20)
     assert (described["tinynet"]["batchSize"], described["tinynet"]["maxBatchDelay"]) == (16, 5)
+    # minWorkers 2 for tinycls; the other has the stack's count (the test's --workers 1)
+    assert (described["tinycls"]["minWorkers"], described["tinynet"]["minWorkers"]) == (2, 1)
     by_mar = {m["mar"]: m for m in moved.report["models"]}
     assert by_mar["tinycls.mar"]["batch_size"] == 4
     assert by_mar["tinynet.mar"]["version"] == "2.0"
@@ -243,6 +245,7 @@ def test_the_addresses_and_limits_are_in_trustserve_yaml(
     assert shown["listen.grpc_port"] == [str(moved.ports["grpc"]), source]
     assert shown["worker.per_model"] == ["1", source]
     assert shown["limits.max_queue"] == ["100", source]
+    assert shown["worker.models"] == ["tinycls:1.0=2", source]
     assert shown["model_store"] == [str((moved.out / "models").resolve()), source]
     ignored = {e["key"]: e["why"] for e in moved.report["ignored"]}
     assert set(ignored) >= {
@@ -250,7 +253,6 @@ def test_the_addresses_and_limits_are_in_trustserve_yaml(
         "number_of_netty_threads",
         "disable_token_authorization",
         "enable_model_api",
-        "models.tinycls.1.0.minWorkers",
         "models.tinycls.1.0.maxWorkers",
         "models.tinycls.1.0.responseTimeout",
     }

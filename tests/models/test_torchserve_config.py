@@ -92,7 +92,7 @@ def test_every_key_is_translated_or_ignored_with_why(tmp_path: Path) -> None:
     assert {e.key for e in t.ignored} >= {
         "grpc_management_port", "enable_grpc_ssl", "number_of_netty_threads", "async_logging",
         "keystore", "keystore_pass", "vmargs", "allowed_urls", "some_future_key", "odd key",
-        "models.tinycls.1.0.minWorkers", "models.tinycls.1.0.maxWorkers",
+        "models.tinycls.1.0.maxWorkers",
         "models.tinycls.1.0.responseTimeout", "models.tinycls.1.0.deviceType",
     }  # fmt: skip
     assert t.settings == {
@@ -113,6 +113,7 @@ def test_every_key_is_translated_or_ignored_with_why(tmp_path: Path) -> None:
     assert t.model_store == "/opt/ts/store"
     s = t.for_model("tinycls.mar", "tinycls", "1.0")
     assert (s.batch_size, s.max_batch_delay_ms, s.default_version) == (8, 50.0, True)
+    assert s.workers == 1
     other = t.for_model("other.mar", "other", "1")
     assert (other.batch_size, other.max_batch_delay_ms) == (None, None)
 
@@ -179,6 +180,21 @@ def test_bad_values_are_refused_naming_the_key(tmp_path: Path, line: str, says: 
     with pytest.raises(ConfigError) as err:
         translate(props(tmp_path, line + "\n"))
     assert says in str(err.value)
+
+
+def test_worker_counts_by_model_in_trustserve_yaml(tmp_path: Path) -> None:
+    from trustserve.stack.config import Settings
+
+    path = tmp_path / "trustserve.yaml"
+    path.write_text("worker: {per_model: 3, models: {a: 1, 'b:2': 0}}\n")
+    found = configfile.read_file(path)
+    assert found["worker.models"] == ("a=1", "b:2=0")
+    s = Settings(workers_per_model=3, workers_by_model=found["worker.models"])
+    assert (s.workers_for("a", "7"), s.workers_for("b", "2"), s.workers_for("b", "1")) == (1, 0, 3)
+    assert configfile.BY_NAME["worker.models"].parse("a=2, c:1=4") == ("a=2", "c:1=4")
+    for bad in ("a=65", "a=x", "=2", "a"):
+        with pytest.raises(ValueError, match="expected a worker count from 0 to 64"):
+            configfile.BY_NAME["worker.models"].parse(bad)
 
 
 def test_unix_socket_addresses_are_reported(tmp_path: Path) -> None:

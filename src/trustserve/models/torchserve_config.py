@@ -40,6 +40,7 @@ class ModelSettings:
     max_batch_delay_ms: float | None = None
     default_version: bool | None = None
     mar_name: str | None = None
+    workers: int | None = None  # minWorkers: trustserve.yaml's worker.models
 
 
 @dataclass(frozen=True)
@@ -149,8 +150,6 @@ _IGNORED = {
 
 # per-version keys of the ``models=`` JSON that have no meaning here
 _MODEL_IGNORED = {
-    "minWorkers": "trustserve.yaml has one worker count for every model (worker.per_model, "
-    "from default_workers_per_model); scale one model with PUT /models/{m}?min_worker=N",
     "maxWorkers": "no autoscaling: a model runs worker.per_model workers",
     "responseTimeout": "one deadline for every model: limits.timeout_s (from "
     "default_response_timeout)",
@@ -339,6 +338,9 @@ def _model(t: Translation, where: str, conf: dict[str, Any]) -> ModelSettings:
         elif k == "maxBatchDelay":
             s["max_batch_delay_ms"] = float(_int(at, v, 0, MAX_DELAY_MS))
             t.note(at, "manifest max_batch_delay_ms")
+        elif k == "minWorkers":
+            s["workers"] = _int(at, v, 0, MAX_WORKERS)
+            t.note(at, "worker.models", why="this model version's worker count")
         elif k == "defaultVersion":
             if not isinstance(v, bool):
                 raise ConfigError(f"config.properties: {at}: expected true or false, got {v!r}")
@@ -361,6 +363,7 @@ def _merge(first: ModelSettings, then: ModelSettings) -> ModelSettings:
         if first.default_version is not None
         else then.default_version,
         mar_name=first.mar_name or then.mar_name,
+        workers=first.workers if first.workers is not None else then.workers,
     )
 
 

@@ -126,6 +126,7 @@ def import_store(
     mars = _archives(store, t.load)
     models = out / "models"
     report = Report(config)
+    workers: dict[str, int] = {}
     read = [(mar, read_mar(mar)) for mar in mars]  # every archive readable before any work
     if not trust_code:
         refuse_untrusted(read[0][0].name, read[0][1].kind)
@@ -135,6 +136,8 @@ def import_store(
             warn(f"!!! --trust-model-code: running the code inside {mar} (sandboxed)")
         _, manifest, exported = import_mar(mar, trust_code=trust_code, sandbox=sandbox)
         manifest = _batching(manifest, wanted)
+        if wanted.workers is not None:
+            workers[f"{manifest.name}:{manifest.version}"] = wanted.workers
         target = models / f"{mar.stem}.tsm"
         files.write_atomic(target, pack_model(exported.onnx_bytes, manifest))
         report.models.append(
@@ -150,7 +153,10 @@ def import_store(
         )
     settings = dict(t.settings)
     settings["model_store"] = str(models.resolve())
-    settings["readiness.require"] = sorted({f"{m.name}:{m.version}" for m in report.models})
+    if workers:
+        settings["worker.models"] = workers
+    served = [m for m in report.models if workers.get(f"{m.name}:{m.version}") != 0]
+    settings["readiness.require"] = sorted({f"{m.name}:{m.version}" for m in served})
     text = yaml.safe_dump(_nested(settings), sort_keys=True)
     files.write_atomic(config, text.encode())
     configfile.read_file(config)  # every key is one trustserve knows, every value its type
