@@ -261,3 +261,17 @@ def test_the_printed_report(tmp_path: Path) -> None:
     assert any(line.startswith("  keystore_pass: TLS takes PEM files") for line in lines[ignored:])
     assert "  default_workers_per_model -> worker.per_model" in lines
     assert secret not in "\n".join(lines)
+
+
+def test_the_migration_guide_has_every_key_and_reason() -> None:
+    from trustserve.models import torchserve_config, torchserve_keys
+
+    guide = (Path(__file__).parents[2] / "docs" / "migrating-from-torchserve.md").read_text()
+    keys = [*torchserve_config._HANDLERS, *torchserve_keys.IGNORED, *torchserve_keys.MODEL_IGNORED,
+            "marName", "batchSize", "maxBatchDelay", "defaultVersion", "minWorkers"]  # fmt: skip
+    rows = [line for line in guide.splitlines() if line.startswith("| `")]
+    missing = [k for k in keys if not any(f"`{k}`" in row.split(" | ")[0] for row in rows)]
+    assert missing == []
+    for key, why in torchserve_keys.IGNORED.items():  # the reason, as the report gives it
+        row = next(r for r in rows if f"`{key}`" in r.split(" | ")[0])
+        assert " ".join(why.split()[:3]) in row.replace("`", ""), key

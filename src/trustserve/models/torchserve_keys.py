@@ -22,7 +22,7 @@ IGNORED = {
     "metrics_config": "Prometheus /metrics is always served on listen.metrics_port",
     "metrics_format": "Prometheus /metrics is always served on listen.metrics_port",
     "enable_metrics_api": "Prometheus /metrics is always served on listen.metrics_port",
-    "disable_system_metrics": "the metrics are the server's own; no system metrics are collected",
+    "disable_system_metrics": "no system metrics are collected",
     "system_metrics_cmd": "no system metrics are collected",
     "cors_allowed_origin": "no CORS: the API is for programs, not for other sites' pages",
     "cors_allowed_methods": "no CORS: the API is for programs, not for other sites' pages",
