@@ -126,8 +126,10 @@ def properties(ports: dict[str, int]) -> str:
 @contextlib.contextmanager
 def torchserve(bin_dir: Path, root: Path, store: Path, config: Path, management: int,
                models: list[str]) -> Iterator[None]:  # fmt: skip
+    # TMPDIR: `torchserve --start/--stop` keep their pid file there, by default in /tmp,
+    # where another TorchServe on this machine (the bench's) would be taken for this one
     env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "OMP_NUM_THREADS": "1",
-           "PYTHONPATH": str(SHIM)}  # fmt: skip
+           "PYTHONPATH": str(SHIM), "TMPDIR": str(root)}  # fmt: skip
     log = root / "torchserve.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(
