@@ -135,7 +135,7 @@ def _address(
         raise ConfigError(f"config.properties: {key}: expected http(s)://HOST:PORT, got {value!r}")
     port = port or (443 if parts.scheme == "https" else 80)
     if parts.scheme == "http":
-        why = why or "served over HTTPS (tls.cert, else the local CA's certificate)"
+        why = why or "served over HTTPS: tls.cert, else the local CA's certificate"
     if host_key is not None:
         t.settings[host_key] = parts.hostname
         t.note(key, host_key, port_key, why=why)

@@ -27,6 +27,8 @@ from trustserve.errors import ConfigError
 from trustserve.home import config_file, home_or_default
 from trustserve.stack import configfile
 
+HEADER = "# written by `trustserve import-torchserve` (docs/migrating-from-torchserve.md)\n"
+
 
 @dataclass
 class Imported:
@@ -157,7 +159,7 @@ def import_store(
         settings["worker.models"] = workers
     served = [m for m in report.models if workers.get(f"{m.name}:{m.version}") != 0]
     settings["readiness.require"] = sorted({f"{m.name}:{m.version}" for m in served})
-    text = yaml.safe_dump(_nested(settings), sort_keys=True)
+    text = HEADER + yaml.safe_dump(_nested(settings), sort_keys=True)
     files.write_atomic(config, text.encode())
     configfile.read_file(config)  # every key is one trustserve knows, every value its type
     report.settings = settings
@@ -220,5 +222,8 @@ def report_lines(r: Report) -> list[str]:
     ignored = [e for e in r.entries if e.ignored]
     lines.append(f"ignored ({len(ignored)}):" if ignored else "ignored: nothing")
     lines += [f"  {e.key}: {e.why}" for e in ignored]
-    lines.append(f"serve them: trustserve serve --config {r.config} (with --kms, or --dev to try)")
+    lines.append(
+        f"try them: trustserve serve --config {r.config} (plaintext mode); to serve them "
+        "encrypted, see docs/migrating-from-torchserve.md"
+    )
     return lines
