@@ -238,6 +238,15 @@ def test_load_models_naming_a_missing_archive_is_refused(
     assert "load_models names b.mar, not in" in capsys.readouterr().err
 
 
+def test_two_archives_of_one_model_version_are_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store = store_with(tmp_path, "a")
+    (store / "copy.mar").write_bytes((store / "a.mar").read_bytes())
+    assert main(["import-torchserve", str(store), "--out", str(tmp_path / "out")]) == 2
+    assert "a.mar and copy.mar both hold a version 1.0" in capsys.readouterr().err
+
+
 def test_an_existing_trustserve_yaml_is_kept_without_force(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

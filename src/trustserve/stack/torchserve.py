@@ -130,6 +130,14 @@ def import_store(
     report = Report(config)
     workers: dict[str, int] = {}
     read = [(mar, read_mar(mar)) for mar in mars]  # every archive readable before any work
+    seen: dict[tuple[str, str], str] = {}
+    for mar, c in read:
+        other = seen.setdefault((c.name, c.version), mar.name)
+        if other != mar.name:
+            raise ConfigError(
+                f"{other} and {mar.name} both hold {c.name} version {c.version}: a store "
+                "serves each model version once (load_models can choose one)"
+            )
     if not trust_code:
         refuse_untrusted(read[0][0].name, read[0][1].kind)
     for mar, contents in read:
