@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +25,7 @@ from trustserve import files
 from trustserve.archive import Manifest
 from trustserve.errors import ConfigError
 from trustserve.home import config_file, home_or_default
+from trustserve.models.torchserve_config import Entry, ModelSettings, Translation
 from trustserve.stack import configfile
 
 HEADER = "# written by `trustserve import-torchserve` (docs/migrating-from-torchserve.md)\n"
@@ -46,7 +47,7 @@ class Report:
     config: Path
     models: list[Imported] = field(default_factory=list)
     settings: dict[str, Any] = field(default_factory=dict)
-    entries: list[Any] = field(default_factory=list)  # torchserve_config.Entry
+    entries: list[Entry] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -78,13 +79,14 @@ def register(sub: Any) -> None:
     p.add_argument("--home", type=Path, help="state directory (the default --out)")
     p.add_argument("--force", action="store_true", help="replace an existing trustserve.yaml")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
-    from trustserve.models.cli import _trust_flags
+    from trustserve.models.cli import trust_flags
 
-    _trust_flags(p)
+    trust_flags(p)
     p.set_defaults(func=cmd_import_torchserve)
 
 
 def cmd_import_torchserve(args: argparse.Namespace) -> int:
+    from trustserve.models.cli import warn_trust
     from trustserve.models.torchserve_config import read_properties, translate
 
     t = translate(read_properties(args.config) if args.config else {})
@@ -99,7 +101,7 @@ def cmd_import_torchserve(args: argparse.Namespace) -> int:
         trust_code=args.trust_code,
         sandbox=not args.insecure_no_sandbox,
         force=args.force,
-        warn=lambda m: print(m, file=sys.stderr, flush=True),
+        warn=lambda mar: warn_trust(args, mar),
     )
     if args.json:
         print(json.dumps(report.to_json(), indent=2))
@@ -110,14 +112,16 @@ def cmd_import_torchserve(args: argparse.Namespace) -> int:
 
 def import_store(
     store: Path,
-    t: Any,  # torchserve_config.Translation
+    t: Translation,
     out: Path,
     *,
     trust_code: bool,
     sandbox: bool = True,
     force: bool = False,
-    warn: Any = None,
+    warn: Callable[[Path], None] | None = None,
 ) -> Report:
+    """Imports the archives of ``store`` into ``out/models`` and writes ``out/trustserve.yaml``;
+    ``warn(mar)`` is called before each conversion (the trust warnings)."""
     from trustserve.models.mar import import_mar, read_mar
     from trustserve.models.packing import pack_model
     from trustserve.models.torch_import import refuse_untrusted
@@ -142,8 +146,8 @@ def import_store(
         refuse_untrusted(read[0][0].name, read[0][1].kind)
     for mar, contents in read:
         wanted = t.for_model(mar.name, contents.name, contents.version)
-        if warn is not None and trust_code:
-            warn(f"!!! --trust-model-code: running the code inside {mar} (sandboxed)")
+        if warn is not None:
+            warn(mar)
         _, manifest, exported = import_mar(mar, trust_code=trust_code, sandbox=sandbox)
         manifest = _batching(manifest, wanted)
         if wanted.workers is not None:
@@ -167,9 +171,11 @@ def import_store(
         settings["worker.models"] = workers
     served = [m for m in report.models if workers.get(f"{m.name}:{m.version}") != 0]
     settings["readiness.require"] = sorted({f"{m.name}:{m.version}" for m in served})
+    for key, value in settings.items():  # every key one trustserve knows, every value its type
+        configfile.BY_NAME[key].parse(value)
     text = HEADER + yaml.safe_dump(_nested(settings), sort_keys=True)
     files.write_atomic(config, text.encode())
-    configfile.read_file(config)  # every key is one trustserve knows, every value its type
+    configfile.read_file(config)  # and the file reads back as written
     report.settings = settings
     report.entries = list(t.entries)
     return report
@@ -189,7 +195,7 @@ def _archives(store: Path, load: tuple[str, ...] | None) -> list[Path]:
     return found
 
 
-def _batching(manifest: Manifest, wanted: Any) -> Manifest:
+def _batching(manifest: Manifest, wanted: ModelSettings) -> Manifest:
     raw = manifest.to_json()
     if wanted.batch_size is not None:
         raw["max_batch_size"] = wanted.batch_size
