@@ -61,6 +61,26 @@ IGNORED = {
     "ipex_enable": "the engines are onnxruntime and openvino",
     "use_native_io": "workers take requests from the broker, not from TorchServe's sockets",
     "io_ratio": "workers take requests from the broker, not from TorchServe's sockets",
+    "prefer_direct_buffer": "the frontend is asyncio: there are no netty buffers",
+    "grpc_inference_address": "gRPC listens on listen.host, at listen.grpc_port",
+    "grpc_management_address": "there is no gRPC management API: manage over HTTPS "
+    "(listen.management_port)",
+    "default_startup_timeout": "a worker's start is not timed out: /v2/health/ready says "
+    "when the models serve",
+    "model_server_home": "trustserve's state is in its home directory (--home, TRUSTSERVE_HOME)",
+    "metric_time_interval": "metrics are counted as requests happen, not sampled",
+    "model_metrics_auto_detect": "Prometheus /metrics is always served on listen.metrics_port",
+    "token_expiration_min": "the management token does not expire: it is the file "
+    "HOME/management.token",
+    "ts_open_inference_protocol": "the Open Inference Protocol v2 is always served, over "
+    "REST and gRPC",
+    "ts_header_key_sequence_id": "no sequence batching: every request stands alone",
+    "ts_header_key_sequence_start": "no sequence batching: every request stands alone",
+    "ts_header_key_sequence_end": "no sequence batching: every request stands alone",
+    "cpp_log_config": "there is no C++ backend",
+    "initial_distribution_port": "no distributed (torchrun) workers",
+    "torchelastic_ts": "no distributed (torchrun) workers",
+    "ipex_gpu_enable": "the engines are onnxruntime and openvino",
 }
 
 # per-version keys of the ``models=`` JSON that have no meaning here
