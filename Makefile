@@ -8,6 +8,8 @@ DEBS := redis-server swtpm swtpm-tools tpm2-tools libtss2-dev openssl
 DEBS += mmdebstrap umoci runc
 # TorchServe's frontend (the bench's peer, and the TorchServe store that import-torchserve's test moves)
 DEBS += openjdk-17-jre-headless
+# Node for the OHTTP interop test (tests/interop/ohttp_node: @hpke/core and bhttp-js).
+DEBS += nodejs npm
 
 .PHONY: up test lint bench soak venv debs clean
 
@@ -21,9 +23,14 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 
 venv: $(VENV)/.installed
 
+# A package counts as present when an installed one provides it (NodeSource's nodejs provides
+# and conflicts with npm: installing npm beside it would replace it).
+PROVIDED = dpkg-query -W -f='$${db:Status-Status} $${Provides}\n' 2>/dev/null | grep '^installed ' \
+	| tr ',' '\n' | sed 's/^installed //; s/ *(.*//; s/^ *//' | grep -qx "$$p"
+
 # Debian packages the suite needs: a real Redis, a real software TPM and the TSS library.
 debs:
-	@missing=""; for p in $(DEBS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	@missing=""; for p in $(DEBS); do dpkg -s $$p >/dev/null 2>&1 || $(PROVIDED) || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \

@@ -21,6 +21,7 @@ from trustserve.broker.base import Job, Outcome
 from trustserve.broker.redis_config import (
     RedisConfig,
     check_connection,
+    failovers,
     open_client,
     parse_redis_url,
 )
@@ -66,6 +67,10 @@ class RedisStreamsBroker(RedisSide):
         self.frontend = uuid.uuid4().hex
         self._reply = self.keys.reply(self.frontend)
         self._waiting: dict[str, asyncio.Future[Outcome]] = {}
+        # what each waiting job was admitted as: (stream, fields, entry id), to put it in
+        # again if a failover loses it (``_put_back_lost``)
+        self._sent: dict[str, tuple[str, dict[Any, Any], Any]] = {}
+        self._failovers = 0
         self._queues: set[str] = set()
         self._live = client.register_script(_LIVE)
         self._tasks: list[asyncio.Task[None]] = []
@@ -127,14 +132,16 @@ class RedisStreamsBroker(RedisSide):
                 raise Unavailable("the job broker (Redis) is unreachable; retry later") from None
             if not admitted:
                 raise Unavailable(f"queue for {job.queue} is full; retry later", retry_after=1)
+            self._sent[job.id] = (stream, fields, entry_id)
             try:
                 return await asyncio.wait_for(fut, max(0.0, job.deadline - time.time()))
             except TimeoutError:
                 with contextlib.suppress(rx.RedisError):
-                    await self.client.xdel(stream, entry_id)
+                    await self.client.xdel(stream, self._sent[job.id][2])
                 raise DeadlineExceeded(f"no answer from {job.queue} before the deadline") from None
         finally:
             self._waiting.pop(job.id, None)
+            self._sent.pop(job.id, None)
 
     async def depth(self, queue: str) -> int:
         try:
@@ -188,10 +195,38 @@ class RedisStreamsBroker(RedisSide):
                 self._warn("reading outcomes", exc)
                 await asyncio.sleep(0.2)
 
+    async def _put_back_lost(self) -> None:
+        """After a failover, put in again each waiting job the new primary does not hold.
+
+        Replication is asynchronous: a job admitted by the old primary just before it died
+        may never have reached the replica Sentinels promoted. This frontend still holds
+        every job it waits for, so it adds each one the new primary lacks again. A job
+        that is missing because a worker already answered it runs twice at worst: the
+        first outcome answers the client, the second is dropped (and a sealed request's
+        second copy is refused by the workers' replay guard).
+        """
+        moves = failovers(self.client)
+        if moves == self._failovers:
+            return
+        self._failovers = moves
+        for job_id, (stream, fields, entry_id) in list(self._sent.items()):
+            if job_id not in self._waiting or await self.client.xrange(stream, entry_id, entry_id):
+                continue
+            new_id = await self.client.xadd(stream, fields)
+            if job_id in self._sent:
+                self._sent[job_id] = (stream, fields, new_id)
+            log.warning("a failover lost job %s of %s: put in again", job_id, stream)
+
     async def _janitor(self) -> None:
-        """Answer jobs that every worker died on, even when no worker is left to notice."""
+        """Answer jobs that every worker died on, even when no worker is left to notice;
+        put in again jobs a failover lost."""
         while not self.closing:
             await asyncio.sleep(max(0.1, self.config.visibility_s / 2))
+            try:
+                await self._put_back_lost()
+            except rx.RedisError as exc:
+                self._failovers -= 1  # look again on the next round
+                self._warn("putting back jobs a failover lost", exc)
             for queue in list(self._queues):
                 try:
                     await self.reclaim(queue, "janitor", 100, self.max_deliveries)

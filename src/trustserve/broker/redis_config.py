@@ -2,6 +2,11 @@
 
     rediss://USER@HOST:PORT/DB?ca=CA.pem&cert=CLIENT.pem&key=CLIENT-KEY.pem
         &password_file=PW&visibility_s=10&prefix=trustserve
+    rediss+sentinel://USER@S1:PORT,S2:PORT,S3:PORT/SERVICE[/DB]?...the same...
+
+The second form asks the Sentinels where the primary is, and asks again after a
+failover (``trustserve redis config --replica ... --sentinel ...`` writes such a set);
+the same user, password and certificates serve the Sentinels and the servers.
 
 The password comes from ``password_file`` or ``$TRUSTSERVE_REDIS_PASSWORD_FILE``,
 never from the URL (URLs end up on command lines, in ``ps`` and in logs).
@@ -23,6 +28,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from redis import exceptions as rx
 from redis.asyncio import BlockingConnectionPool, Connection, Redis, SSLConnection
 from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool, SentinelManagedSSLConnection
 from redis.backoff import NoBackoff
 
 from trustserve.errors import ConfigError
@@ -45,11 +51,17 @@ class RedisConfig:
     key: Path | None = None
     visibility_s: float = 10.0
     prefix: str = "trustserve"
+    sentinels: tuple[tuple[str, int], ...] = ()  # with ``service``: ask these for the primary
+    service: str = ""
 
     @property
     def where(self) -> str:
         """For messages: no user, no password, no files."""
-        return f"{'rediss' if self.tls else 'redis'}://{self.host}:{self.port}/{self.db}"
+        scheme = "rediss" if self.tls else "redis"
+        if self.sentinels:
+            where = ",".join(f"{h}:{p}" for h, p in self.sentinels)
+            return f"{scheme}+sentinel://{where}/{self.service}/{self.db}"
+        return f"{scheme}://{self.host}:{self.port}/{self.db}"
 
     def client_kwargs(self) -> dict[str, Any]:
         """Connection-pool keyword arguments (timeouts set by the caller)."""
@@ -84,8 +96,10 @@ class RedisConfig:
         return ctx
 
 
-def _tls_connection(ctx: ssl.SSLContext) -> type[SSLConnection]:
-    class TlsConnection(SSLConnection):
+def _tls_connection(
+    ctx: ssl.SSLContext, base: type[SSLConnection] = SSLConnection
+) -> type[SSLConnection]:
+    class TlsConnection(base):  # type: ignore[valid-type,misc]
         def _connection_arguments(self) -> Mapping[str, Any]:
             return {**Connection._connection_arguments(self), "ssl": ctx}
 
@@ -118,20 +132,31 @@ def parse_redis_url(url: str, env: dict[str, str] | None = None) -> RedisConfig:
         parts = urlsplit(url)
     except ValueError as exc:  # e.g. an unclosed [ for an IPv6 host
         raise ConfigError(f"broker URL is not a URL: {exc}") from None
-    if parts.scheme not in ("redis", "rediss"):
-        raise ConfigError(f"broker URL must start with rediss:// (or redis://), not {parts.scheme}")
-    if parts.password is not None:
+    scheme, _, variant = parts.scheme.partition("+")
+    if scheme not in ("redis", "rediss") or variant not in ("", "sentinel"):
+        raise ConfigError(
+            "broker URL must start with rediss:// or rediss+sentinel:// (or redis[+sentinel]://),"
+            f" not {parts.scheme}"
+        )
+    userinfo, _, netloc = parts.netloc.rpartition("@")
+    if ":" in userinfo:
         raise ConfigError(
             "broker URL must not contain a password (it would show on the command line and in "
             f"logs): put it in a file and add ?password_file=PATH or set ${PASSWORD_ENV}"
         )
-    if not parts.hostname:
-        raise ConfigError("broker URL has no host")
-    try:
-        port = parts.port or 6379
-        db = int(parts.path.strip("/") or 0)
-    except ValueError as exc:
-        raise ConfigError(f"broker URL: bad port or database number ({exc})") from None
+    path = [p for p in parts.path.split("/") if p]
+    sentinels: tuple[tuple[str, int], ...] = ()
+    service = ""
+    if variant:
+        sentinels = tuple(_host_port(item, 26379) for item in netloc.split(","))
+        if not path:
+            raise ConfigError("broker URL: rediss+sentinel://HOSTS/SERVICE needs the service name")
+        service, path = path[0], path[1:]
+        host, port = sentinels[0]
+    else:
+        host, port = _host_port(netloc, 6379)
+    if len(path) > 1 or (path and not path[0].isdigit()):
+        raise ConfigError(f"broker URL: the database must be a number, not {'/'.join(path)!r}")
     params = parse_qs(parts.query, keep_blank_values=True)
     unknown = sorted(set(params) - _PARAMS)
     if unknown:
@@ -139,7 +164,7 @@ def parse_redis_url(url: str, env: dict[str, str] | None = None) -> RedisConfig:
             f"broker URL: unknown parameter(s) {', '.join(unknown)}; "
             f"known: {', '.join(sorted(_PARAMS))}"
         )
-    tls = parts.scheme == "rediss"
+    tls = scheme == "rediss"
     ca, cert, key = _file(params, "ca"), _file(params, "cert"), _file(params, "key")
     if (cert is None) != (key is None):
         raise ConfigError("broker URL: a client certificate needs both cert= and key=")
@@ -161,10 +186,10 @@ def parse_redis_url(url: str, env: dict[str, str] | None = None) -> RedisConfig:
     if not prefix or any(c in prefix for c in " {}"):
         raise ConfigError("broker URL: prefix must be a non-empty name without spaces or braces")
     config = RedisConfig(
-        host=parts.hostname,
+        host=host,
         port=port,
-        db=db,
-        username=unquote(parts.username) if parts.username else None,
+        db=int(path[0]) if path else 0,
+        username=unquote(userinfo) if userinfo else None,
         password=password,
         tls=tls,
         ca=ca,
@@ -172,6 +197,8 @@ def parse_redis_url(url: str, env: dict[str, str] | None = None) -> RedisConfig:
         key=key,
         visibility_s=visibility,
         prefix=prefix,
+        sentinels=sentinels,
+        service=service,
     )
     if not tls:
         log.warning(
@@ -184,23 +211,73 @@ def parse_redis_url(url: str, env: dict[str, str] | None = None) -> RedisConfig:
     return config
 
 
+def _host_port(text: str, default_port: int) -> tuple[str, int]:
+    """``HOST[:PORT]`` (``[V6]:PORT`` for IPv6) from a URL's host part."""
+    try:
+        parts = urlsplit(f"//{text}")
+        host, port = parts.hostname, parts.port or default_port
+    except ValueError as exc:
+        raise ConfigError(f"broker URL: bad host or port {text!r} ({exc})") from None
+    if not host:
+        raise ConfigError("broker URL has no host")
+    return host, port
+
+
 def open_client(config: RedisConfig, max_connections: int = 32) -> Redis:
     """A client whose commands fail fast while Redis is away, and which reconnects.
 
     A bounded pool (callers wait for a free connection instead of opening hundreds of
     TLS connections at once); short timeouts and one immediate retry, so that a
     connection broken by a Redis restart is replaced once, and anything else becomes
-    a 503 at once instead of holding the client.
+    a 503 at once instead of holding the client. With Sentinels, each new connection
+    asks them where the primary is (``FollowingPool``).
     """
-    pool = BlockingConnectionPool(
-        max_connections=max_connections,
-        timeout=2,
-        socket_timeout=5,
-        socket_connect_timeout=5,  # a TLS handshake on a loaded host; refusals fail at once
-        retry=Retry(NoBackoff(), 1, supported_errors=(rx.ConnectionError,)),
-        **config.client_kwargs(),
+    kw: dict[str, Any] = {
+        "max_connections": max_connections,
+        "timeout": 2,
+        "socket_timeout": 5,
+        "socket_connect_timeout": 5,  # a TLS handshake on a loaded host; refusals fail at once
+        "retry": Retry(NoBackoff(), 1, supported_errors=(rx.ConnectionError,)),
+    }
+    if not config.sentinels:
+        return Redis.from_pool(BlockingConnectionPool(**kw, **config.client_kwargs()))
+    ask: dict[str, Any] = {"username": config.username, "password": config.password}
+    ask |= {"socket_timeout": 2, "socket_connect_timeout": 2}
+    if config.tls:
+        ask |= {"ssl": True, "ssl_ca_certs": str(config.ca) if config.ca else None}
+        ask |= {"ssl_certfile": config.cert and str(config.cert)}
+        ask |= {"ssl_keyfile": config.key and str(config.key)}
+        kw["connection_class"] = _tls_connection(config.tls_context(), SentinelManagedSSLConnection)
+    sentinel = Sentinel(config.sentinels, sentinel_kwargs=ask)
+    return sentinel.master_for(  # type: ignore[no-any-return]
+        config.service,
+        connection_pool_class=FollowingPool,
+        db=config.db,
+        username=config.username,
+        password=config.password,
+        **kw,
     )
-    return Redis.from_pool(pool)
+
+
+class FollowingPool(SentinelConnectionPool, BlockingConnectionPool):
+    """The primary's connections, bounded like ``BlockingConnectionPool``; ``moves``
+    counts the times Sentinels named a new primary (a failover), so that the broker can
+    put in again what the old one may have lost (``RedisStreamsBroker``)."""
+
+    moves = 0
+
+    async def get_master_address(self) -> tuple[str, int]:
+        before = self.master_address
+        address: tuple[str, int] = await super().get_master_address()  # type: ignore[no-untyped-call]
+        if before is not None and address != before:
+            self.moves += 1
+            log.warning("Redis failover: the primary is now %s:%s", *address)
+        return address
+
+
+def failovers(client: Redis) -> int:
+    """How many failovers ``client`` has followed (0 without Sentinels)."""
+    return getattr(client.connection_pool, "moves", 0)
 
 
 async def check_connection(client: Redis, config: RedisConfig) -> None:

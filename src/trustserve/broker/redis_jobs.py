@@ -12,11 +12,18 @@ from redis.asyncio import Redis
 
 from trustserve.errors import Unavailable
 
+WAIT_MS = 2000
+
 
 class RedisJobStore:
-    def __init__(self, client: Redis, prefix: str) -> None:
+    """``replicas``: how many replicas must hold a record before ``put`` returns (``WAIT``),
+    so that a 202 is not lost in a failover; a record no replica confirmed within
+    ``WAIT_MS`` is a 503 (``Unavailable``), not an acceptance that might vanish."""
+
+    def __init__(self, client: Redis, prefix: str, replicas: int = 0) -> None:
         self.client = client
         self.prefix = prefix
+        self.replicas = replicas
 
     def key(self, job_id: str) -> str:
         return f"{self.prefix}:job:{job_id}"
@@ -24,8 +31,14 @@ class RedisJobStore:
     async def put(self, job_id: str, record: bytes, ttl_s: float) -> None:
         try:
             await self.client.set(self.key(job_id), record, px=max(1, int(ttl_s * 1000)))
+            held = await self.client.wait(self.replicas, WAIT_MS) if self.replicas else 0
         except rx.RedisError:
             raise Unavailable("the job broker (Redis) is unreachable; retry later") from None
+        if held < self.replicas:
+            raise Unavailable(
+                f"the job broker's replica did not confirm the job within {WAIT_MS} ms "
+                "(is it down?); retry later"
+            )
 
     async def get(self, job_id: str) -> bytes | None:
         try:

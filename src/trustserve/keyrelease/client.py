@@ -3,11 +3,16 @@
 A release answer is accepted only when signed by the KMS identity the caller
 trusts (``trust``: pinned, or from a bundle verified under the caller's policy);
 the TLS CA only protects the connection, it does not say which KMS is genuine.
+
+Several KMS replicas: give their URLs separated by commas. The client keeps to one
+and moves to the next when it cannot reach it; every answer is still checked against
+the one KMS identity the replicas share, so a replica that is not that KMS gains nothing.
 """
 
 from __future__ import annotations
 
 import base64
+import logging
 import ssl
 from pathlib import Path
 from types import TracebackType
@@ -38,6 +43,16 @@ from trustserve.keyrelease.protocol import (
     open_keys,
 )
 from trustserve.keyrelease.trust import NO_TRUST, KmsTrust
+
+log = logging.getLogger(__name__)
+
+
+def parse_kms_urls(urls: str) -> list[str]:
+    """``parse_kms_url`` of each comma-separated URL (several replicas of one KMS)."""
+    parsed = [parse_kms_url(url.strip()) for url in urls.split(",") if url.strip()]
+    if not parsed:
+        raise ConfigError("no KMS URL given")
+    return list(dict.fromkeys(parsed))
 
 
 def parse_kms_url(url: str) -> str:
@@ -84,9 +99,14 @@ class KmsClient:
         elif ca_file is not None:
             verify = ssl.create_default_context(cafile=str(ca_file))
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self._http = httpx.Client(
-            base_url=parse_kms_url(base_url), verify=verify, timeout=timeout, headers=headers
-        )
+        self.urls = parse_kms_urls(base_url)
+        self._current = 0
+        self._http = httpx.Client(verify=verify, timeout=timeout, headers=headers)
+
+    @property
+    def url(self) -> str:
+        """The replica this client talks to now."""
+        return self.urls[self._current]
 
     def close(self) -> None:
         self._http.close()
@@ -99,15 +119,27 @@ class KmsClient:
     ) -> None:
         self.close()
 
-    def _call(self, method: str, path: str, body: Any = None) -> Any:
-        try:
-            response = self._http.request(method, path, json=body)
-        except httpx.TransportError as exc:  # a certificate mismatch is not "unreachable"
-            from trustserve.cli_errors import transport_error
+    def _call(self, method: str, path: str, body: Any = None, resend: bool = True) -> Any:
+        """One request; on a transport error the next replica (if any) becomes current,
+        and with ``resend`` the request goes there (only for requests that may run twice:
+        a release names a challenge of the replica that issued it)."""
+        for tried in range(len(self.urls)):
+            url = self.url
+            try:
+                response = self._http.request(method, url + path, json=body)
+                break
+            except httpx.TransportError as exc:  # a certificate mismatch is not "unreachable"
+                from trustserve.cli_errors import transport_error
 
-            raise Unavailable(f"KMS at {self._http.base_url}: {transport_error(exc)}") from None
-        except httpx.HTTPError as exc:
-            raise Unavailable(f"KMS at {self._http.base_url} unreachable: {exc}") from None
+                problem = f"KMS at {url}: {transport_error(exc)}"
+            except httpx.HTTPError as exc:
+                problem = f"KMS at {url} unreachable: {exc}"
+            if len(self.urls) == 1:
+                raise Unavailable(problem)
+            self._current = (self._current + 1) % len(self.urls)
+            log.warning("%s; moving to the KMS replica at %s", problem, self.url)
+            if not resend or tried == len(self.urls) - 1:
+                raise Unavailable(f"{problem} (and {len(self.urls) - 1} other replica(s))")
         if response.status_code >= 400:
             try:
                 answer = response.json()
@@ -136,6 +168,23 @@ class KmsClient:
         unwrap. ``archives`` gives, for each model key id, the digest of the archive held.
         The answer's lease starts, for the caller, before this call (see ``Released``)."""
         identity = self.kms_identity()
+        for attempt in range(len(self.urls)):
+            replica = self._current
+            try:
+                answer, private, nonce = self._release_once(provider, key_ids, archives)
+                break
+            except Unavailable:  # lost the replica after its challenge: start over at the next
+                if replica == self._current or attempt == len(self.urls) - 1:
+                    raise
+        keys = open_keys(private, nonce, answer, identity)
+        if sorted(keys) != sorted(set(key_ids)):
+            raise Forbidden("KMS released other keys than asked for")
+        return keys
+
+    def _release_once(
+        self, provider: EvidenceProvider, key_ids: list[str], archives: dict[str, str] | None
+    ) -> tuple[Any, bytes, bytes]:
+        """Challenge and release at one replica: (answer, private key, nonce)."""
         challenge = self._call("POST", "/v1/challenge")
         try:
             nonce = unb64(challenge["nonce"], "nonce")
@@ -144,11 +193,7 @@ class KmsClient:
         if len(nonce) != NONCE_SIZE:
             raise Forbidden("KMS challenge nonce has the wrong size")
         private, request = make_request(nonce, provider, key_ids, archives)
-        answer = self._call("POST", "/v1/release", request.to_json())
-        keys = open_keys(private, nonce, answer, identity)
-        if sorted(keys) != sorted(set(key_ids)):
-            raise Forbidden("KMS released other keys than asked for")
-        return keys
+        return self._call("POST", "/v1/release", request.to_json(), resend=False), private, nonce
 
     def attestation_bundle(self, nonce: str | None = None) -> dict[str, Any]:
         """The KMS's bundle; ``nonce`` (base64url, as a client sent it) for fresh evidence."""
@@ -161,13 +206,13 @@ class KmsClient:
         needed); 409 if that model version already has a key."""
         private, public = hpke.generate_keypair()
         body = {"manifest": manifest.to_json(), "public_key": b64(public)}
-        answer = self._call("POST", "/v1/keys/models", body)
+        answer = self._call("POST", "/v1/keys/models", body, resend=False)
         key_id = str(answer["key_id"])
         sealed = base64.b64decode(answer["sealed"])
         return key_id, hpke.open(private, sealed, aad=key_id.encode(), info=PROVISION_INFO)
 
     def rotate_serving_key(self) -> dict[str, Any]:
-        key: dict[str, Any] = self._call("POST", "/v1/keys/serving/rotate")
+        key: dict[str, Any] = self._call("POST", "/v1/keys/serving/rotate", resend=False)
         return key
 
 

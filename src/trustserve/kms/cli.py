@@ -170,7 +170,10 @@ def register_model_commands(model: Any) -> None:
     )
     p.add_argument("src", help="a plaintext archive (.tsm)")
     p.add_argument("-o", "--output", required=True, help="the encrypted archive to write")
-    p.add_argument("--kms", help="KMS URL (default: the KMS state under --home, in-process)")
+    p.add_argument(
+        "--kms",
+        help="KMS URL, or replicas as URL,URL,... (default: the state under --home, in-process)",
+    )
     p.add_argument("--ca", help="CA file for the KMS (default HOME/tls/ca.pem)")
     p.add_argument("--token-file", help="KMS management token (default HOME/kms/admin.token)")
     p.add_argument("--home", help=HOME_HELP)

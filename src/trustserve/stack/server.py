@@ -251,7 +251,9 @@ class Stack:
             from trustserve.broker.redis_jobs import RedisJobStore
 
             if isinstance(self._plain_broker, RedisStreamsBroker):
-                return RedisJobStore(self._plain_broker.client, self._plain_broker.keys.prefix)
+                broker = self._plain_broker
+                replicas = 1 if broker.config.sentinels else 0
+                return RedisJobStore(broker.client, broker.keys.prefix, replicas)
         return MemoryJobStore()
 
     def _tls(self) -> TlsFiles | None:

@@ -60,7 +60,10 @@ class WorkerOptions:
     )
     kms: str | None = option(
         None,
-        flag=Flag("--kms", "key service URL: keys are released there"),
+        flag=Flag(
+            "--kms",
+            "key service URL (several replicas: URL,URL,...): keys are released there",
+        ),
         key="kms.url",
         parse=text,
         show=_embedded_in_dev,
