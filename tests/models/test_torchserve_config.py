@@ -197,6 +197,11 @@ def test_worker_counts_by_model_in_trustserve_yaml(tmp_path: Path) -> None:
             configfile.BY_NAME["worker.models"].parse(bad)
 
 
+def test_deeply_nested_models_json_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="models: nested too deeply"):
+        translate(props(tmp_path, "models=" + "[" * 100000 + "]" * 100000 + "\n"))
+
+
 def test_unix_socket_addresses_are_reported(tmp_path: Path) -> None:
     t = translate(props(tmp_path, "management_address=unix:/tmp/management.sock\n"))
     assert t.settings == {}

@@ -251,6 +251,8 @@ def _models(t: Translation, key: str, value: str) -> None:
         raw = json.loads(value)
     except json.JSONDecodeError as exc:
         raise ConfigError(f"config.properties: {key}: not JSON: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"config.properties: {key}: nested too deeply") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"config.properties: {key}: expected {{model: {{version: {{...}}}}}}")
     for name, versions in raw.items():
