@@ -6,6 +6,8 @@ HOME_DIR ?= $(HOME)/.trustserve
 DEBS := redis-server swtpm swtpm-tools tpm2-tools libtss2-dev openssl
 # The container image: built with mmdebstrap + umoci, run by its test with runc.
 DEBS += mmdebstrap umoci runc
+# TorchServe's frontend (the bench's peer, and the TorchServe store that import-torchserve's test moves)
+DEBS += openjdk-17-jre-headless
 # Node for the OHTTP interop test (tests/interop/ohttp_node: @hpke/core and bhttp-js).
 DEBS += nodejs npm
 

@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "trustserve.kms.cli",
     "trustserve.client.cli",
     "trustserve.stack.redis_setup",
+    "trustserve.stack.torchserve",
     "trustserve.transparency.cli",
 )
 

@@ -232,6 +232,28 @@ def names(value: Any) -> tuple[str, ...]:
     raise ValueError("expected a list of names")
 
 
+def counts(value: Any) -> tuple[str, ...]:
+    """Worker counts by model, as ``name=N`` (or ``name:version=N``): a mapping in the file,
+    ``a=2,b:1=1`` in the environment."""
+    if isinstance(value, Mapping):
+        items = [(text(k), v) for k, v in value.items()]
+    elif isinstance(value, str):
+        items = [(p.rpartition("=")[0], p.rpartition("=")[2]) for p in value.split(",")]
+    else:
+        raise ValueError("expected a mapping of model: worker count")
+    found = []
+    for name, count in items:
+        name = str(name).strip()
+        try:
+            n = integer(count.strip() if isinstance(count, str) else count)
+        except ValueError:
+            n = -1
+        if not name or not 0 <= n <= 64:
+            raise ValueError(f"{name or 'a model'}: expected a worker count from 0 to 64")
+        found.append(f"{name}={n}")
+    return tuple(found)
+
+
 def pairs(value: Any) -> tuple[str, ...]:
     """Provider options: a mapping in the file, ``K=V;K=V`` in the environment."""
     if isinstance(value, Mapping):

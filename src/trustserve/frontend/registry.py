@@ -6,6 +6,7 @@ for an encrypted archive never could read) the model itself.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -115,9 +116,15 @@ class ModelRegistry:
             if entry.queue == queue:
                 entry.failed = reason
 
-    def scan(self, min_workers: int) -> list[ModelEntry]:
-        """Register every archive at the top of the model store (what ``serve`` starts with)."""
+    def scan(self, min_workers: int | Callable[[str, str], int]) -> list[ModelEntry]:
+        """Register every archive at the top of the model store (what ``serve`` starts with),
+        each with ``min_workers`` workers, or as many as ``min_workers(name, version)`` says."""
         found = []
         for path in sorted(self.store.glob("*.tsm")):
-            found.append(self.register(path.name, min_workers))
+            entry = self.register(path.name, 0)
+            m = entry.manifest
+            entry.min_workers = (
+                min_workers if isinstance(min_workers, int) else min_workers(m.name, m.version)
+            )
+            found.append(entry)
         return found

@@ -52,7 +52,7 @@ def register(subparsers: SubParsers) -> dict[str, SubParsers]:
         help="a TorchScript model instead: exported to ONNX with torch (trustserve[torch]) in a "
         "sandbox; the manifest gives its input shapes and datatypes; needs --trust-model-code",
     )
-    _trust_flags(pack)
+    trust_flags(pack)
     pack.add_argument("--manifest", type=Path, required=True, help="manifest .json or .yaml")
     pack.add_argument("-o", "--output", type=Path, required=True, help="archive to write (.tsm)")
     pack.set_defaults(func=_pack)
@@ -64,7 +64,7 @@ def register(subparsers: SubParsers) -> dict[str, SubParsers]:
     )
     mar.add_argument("mar", type=Path, help="the TorchServe model archive")
     mar.add_argument("-o", "--output", type=Path, required=True, help="archive to write (.tsm)")
-    _trust_flags(mar, "--trust-mar-code")
+    trust_flags(mar, "--trust-mar-code")
     mar.add_argument("--manifest", type=Path, help="manifest whose tensors to use instead")
     mar.add_argument("--name", help="model name (default: the archive's modelName)")
     mar.add_argument("--version", help="model version (default: the archive's modelVersion)")
@@ -105,7 +105,7 @@ def register(subparsers: SubParsers) -> dict[str, SubParsers]:
     return {"model": model}
 
 
-def _trust_flags(parser: argparse.ArgumentParser, *aliases: str) -> None:
+def trust_flags(parser: argparse.ArgumentParser, *aliases: str) -> None:
     parser.add_argument(
         "--trust-model-code",
         *aliases,
@@ -122,7 +122,7 @@ def _trust_flags(parser: argparse.ArgumentParser, *aliases: str) -> None:
     )
 
 
-def _warn_trust(args: argparse.Namespace, source: Path) -> None:
+def warn_trust(args: argparse.Namespace, source: Path) -> None:
     if args.trust_code:
         print(f"!!! --trust-model-code: running the code inside {source} (sandboxed)",
               file=sys.stderr)  # fmt: skip
@@ -161,7 +161,7 @@ def _pack(args: argparse.Namespace) -> int:
     if args.from_torch is not None:
         from trustserve.models.torch_import import pack_torchscript
 
-        _warn_trust(args, source)
+        warn_trust(args, source)
         packed, exported = pack_torchscript(
             model_bytes,
             manifest,
@@ -181,7 +181,7 @@ def _import_mar(args: argparse.Namespace) -> int:
     from trustserve.models.mar import import_mar
 
     manifest = load_manifest(args.manifest) if args.manifest else None
-    _warn_trust(args, args.mar)
+    warn_trust(args, args.mar)
     packed, used, exported = import_mar(
         args.mar,
         trust_code=args.trust_code,

@@ -12,6 +12,7 @@ from trustserve.options import (
     Flag,
     Show,
     boolean,
+    counts,
     integer,
     names,
     number,
@@ -149,6 +150,14 @@ class Settings:
         dest="workers",
         default_text="one per core",
     )
+    workers_by_model: tuple[str, ...] = option(
+        (),
+        key="worker.models",
+        parse=counts,
+        help="worker processes of these models (name or name:version: N), instead of "
+        "worker.per_model",
+        show=lambda value, _settings: ",".join(value) or "(none)",
+    )
     # What every local worker starts with (engine, threads, KMS and its CA, attestation,
     # replay window); the stack fills in the broker, the KMS URL and each archive.
     worker: WorkerOptions = field(default_factory=WorkerOptions)
@@ -214,6 +223,12 @@ class Settings:
         key="kms.port",
         parse=integer,
     )
+
+    def workers_for(self, name: str, version: str) -> int:
+        """How many workers ``serve`` starts for a model version (``worker.models``)."""
+        given = dict(item.rsplit("=", 1) for item in self.workers_by_model)
+        n = given.get(f"{name}:{version}", given.get(name))
+        return self.workers_per_model if n is None else int(n)
 
     @property
     def tls(self) -> bool:

@@ -201,7 +201,7 @@ class Stack:
             kms_policy=policy,
             kms_wait=30.0 if self._kms_server is not None else self.supervisor.options.kms_wait,
         )
-        for entry in self.registry.scan(self.settings.workers_per_model):
+        for entry in self.registry.scan(self.settings.workers_for):
             if entry.encrypted and kms_url is None:
                 # no worker could ever open it: say so now instead of starting workers that fail
                 m = entry.manifest

@@ -1,0 +1,1 @@
+"""Only ``captum.attr.IntegratedGradients``, which the stock vision handler builds (README.md)."""

@@ -1,0 +1,1 @@
+"""Only ``torchvision.transforms``, for TorchServe's stock image_classifier (README.md)."""
