@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from trustserve import files
 from trustserve.archive import NAME_RE
-from trustserve.crypto import model_encryption
+from trustserve.crypto import hpke, model_encryption
 from trustserve.crypto.keys import ServingKey, ServingKeySet, new_broker_key, new_key_id
 from trustserve.crypto.rootkey import FileKeyStore, KeyStore, Protector, unlock
 from trustserve.encoding import b64, unb64
@@ -174,19 +174,35 @@ class KmsState:
         return entry["key_id"], self._unwrap(entry, "broker", entry["key_id"])
 
     def serving_keys(self, now: float, private: bool = True) -> ServingKeySet:
-        """The serving keys still valid at ``now``, current first."""
+        """The serving keys still valid at ``now``, current first.
+
+        Each public key is checked against its wrapped private key, also when only the
+        public halves are wanted: those are what the KMS signs into its attestation
+        bundle, and the state lies on the host's disk. A public key swapped there would
+        have every client encrypt to the host."""
         entries = self.read()["serving"]
-        keys = [
-            ServingKey(
-                e["key_id"],
-                unb64(e["public_key"], "KMS state field"),
-                float(e["not_after"]),
-                self._unwrap(e, "serving", e["key_id"]) if private else None,
-                _rotation(entries, i) % 256,
+        keys = []
+        for i, e in enumerate(entries):
+            if i and float(e["not_after"]) < now:
+                continue
+            secret = self._unwrap(e, "serving", e["key_id"])
+            public = unb64(e["public_key"], "KMS state field")
+            if hpke.public_key_of(secret) != public:
+                raise ConfigError(
+                    f"KMS state {self.path}: the stored public key of serving key "
+                    f"{e['key_id']} is not its wrapped private key's (the state was tampered "
+                    "with); refusing to publish it"
+                )
+            rotation = _rotation(entries, i) % 256
+            keys.append(
+                ServingKey(
+                    e["key_id"],
+                    public,
+                    float(e["not_after"]),
+                    secret if private else None,
+                    rotation,
+                )
             )
-            for i, e in enumerate(entries)
-            if i == 0 or float(e["not_after"]) >= now
-        ]
         return ServingKeySet(tuple(keys))
 
     def rotate_serving_key(self, now: float, grace: float = DAY) -> ServingKey:
