@@ -79,7 +79,7 @@ def describe(mnemonic: str) -> ShareInfo:
 def combine(mnemonics: list[str], check: bytes) -> bytes:
     """The root key from ``threshold`` shares, verified against ``check``; BadRequest if not."""
     try:
-        root_key = shamir_mnemonic.combine_mnemonics(mnemonics)
+        root_key: bytes = shamir_mnemonic.combine_mnemonics(mnemonics)
     except (shamir_mnemonic.MnemonicError, ValueError) as exc:
         raise BadRequest(f"the shares do not combine: {exc}") from None
     if not matches(root_key, check):
