@@ -148,7 +148,7 @@ def register(subparsers: Any) -> None:
 
     from trustserve.kms import recovery_cli
 
-    recovery_cli.register(sub, common)
+    recovery_cli.register(sub, common, local_protector)
 
     audit_p = sub.add_parser("audit", help="the audit log")
     audit_sub = audit_p.add_subparsers(dest="audit_command", required=True, metavar="ACTION")

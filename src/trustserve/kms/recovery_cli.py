@@ -19,7 +19,13 @@ from trustserve.attestation import Policy, make_provider
 from trustserve.attestation.flags import PROVIDER, add_verifier_arguments, verifier_sources
 from trustserve.attestation.registry import parse_options
 from trustserve.crypto import hpke
-from trustserve.crypto.rootkey import FileKeyStore, protector_from_env, store_root_key, unlock_raw
+from trustserve.crypto.rootkey import (
+    FileKeyStore,
+    Protector,
+    protector_from_env,
+    store_root_key,
+    unlock_raw,
+)
 from trustserve.encoding import b64, unb64
 from trustserve.errors import BadRequest, ConfigError
 from trustserve.home import home_or_default
@@ -32,7 +38,12 @@ OWNER_KEY = "owner.key"
 OWNER_PUB = "owner.pub"
 
 
-def register(sub: Any, common: Callable[[argparse.ArgumentParser], None]) -> None:
+def register(
+    sub: Any,
+    common: Callable[[argparse.ArgumentParser], None],
+    local_protector: Callable[[Path], Protector],
+) -> None:
+    """Adds the commands to ``kms``; ``local_protector`` finds the operator secret of a home."""
     keygen = sub.add_parser(
         "owner-keygen", help="make an owner's recovery key pair (DIR/owner.key 0600, owner.pub)"
     )
@@ -49,7 +60,7 @@ def register(sub: Any, common: Callable[[argparse.ArgumentParser], None]) -> Non
     )  # fmt: skip
     init.add_argument("--threshold", type=int, required=True, metavar="K")
     init.add_argument("-o", "--output", type=Path, required=True, help="the recovery file")
-    init.set_defaults(func=_recovery_init)
+    init.set_defaults(func=_recovery_init, local_protector=local_protector)
 
     recover = sub.add_parser(
         "recover", help="rebuild the root key from owners' shares (a fresh KMS, attested)"
@@ -111,10 +122,8 @@ def _key_text(value: str | Path, what: str) -> bytes:
 
 
 def _recovery_init(args: argparse.Namespace) -> int:
-    from trustserve.kms.cli import local_protector
-
     home = home_or_default(args.home)
-    protector = local_protector(home)
+    protector = args.local_protector(home)
     state = KmsState(home, protector)  # made now if this KMS is new; checks the secret
     root_key = unlock_raw(FileKeyStore(state.dir / "root-key.json"), protector)
     owners = [_key_text(o, "owner public key") for o in args.owner]
