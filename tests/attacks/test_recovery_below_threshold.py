@@ -153,9 +153,13 @@ _FIELDS = (
 
 def test_an_owner_without_a_share_in_the_file_is_told_so(tmp_path: Path, split: Split) -> None:
     stranger = shares.hpke.generate_keypair()[0]
-    with recovering_kms(tmp_path, split.recovery) as kms, kms.client() as client:
-        with pytest.raises(ConfigError, match="holds no share"):
-            send_share(client, stranger, split.recovery, Policy.development(tmp_path / "kms-home"))
+    policy = Policy.development(tmp_path / "kms-home")
+    with (
+        recovering_kms(tmp_path, split.recovery) as kms,
+        kms.client() as client,
+        pytest.raises(ConfigError, match="holds no share"),
+    ):
+        send_share(client, stranger, split.recovery, policy)
 
 
 def test_a_recovery_file_round_trips(tmp_path: Path, split: Split) -> None:
