@@ -166,7 +166,8 @@ class RecoverySession:
     """The recovering KMS's side: evidence for owners, and the shares they send.
 
     ``on_recovered`` receives the rebuilt root key (verified against the check value)
-    once, from the thread that received the last share needed.
+    once, from the thread that received the last share needed; if it raises, the
+    shares are kept and the session is not recovered.
     """
 
     def __init__(
@@ -221,10 +222,10 @@ class RecoverySession:
             except BadRequest:
                 del self._mnemonics[info.index]
                 raise
+            self._on_recovered(root_key)  # under the lock: once, and only then "recovered"
             self._recovered = True
             self._mnemonics.clear()
-        self._on_recovered(root_key)
-        return self.status()
+            return self._status_locked()
 
     def _status_locked(self) -> dict[str, Any]:
         received = len(self._mnemonics)
