@@ -89,6 +89,9 @@ def test_two_of_three_owners_recover_a_kms_whose_disks_and_secret_are_gone(
         assert not (new_home / "kms" / "root-key.json").exists()
         assert "the KMS has recovered its root key" in send(owners[2])
         assert recovering.wait(60) == 0
+        audit = (new_home / "kms" / "audit.jsonl").read_text().splitlines()
+        events = [json.loads(line) for line in audit]
+        assert [(e["event"], e["threshold"]) for e in events] == [("root-key-recovered", 2)]
     finally:
         if recovering.poll() is None:
             recovering.terminate()

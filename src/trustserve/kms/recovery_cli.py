@@ -30,6 +30,7 @@ from trustserve.encoding import b64, unb64
 from trustserve.errors import BadRequest, ConfigError
 from trustserve.home import home_or_default
 from trustserve.keyrelease.client import KmsClient
+from trustserve.kms import audit
 from trustserve.kms.recovery import RecoveryFile, RecoverySession, send_share
 from trustserve.kms.state import KmsState, kms_dir
 
@@ -162,7 +163,10 @@ def _recover(args: argparse.Namespace) -> int:
 
     def recovered(root_key: bytes) -> None:
         store_root_key(store, protector, root_key)
-        KmsState(home, protector)  # the state opens under the rebuilt key
+        state = KmsState(home, protector)  # the state opens under the rebuilt key
+        audit.AuditLog(state.dir, state.identity_key()).append(
+            "root-key-recovered", threshold=recovery.threshold, split=recovery.identifier
+        )
         log.warning("root key recovered and wrapped under the new operator secret")
         if server is not None:
             server.should_exit = True
