@@ -18,6 +18,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
+
 from tests.support import free_port, tiny_manifest, wait_http
 from trustserve import files
 from trustserve.attestation import Policy, make_provider
@@ -84,6 +86,20 @@ def test_two_of_three_owners_recover_a_kms_whose_disks_and_secret_are_gone(
             return _cli("kms", "recover-share", url, "--owner-key", owner / "owner.key",
                         "--recovery-file", recovery_file, "--trust-policy", trust_policy,
                         "--ca", ca)  # fmt: skip
+
+        # an owner whose policy does not admit this evidence sends nothing (and says why)
+        strict = tmp_path / "strict-policy.yaml"
+        strict.write_text(json.dumps(Policy.default().to_json()))
+        refused = subprocess.run(
+            [sys.executable, "-m", "trustserve.cli", "kms", "recover-share", url,
+             "--owner-key", str(owners[1] / "owner.key"), "--recovery-file", str(recovery_file),
+             "--trust-policy", str(strict), "--ca", str(ca)],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert refused.returncode != 0
+        assert "share not sent: the recovering KMS is not attested" in refused.stderr
+        status = httpx.get(f"{url}/v1/recovery/status", verify=str(ca)).json()
+        assert status == {"threshold": 2, "received": 0, "needed": 2, "recovered": False}
 
         assert "1 of 2 received; 1 more needed" in send(owners[0])
         assert not (new_home / "kms" / "root-key.json").exists()

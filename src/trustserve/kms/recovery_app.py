@@ -27,15 +27,24 @@ from starlette.routing import Route
 from trustserve.errors import BadRequest, TrustserveError
 from trustserve.keyrelease.bundle import parse_nonce
 from trustserve.kms.app import read_json
+from trustserve.kms.budgets import FreshEvidenceBudgets, FreshEvidenceOptions
+from trustserve.kms.peers import Peers
 from trustserve.kms.recovery import RecoverySession
 from trustserve.responses import handle_error, handle_http_error, json_response
 
 
-def create_recovery_app(session: RecoverySession) -> Starlette:
+def create_recovery_app(
+    session: RecoverySession, budgets: FreshEvidenceBudgets | None = None
+) -> Starlette:
+    """``budgets`` meter the evidence made per peer address (as ``kms serve`` meters bundles)."""
+    budgets = budgets or FreshEvidenceBudgets(FreshEvidenceOptions())
+    peers = Peers()
+
     async def evidence(request: Request) -> Response:
         nonce = parse_nonce(request.query_params.get("nonce"))
         if nonce is None:
             raise BadRequest("nonce is required: evidence is made for each owner's fresh nonce")
+        budgets.take(peers.requester(request.client.host if request.client else "", {}))
         return json_response(await run_in_threadpool(session.evidence, nonce))
 
     async def share(request: Request) -> Response:
