@@ -163,11 +163,21 @@ def protector_from_env(environ: Mapping[str, str] | None = None) -> Protector:
 
 def unlock(store: KeyStore, protector: Protector) -> RootKey:
     """The root key from ``store``; made and stored the first time. Wrong secret: ConfigError."""
+    return RootKey(unlock_raw(store, protector))
+
+
+def store_root_key(store: KeyStore, protector: Protector, raw: bytes) -> None:
+    """Wrap ``raw`` under ``protector`` into ``store`` (owner recovery puts a rebuilt key back)."""
+    store.store(json.dumps({"method": protector.method, **protector.wrap(raw)}).encode())
+
+
+def unlock_raw(store: KeyStore, protector: Protector) -> bytes:
+    """``unlock``, as bytes: only for splitting the key among owners (``crypto.shares``)."""
     blob = store.load()
     if blob is None:
-        root, raw = RootKey.generate()
-        store.store(json.dumps({"method": protector.method, **protector.wrap(raw)}).encode())
-        return root
+        _, raw = RootKey.generate()
+        store_root_key(store, protector, raw)
+        return raw
     try:
         parsed = json.loads(blob)
     except ValueError:
@@ -178,7 +188,7 @@ def unlock(store: KeyStore, protector: Protector) -> RootKey:
     if method != protector.method:
         env = PASSPHRASE_ENV if method == PassphraseProtector.method else KEY_FILE_ENV
         raise ConfigError(f"{WRONG_SECRET}: the root key is protected by {method}; set {env}")
-    return RootKey(protector.unwrap(parsed))
+    return protector.unwrap(parsed)
 
 
 def _argon2_params(params: Mapping[str, Any]) -> dict[str, int]:

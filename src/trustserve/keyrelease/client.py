@@ -201,6 +201,18 @@ class KmsClient:
         bundle: dict[str, Any] = self._call("GET", path)
         return bundle
 
+    def recovery_evidence(self, nonce: str) -> dict[str, Any]:
+        """A recovering KMS's evidence for ``nonce`` (base64url), binding its recovery key."""
+        answer: dict[str, Any] = self._call("GET", f"/v1/recovery/evidence?nonce={nonce}")
+        if not isinstance(answer, dict):
+            raise BadRequest("recovery evidence: not a JSON object")
+        return answer
+
+    def send_recovery_share(self, sealed: bytes) -> dict[str, Any]:
+        """Post one owner's share, sealed to the recovering KMS's attested recovery key."""
+        status: dict[str, Any] = self._call("POST", "/v1/recovery/shares", {"sealed": b64(sealed)})
+        return status
+
     def provision_model_key(self, manifest: Manifest) -> tuple[str, bytes]:
         """A fresh key id and data key for the archive of ``manifest`` (management token
         needed); 409 if that model version already has a key."""

@@ -70,7 +70,7 @@ async def read_body(request: Request, limit: int = MAX_BODY) -> bytes:
     return b"".join(chunks)
 
 
-async def _json(request: Request) -> Any:
+async def read_json(request: Request) -> Any:
     body = await read_body(request)
     try:
         return orjson.loads(body)
@@ -97,7 +97,7 @@ def create_app(
         return json_response(service.challenge())
 
     async def release(request: Request) -> Response:
-        body = await _json(request)
+        body = await read_json(request)
         return json_response(await run_in_threadpool(service.release, body))
 
     async def attestation(request: Request) -> Response:
@@ -113,7 +113,7 @@ def create_app(
 
     async def create_model_key(request: Request) -> Response:
         authorize(request)
-        body = await _json(request)
+        body = await read_json(request)
         if not isinstance(body, dict):
             raise BadRequest("body must be a JSON object")
         try:

@@ -21,7 +21,7 @@ from trustserve import home as layout
 from trustserve.attestation import Policy, make_provider
 from trustserve.attestation.flags import PROVIDER, add_verifier_arguments, verifier_sources
 from trustserve.attestation.registry import parse_options
-from trustserve.crypto.rootkey import create_key_file
+from trustserve.crypto.rootkey import Protector, create_key_file, protector_from_env
 from trustserve.encoding import b64, unb64
 from trustserve.errors import BadRequest, ConfigError
 from trustserve.home import HOME_HELP, home_or_default
@@ -146,6 +146,10 @@ def register(subparsers: Any) -> None:
     common(identity)
     identity.set_defaults(func=_identity)
 
+    from trustserve.kms import recovery_cli
+
+    recovery_cli.register(sub, common, local_protector)
+
     audit_p = sub.add_parser("audit", help="the audit log")
     audit_sub = audit_p.add_subparsers(dest="audit_command", required=True, metavar="ACTION")
     verify = audit_sub.add_parser("verify", help="check the hash chain and the signed head")
@@ -199,21 +203,25 @@ def _encrypt(args: argparse.Namespace) -> int:
 
 
 def _local_kms(home: Path, policy: Policy, **options: Any) -> KmsService:
-    """The KMS state under ``home``, in-process: unlocked by the operator's secret, or,
-    when none is set, by the development key file ``trustserve up`` made there. Every
+    """The KMS state under ``home``, in-process, unlocked by ``local_protector``. Every
     ``kms`` command and ``model encrypt`` finds the root key this way."""
-    from trustserve.crypto.rootkey import KEY_FILE_ENV, PASSPHRASE_ENV
-    from trustserve.kms.embedded import development_kms
+    return KmsService(home, local_protector(home), policy, **options)
+
+
+def local_protector(home: Path) -> Protector:
+    """The operator's secret, or, when none is set, the development key file ``trustserve
+    up`` made under ``home`` (said loudly)."""
+    from trustserve.crypto.rootkey import KEY_FILE_ENV, PASSPHRASE_ENV, KeyFileProtector
 
     dev_key = layout.dev_root_key(home)
     if os.environ.get(PASSPHRASE_ENV) or os.environ.get(KEY_FILE_ENV) or not dev_key.exists():
-        return KmsService.from_env(home, policy, **options)
+        return protector_from_env()
     _dev_warning(
         f"the KMS root key is unwrapped by the development key file {dev_key}",
         f"a key file beside the state it protects guards nothing against whoever reads this "
         f"disk; set {PASSPHRASE_ENV} or {KEY_FILE_ENV} for a deployment",
     )
-    return development_kms(home, policy, **options)
+    return KeyFileProtector(dev_key)
 
 
 def _home(args: argparse.Namespace) -> Path:
