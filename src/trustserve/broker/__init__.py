@@ -7,6 +7,13 @@ from pathlib import Path
 from trustserve.broker.base import Broker, Job, JobSource, Outcome, queue_name
 from trustserve.errors import ConfigError
 
+REDIS_SCHEMES = ("rediss://", "redis://", "rediss+sentinel://", "redis+sentinel://")
+
+
+def is_redis_url(url: str) -> bool:
+    """Whether ``url`` names a Redis broker (one server, or Sentinels that name the primary)."""
+    return url.startswith(REDIS_SCHEMES)
+
 
 async def connect_job_source(url: str, queue: str) -> JobSource:
     """The worker side of the broker at ``url`` (``unix:PATH`` or ``redis[s]://``)."""
@@ -14,11 +21,13 @@ async def connect_job_source(url: str, queue: str) -> JobSource:
         from trustserve.broker.embedded import SocketJobSource
 
         return await SocketJobSource.connect(Path(url.removeprefix("unix:")), queue)
-    if url.startswith(("redis://", "rediss://")):
+    if is_redis_url(url):
         from trustserve.broker.redis import RedisStreamsBroker
 
         return await RedisStreamsBroker.connect(url, consumer_queue=queue)
-    raise ConfigError(f"unknown broker URL {url!r}: use unix:PATH or rediss://HOST:PORT")
+    raise ConfigError(
+        f"unknown broker URL {url!r}: use unix:PATH, rediss://HOST:PORT or rediss+sentinel://HOSTS/SERVICE"
+    )
 
 
 async def open_broker(
@@ -34,14 +43,17 @@ async def open_broker(
         embedded = EmbeddedBroker(max_queue, max_deliveries)
         await embedded.serve_workers(socket)
         return embedded, f"unix:{socket}"
-    if url.startswith(("redis://", "rediss://")):
+    if is_redis_url(url):
         from trustserve.broker.redis import RedisStreamsBroker
 
         broker = await RedisStreamsBroker.connect(
             url, max_queue=max_queue, max_deliveries=max_deliveries
         )
         return broker, url
-    raise ConfigError(f"unknown broker URL {url!r}: use rediss://HOST:PORT (or none: embedded)")
+    raise ConfigError(
+        f"unknown broker URL {url!r}: use rediss://HOST:PORT or "
+        "rediss+sentinel://HOSTS/SERVICE (or none: embedded)"
+    )
 
 
 __all__ = [

@@ -132,7 +132,10 @@ class Settings:
     )
     broker_url: str | None = option(
         None,
-        flag=Flag("--broker", "rediss://HOST:PORT/?... to scale out"),
+        flag=Flag(
+            "--broker",
+            "rediss://HOST:PORT/?... (or rediss+sentinel://HOSTS/SERVICE?...) to scale out",
+        ),
         key="broker.url",
         parse=text,
         dest="broker",

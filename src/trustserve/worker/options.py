@@ -37,7 +37,11 @@ class WorkerOptions:
         None, flag=Flag("--archive", "model archive (.tsm) to serve", {"type": Path})
     )
     broker: str | None = option(
-        None, flag=Flag("--broker", "unix:PATH (embedded) or rediss://HOST:PORT/?...")
+        None,
+        flag=Flag(
+            "--broker",
+            "unix:PATH (embedded), rediss://HOST:PORT/?... or rediss+sentinel://HOSTS/SERVICE?...",
+        ),
     )
     engine: str = option(
         "onnxruntime",

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Protocol
 
+from trustserve.broker import is_redis_url
 from trustserve.errors import Expired, Replayed, Unavailable
 from trustserve.home import run_dir
 
@@ -120,6 +121,6 @@ class RedisNonceStore:
 
 def nonce_store(broker_url: str, home: Path, loop: asyncio.AbstractEventLoop) -> NonceStore:
     """Redis when the broker is Redis (workers may be on many hosts), else a file on this host."""
-    if broker_url.startswith(("redis://", "rediss://")):
+    if is_redis_url(broker_url):
         return RedisNonceStore(broker_url, loop)
     return SqliteNonceStore(run_dir(home) / "nonces.db")
