@@ -84,8 +84,11 @@ def decode(
         return error_outcome(job, exc.status, exc.code, str(exc), refused.to)
     except TrustserveError as exc:
         return error_outcome(job, exc.status, exc.code, str(exc), to)
-    except Exception:
-        log.exception("reading a %s request failed", job.kind)
+    except Exception as exc:
+        if job.kind.end_to_end:  # its message or traceback may hold plaintext: the type only
+            log.error("reading a %s request failed: %s", job.kind, type(exc).__name__)
+        else:
+            log.exception("reading a %s request failed", job.kind)
         message = "the worker could not read this request"
         return error_outcome(job, 500, TrustserveError.code, message, to)
 
