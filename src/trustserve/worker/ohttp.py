@@ -15,8 +15,10 @@ runs, the inner request must:
 
 Once decapsulated, every answer, an error included, is a Binary HTTP response with
 the ordinary status and body (an error: ``{"error", "code"}``) encapsulated to the
-client (``OhttpTo``); an error before that (no such key config, cannot decapsulate)
-can only be answered in the clear, as RFC 9458 section 5.2 says.
+client (``OhttpTo``), and leaves the worker as status 200 with no error code
+(``batching.error_outcome``): the broker and the frontend learn nothing of what happened
+inside. An error before that (no such key config, cannot decapsulate) can only be
+answered in the clear, as RFC 9458 section 5.2 says.
 """
 
 from __future__ import annotations
