@@ -56,7 +56,9 @@ def opened(context: ohttp.ClientContext, response: httpx.Response) -> bhttp.Resp
 
 
 def answered(stack: RunningStack, status: str = r"\d+") -> float:
-    """OHTTP requests the frontend counted, by the worker's (inner) status."""
+    """OHTTP requests the frontend counted, by the status it saw: a worker's answer is 200
+    whatever happened inside (only the client reads the inner status, ``opened``); a
+    refusal from before any worker opened the request has its own status."""
     url = f"https://127.0.0.1:{stack.metrics_port}/metrics"
     text = httpx.get(url, verify=str(stack.ca)).text
     pattern = rf'trustserve_requests_total\{{api="ohttp",[^}}]*status="{status}"[^}}]*\}} (\S+)'

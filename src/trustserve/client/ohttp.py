@@ -16,6 +16,7 @@ request (an error body, say an unknown key config id), or, with status 200, a fo
 from __future__ import annotations
 
 import email.utils
+import re
 import time
 
 import httpx
@@ -25,6 +26,7 @@ from trustserve.errors import BadRequest, BrokerTampered, CannotOpenSealed
 
 GATEWAY_PATH = "/v2/ohttp/{model}/{version}"
 HEADER_LENGTH = "inference-header-content-length"
+_LENGTH = re.compile(r"[0-9]{1,18}")  # a header length: ASCII digits that int converts at once
 
 
 def gateway_path(model: str, version: str) -> str:
@@ -82,6 +84,6 @@ def header_length(response: bhttp.Response) -> int | None:
     value = response.header(HEADER_LENGTH)
     if value is None:
         return None
-    if not value.isdigit():
+    if not _LENGTH.fullmatch(value):  # not isdigit: it takes "1\u00b2", which int refuses
         raise BrokerTampered(f"the encapsulated answer's {HEADER_LENGTH} is not a number")
     return int(value)

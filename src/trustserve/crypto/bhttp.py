@@ -16,6 +16,15 @@ refusal is a ``BadRequest`` that says what was wrong. As RFC 9292 section 3.8
 allows, a message may end before the length prefix of a field section or of the
 content; the missing parts are empty.
 
+Decoding is bounded, since a gateway decodes what anyone may encapsulate and nothing
+before it can look inside: a field section (headers, trailers, each informational
+response's) is at most ``MAX_FIELD_SECTION`` bytes of encoded field lines and
+``MAX_FIELDS`` lines, checked against a known-length section's length prefix before it
+is split and as a running count in the indeterminate form; indeterminate-length
+content is at most ``MAX_CHUNKS`` chunks, and a response at most ``MAX_INFORMATIONAL``
+informational responses. The content's size is bounded by the caller (the request
+body limit), not here.
+
 Trailers are parsed and checked like headers, then ignored: nothing in trustserve
 reads a trailer, and dropping them keeps one place (the header section) where a
 request's metadata lives. ``encode_*`` never writes trailers. Informational (1xx)
@@ -34,6 +43,13 @@ from dataclasses import dataclass, field
 from trustserve.errors import BadRequest
 
 MAX_VARINT = (1 << 62) - 1
+# An inference request needs a handful of short headers (content-type, date, the v2
+# header length, maybe accept and user-agent): these leave room for far more than that
+# and keep decoding a hostile section to microseconds (docs/ohttp.md, Limits).
+MAX_FIELD_SECTION = 16 * 1024  # bytes of encoded field lines in one section
+MAX_FIELDS = 64  # field lines in one section
+MAX_CHUNKS = 1024  # chunks of indeterminate-length content
+MAX_INFORMATIONAL = 8  # 1xx responses before the final one
 
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _NAME = re.compile(rb"[!#$%&'*+\-.^_`|~0-9a-z]+")  # a token without upper case (RFC 9113 8.2.1)
@@ -222,9 +238,37 @@ def _check_field(name: bytes, value: bytes) -> None:
         )
 
 
-def _field_line(reader: _Reader, name_length: int, section: str) -> tuple[str, str]:
+class _Budget:
+    """What is left of one field section's bounds; BadRequest once a field line exceeds them."""
+
+    def __init__(self, section: str) -> None:
+        self.section = section
+        self.bytes = MAX_FIELD_SECTION
+        self.fields = MAX_FIELDS
+
+    def spend(self, length: int) -> None:
+        if length > self.bytes:
+            raise BadRequest(
+                f"binary HTTP: the {self.section} section is over {MAX_FIELD_SECTION} bytes"
+            )
+        self.bytes -= length
+
+    def count(self) -> None:
+        if self.fields == 0:
+            raise BadRequest(
+                f"binary HTTP: the {self.section} section has over {MAX_FIELDS} fields"
+            )
+        self.fields -= 1
+
+
+def _field_line(reader: _Reader, name_length: int, budget: _Budget) -> tuple[str, str]:
+    section = budget.section
+    budget.count()
+    budget.spend(name_length)
     name = reader.take(name_length, f"{section} field name")
-    value = reader.prefixed(f"{section} field value")
+    value_length = reader.varint(f"{section} field value length")
+    budget.spend(value_length)
+    value = reader.take(value_length, f"{section} field value")
     _check_field(name, value)
     return name.decode("ascii"), value.decode("latin-1")
 
@@ -234,16 +278,20 @@ def _fields(reader: _Reader, known: bool, section: str) -> tuple[tuple[str, str]
     if reader.left() == 0:
         return ()
     lines: list[tuple[str, str]] = []
+    budget = _Budget(section)
     if known:
-        inner = _Reader(reader.prefixed(f"{section} section"))
+        length = reader.varint(f"{section} section length")
+        budget.spend(length)  # before anything is split: the prefix bounds the whole section
+        budget = _Budget(section)  # the lines are within that prefix; count them afresh
+        inner = _Reader(reader.take(length, f"{section} section"))
         while inner.left():
             name_length = inner.varint(f"{section} field name length")
             if name_length == 0:
                 raise BadRequest(f"binary HTTP: a {section} field name is empty")
-            lines.append(_field_line(inner, name_length, section))
+            lines.append(_field_line(inner, name_length, budget))
         return tuple(lines)
     while (name_length := reader.varint(f"{section} field name length or terminator")) != 0:
-        lines.append(_field_line(reader, name_length, section))
+        lines.append(_field_line(reader, name_length, budget))
     return tuple(lines)
 
 
@@ -253,7 +301,13 @@ def _content(reader: _Reader, known: bool) -> bytes:
     if known:
         return reader.prefixed("content")
     chunks = bytearray()
+    count = 0
     while (length := reader.varint("content chunk length or terminator")) != 0:
+        count += 1
+        if count > MAX_CHUNKS:
+            raise BadRequest(
+                f"binary HTTP: the content has over {MAX_CHUNKS} chunks; send the known-length form"
+            )
         chunks += reader.take(length, "content chunk")
     return bytes(chunks)
 
@@ -292,9 +346,13 @@ def decode_response(data: bytes) -> Response:
     """The final response in ``data`` (either framing), informational responses skipped."""
     reader = _Reader(data)
     known = _framing(reader, 1, 3, "response")
+    informational = 0
     while True:
         status = reader.varint("status code")
         if 100 <= status <= 199:
+            informational += 1
+            if informational > MAX_INFORMATIONAL:
+                raise BadRequest(f"binary HTTP: over {MAX_INFORMATIONAL} informational responses")
             if reader.left() == 0:
                 raise BadRequest("binary HTTP: message ends after an informational response")
             _fields(reader, known, "informational header")

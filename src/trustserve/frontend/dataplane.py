@@ -22,7 +22,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 from trustserve.broker.base import Broker, Job, JobKind, JobMeta, Outcome
@@ -88,6 +88,10 @@ class _Count:
         if outcome is not None and (error is None or outcome.status != 200):
             status = outcome.status  # the worker's answer, forwarded (an error too)
         meta = outcome.meta if outcome is not None else None
+        if self.api == "ohttp" and meta is not None and meta.sealed:
+            # what happened inside is the client's to know (docs/ohttp.md): 200, no code,
+            # even from a worker that still sent its inner status in the clear
+            status, code, meta = 200, None, replace(meta, code=None)
         seconds = time.perf_counter() - self.started
         metrics.observe(self.model, self.version, self.api, status, seconds, meta, code)
 

@@ -31,7 +31,7 @@ from trustserve.tensors import (
     encode_response,
     parse_request,
 )
-from trustserve.worker.ohttp import read_ohttp
+from trustserve.worker.ohttp import OhttpTo, read_ohttp
 from trustserve.worker.sealed import AnswerSealer, Inner, RefusedInside, SealedReader
 
 log = logging.getLogger(__name__)
@@ -84,8 +84,11 @@ def decode(
         return error_outcome(job, exc.status, exc.code, str(exc), refused.to)
     except TrustserveError as exc:
         return error_outcome(job, exc.status, exc.code, str(exc), to)
-    except Exception:
-        log.exception("reading a %s request failed", job.kind)
+    except Exception as exc:
+        if job.kind.end_to_end:  # its message or traceback may hold plaintext: the type only
+            log.error("reading a %s request failed: %s", job.kind, type(exc).__name__)
+        else:
+            log.exception("reading a %s request failed", job.kind)
         message = "the worker could not read this request"
         return error_outcome(job, 500, TrustserveError.code, message, to)
 
@@ -204,10 +207,17 @@ def encode_answer(d: Decoded, manifest: Manifest, outputs: Tensors) -> tuple[byt
 def error_outcome(
     job: Job, status: int, code: str, message: str, sealed: AnswerSealer | None = None
 ) -> Outcome:
-    """An error answer; once a sealed request is open, sealed to its client like any answer."""
+    """An error answer; once a sealed request is open, sealed to its client like any answer.
+
+    An OHTTP answer leaves as status 200 with no code, as any RFC 9458 gateway answers:
+    the status and code are inside, for the client only; in the clear, the broker and the
+    frontend would learn per request that it was replayed, for another model, malformed...
+    """
     if sealed is None:
         return Outcome(job.id, status, message.encode(), OutcomeMeta(code))
     payload = sealed.seal(message.encode(), None, status, code)
+    if isinstance(sealed, OhttpTo):
+        return Outcome(job.id, 200, payload, OutcomeMeta(sealed=True))
     return Outcome(job.id, status, payload, OutcomeMeta(code, sealed=True))
 
 

@@ -15,8 +15,10 @@ runs, the inner request must:
 
 Once decapsulated, every answer, an error included, is a Binary HTTP response with
 the ordinary status and body (an error: ``{"error", "code"}``) encapsulated to the
-client (``OhttpTo``); an error before that (no such key config, cannot decapsulate)
-can only be answered in the clear, as RFC 9458 section 5.2 says.
+client (``OhttpTo``), and leaves the worker as status 200 with no error code
+(``batching.error_outcome``): the broker and the frontend learn nothing of what happened
+inside. An error before that (no such key config, cannot decapsulate) can only be
+answered in the clear, as RFC 9458 section 5.2 says.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ NONCE_LABEL = b"ohttp enc "  # replay-guard nonces of OHTTP requests, apart from
 _V2 = re.compile(r"/v2/models/([^/]+)(?:/versions/([^/]+))?/infer")
 _PREDICT = re.compile(r"/predictions/([^/]+)(?:/([^/]+))?")
 HEADER_LENGTH = "inference-header-content-length"
+_LENGTH = re.compile(r"[0-9]{1,18}")
 
 
 @dataclass(frozen=True)
@@ -85,14 +88,21 @@ def read_ohttp(reader: SealedReader, job: Job) -> Inner:
         request = bhttp.decode_request(plain)
         kind = _route(request, manifest)
         reader.guard.check(_date(request), NONCE_LABEL + context.enc, now)
+        header_length = _header_length(request) if kind is JobKind.V2 else None
     except TrustserveError as exc:
         raise RefusedInside(exc, to) from None
-    header_length: int | None = None
-    if kind is JobKind.V2 and (given := request.header(HEADER_LENGTH)) is not None:
-        if not given.isdigit():
-            raise RefusedInside(BadRequest(f"{HEADER_LENGTH} must be a number"), to)
-        header_length = int(given)
     return Inner(kind, request.body, header_length, to)
+
+
+def _header_length(request: bhttp.Request) -> int | None:
+    """The inner v2 header length: ASCII digits only (``str.isdigit`` takes "1\u00b2",
+    which ``int`` refuses) and few enough that ``int`` converts them at once."""
+    given = request.header(HEADER_LENGTH)
+    if given is None:
+        return None
+    if not _LENGTH.fullmatch(given):
+        raise BadRequest(f"{HEADER_LENGTH} must be a number of at most 18 ASCII digits")
+    return int(given)
 
 
 def _route(request: bhttp.Request, manifest: Manifest) -> JobKind:
