@@ -12,6 +12,7 @@ unless the server was told to believe a trusted proxy's forwarded header (the st
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -27,8 +28,19 @@ def _clean(text: str, limit: int = 512) -> str:
     return "".join(out) + ("..." if len(text) > limit else "")
 
 
+def _create_private(target: Path) -> None:
+    """``target`` made, if missing, 0600 in a 0700 directory (as the KMS audit log is): it
+    holds client addresses, for the operator only, not for every local user."""
+    target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(target, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    try:
+        os.fchmod(fd, 0o600)  # one left readable by an older version, too
+    finally:
+        os.close(fd)
+
+
 def open_access_log(target: Path) -> logging.Logger:
-    """The access logger writing to ``target`` (appended; ``-`` for standard error)."""
+    """The access logger writing to ``target`` (appended, 0600; ``-`` for standard error)."""
     logger = logging.getLogger(LOGGER)
     logger.setLevel(logging.INFO)
     logger.propagate = False  # not into the process's own log
@@ -36,7 +48,7 @@ def open_access_log(target: Path) -> logging.Logger:
     if str(target) == "-":
         handler = logging.StreamHandler(sys.stderr)
     else:
-        target.parent.mkdir(parents=True, exist_ok=True)
+        _create_private(target)
         handler = logging.FileHandler(target, encoding="utf-8")
     formatter = logging.Formatter("%(asctime)s.%(msecs)03dZ %(message)s", "%Y-%m-%dT%H:%M:%S")
     formatter.converter = time.gmtime
