@@ -15,6 +15,8 @@ import pytest
 from tests.sealed.test_sealed_e2e import dev_policy
 from tests.support import RunningStack, start_stack, write_tiny
 from trustserve.client import TrustserveClient
+from trustserve.crypto import ohttp
+from trustserve.errors import AttestationRefused
 
 
 @pytest.fixture(scope="module")
@@ -54,3 +56,39 @@ def test_a_client_with_a_stale_key_config_retries_once_and_gets_its_answer(
         np.testing.assert_allclose(client.infer("tiny", {"x": 2 * x})["y"], [[5, 5, 5, 5]])
         assert client.verify().ohttp_config == current.ohttp_config  # fetched again
     assert (answered(stack, 400), answered(stack, 200)) == (refused + 1, ok + 1)
+
+
+def test_discovery_handing_out_the_previous_key_config_is_refused_before_sending(
+    stack: RunningStack,
+) -> None:
+    """After a rotation the bundle and discovery hold the previous key's config too: a
+    frontend that gave it to one client could pick that client's requests out behind a
+    relay by their key id. The SDK encapsulates to the current one only."""
+    stack.rotate_serving_key()
+    with TrustserveClient(stack.url, policy=dev_policy(stack), ca=stack.ca) as other:
+        target = other.verify(refresh=True)
+    assert len(target.ohttp_configs) == 2  # the current and the previous key
+    current, previous = target.ohttp_configs
+    with httpx.Client(base_url=stack.url, verify=str(stack.ca)) as http:
+        deadline = time.monotonic() + 60
+        while True:  # the frontend re-reads the bundle every 0.5 s: wait for the new keys
+            listed = ohttp.decode_key_configs(http.get("/.well-known/ohttp-gateway").content)
+            if listed[0] == current or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+    assert listed == [current, previous]  # the previous one is what it could hand one client
+    x = np.ones((1, 4), np.float32)
+    sent = answered(stack, 400) + answered(stack, 200)
+    client = TrustserveClient(
+        stack.url, policy=dev_policy(stack), ca=stack.ca, ohttp_key_config=previous.encode()
+    )
+    with client, pytest.raises(AttestationRefused) as refused:
+        client.infer("tiny", {"x": x})
+    assert refused.value.claim == "ohttp_key_config"
+    assert "previous key" in refused.value.detail
+    assert answered(stack, 400) + answered(stack, 200) == sent  # nothing reached the gateway
+    client = TrustserveClient(
+        stack.url, policy=dev_policy(stack), ca=stack.ca, ohttp_key_config=current.encode()
+    )
+    with client:  # the current one, from wherever, is the one every client uses
+        np.testing.assert_allclose(client.infer("tiny", {"x": x})["y"], [[3, 3, 3, 3]])

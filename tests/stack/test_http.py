@@ -7,6 +7,7 @@ attack against the whole stack is tests/attacks/test_access_log_forged_address.p
 from __future__ import annotations
 
 import os
+import secrets
 import subprocess
 import sys
 import threading
@@ -82,6 +83,25 @@ def test_a_path_cannot_forge_a_line(tmp_path: Path) -> None:
         "GET",
         f"/a%0A2026-01-01T00:00:00Z%20{FORGED}%20GET%20/x%20200",
         "404",  # no route matches a newline
+    ]
+
+
+def test_a_job_id_is_never_written_however_the_path_is_spelled(tmp_path: Path) -> None:
+    log = tmp_path / "access.log"
+    job = secrets.token_urlsafe(32)  # a job id is a capability to its answer
+    spellings = [f"/v2/jobs/{job}", f"/v2/jobs%2F{job}", f"//v2//jobs/{job}", f"/v2/jobs/{job}/x"]
+    with serving(log) as url:
+        for path in spellings:
+            httpx.get(url + path)
+        httpx.get(f"{url}/v2/models/tiny/infer")
+    text = log.read_text()
+    assert job not in text
+    assert [line.split()[3] for line in text.splitlines()] == [
+        "/v2/jobs/{job}",
+        "/v2/jobs/{job}",
+        "/v2/jobs/{job}",
+        "/v2/jobs/{job}/...",
+        "/v2/models/tiny/infer",  # a model name is not a secret
     ]
 
 

@@ -4,9 +4,10 @@ the answer. docs/ohttp.md says what is encapsulated and what each party sees.
 The request inside is the ordinary inference request as Binary HTTP (RFC 9292): ``POST
 /v2/models/{m}/versions/{v}/infer`` (v2 tensors) or ``/predictions/{m}/{v}`` (a TorchServe
 body), with a ``date`` header for the worker's replay window. It is encapsulated only to
-a key config the verified attestation bundle holds (``ServingTarget.attested_ohttp_config``)
-and posted to the gateway URL ``/v2/ohttp/{m}/{v}``, which names the same model and version
-in the clear for routing; the worker refuses an inner path that differs from its own.
+the verified attestation bundle's current key config, the one every client uses
+(``ServingTarget.attested_ohttp_config``), and posted to the gateway URL
+``/v2/ohttp/{m}/{v}``, which names the same model and version in the clear for routing;
+the worker refuses an inner path that differs from its own.
 
 The gateway's answer is 200 ``message/ohttp-res`` whatever the worker said: the real status
 is the inner response's. Any other answer is a refusal from before any worker opened the

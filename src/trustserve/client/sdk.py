@@ -98,8 +98,9 @@ class _Base(Generic[H]):
             raise ValueError("OHTTP requests are sealed requests: not with sealed=False")
         self.policy = policy
         self.sealed = sealed
-        # the key config to encapsulate to (from the caller or discovery): used only if the
-        # verified bundle holds it; None: the bundle's current one
+        # None (the default): the verified bundle's current key config. A caller's config is
+        # used only if it is exactly that one (never the previous key's, never discovery's
+        # pick: a config other clients do not use would single this client out)
         self.ohttp = ohttp or ohttp_key_config is not None
         self.ohttp_key_config = ohttp_key_config
         self._target: ServingTarget | None = None
@@ -126,8 +127,8 @@ class _Base(Generic[H]):
         raw: bytes | None,
         target: ServingTarget | None,
     ) -> Prepared:
-        """The request in this client's mode; an OHTTP key config that the verified bundle
-        does not hold is refused here, before anything is sent (AttestationRefused)."""
+        """The request in this client's mode; an OHTTP key config other than the verified
+        bundle's current one is refused here, before anything is sent (AttestationRefused)."""
         config = None
         if self.ohttp and target is not None:
             config = target.attested_ohttp_config(self.ohttp_key_config)

@@ -9,7 +9,8 @@
    after a rotation stops working within that bound even without a nonce.
 4. Each usable key's OHTTP key config (``ohttp_key_id``, ``ohttp_key_config``, signed
    with the key) decodes and names that very key: an OHTTP request is encapsulated only
-   to a config the attested KMS released (``ServingTarget.ohttp_configs``).
+   to the current key's config, the one the attested KMS released for every client
+   (``ServingTarget.attested_ohttp_config``).
 
 The model list then says which model versions an attested worker can serve; a
 sealed request names the version resolved from it (``ServingTarget.resolve``).
@@ -83,22 +84,35 @@ class ServingTarget:
         return self.ohttp_configs[0] if self.ohttp_configs else None
 
     def attested_ohttp_config(self, encoded: bytes | None) -> KeyConfig:
-        """``encoded`` (a key config from the caller or from discovery) if the verified
-        bundle holds exactly it; the current one for None. AttestationRefused otherwise:
-        a config the attested KMS did not release may be anyone's key."""
+        """The current key's config, the one every client of this bundle encapsulates to;
+        ``encoded`` (a config from the caller) only if it is exactly that one.
+
+        AttestationRefused otherwise, before anything is sent: a config the attested KMS
+        did not release may be anyone's key, and the previous key's config (still in the
+        bundle for a day after a rotation) is one that no other client uses, so a frontend
+        that handed it to one client at discovery would know that every relayed request
+        with its key id is that client's (RFC 9458 section 7, key consistency)."""
+        current = self.ohttp_config
+        if current is None:
+            raise AttestationRefused(
+                "ohttp_key_config", "the attested bundle holds no OHTTP key config"
+            )
         if encoded is None:
-            if self.ohttp_config is None:
-                raise AttestationRefused(
-                    "ohttp_key_config", "the attested bundle holds no OHTTP key config"
-                )
-            return self.ohttp_config
+            return current
         try:
             wanted = KeyConfig.decode(encoded)
         except BadRequest as exc:
             raise AttestationRefused("ohttp_key_config", f"malformed key config: {exc}") from None
-        for config in self.ohttp_configs:
-            if config == wanted:
-                return config
+        if wanted == current:
+            return current
+        if wanted in self.ohttp_configs:
+            raise AttestationRefused(
+                "ohttp_key_config",
+                f"key config id {wanted.key_id} is the previous key's, not the current one "
+                f"({current.key_id}) that every other client uses: requests to it could be "
+                "told apart from theirs; nothing was sent (use the verified bundle's current "
+                "config, not one from discovery)",
+            )
         raise AttestationRefused(
             "ohttp_key_config",
             f"key config id {wanted.key_id} is not in the attested bundle (its key is not "
