@@ -1,0 +1,154 @@
+"""KMS replicas whose state is in a real 3-member etcd cluster (mutual TLS, loopback).
+
+Each replica has its own home (its audit log, the highest state version it has seen);
+the keys are in etcd, sealed under the root key that the replicas' shared operator key
+file unwraps.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+import pytest
+
+from tests.kms.etcd_cluster import PREFIX, ROOT_KEY, STATE_KEY, EtcdCluster, etcd, etcd_replica
+from tests.support import tiny_manifest
+from trustserve.crypto.rootkey import create_key_file
+from trustserve.errors import Conflict
+from trustserve.kms.service import KmsService
+
+__all__ = ["etcd"]  # the fixture
+
+
+@pytest.fixture
+def key_file(tmp_path: Path) -> Path:
+    path = tmp_path / "operator.key"
+    create_key_file(path)
+    return path
+
+
+def test_etcd_holds_only_ciphertext_and_a_version(
+    etcd: EtcdCluster, key_file: Path, tmp_path: Path
+) -> None:
+    kms = etcd_replica(etcd, tmp_path / "a", key_file)
+    key_id = kms.create_model_key(tiny_manifest("m", "1"))
+    stored = etcd.get(STATE_KEY)
+    assert stored is not None
+    outer = json.loads(stored)
+    assert set(outer) == {"format", "version", "sealed"}
+    assert outer["version"] == 2  # made (1), then a model key (2)
+    assert key_id.encode() not in stored and b"identity" not in stored
+    assert json.loads(etcd.get(ROOT_KEY) or b"{}")["method"] == "key-file"
+    assert not (tmp_path / "a" / "kms" / "state.json").exists()
+    assert (tmp_path / "a" / "kms" / "state-version").read_text().strip() == "2"
+
+
+def test_replicas_share_one_state_and_identity(
+    etcd: EtcdCluster, key_file: Path, tmp_path: Path
+) -> None:
+    a = etcd_replica(etcd, tmp_path / "a", key_file)
+    b = etcd_replica(etcd, tmp_path / "b", key_file)
+    assert a.state.identity_public_key() == b.state.identity_public_key()
+    key_id = a.create_model_key(tiny_manifest("m", "1"))
+    assert b.model_key(key_id) == a.model_key(key_id)
+    rotated = b.rotate_serving_key()
+    assert a.serving_public_keys()[0]["key_id"] == rotated["key_id"]
+
+
+def test_no_acknowledged_key_is_lost_when_the_etcd_leader_is_killed(
+    etcd: EtcdCluster, key_file: Path, tmp_path: Path
+) -> None:
+    a = etcd_replica(etcd, tmp_path / "a", key_file)
+    b = etcd_replica(etcd, tmp_path / "b", key_file)
+    made: dict[str, bytes] = {}
+
+    def make(first: int, last: int) -> None:
+        for i in range(first, last):
+            replica = (a, b)[i % 2]
+            key_id = replica.create_model_key(tiny_manifest("m", str(i)))
+            made[key_id] = replica.model_key(key_id)  # acknowledged
+
+    make(0, 10)
+    leader = etcd.leader()
+    etcd.kill(leader)
+    make(10, 20)  # the replicas move to the members left, through the election
+    survivors = [m for m in etcd.members if m is not leader]
+    fresh = etcd_replica(etcd, tmp_path / "c", key_file, survivors)
+    assert len(made) == 20
+    for key_id, key in made.items():
+        assert fresh.model_key(key_id) == key
+    assert {v["version"] for v in fresh.state.model_keys().values()} == {
+        str(i) for i in range(20)
+    }
+
+
+def _race(replicas: list[KmsService], version: str) -> list[str | Exception]:
+    start = threading.Barrier(len(replicas))
+    outcomes: list[str | Exception] = []
+
+    def create(replica: KmsService) -> None:
+        start.wait()
+        try:
+            outcomes.append(replica.create_model_key(tiny_manifest("m", version)))
+        except Exception as exc:  # the Conflict the loser must get
+            outcomes.append(exc)
+
+    threads = [threading.Thread(target=create, args=(r,)) for r in replicas]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return outcomes
+
+
+def test_two_replicas_creating_a_key_for_one_model_version_cannot_both_win(
+    etcd: EtcdCluster, key_file: Path, tmp_path: Path
+) -> None:
+    replicas = [etcd_replica(etcd, tmp_path / name, key_file) for name in ("a", "b")]
+    for round_ in range(5):
+        outcomes = _race(replicas, str(round_))
+        winners = [o for o in outcomes if isinstance(o, str)]
+        losers = [o for o in outcomes if isinstance(o, Exception)]
+        assert len(winners) == 1, outcomes
+        assert len(losers) == 1 and isinstance(losers[0], Conflict), outcomes
+        assert f"already has a key ({winners[0]})" in str(losers[0])
+    keys = replicas[0].state.model_keys()
+    assert sorted(v["version"] for v in keys.values()) == [str(i) for i in range(5)]
+
+
+def test_concurrent_changes_from_two_replicas_are_all_kept(
+    etcd: EtcdCluster, key_file: Path, tmp_path: Path
+) -> None:
+    """Every lost compare-and-set is applied again: nothing one replica wrote is overwritten."""
+    a = etcd_replica(etcd, tmp_path / "a", key_file)
+    b = etcd_replica(etcd, tmp_path / "b", key_file)
+    made: list[str] = []
+
+    def create(replica: KmsService, name: str) -> None:
+        for i in range(8):
+            made.append(replica.create_model_key(tiny_manifest(name, str(i))))
+
+    threads = [
+        threading.Thread(target=create, args=(a, "ma")),
+        threading.Thread(target=create, args=(b, "mb")),
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(made) == 16
+    assert set(a.state.model_keys()) == set(made)
+
+
+def test_the_state_url_is_checked(tmp_path: Path) -> None:
+    from trustserve.errors import ConfigError
+    from trustserve.kms.etcd_store import open_etcd_state
+
+    with pytest.raises(ConfigError, match="starts with etcd\\+https://"):
+        open_etcd_state(f"etcd+http://127.0.0.1:2379{PREFIX}")
+    with pytest.raises(ConfigError, match="needs cert=FILE"):
+        open_etcd_state(f"etcd+https://127.0.0.1:2379{PREFIX}?ca=/x&key=/y")
+    with pytest.raises(ConfigError, match="unknown parameters"):
+        open_etcd_state("etcd+https://127.0.0.1:2379?ca=/x&cert=/y&key=/z&password=p")
