@@ -8,6 +8,7 @@ file unwraps.
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from pathlib import Path
 
@@ -58,30 +59,60 @@ def test_replicas_share_one_state_and_identity(
 
 
 def test_no_acknowledged_key_is_lost_when_the_etcd_leader_is_killed(
-    etcd: EtcdCluster, key_file: Path, tmp_path: Path
+    etcd: EtcdCluster, key_file: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    a = etcd_replica(etcd, tmp_path / "a", key_file)
-    b = etcd_replica(etcd, tmp_path / "b", key_file)
-    made: dict[str, bytes] = {}
-
-    def make(first: int, last: int) -> None:
-        for i in range(first, last):
-            replica = (a, b)[i % 2]
-            key_id = replica.create_model_key(tiny_manifest("m", str(i)))
-            made[key_id] = replica.model_key(key_id)  # acknowledged
-
-    make(0, 10)
+    """Two replicas create keys without pause, both talking to the leader first; it is
+    killed (-9) in the middle. Every key acknowledged before, during and after is read back
+    by a third replica that never talked to the dead member."""
     leader = etcd.leader()
-    etcd.kill(leader)
-    make(10, 20)  # the replicas move to the members left, through the election
     survivors = [m for m in etcd.members if m is not leader]
+    a = etcd_replica(etcd, tmp_path / "a", key_file, [leader, *survivors])
+    b = etcd_replica(etcd, tmp_path / "b", key_file, [leader, *survivors])
+    made: dict[str, bytes] = {}
+    failures: list[Exception] = []
+    enough = threading.Event()
+    progress = threading.Condition()
+
+    def create(replica: KmsService, name: str) -> None:
+        i = 0
+        while not enough.is_set():
+            try:
+                key_id = replica.create_model_key(tiny_manifest(name, str(i)))
+                key = replica.model_key(key_id)
+            except Exception as exc:
+                failures.append(exc)
+                return
+            with progress:
+                made[key_id] = key  # acknowledged
+                progress.notify_all()
+            i += 1
+
+    def wait_for(count: int) -> None:
+        with progress:
+            assert progress.wait_for(lambda: len(made) >= count or bool(failures), 300)
+
+    writers = [
+        threading.Thread(target=create, args=(a, "ma")),
+        threading.Thread(target=create, args=(b, "mb")),
+    ]
+    for writer in writers:
+        writer.start()
+    try:
+        wait_for(10)
+        with caplog.at_level(logging.WARNING, "trustserve.kms"):
+            etcd.kill(leader)
+            killed_at = len(made)
+            wait_for(killed_at + 20)  # the writers moved on through the election
+    finally:
+        enough.set()
+        for writer in writers:
+            writer.join()
+    assert not failures, failures
+    assert f"etcd {leader.client_url}" in caplog.text  # they did lose their member
     fresh = etcd_replica(etcd, tmp_path / "c", key_file, survivors)
-    assert len(made) == 20
     for key_id, key in made.items():
         assert fresh.model_key(key_id) == key
-    assert {v["version"] for v in fresh.state.model_keys().values()} == {
-        str(i) for i in range(20)
-    }
+    assert set(fresh.state.model_keys()) == set(made)
 
 
 def _race(replicas: list[KmsService], version: str) -> list[str | Exception]:
