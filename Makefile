@@ -6,6 +6,8 @@ HOME_DIR ?= $(HOME)/.trustserve
 DEBS := redis-server swtpm swtpm-tools tpm2-tools libtss2-dev openssl
 # The container image: built with mmdebstrap + umoci, run by its test with runc.
 DEBS += mmdebstrap umoci runc
+# etcd: the KMS replicas' shared state (docs/kms.md, "State in etcd"), a 3-member cluster in tests.
+DEBS += etcd-server etcd-client
 # Node for the OHTTP interop test (tests/interop/ohttp_node: @hpke/core and bhttp-js).
 DEBS += nodejs npm
 
