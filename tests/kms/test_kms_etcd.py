@@ -183,3 +183,25 @@ def test_the_state_url_is_checked(tmp_path: Path) -> None:
         open_etcd_state(f"etcd+https://127.0.0.1:2379{PREFIX}?ca=/x&key=/y")
     with pytest.raises(ConfigError, match="unknown parameters"):
         open_etcd_state("etcd+https://127.0.0.1:2379?ca=/x&cert=/y&key=/z&password=p")
+
+
+def test_a_write_sent_again_after_a_lost_answer_is_recognised_as_its_own(
+    etcd: EtcdCluster,
+) -> None:
+    """The same transaction twice (what a replica does when the answer to the first was
+    lost): the second's compare fails, and the value read back in the same transaction
+    shows the write was this replica's own, so it counts as done and is not applied twice.
+    Another replica's value in its place is a lost compare-and-set."""
+    from trustserve.kms.etcd_store import open_etcd_state
+
+    store = open_etcd_state(etcd.url())
+    key = f"{PREFIX}/scratch"
+    mine = b"sealed bytes of this replica, unique by their nonce"
+    assert store.client.put_if(key, 0, mine)
+    assert store.client.put_if(key, 0, mine)  # sent again: already there
+    assert store.client.get(key)[0] == mine
+    assert not store.client.put_if(key, 0, b"another replica's bytes")
+    _, revision = store.client.get(key)
+    assert store.client.put_if(key, revision, b"next")
+    assert not store.client.put_if(key, revision, mine)  # mine is no longer there
+    store.client.close()
