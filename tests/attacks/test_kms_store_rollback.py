@@ -18,7 +18,7 @@ import pytest
 from tests.kms.etcd_cluster import ROOT_KEY, STATE_KEY, EtcdCluster, etcd, etcd_replica
 from tests.support import tiny_manifest
 from trustserve.crypto.rootkey import create_key_file
-from trustserve.errors import Forbidden
+from trustserve.errors import Forbidden, NotFound
 
 __all__ = ["etcd"]  # the fixture
 
@@ -55,8 +55,15 @@ def test_an_older_state_put_back_is_refused_naming_the_versions(
         kms.create_model_key(tiny_manifest("m", "3"))  # nothing is written over it either
     assert etcd.get(STATE_KEY) == old
     # restarted on the same home, the replica still remembers what it saw
-    with pytest.raises(Forbidden, match=rolled):
+    with pytest.raises(Forbidden, match=rolled) as refused:
         etcd_replica(etcd, tmp_path / "a", key_file)
+    # an operator who restored a backup on purpose is told how to accept it, and can
+    seen_file = tmp_path / "a" / "kms" / "state-version"
+    assert f"remove {seen_file} on each replica" in str(refused.value)
+    seen_file.unlink()
+    restored = etcd_replica(etcd, tmp_path / "a", key_file)
+    with pytest.raises(NotFound, match="unknown key id"):
+        restored.model_key(newer)  # what the backup did not have is gone, as restored
 
 
 def test_a_deleted_state_is_refused_not_made_again(

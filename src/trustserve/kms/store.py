@@ -111,7 +111,8 @@ class SealedState:
             raise Forbidden(
                 f"KMS state in {self.store.where} rolled back from version {self.seen} to "
                 f"{version}: the store gave an older document than this replica has seen; "
-                "refusing it"
+                f"refusing it (after restoring etcd from a backup on purpose, remove "
+                f"{self._seen_path} on each replica)"
             )
         document = json.loads(plain)
         if not isinstance(document, dict):
@@ -151,7 +152,7 @@ class SealedState:
                 raise Forbidden(
                     f"KMS state in {self.store.where} is gone, but this replica has seen "
                     f"version {self.seen}: the store lost or deleted it; refusing to start "
-                    "over (restore the store from a backup)"
+                    f"over (restore etcd from a backup, then remove {self._seen_path})"
                 )
             return None, 0, revision
         document, version = self.open(blob)
