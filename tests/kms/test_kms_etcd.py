@@ -205,3 +205,30 @@ def test_a_write_sent_again_after_a_lost_answer_is_recognised_as_its_own(
     assert store.client.put_if(key, revision, b"next")
     assert not store.client.put_if(key, revision, mine)  # mine is no longer there
     store.client.close()
+
+
+def test_replicas_started_at_once_on_an_empty_store_agree_on_one_root_key_and_identity(
+    etcd: EtcdCluster, key_file: Path, tmp_path: Path
+) -> None:
+    """Each makes a root key and a first document; compare-and-set lets one of each in,
+    and the others take the winners'."""
+    start = threading.Barrier(3)
+    started: list[KmsService | Exception] = []
+
+    def run(name: str) -> None:
+        start.wait()
+        try:
+            started.append(etcd_replica(etcd, tmp_path / name, key_file))
+        except Exception as exc:
+            started.append(exc)
+
+    threads = [threading.Thread(target=run, args=(n,)) for n in ("a", "b", "c")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    replicas = [r for r in started if isinstance(r, KmsService)]
+    assert len(replicas) == 3, started
+    assert len({r.state.identity_public_key() for r in replicas}) == 1
+    key_id = replicas[0].create_model_key(tiny_manifest("m", "1"))
+    assert replicas[1].model_key(key_id) == replicas[2].model_key(key_id)
