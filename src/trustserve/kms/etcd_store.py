@@ -35,8 +35,8 @@ DEFAULT_PREFIX = "/trustserve/kms"
 REQUEST_TIMEOUT = 10.0
 GIVE_UP_AFTER = 60.0  # seconds without an answer from any member
 STATE_HELP = (
-    "where the KMS state lives: a directory under --home (default), or replicas' shared "
-    f"etcd as '{SCHEME}://HOST:PORT,HOST:PORT/PREFIX?ca=CA.pem&cert=CERT.pem&key=KEY.pem'"
+    "where the KMS state lives: the files under --home (default), or, for replicas, their "
+    f"shared etcd: '{SCHEME}://HOST:PORT,HOST:PORT/PREFIX?ca=CA.pem&cert=CERT.pem&key=KEY.pem'"
 )
 
 
