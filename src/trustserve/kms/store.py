@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import logging
+import secrets
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -41,6 +42,8 @@ log = logging.getLogger("trustserve.kms")
 T = TypeVar("T")
 FORMAT = 2
 MAX_ATTEMPTS = 100  # compare-and-set rounds lost in a row before giving up
+RECENT = "recent_writes"  # ids of the last writes, in the document
+KEEP_RECENT = 256
 
 
 class StateStore(Protocol):
@@ -177,12 +180,25 @@ class SealedState:
 
     def update(self, change: Callable[[dict[str, Any]], T]) -> T:
         """Apply ``change`` to the latest document and store it as the next version; a
-        lost compare-and-set (another replica changed it meanwhile) applies it again."""
+        lost compare-and-set (another replica changed it meanwhile) applies it again.
+
+        A write whose answer was lost (its store member died) may have landed all the
+        same, and another replica may have written after it, so the store cannot tell
+        it was ours. Each write therefore leaves its random id in the document's list of
+        recent writes; finding ours there, the change is done, with the result of the
+        attempt that wrote it (applying it again would, e.g., find the model key it made
+        and call it a conflict)."""
+        write_id = secrets.token_hex(16)
+        attempted: list[T] = []
         for _ in range(MAX_ATTEMPTS):
             document, version, revision = self.current()
             if document is None:
                 raise ConfigError(f"there is no KMS state in {self.store.where}")
+            if attempted and write_id in document.get(RECENT, []):
+                return attempted[-1]
             result = change(document)
+            document[RECENT] = [*document.get(RECENT, []), write_id][-KEEP_RECENT:]
+            attempted.append(result)
             if self.store.compare_and_set(revision, self.seal(document, version + 1)):
                 self._saw(version + 1)
                 return result
