@@ -8,6 +8,8 @@ DEBS := redis-server swtpm swtpm-tools tpm2-tools libtss2-dev openssl
 DEBS += mmdebstrap umoci runc
 # TorchServe's frontend (the bench's peer, and the TorchServe store that import-torchserve's test moves)
 DEBS += openjdk-17-jre-headless
+# etcd: the KMS replicas' shared state (docs/kms.md, "State in etcd"), a 3-member cluster in tests.
+DEBS += etcd-server etcd-client
 # Node for the OHTTP interop test (tests/interop/ohttp_node: @hpke/core and bhttp-js).
 DEBS += nodejs npm
 

@@ -45,8 +45,12 @@ def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
     )
 
 
-def issue_local_ca(directory: Path, hosts: list[str] | None = None, days: int = 825) -> TlsFiles:
-    """A fresh CA and a server certificate it signs (both new keys)."""
+def issue_local_ca(
+    directory: Path, hosts: list[str] | None = None, days: int = 825, peer: bool = False
+) -> TlsFiles:
+    """A fresh CA and a server certificate it signs (both new keys). ``peer``: the server
+    certificate may also authenticate as a client (etcd's gateway dials its own gRPC port
+    with it when client certificates are required)."""
     now = dt.datetime.now(dt.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = _name("trustserve local CA")
@@ -71,6 +75,9 @@ def issue_local_ca(directory: Path, hosts: list[str] | None = None, days: int = 
             alt.append(x509.IPAddress(ipaddress.ip_address(h)))
         except ValueError:
             alt.append(x509.DNSName(h))
+    usages = [ExtendedKeyUsageOID.SERVER_AUTH]
+    if peer:
+        usages.append(ExtendedKeyUsageOID.CLIENT_AUTH)
     key = ec.generate_private_key(ec.SECP256R1())
     cert = (
         x509.CertificateBuilder()
@@ -81,7 +88,7 @@ def issue_local_ca(directory: Path, hosts: list[str] | None = None, days: int = 
         .not_valid_before(now - dt.timedelta(minutes=5))
         .not_valid_after(now + dt.timedelta(days=days))
         .add_extension(x509.SubjectAlternativeName(alt), critical=False)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .sign(ca_key, hashes.SHA256())
     )

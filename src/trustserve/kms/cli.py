@@ -31,6 +31,7 @@ from trustserve.keyrelease.protocol import DEFAULT_LEASE
 from trustserve.keyrelease.trust import parse_identity
 from trustserve.kms import audit
 from trustserve.kms.budgets import FreshEvidenceOptions
+from trustserve.kms.etcd_store import STATE_HELP, open_etcd_state
 from trustserve.kms.peers import Peers
 from trustserve.kms.service import KmsService
 from trustserve.kms.state import KmsState, kms_dir
@@ -46,8 +47,12 @@ def register(subparsers: Any) -> None:
     def common(p: argparse.ArgumentParser) -> None:
         p.add_argument("--home", type=Path, help=HOME_HELP)
 
+    def with_state(p: argparse.ArgumentParser) -> None:
+        common(p)
+        p.add_argument("--state", metavar="URL", help=STATE_HELP)
+
     serve = sub.add_parser("serve", help="run the KMS over HTTPS")
-    common(serve)
+    with_state(serve)
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8443)
     serve.add_argument("--cert", type=Path, help="TLS certificate (PEM)")
@@ -133,7 +138,7 @@ def register(subparsers: Any) -> None:
     serve.set_defaults(func=_serve)
 
     rotate = sub.add_parser("rotate-serving-key", help="make a new current serving key")
-    common(rotate)
+    with_state(rotate)
     rotate.set_defaults(func=_rotate)
 
     key_file = sub.add_parser("init-key-file", help="write a new random KMS key file (0600)")
@@ -143,7 +148,7 @@ def register(subparsers: Any) -> None:
     identity = sub.add_parser(
         "identity", help="print the KMS identity public key (base64) for --kms-identity"
     )
-    common(identity)
+    with_state(identity)
     identity.set_defaults(func=_identity)
 
     from trustserve.kms import recovery_cli
@@ -228,6 +233,13 @@ def _home(args: argparse.Namespace) -> Path:
     return home_or_default(args.home)
 
 
+def _state_options(args: argparse.Namespace) -> dict[str, Any]:
+    """``state_store=`` for ``--state URL`` (etcd); nothing for the files under --home."""
+    if not args.state:
+        return {}
+    return {"state_store": open_etcd_state(args.state)}
+
+
 def _policy(args: argparse.Namespace, home: Path) -> Policy:
     if args.policy is not None:
         return Policy.load(args.policy)
@@ -291,6 +303,7 @@ def _serve(args: argparse.Namespace) -> int:
         sources=sources,
         key_lease=args.key_lease,
         fresh_evidence=fresh,
+        **_state_options(args),
     )
     options = parse_options(args.attestation_option)
     provider = make_provider(args.provider, home, **options) if args.provider else None
@@ -302,7 +315,7 @@ def _serve(args: argparse.Namespace) -> int:
             tls = ensure_local_ca(layout.tls_dir(home))
             args.cert, args.key = tls.cert, tls.key
         ssl = {"ssl_certfile": str(args.cert), "ssl_keyfile": str(args.key)}
-    log.info("KMS on %s:%d (state in %s)", args.host, args.port, kms_dir(home))
+    log.info("KMS on %s:%d (state in %s)", args.host, args.port, service.state.where)
     log.info("KMS identity (for --kms-identity): %s", b64(service.state.identity_public_key()))
     app = create_app(service, provider, peers=peers)
     # the client address is decided in one place (Peers), not by uvicorn's own header rules
@@ -311,7 +324,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _rotate(args: argparse.Namespace) -> int:
-    service = _local_kms(_home(args), Policy.default())
+    service = _local_kms(_home(args), Policy.default(), **_state_options(args))
     print(json.dumps(service.rotate_serving_key(), indent=2))
     return 0
 
@@ -324,7 +337,7 @@ def _init_key_file(args: argparse.Namespace) -> int:
 
 def _identity(args: argparse.Namespace) -> int:
     """The public half of the unlocked identity key (not the copy stored beside it)."""
-    service = _local_kms(_home(args), Policy.default())
+    service = _local_kms(_home(args), Policy.default(), **_state_options(args))
     print(b64(service.state.identity_key().public_key().public_bytes_raw()))
     return 0
 

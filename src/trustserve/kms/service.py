@@ -50,6 +50,7 @@ from trustserve.kms.challenges import Challenges
 from trustserve.kms.peers import Requester
 from trustserve.kms.release import seal_keys
 from trustserve.kms.state import DAY, KmsState
+from trustserve.kms.store import StateStore
 
 log = logging.getLogger("trustserve.kms")
 REFUSED = "key release refused"
@@ -71,6 +72,7 @@ class KmsService:
         key_lease: float = DEFAULT_LEASE,
         sources: VerifierSources | None = None,
         fresh_evidence: FreshEvidenceOptions | None = None,
+        state_store: StateStore | None = None,
     ) -> None:
         self.home = home
         self.policy = policy
@@ -86,7 +88,8 @@ class KmsService:
         # how long a released set may be used without renewal: the bound on how long a
         # worker the KMS cannot reach (or no longer admits) keeps a rotated-out serving key
         self.key_lease = key_lease
-        self.state = KmsState(home, protector, keystore, serving_key_lifetime)
+        # state_store: the replicas' shared store (etcd); default the files under home
+        self.state = KmsState(home, protector, keystore, serving_key_lifetime, state_store)
         self.audit = audit.AuditLog(self.state.dir, self.state.identity_key())
         self.challenges = Challenges(challenge_ttl)
         legacy = [k for k, v in self.state.model_keys().items() if not v.get("digest")]

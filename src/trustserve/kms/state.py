@@ -5,6 +5,11 @@ Files: ``root-key.json`` (the root key wrapped by the operator secret, via the
 each wrapped under the root key with its key id as associated data), ``lock``
 (an ``fcntl`` lock every writer holds while it reads, changes and atomically
 replaces ``state.json``; other processes wait, so none loses another's write).
+
+Replicas on several hosts keep the same document in a shared ``StateStore`` (etcd)
+instead, sealed and versioned by ``trustserve.kms.store.SealedState``; the root key
+then lives in that store too (wrapped by the operator secret), and ``<home>/kms/``
+keeps only what is this replica's own (the audit log, the highest version seen).
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from trustserve.crypto.rootkey import FileKeyStore, KeyStore, Protector, unlock
 from trustserve.encoding import b64, unb64
 from trustserve.errors import BadRequest, ConfigError, Conflict, NotFound
 from trustserve.home import kms_dir as kms_dir  # where the KMS state lives under HOME
+from trustserve.kms.store import SealedState, StateStore
 
 T = TypeVar("T")
 DAY = 86400.0
@@ -62,18 +68,38 @@ class KmsState:
         protector: Protector,
         keystore: KeyStore | None = None,
         serving_key_lifetime: float = 30 * DAY,
+        store: StateStore | None = None,
     ) -> None:
         self.dir = kms_dir(home)
         self.path = self.dir / "state.json"
         self.lock_path = self.dir / "lock"
         self.lifetime = serving_key_lifetime
-        store = keystore or FileKeyStore(self.dir / "root-key.json")
+        self._shared: SealedState | None = None
+        if store is not None:
+            self._open_shared(store, keystore or store.root_key_store(), protector)
+            return
+        store_ = keystore or FileKeyStore(self.dir / "root-key.json")
         with self.locked():
-            if self.path.exists() and store.load() is None:
+            if self.path.exists() and store_.load() is None:
                 raise ConfigError(f"KMS state {self.path} exists but its root key is missing")
-            self._root = unlock(store, protector)
+            self._root = unlock(store_, protector)
             if not self.path.exists():
                 self._write(self._initial(time.time()))
+        self._check_root()
+
+    def _open_shared(self, store: StateStore, keystore: KeyStore, protector: Protector) -> None:
+        """The state in a store shared by replicas: the first replica makes the root key
+        and the document (by compare-and-set: if two start at once, one wins and the
+        other takes the winner's)."""
+        self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if keystore.load() is None and store.load()[0] is not None:
+            raise ConfigError(f"KMS state in {store.where} exists but its root key is missing")
+        try:
+            self._root = unlock(keystore, protector)
+        except Conflict:
+            self._root = unlock(keystore, protector)
+        self._shared = SealedState(store, self._root, self.dir / "state-version")
+        self._shared.create(lambda: self._initial(time.time()))
         self._check_root()
 
     # ---- plumbing ----
@@ -82,6 +108,8 @@ class KmsState:
         return file_lock(self.lock_path)
 
     def read(self) -> dict[str, Any]:
+        if self._shared is not None:
+            return self._shared.read()
         try:
             raw = json.loads(self.path.read_bytes())
         except (OSError, ValueError) as exc:
@@ -94,12 +122,19 @@ class KmsState:
         files.write_secret(self.path, json.dumps(state, indent=1, sort_keys=True).encode())
 
     def update(self, change: Callable[[dict[str, Any]], T]) -> T:
-        """Apply ``change`` to the current state under the lock and store the result atomically."""
+        """Apply ``change`` to the current state under the lock and store the result atomically
+        (in a shared store: by compare-and-set, applied again if another replica won)."""
+        if self._shared is not None:
+            return self._shared.update(change)
         with self.locked():
             state = self.read()
             result = change(state)
             self._write(state)
             return result
+
+    @property
+    def where(self) -> str:
+        return self._shared.store.where if self._shared is not None else str(self.path)
 
     def _wrap(self, key: bytes, purpose: str, key_id: str) -> str:
         return b64(self._root.wrap(key, purpose, key_id))
@@ -115,7 +150,7 @@ class KmsState:
         private = self.identity_key().public_key().public_bytes_raw()
         if private != self.identity_public_key():
             raise ConfigError(
-                f"KMS state {self.path}: the stored identity public key does not match the "
+                f"KMS state {self.where}: the stored identity public key does not match the "
                 "identity private key (the state was tampered with); refusing to start"
             )
 
