@@ -16,9 +16,12 @@ import argparse
 import asyncio
 import os
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the checkout, for tests.*
 
 from tests.broker.redis_ha import HaRedis
 from trustserve.broker.redis_config import open_client, parse_redis_url
@@ -47,15 +50,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--puts", type=int, default=200)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        ha = HaRedis(Path(tmp) / "redis")
-        ha.configure()
-        ha.start_all()
-        try:
-            ha.wait_healthy()
-            times = asyncio.run(measure(ha.urls["frontends"], args.rounds, args.puts))
-        finally:
-            ha.stop_all()
+    with tempfile.TemporaryDirectory() as tmp, HaRedis.running(Path(tmp) / "redis") as ha:
+        times = asyncio.run(measure(ha.urls["frontends"], args.rounds, args.puts))
     p50 = {r: statistics.median(t) * 1000 for r, t in times.items()}
     p99 = {r: statistics.quantiles(t, n=100)[98] * 1000 for r, t in times.items()}
     print("| async job record put | p50 ms | p99 ms |")

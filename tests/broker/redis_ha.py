@@ -10,7 +10,8 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
@@ -138,6 +139,19 @@ class HaRedis:
             return int(said.pop()) if len(said) == 1 else None
 
         return wait_for("the Sentinels to agree on the primary", agreed)
+
+    @classmethod
+    @contextmanager
+    def running(cls, directory: Path) -> Iterator[HaRedis]:
+        """Configured, started and healthy; every process stopped afterwards."""
+        setup = cls(directory)
+        setup.configure()
+        setup.start_all()
+        try:
+            setup.wait_healthy()
+            yield setup
+        finally:
+            setup.stop_all()
 
     def wait_healthy(self) -> None:
         """Until the replica holds what the primary acknowledges and each Sentinel knows

@@ -30,14 +30,8 @@ from trustserve.errors import ConfigError, Unavailable
 
 @pytest.fixture
 def ha(tmp_path: Path) -> Iterator[HaRedis]:
-    setup = HaRedis(tmp_path / "redis")
-    setup.configure()
-    setup.start_all()
-    try:
-        setup.wait_healthy()
+    with HaRedis.running(tmp_path / "redis") as setup:
         yield setup
-    finally:
-        setup.stop_all()
 
 
 @pytest.fixture

@@ -18,14 +18,8 @@ from tests.support import start_stack, write_tiny
 
 @pytest.fixture
 def ha(tmp_path: Path) -> Iterator[HaRedis]:
-    setup = HaRedis(tmp_path / "redis")
-    setup.configure()
-    setup.start_all()
-    try:
-        setup.wait_healthy()
+    with HaRedis.running(tmp_path / "redis") as setup:
         yield setup
-    finally:
-        setup.stop_all()
 
 
 def test_kill_9_of_the_primary_under_load_loses_no_accepted_request(

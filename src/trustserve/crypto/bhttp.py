@@ -75,16 +75,10 @@ def _fields_tuple(headers: Iterable[tuple[str, str]]) -> tuple[tuple[str, str], 
     return tuple((name.lower(), value) for name, value in headers)
 
 
-@dataclass(frozen=True)
-class Request:
-    """An HTTP request: control data, header fields (names lower-case), content."""
+class _Message:
+    """What requests and responses share: header fields, names lower-case on the way in."""
 
-    method: str
-    scheme: str
-    authority: str
-    path: str
-    headers: tuple[tuple[str, str], ...] = field(default=())
-    body: bytes = b""
+    headers: tuple[tuple[str, str], ...]
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "headers", _fields_tuple(self.headers))
@@ -95,18 +89,24 @@ class Request:
 
 
 @dataclass(frozen=True)
-class Response:
+class Request(_Message):
+    """An HTTP request: control data, header fields (names lower-case), content."""
+
+    method: str
+    scheme: str
+    authority: str
+    path: str
+    headers: tuple[tuple[str, str], ...] = field(default=())
+    body: bytes = b""
+
+
+@dataclass(frozen=True)
+class Response(_Message):
     """A final HTTP response: status (200..599), header fields (names lower-case), content."""
 
     status: int
     headers: tuple[tuple[str, str], ...] = field(default=())
     body: bytes = b""
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "headers", _fields_tuple(self.headers))
-
-    def header(self, name: str) -> str | None:
-        return _header(self.headers, name)
 
 
 def _header(headers: tuple[tuple[str, str], ...], name: str) -> str | None:
