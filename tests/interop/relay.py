@@ -21,6 +21,7 @@ prints the relay's URL and serves until interrupted.
 from __future__ import annotations
 
 import argparse
+import signal
 import ssl
 import threading
 from dataclasses import dataclass
@@ -183,10 +184,14 @@ def main() -> None:
     host, _, port = args.listen.rpartition(":")
     relay = Relay(args.gateway, listen=(host, int(port)), source=args.source, ca=args.ca)
     print(relay.url, flush=True)
-    try:
-        threading.Event().wait()
-    except KeyboardInterrupt:
-        relay.close()
+    # Stop on Ctrl-C or SIGTERM. Set explicitly: a process started in the background by a
+    # non-interactive shell inherits SIGINT ignored, and Python then installs no handler.
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    while not stop.wait(0.2):
+        pass
+    relay.close()
 
 
 if __name__ == "__main__":
