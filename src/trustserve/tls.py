@@ -136,6 +136,15 @@ def ensure_local_ca(directory: Path) -> TlsFiles:
     return issue_local_ca(directory)
 
 
+def server_tls_options(cert: Path | None, key: Path | None, directory: Path) -> dict[str, str]:
+    """uvicorn's TLS options: the operator's ``cert`` and ``key``, else the local CA's
+    server certificate in ``directory`` (made if missing)."""
+    if cert is None or key is None:
+        files = ensure_local_ca(directory)
+        cert, key = files.cert, files.key
+    return {"ssl_certfile": str(cert), "ssl_keyfile": str(key)}
+
+
 def client_context(ca: Path) -> ssl.SSLContext:
     """Verifies the server against ``ca`` (hostname included); TLS 1.2 at least."""
     ctx = ssl.create_default_context(cafile=str(ca))

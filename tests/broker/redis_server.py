@@ -7,7 +7,6 @@ nobody knows (see the note in the config about AOF replay).
 
 from __future__ import annotations
 
-import hashlib
 import secrets
 import shutil
 import socket
@@ -21,6 +20,7 @@ import redis
 
 from tests.support import free_port
 from trustserve.files import write_secret
+from trustserve.stack.redis_ha import password_hash
 from trustserve.tls import issue_client_cert, issue_local_ca
 
 USER = "trustserve"
@@ -29,10 +29,6 @@ ACL = (
     "~trustserve:* resetchannels -@all +@stream +@sortedset +@scripting "
     "+@connection +multi +exec +discard +ping +time +expire +del +set +get +pttl -@dangerous"
 )
-
-
-def _sha256(password: str) -> str:
-    return hashlib.sha256(password.encode()).hexdigest()
 
 
 @dataclass
@@ -53,7 +49,7 @@ class RedisServer:
         self.password_file = self.directory / "redis-password"
         password = secrets.token_urlsafe(24)
         write_secret(self.password_file, password.encode())
-        digest = _sha256(password)
+        digest = password_hash(password)
         data = self.directory / "data"
         data.mkdir(exist_ok=True)
         conf = [
@@ -73,7 +69,7 @@ class RedisServer:
             # Not "user default off": Redis 7.0 (Debian 12) replays MULTI/EXEC from the AOF as the
             # default user and drops what that user may not run (redis/redis#14541), so
             # `default` gets the broker's rights and a password nobody is told.
-            f"user default on #{_sha256(secrets.token_urlsafe(32))} {ACL}",
+            f"user default on #{password_hash(secrets.token_urlsafe(32))} {ACL}",
             f"user {USER} on #{digest} {ACL}",
             f"logfile {self.directory / 'redis.log'}",
         ]

@@ -36,6 +36,7 @@ from trustserve.kms.peers import Peers
 from trustserve.kms.service import KmsService
 from trustserve.kms.state import KmsState, kms_dir
 from trustserve.kms.tools import encrypt_model_file
+from trustserve.tls import server_tls_options
 
 log = logging.getLogger("trustserve.kms")
 
@@ -309,12 +310,7 @@ def _serve(args: argparse.Namespace) -> int:
     provider = make_provider(args.provider, home, **options) if args.provider else None
     ssl: dict[str, Any] = {}
     if not args.insecure_http:
-        if args.cert is None or args.key is None:
-            from trustserve.tls import ensure_local_ca
-
-            tls = ensure_local_ca(layout.tls_dir(home))
-            args.cert, args.key = tls.cert, tls.key
-        ssl = {"ssl_certfile": str(args.cert), "ssl_keyfile": str(args.key)}
+        ssl = server_tls_options(args.cert, args.key, layout.tls_dir(home))
     log.info("KMS on %s:%d (state in %s)", args.host, args.port, service.state.where)
     log.info("KMS identity (for --kms-identity): %s", b64(service.state.identity_public_key()))
     app = create_app(service, provider, peers=peers)

@@ -33,6 +33,7 @@ from trustserve.keyrelease.client import KmsClient
 from trustserve.kms import audit
 from trustserve.kms.recovery import RecoveryFile, RecoverySession, send_share
 from trustserve.kms.state import KmsState, kms_dir
+from trustserve.tls import server_tls_options
 
 log = logging.getLogger("trustserve.kms")
 OWNER_KEY = "owner.key"
@@ -174,12 +175,7 @@ def _recover(args: argparse.Namespace) -> int:
     session = RecoverySession(recovery, provider, recovered)
     ssl: dict[str, Any] = {}
     if not args.insecure_http:
-        if args.cert is None or args.key is None:
-            from trustserve.tls import ensure_local_ca
-
-            tls = ensure_local_ca(layout.tls_dir(home))
-            args.cert, args.key = tls.cert, tls.key
-        ssl = {"ssl_certfile": str(args.cert), "ssl_keyfile": str(args.key)}
+        ssl = server_tls_options(args.cert, args.key, layout.tls_dir(home))
     log.warning(
         "KMS recovery on %s:%d: waiting for %d owners' shares",
         args.host,
