@@ -70,7 +70,7 @@ def test_a_nonce_past_its_expiry_may_be_used_again(store: SqliteNonceStore) -> N
 def test_the_store_follows_the_broker(tmp_path: Path) -> None:
     loop = asyncio.new_event_loop()
     try:
-        chosen = nonce_store("unix:/tmp/x.sock", tmp_path, loop)
+        chosen = nonce_store("unix:/tmp/x.sock", "m:1", tmp_path, loop)
         assert isinstance(chosen, SqliteNonceStore)
         assert (tmp_path / "run" / "nonces.db").exists()
     finally:
@@ -88,8 +88,8 @@ def redis(tmp_path: Path) -> Iterator[RedisServer]:
 async def test_workers_on_different_hosts_share_nonces_through_redis(redis: RedisServer) -> None:
     """A real redis-server (TLS, ACL): two workers' stores, as on two hosts."""
     loop = asyncio.get_running_loop()
-    a = ReplayGuard(nonce_store(redis.url(), Path("/nonexistent"), loop), WINDOW)
-    b = ReplayGuard(nonce_store(redis.url(), Path("/nonexistent"), loop), WINDOW)
+    a = ReplayGuard(nonce_store(redis.url(), "m:1", Path("/nonexistent"), loop), WINDOW)
+    b = ReplayGuard(nonce_store(redis.url(), "m:1", Path("/nonexistent"), loop), WINDOW)
     nonce, now = os.urandom(16), time.time()
     await asyncio.to_thread(a.check, now, nonce, now)  # as from the engine thread
     with pytest.raises(Replayed):

@@ -101,7 +101,7 @@ async def serve(opts: WorkerOptions) -> int:
         source = DecryptingJobSource(source, keys.broker)
     sealed = None
     if keys.serving is not None:
-        nonces = nonce_store(opts.broker, home, asyncio.get_running_loop())
+        nonces = nonce_store(opts.broker, queue, home, asyncio.get_running_loop())
         sealed = SealedReader(keys, ReplayGuard(nonces, opts.replay_window), manifest)
     log.info(
         "worker %d ready: %s, %s, %d threads (archive read %.2f s, keys + decrypt %.2f s, "

@@ -40,7 +40,8 @@ class WorkerOptions:
         None,
         flag=Flag(
             "--broker",
-            "unix:PATH (embedded), rediss://HOST:PORT/?... or rediss+sentinel://HOSTS/SERVICE?...",
+            "unix:PATH (embedded), rediss://HOST:PORT/?... or rediss+sentinel://HOSTS/SERVICE?...; "
+            "Redis shards separated by spaces, in the frontends' order",
         ),
     )
     engine: str = option(
