@@ -15,7 +15,14 @@ import pytest
 from tests.broker.redis_server import RedisServer
 from trustserve.broker import connect_job_source, is_redis_url, open_broker
 from trustserve.broker.base import Job, JobKind, JobMeta, JobSource, Outcome
-from trustserve.broker.shards import ShardedBroker, shard_of, shard_url, split_shards
+from trustserve.broker.shards import (
+    ShardedBroker,
+    join_shard,
+    ranked,
+    shard_of,
+    shard_url,
+    split_shards,
+)
 from trustserve.errors import ConfigError
 
 SENTINEL = "rediss+sentinel://frontend@s1:26379,s2:26379,s3:26379/ts/0?ca=/c/ca.pem&cert=/c/f.pem"
@@ -48,6 +55,12 @@ def test_the_mapping_is_a_pure_function_of_key_and_count() -> None:
 
 
 KNOWN = [1, 1, 0, 0, 2, 0]
+
+
+def test_the_ranking_is_a_permutation_that_starts_with_the_shard() -> None:
+    for key in names(200, seed=3):
+        order = ranked(key, 5)
+        assert sorted(order) == list(range(5)) and order[0] == shard_of(key, 5)
 
 
 def test_adding_a_shard_moves_keys_only_to_the_new_shard() -> None:
@@ -149,4 +162,44 @@ async def test_models_spread_over_both_primaries_and_each_job_is_answered_once(
         await asyncio.gather(*tasks)
         for s in sources:
             await s.close()
+        await broker.close()
+
+
+async def test_a_hot_models_workers_spread_over_its_first_shards_and_the_frontend_follows(
+    servers: list[RedisServer],
+) -> None:
+    """``--broker-spread 2``: the second worker joins the shard the first left empty; the
+    frontend sends jobs to both (a seeded choice), each answered once."""
+    queue = "hot:1"
+    url = " ".join(s.url() for s in servers)
+    worker_url = " ".join(s.url(host="127.0.0.1") for s in servers)
+    with pytest.raises(ConfigError, match="at least 1"):
+        await join_shard(worker_url, queue, 0)
+    sources = [await connect_job_source(worker_url, queue, 2) for _ in range(2)]
+    broker = await ShardedBroker.connect(url, max_queue=64, max_deliveries=2, rng=random.Random(25))
+    answered: list[list[str]] = [[], []]
+
+    async def serve(k: int, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            for j in await sources[k].take(queue, 8, 0):
+                answered[k].append(j.id)
+                await sources[k].answer(j, Outcome(j.id, 200, b"answer:" + j.payload))
+
+    stop = asyncio.Event()
+    tasks = [asyncio.create_task(serve(k, stop)) for k in range(2)]
+    try:
+        for server in servers:  # one worker's live set on each primary
+            with server.client() as c:
+                assert c.pttl(f"trustserve:c:{queue}") != -2
+        assert await broker.consumers(queue) == 2
+        jobs = [job(queue) for _ in range(40)]
+        outcomes = await asyncio.gather(*(broker.submit(j) for j in jobs))
+        assert all(o.payload == b"answer:" + j.payload for o, j in zip(outcomes, jobs, strict=True))
+        assert sorted(answered[0] + answered[1]) == sorted(j.id for j in jobs)
+        assert answered[0] and answered[1]
+    finally:
+        stop.set()
+        await asyncio.gather(*tasks)
+        for source in sources:
+            await source.close()
         await broker.close()

@@ -17,18 +17,21 @@ def is_redis_url(url: str) -> bool:
     return bool(shards) and all(s.startswith(REDIS_SCHEMES) for s in shards)
 
 
-async def connect_job_source(url: str, queue: str) -> JobSource:
+async def connect_job_source(url: str, queue: str, spread: int = 1) -> JobSource:
     """The worker side of the broker at ``url`` (``unix:PATH`` or ``redis[s]://``; of
-    several Redis shards, the one that holds ``queue``)."""
+    several Redis shards, the one that holds ``queue``, or with ``spread`` N the
+    least-manned of its first N)."""
     if url.startswith("unix:"):
         from trustserve.broker.embedded import SocketJobSource
 
         return await SocketJobSource.connect(Path(url.removeprefix("unix:")), queue)
     if is_redis_url(url):
         from trustserve.broker.redis import RedisStreamsBroker
-        from trustserve.broker.shards import shard_url
+        from trustserve.broker.shards import join_shard
 
-        return await RedisStreamsBroker.connect(shard_url(url, queue), consumer_queue=queue)
+        return await RedisStreamsBroker.connect(
+            await join_shard(url, queue, spread), consumer_queue=queue
+        )
     raise ConfigError(
         f"unknown broker URL {url!r}: use unix:PATH, rediss://HOST:PORT or rediss+sentinel://HOSTS/SERVICE"
     )

@@ -15,14 +15,23 @@ frontend and every worker must therefore list the same shards in the same order.
 Adding a shard at the end moves only the queues the new shard wins (about 1/n of
 them); removing or reordering shards moves others, so drain first. Async job records
 go to the shard chosen by their job id the same way; a worker's nonces (the replay
-guard) go to its queue's shard, which is enough because a sealed request is bound to
-its model (``crypto.sealing``).
+guard) go to its queue's first shard, which is enough because a sealed request is
+bound to its model (``crypto.sealing``).
+
+A model hotter than one primary: its workers, started with ``--broker-spread N``, each
+join the least-manned of the queue's first N shards in the ranking (``join_shard``);
+frontends send each job to a shard where the queue has live workers, weighted by
+their number, so they need no setting of their own. The replay guard stays on the
+queue's first shard whichever shard a worker takes jobs from.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import random
+import secrets
+import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -46,35 +55,86 @@ def split_shards(url: str) -> list[str]:
     return shards
 
 
-def shard_of(key: str, count: int) -> int:
-    """The shard (0..count-1) that holds ``key``: rendezvous (highest random weight)
-    hashing over positions, so it depends only on ``key`` and ``count``, and growing
-    ``count`` by one moves a key only to the new shard."""
+def ranked(key: str, count: int) -> list[int]:
+    """The shards (0..count-1) in ``key``'s order of preference: rendezvous (highest
+    random weight) hashing over positions, so it depends only on ``key`` and ``count``,
+    and growing ``count`` by one moves a key's first shard only to the new shard."""
     if count < 1:
         raise ValueError("no shards")
     weights = [
         hashlib.sha256(f"{i}\0{key}".encode()).digest()[:8] for i in range(count)
     ]  # a plain digest, the same in every process (Python's hash() is salted per process)
-    return max(range(count), key=weights.__getitem__)
+    return sorted(range(count), key=weights.__getitem__, reverse=True)
+
+
+def shard_of(key: str, count: int) -> int:
+    """The shard that holds ``key`` (its first in ``ranked``)."""
+    return ranked(key, count)[0]
 
 
 def shard_url(url: str, queue: str) -> str:
-    """The URL, among the broker option's shards, that holds ``queue``."""
+    """The URL, among the broker option's shards, that holds ``queue`` (its first)."""
     shards = split_shards(url)
     return shards[shard_of(queue, len(shards))]
 
 
-class ShardedBroker:
-    """The frontend side over several ``RedisStreamsBroker``: each call goes to the shard
-    of its queue. A shard that is down makes only its own models unavailable."""
+async def join_shard(url: str, queue: str, spread: int = 1) -> str:
+    """The shard URL a worker of ``queue`` takes jobs from: its first shard, or with
+    ``spread`` N > 1 the one of its first N with the fewest live workers (a tie: any)."""
+    shards = split_shards(url)
+    if spread < 1:
+        raise ConfigError(f"broker spread must be at least 1, not {spread}")
+    candidates = ranked(queue, len(shards))[:spread]
+    if len(candidates) == 1:
+        return shards[candidates[0]]
+    live = await asyncio.gather(*(_live_workers(shards[i], queue) for i in candidates))
+    fewest = min(live)
+    return shards[secrets.choice([i for i, n in zip(candidates, live, strict=True) if n == fewest])]
 
-    def __init__(self, shards: Sequence[RedisStreamsBroker]) -> None:
+
+async def _live_workers(url: str, queue: str) -> int:
+    """Workers of ``queue`` that beat in the last ``LIVE_S`` seconds on ``url`` (by this
+    host's clock: a choice, not a count anyone relies on); unreachable: counts as full."""
+    from redis import exceptions as rx
+
+    from trustserve.broker.redis_config import open_client, parse_redis_url
+    from trustserve.broker.redis_streams import LIVE_S, Keys
+
+    config = parse_redis_url(url)
+    client = open_client(config, max_connections=1)
+    try:
+        key = Keys(config.prefix).live(queue)
+        return int(await client.zcount(key, time.time() - LIVE_S, "+inf"))
+    except rx.RedisError:
+        return 1 << 30
+    finally:
+        await client.aclose()
+
+
+class ShardedBroker:
+    """The frontend side over several ``RedisStreamsBroker``: each job goes to a shard
+    where its queue has live workers (weighted by their number), else to the queue's
+    first shard. With every worker on its queue's first shard (the default) that is
+    the model as the shard key; workers started with a spread join other shards and
+    the frontends follow them. Which shards have workers is looked up at most every
+    ``LOOK_S`` per queue. A shard that is down makes only its own queues unavailable."""
+
+    LOOK_S = 1.0
+
+    def __init__(
+        self, shards: Sequence[RedisStreamsBroker], rng: random.Random | None = None
+    ) -> None:
         if not shards:
             raise ValueError("no shards")
         self.shards = list(shards)
+        # load spreading only: nothing depends on it being unpredictable
+        self._rng = rng or random.Random()  # noqa: S311
+        self._homes: dict[str, tuple[float, list[tuple[int, int]]]] = {}
 
     @classmethod
-    async def connect(cls, url: str, *, max_queue: int, max_deliveries: int) -> ShardedBroker:
+    async def connect(
+        cls, url: str, *, max_queue: int, max_deliveries: int, rng: random.Random | None = None
+    ) -> ShardedBroker:
         from trustserve.broker.redis import RedisStreamsBroker
 
         opened: list[RedisStreamsBroker] = []
@@ -88,19 +148,41 @@ class ShardedBroker:
         except BaseException:
             await asyncio.gather(*(b.close() for b in opened))
             raise
-        return cls(opened)
+        return cls(opened, rng)
 
-    def shard(self, queue: str) -> RedisStreamsBroker:
-        return self.shards[shard_of(queue, len(self.shards))]
+    async def homes(self, queue: str) -> list[tuple[int, int]]:
+        """(shard, live workers) for each shard where ``queue`` has workers."""
+        now = time.monotonic()
+        seen = self._homes.get(queue)
+        if seen is not None and now - seen[0] < self.LOOK_S:
+            return seen[1]
+        counts = await asyncio.gather(*(b.consumers(queue) for b in self.shards))
+        found = [(i, n) for i, n in enumerate(counts) if n > 0]
+        if found:  # none: look again next time, so a worker that just started is seen
+            self._homes[queue] = (now, found)
+        return found
+
+    async def shard(self, queue: str) -> RedisStreamsBroker:
+        homes = await self.homes(queue)
+        if not homes:
+            return self.shards[shard_of(queue, len(self.shards))]
+        pick = self._rng.randrange(sum(n for _, n in homes))
+        for i, n in homes:
+            if pick < n:
+                return self.shards[i]
+            pick -= n
+        raise AssertionError("unreachable")
 
     async def submit(self, job: Job) -> Outcome:
-        return await self.shard(job.queue).submit(job)
+        return await (await self.shard(job.queue)).submit(job)
 
     async def depth(self, queue: str) -> int:
-        return await self.shard(queue).depth(queue)
+        """Jobs waiting on the shards that hold ``queue`` (its first, and any with workers)."""
+        where = {shard_of(queue, len(self.shards))} | {i for i, _ in await self.homes(queue)}
+        return sum([await self.shards[i].depth(queue) for i in sorted(where)])
 
     async def consumers(self, queue: str) -> int:
-        return await self.shard(queue).consumers(queue)
+        return sum(n for _, n in await self.homes(queue))
 
     async def close(self) -> None:
         await asyncio.gather(*(b.close() for b in self.shards))

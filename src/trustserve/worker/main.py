@@ -96,7 +96,7 @@ async def serve(opts: WorkerOptions) -> int:
     del plaintext
     t_engine = time.monotonic()
     queue = queue_name(manifest.name, manifest.version)
-    source: JobSource = await connect_job_source(opts.broker, queue)
+    source: JobSource = await connect_job_source(opts.broker, queue, opts.broker_spread)
     if keys.broker is not None:
         source = DecryptingJobSource(source, keys.broker)
     sealed = None

@@ -134,6 +134,17 @@ class WorkerOptions:
             {"type": float},
         ),
     )
+    broker_spread: int = option(
+        1,
+        flag=Flag(
+            "--broker-spread",
+            "join the least-manned of the queue's first N Redis shards (N > 1: a model "
+            "hotter than one Redis primary, docs/redis.md)",
+            {"type": int},
+        ),
+        key="broker.spread",
+        parse=integer,
+    )
     replay_window: float = option(
         300.0,
         flag=Flag("--replay-window", "sealed-request freshness in seconds", {"type": float}),
