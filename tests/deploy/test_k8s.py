@@ -324,7 +324,7 @@ def _set_ctx(objs: list[Obj], **changes: Any) -> None:
 
 
 def _no_runtime_class(objs: list[Obj]) -> None:
-    del find(objs, "StatefulSet", "trustserve-redis")["spec"]["template"]["spec"][
+    del find(objs, "Deployment", "trustserve-worker")["spec"]["template"]["spec"][
         "runtimeClassName"
     ]
 
