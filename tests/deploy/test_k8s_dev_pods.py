@@ -116,8 +116,9 @@ class Cluster:
         return "".join(f"{line}\n" for line in lines)
 
     def _ports(self, text: str, pod: str) -> str:
-        for old, new in self.ports.items():
-            text = re.sub(rf"\b{old}\b", str(new), text)
+        # one pass: a free port that happens to equal another manifest port stays as it is
+        known = "|".join(map(str, self.ports))
+        text = re.sub(rf"\b({known})\b", lambda m: str(self.ports[int(m.group(1))]), text)
         return text.replace("0.0.0.0", address(pod))
 
     def place(self, kind: str, name: str, pod: str) -> tuple[Obj, Callable[[str], str]]:
