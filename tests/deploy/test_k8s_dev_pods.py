@@ -35,6 +35,7 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
+import redis
 
 from tests.deploy.test_k8s import find, render, target
 from tests.support import free_port, tiny_expected, write_tiny
@@ -233,6 +234,25 @@ class Cluster:
                 proc.wait()
 
 
+def sentinel_client(
+    cluster: Cluster, secrets: dict[str, dict[str, bytes]], tmp_path: Path, user: str | None
+) -> redis.Redis:
+    """A client of trustserve-redis-sentinel-0 with the frontend's certificate, logged in as
+    ``user`` with that user's password (None: no login)."""
+    tls = tmp_path / "frontend-redis-client"
+    tls.mkdir(exist_ok=True)
+    secret = secrets["trustserve-redis-frontend"]
+    for key in ("ca.crt", "tls.crt", "tls.key"):
+        (tls / key).write_bytes(secret[key])
+    # by address: the certificate names the pod (checked in test_k8s_secrets.py)
+    return redis.Redis(
+        host=address("trustserve-redis-sentinel-0"), port=cluster.ports[26380],
+        username=user, password=secret["password"].decode() if user else None,
+        ssl=True, ssl_ca_certs=str(tls / "ca.crt"), ssl_check_hostname=False,
+        ssl_certfile=str(tls / "tls.crt"), ssl_keyfile=str(tls / "tls.key"), socket_timeout=5,
+    )  # fmt: skip
+
+
 @pytest.fixture
 def cluster(tmp_path: Path, secrets: dict[str, dict[str, bytes]]) -> Iterator[Cluster]:
     if shutil.which("redis-server") is None or not _unshare_works():
@@ -320,6 +340,23 @@ def test_the_dev_overlay_serves_an_encrypted_model_end_to_end(
     # the KMS keeps its keys in etcd, not on its own disk (only what it has seen: its version)
     kms_home = tmp_path / "trustserve-kms-0/var/lib/trustserve/kms"
     assert (kms_home / "state-version").exists() and not (kms_home / "state.json").exists()
+
+    # a compromised frontend may ask the Sentinels where the primary is, not move it; a
+    # client without a password gets nothing
+    primary = f"trustserve-redis-0.trustserve-redis-pods.{NAMESPACE}.svc.cluster.local"
+    with sentinel_client(cluster, secrets, tmp_path, "frontend") as frontend:
+        assert frontend.execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", "trustserve") == [
+            primary.encode(),
+            str(cluster.ports[6380]).encode(),
+        ]
+        for command in (("FAILOVER", "trustserve"), ("REMOVE", "trustserve")):
+            with pytest.raises(redis.exceptions.NoPermissionError):
+                frontend.execute_command("SENTINEL", *command)
+    with (
+        pytest.raises(redis.exceptions.AuthenticationError),
+        sentinel_client(cluster, secrets, tmp_path, None) as stranger,
+    ):
+        stranger.execute_command("SENTINEL", "FAILOVER", "trustserve")
 
     # the primary's node is lost: the Sentinels promote the replica, the frontend and the
     # worker follow, and requests are answered again
