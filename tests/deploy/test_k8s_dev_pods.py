@@ -20,6 +20,7 @@ are started too once the CLI has that flag (issue 22, item 2).
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -234,6 +235,31 @@ class Cluster:
                 proc.wait()
 
 
+def etcd_range(
+    cluster: Cluster,
+    secrets: dict[str, dict[str, bytes]],
+    tmp_path: Path,
+    client: str | None,
+    body: dict[str, str],
+) -> dict[str, Any]:
+    """``/v3/kv/range`` at trustserve-etcd-1, showing the client certificate of the Secret
+    ``client`` (None: none)."""
+    context = ssl.create_default_context(cadata=secrets["trustserve-etcd-tls"]["ca.crt"].decode())
+    context.check_hostname = False  # by address: the certificate names the pod
+    if client is not None:
+        where = tmp_path / f"etcd-client-{client}"
+        where.mkdir(exist_ok=True)
+        for key in ("tls.crt", "tls.key"):
+            (where / key).write_bytes(secrets[client][key])
+        context.load_cert_chain(where / "tls.crt", where / "tls.key")
+    url = f"https://{address('trustserve-etcd-1')}:{cluster.ports[2379]}/v3/kv/range"
+    with httpx.Client(verify=context, timeout=10) as http:
+        answer = http.post(url, json=body)
+    answer.raise_for_status()
+    parsed: dict[str, Any] = answer.json()
+    return parsed
+
+
 def sentinel_client(
     cluster: Cluster, secrets: dict[str, dict[str, bytes]], tmp_path: Path, user: str | None
 ) -> redis.Redis:
@@ -340,6 +366,13 @@ def test_the_dev_overlay_serves_an_encrypted_model_end_to_end(
     # the KMS keeps its keys in etcd, not on its own disk (only what it has seen: its version)
     kms_home = tmp_path / "trustserve-kms-0/var/lib/trustserve/kms"
     assert (kms_home / "state-version").exists() and not (kms_home / "state.json").exists()
+    # etcd answers the KMS's client certificate only: not a client without one, nor one
+    # with a certificate of another CA of the deployment (Redis's, for the frontend)
+    state_key = {"key": base64.b64encode(b"/trustserve/kms/state").decode()}
+    assert etcd_range(cluster, secrets, tmp_path, "trustserve-etcd-client", state_key)["kvs"]
+    for other in (None, "trustserve-redis-frontend"):
+        with pytest.raises(httpx.TransportError):
+            etcd_range(cluster, secrets, tmp_path, other, state_key)
 
     # a compromised frontend may ask the Sentinels where the primary is, not move it; a
     # client without a password gets nothing
