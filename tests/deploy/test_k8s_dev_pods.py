@@ -5,17 +5,18 @@ Redis primary and replica, three Sentinels, the first KMS replica, a worker, a f
 becomes a process the way a kubelet would start it: its Secrets (from make-secrets.sh)
 and ConfigMaps are written where its volumes are mounted, under a directory of its own;
 ``$(VAR)`` in its command and args is expanded from its env (the pod's name from the
-Downward API); its start script runs as written (``sh -c``, ``$HOSTNAME`` the pod's
-name), the image's ``trustserve`` being the CLI here; the pods' and services' DNS names
-resolve in a private mount namespace (``unshare -m`` with its own /etc/hosts), each
-replica of etcd, Redis and the Sentinels at an address of its own (127.0.0.N). The only
-changes: paths move under a temporary directory, ports are free ones, listeners bind
-their pod's address, and the worker serves a small test model. A v2 inference request
-then crosses frontend, Redis (found through the Sentinels; TLS, per-role ACL users), the
-worker and the KMS (its state in etcd; sim attestation, the dev policies, an encrypted
-archive), the frontend and worker trusting the KMS by its sim bundle under the dev KMS
-trust policy. trustserve-kms-1 and -2 join by attestation (``kms serve --join``): they
-are started too once the CLI has that flag (issue 22, item 2).
+Downward API); its start script runs as written (``sh -c``, with that env), the image's
+``trustserve`` being the CLI here; the pods' and services' DNS names resolve in a
+private mount namespace (``unshare -m`` with its own /etc/hosts), each replica of etcd,
+Redis and the Sentinels at an address of its own (127.0.0.N). The only changes: paths
+move under a temporary directory, ports are free ones, listeners bind their pod's
+address, and the worker serves a small test model. A v2 inference request then crosses
+frontend, Redis (found through the Sentinels; TLS, per-role ACL users), the worker and
+the KMS (its state in etcd; sim attestation, the dev policies, an encrypted archive),
+the frontend and worker trusting the KMS by its sim bundle under the dev KMS trust
+policy; then the Redis primary is killed and the Sentinels' failover followed.
+trustserve-kms-1 and -2 join by attestation (``kms serve --join``): they are started
+too once the CLI has that flag (issue 22, item 2).
 """
 
 from __future__ import annotations
@@ -192,7 +193,7 @@ class Cluster:
         with log.open("wb") as out:
             proc = subprocess.Popen(
                 [*wrapped, str(self.hosts), *argv],
-                env={**inherited, "PATH": path, "HOSTNAME": pod, **env},
+                env={**inherited, "PATH": path, **env},
                 stdout=out,
                 stderr=subprocess.STDOUT,
             )

@@ -61,7 +61,7 @@ def expand(arg: str, env: dict[str, str]) -> str:
 
 
 def run_start_script(
-    c: Obj, tmp_path: Path, hostname: str, env: dict[str, str], programs: tuple[str, ...]
+    c: Obj, tmp_path: Path, pod: str, env: dict[str, str], programs: tuple[str, ...]
 ) -> dict[str, Any]:
     """The container's ``command`` + ``args`` as the kubelet runs them, with ``programs``
     replaced by the stand-in; what the stand-in was started with."""
@@ -73,7 +73,7 @@ def run_start_script(
     argv = [expand(a, env) for a in (*c["command"], *c.get("args", []))]
     out = subprocess.run(
         argv,
-        env={**env, "HOSTNAME": hostname, "PATH": f"{bin_dir}:/usr/bin:/bin"},
+        env={**env, "POD_NAME": pod, "PATH": f"{bin_dir}:/usr/bin:/bin"},
         capture_output=True,
         text=True,
         check=False,
