@@ -1,7 +1,7 @@
 """The dev overlay's pods, run here as processes: the manifests' own commands, files and names.
 
 No Kubernetes can run on this machine, so each rendered pod (three etcd members, the
-Redis primary and replica, three Sentinels, the first KMS replica, a worker, a frontend)
+Redis primary and replica, three Sentinels, three KMS replicas, two workers, a frontend)
 becomes a process the way a kubelet would start it: its Secrets (from make-secrets.sh)
 and ConfigMaps are written where its volumes are mounted, under a directory of its own;
 ``$(VAR)`` in its command and args is expanded from its env (the pod's name from the
@@ -14,9 +14,10 @@ address, and the worker serves a small test model. A v2 inference request then c
 frontend, Redis (found through the Sentinels; TLS, per-role ACL users), the worker and
 the KMS (its state in etcd; sim attestation, the dev policies, an encrypted archive),
 the frontend and worker trusting the KMS by its sim bundle under the dev KMS trust
-policy; then the Redis primary is killed and the Sentinels' failover followed.
-trustserve-kms-1 and -2 join by attestation (``kms serve --join``): they are started
-too once the CLI has that flag (issue 22, item 2).
+policy; trustserve-kms-1 and -2 (``kms serve --join``) get the root key from the first
+by mutual attestation. Then the Redis primary is killed and the Sentinels' failover
+followed, and trustserve-kms-0 is killed: requests go on, and a worker started after
+that gets its keys from the replicas that joined.
 """
 
 from __future__ import annotations
@@ -41,7 +42,6 @@ import redis
 
 from tests.deploy.test_k8s import find, render, target
 from tests.support import free_port, tiny_expected, write_tiny
-from trustserve.cli import build_parser
 
 NAMESPACE = "trustserve"
 # replicas that share a port get an address each: (first address, pods)
@@ -58,11 +58,6 @@ def _unshare_works() -> bool:
         check=False,
     )
     return probe.returncode == 0
-
-
-def _join_flag_exists() -> bool:
-    _, unknown = build_parser().parse_known_args(["kms", "serve", "--join", "https://x:1"])
-    return not unknown
 
 
 def known_to_sentinel(log: str) -> set[str]:
@@ -164,8 +159,13 @@ class Cluster:
                     (where / key).write_text(paths(value) + extra)
         return c, paths
 
-    def start(self, kind: str, name: str, ordinal: int | None = None, **env_overrides: str) -> None:
-        pod = name if ordinal is None else f"{name}-{ordinal}"
+    def start(
+        self, kind: str, name: str, ordinal: int | None = None, pod: str = "", **env: str
+    ) -> None:
+        """Start one pod of the workload ``name`` (a StatefulSet's by ``ordinal``; another
+        of a Deployment's by ``pod``), ``env`` overriding its environment."""
+        env_overrides = env
+        pod = pod or (name if ordinal is None else f"{name}-{ordinal}")
         c, paths = self.place(kind, name, pod)
         values = target(self.objs)
         env: dict[str, str] = {}  # as the container sees it
@@ -306,18 +306,19 @@ def test_the_dev_overlay_serves_an_encrypted_model_end_to_end(
     cluster.start("StatefulSet", "trustserve-kms", 0)
     kms = f"https://localhost:{kms_port}"
     cluster.wait(lambda: httpx.get(f"{kms}/healthz", verify=str(ca)).status_code == 200, "KMS")
-    if _join_flag_exists():
-        # the other replicas get the root key from trustserve-kms-0 by mutual attestation
-        by_address = ssl.create_default_context(cafile=str(ca))
-        by_address.check_hostname = False  # the certificate names the pod, not 127.0.0.4x
-        for n in (1, 2):
-            cluster.start("StatefulSet", "trustserve-kms", n)
-            replica = f"https://{address(f'trustserve-kms-{n}')}:{kms_port}/healthz"
+    # the other replicas get the root key from trustserve-kms-0 by mutual attestation
+    by_address = ssl.create_default_context(cafile=str(ca))
+    by_address.check_hostname = False  # the certificate names the pod, not 127.0.0.4x
+    for n in (1, 2):
+        cluster.start("StatefulSet", "trustserve-kms", n)
+        replica = f"https://{address(f'trustserve-kms-{n}')}:{kms_port}/healthz"
 
-            def joined(url: str = replica) -> bool:
-                return httpx.get(url, verify=by_address).status_code == 200
+        def joined(url: str = replica) -> bool:
+            return httpx.get(url, verify=by_address).status_code == 200
 
-            cluster.wait(joined, f"trustserve-kms-{n} joining")
+        cluster.wait(joined, f"trustserve-kms-{n} joining")
+    joins = (tmp_path / "trustserve-kms-0/var/lib/trustserve/kms/audit.jsonl").read_text()
+    assert joins.count('"event":"replica-join"') == 2
 
     # the model owner encrypts against the deployment's KMS, as docs/deploy.md says
     plain = write_tiny(tmp_path / "plain")
@@ -326,7 +327,8 @@ def test_the_dev_overlay_serves_an_encrypted_model_end_to_end(
     encrypt += ["-o", str(tmp_path / "models/tiny.tsm"), "--kms", kms, "--ca", str(ca)]
     subprocess.run([*encrypt, "--token-file", str(token)], check=True, capture_output=True)
 
-    cluster.start("Deployment", "trustserve-worker", TRUSTSERVE_ARCHIVE="/models/tiny.tsm")
+    archive = "/models/tiny.tsm"
+    cluster.start("Deployment", "trustserve-worker", TRUSTSERVE_ARCHIVE=archive)
     cluster.start("Deployment", "trustserve-frontend")
     url = f"https://localhost:{frontend_port}"
     cluster.wait(
@@ -398,6 +400,18 @@ def test_the_dev_overlay_serves_an_encrypted_model_end_to_end(
     cluster.wait(lambda: infer().status_code == 200, "a request answered after the failover", 180)
     check(infer())
     assert "MASTER MODE enabled" in cluster.log("trustserve-redis-1")
+
+    # trustserve-kms-0's node is lost too: requests go on, and a worker started now gets
+    # its keys from the replicas that joined
+    cluster.kill("trustserve-kms-0")
+    check(infer())
+    cluster.start(
+        "Deployment", "trustserve-worker", pod="trustserve-worker-b", TRUSTSERVE_ARCHIVE=archive
+    )
+    cluster.wait(lambda: " ready: " in cluster.log("trustserve-worker-b"), "a new worker's keys")
+    audits = [tmp_path / f"trustserve-kms-{n}/var/lib/trustserve/kms/audit.jsonl" for n in (1, 2)]
+    released = [a.read_text() for a in audits if a.exists()]
+    assert any('"event":"release"' in audit for audit in released), cluster.logs()
     # the KMS released keys to the attested (sim) frontend and worker, and logged it
     audit = (tmp_path / "trustserve-kms-0/var/lib/trustserve/kms").glob("audit*")
     assert any(b'"release"' in p.read_bytes() for p in audit if p.is_file()), cluster.logs()

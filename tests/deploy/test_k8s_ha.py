@@ -185,35 +185,25 @@ def test_kms_0_opens_the_root_key_and_the_other_replicas_join_by_attestation(
         for v in find(objs, "StatefulSet", "trustserve-kms")["spec"]["template"]["spec"]["volumes"]
     }
 
+    # every replica may be joined (and may join): a peer's evidence must meet the KMS trust
+    # policy the frontends and workers use, its TLS certificate come from the deployment CA
+    parsed = build_parser().parse_args(args)
+    policy = volumes[mounts[str(parsed.peer_policy.parent)]]
+    assert policy["configMap"]["name"].startswith("trustserve-kms-trust-")
+    assert parsed.peer_policy.name == "policy.yaml"
+    assert volumes[mounts[str(parsed.peer_ca.parent)]]["secret"]["secretName"] == "trustserve-ca"
+
     first = _kms_started(objs, tmp_path, 0, key=True)
     assert first["argv"] == args  # the operator secret, no --join
     assert first["env"]["TRUSTSERVE_KMS_KEY_FILE"]
-    joined = []
     for ordinal, key in ((1, True), (2, False), (0, False)):
         started = _kms_started(objs, tmp_path, ordinal, key)
-        argv = started["argv"]
-        assert argv[: len(args)] == args
-        extra = dict(zip(argv[len(args) :: 2], argv[len(args) + 1 :: 2], strict=True))
-        assert set(extra) == {"--join", "--peer-policy", "--peer-ca"}
         # the other replicas, never itself; and no operator secret in its environment
-        assert extra["--join"].split(",") == [u for n, u in enumerate(replicas) if n != ordinal]
+        others = ",".join(u for n, u in enumerate(replicas) if n != ordinal)
+        assert started["argv"] == [*args, "--join", others]
         assert "TRUSTSERVE_KMS_KEY_FILE" not in started["env"]
-        # a peer's evidence must meet the KMS trust policy the frontends and workers use,
-        # and its TLS certificate come from the deployment CA
-        policy = volumes[mounts[str(Path(extra["--peer-policy"]).parent)]]
-        assert policy["configMap"]["name"].startswith("trustserve-kms-trust-")
-        assert Path(extra["--peer-policy"]).name == "policy.yaml"
-        ca = volumes[mounts[str(Path(extra["--peer-ca"]).parent)]]
-        assert ca["secret"]["secretName"] == "trustserve-ca"
-        joined.append(argv)
-    # what kms-0 runs is the CLI as it is; the join flags come with issue 22, item 2
-    build_parser().parse_args(first["argv"])
-    for argv in joined:
-        _, unknown = build_parser().parse_known_args(argv)
-        if unknown == argv[len(args) :]:
-            pytest.xfail("kms serve --join/--peer-policy/--peer-ca: the join feature is not merged")
-        assert unknown == []
-        build_parser().parse_args(argv)
+        joining = build_parser().parse_args(started["argv"])  # the CLI as it is
+        assert joining.join == others and joining.state == parsed.state
 
 
 @pytest.mark.parametrize("overlay", HA_OVERLAYS)

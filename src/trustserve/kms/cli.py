@@ -29,7 +29,7 @@ from trustserve.keyrelease.bundle import verify_bundle
 from trustserve.keyrelease.client import KmsClient
 from trustserve.keyrelease.protocol import DEFAULT_LEASE
 from trustserve.keyrelease.trust import parse_identity
-from trustserve.kms import audit
+from trustserve.kms import audit, join
 from trustserve.kms.budgets import FreshEvidenceOptions
 from trustserve.kms.etcd_store import STATE_HELP, open_etcd_state
 from trustserve.kms.peers import Peers
@@ -88,6 +88,7 @@ def register(subparsers: Any) -> None:
     )
     PROVIDER.add_to(serve, "provider")  # the KMS's own evidence
     add_verifier_arguments(serve)
+    join.add_arguments(serve)
     fresh = FreshEvidenceOptions()
     serve.add_argument(
         "--fresh-bundle-rate",
@@ -298,22 +299,32 @@ def _serve(args: argparse.Namespace) -> int:
         total_rate=args.fresh_bundle_total,
     )
     peers = Peers.configured(args.trusted_proxy, args.client_header, args.reserved_network)
-    service = _local_kms(
+    policy = _policy(args, home)
+    options = parse_options(args.attestation_option)
+    provider = make_provider(args.provider, home, **options) if args.provider else None
+    joined = join.join_from_args(args, provider, sources)
+    service = KmsService(
         home,
-        _policy(args, home),
+        None if joined else local_protector(home),
+        policy,
         sources=sources,
         key_lease=args.key_lease,
         fresh_evidence=fresh,
+        root=joined.root if joined else None,
         **_state_options(args),
     )
-    options = parse_options(args.attestation_option)
-    provider = make_provider(args.provider, home, **options) if args.provider else None
+    if joined and service.state.identity_public_key() != joined.identity:
+        raise ConfigError(
+            f"the state in {service.state.where} belongs to another KMS identity than the "
+            f"attested replica at {joined.donor}'s; refusing the key"
+        )
     ssl: dict[str, Any] = {}
     if not args.insecure_http:
         ssl = server_tls_options(args.cert, args.key, layout.tls_dir(home))
     log.info("KMS on %s:%d (state in %s)", args.host, args.port, service.state.where)
     log.info("KMS identity (for --kms-identity): %s", b64(service.state.identity_public_key()))
-    app = create_app(service, provider, peers=peers)
+    joins = join.Joins(service, join.peer_policy(args))
+    app = create_app(service, provider, peers=peers, joins=joins)
     # the client address is decided in one place (Peers), not by uvicorn's own header rules
     uvicorn.run(app, host=args.host, port=args.port, proxy_headers=False, **ssl)
     return 0

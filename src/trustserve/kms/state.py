@@ -29,6 +29,7 @@ from trustserve import files
 from trustserve.archive import NAME_RE
 from trustserve.crypto import hpke, model_encryption
 from trustserve.crypto.keys import ServingKey, ServingKeySet, new_broker_key, new_key_id
+from trustserve.crypto.keywrap import RootKey
 from trustserve.crypto.rootkey import FileKeyStore, KeyStore, Protector, unlock
 from trustserve.encoding import b64, unb64
 from trustserve.errors import BadRequest, ConfigError, Conflict, NotFound
@@ -65,19 +66,25 @@ class KmsState:
     def __init__(
         self,
         home: Path,
-        protector: Protector,
+        protector: Protector | None,
         keystore: KeyStore | None = None,
         serving_key_lifetime: float = 30 * DAY,
         store: StateStore | None = None,
+        root: RootKey | None = None,
     ) -> None:
+        """``protector`` unlocks the root key (the operator secret); a replica that joined
+        a running one by attestation (``trustserve.kms.join``) has the ``root`` key instead,
+        and then needs a shared ``store``."""
         self.dir = kms_dir(home)
         self.path = self.dir / "state.json"
         self.lock_path = self.dir / "lock"
         self.lifetime = serving_key_lifetime
         self._shared: SealedState | None = None
         if store is not None:
-            self._open_shared(store, keystore or store.root_key_store(), protector)
+            self._open_shared(store, keystore or store.root_key_store(), protector, root)
             return
+        if protector is None:
+            raise ConfigError("a KMS on local files needs the operator secret for its root key")
         store_ = keystore or FileKeyStore(self.dir / "root-key.json")
         with self.locked():
             if self.path.exists() and store_.load() is None:
@@ -87,11 +94,30 @@ class KmsState:
                 self._write(self._initial(time.time()))
         self._check_root()
 
-    def _open_shared(self, store: StateStore, keystore: KeyStore, protector: Protector) -> None:
+    def _open_shared(
+        self,
+        store: StateStore,
+        keystore: KeyStore,
+        protector: Protector | None,
+        root: RootKey | None,
+    ) -> None:
         """The state in a store shared by replicas: the first replica makes the root key
         and the document (by compare-and-set: if two start at once, one wins and the
-        other takes the winner's)."""
+        other takes the winner's); a joined replica brings the root key and must find
+        the document there."""
         self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if root is not None:
+            self._root = root
+            self._shared = SealedState(store, self._root, self.dir / "state-version")
+            if self._shared.current()[0] is None:
+                raise ConfigError(f"no KMS state in {store.where} to join")
+            self._check_root()
+            return
+        if protector is None:
+            raise ConfigError(
+                "the KMS needs the operator secret to unlock its root key, or --join to "
+                "receive it from a running replica"
+            )
         if keystore.load() is None and store.load()[0] is not None:
             raise ConfigError(f"KMS state in {store.where} exists but its root key is missing")
         try:
@@ -101,6 +127,11 @@ class KmsState:
         self._shared = SealedState(store, self._root, self.dir / "state-version")
         self._shared.create(lambda: self._initial(time.time()))
         self._check_root()
+
+    @property
+    def root(self) -> RootKey:
+        """The root key, for sealing it to a replica that joins (``trustserve.kms.join``)."""
+        return self._root
 
     # ---- plumbing ----
 
