@@ -19,18 +19,17 @@ Obj = dict[str, Any]
 WORKLOAD_KINDS = ("Deployment", "StatefulSet", "DaemonSet", "Job", "CronJob", "ReplicaSet", "Pod")
 MANAGEMENT_PORTS = {8081: "management", 8082: "metrics"}
 DIGEST = re.compile(r"@sha256:[0-9a-f]{64}$")
-# Who may open a connection to Redis: the broker's own clients, and KEDA's operator,
+COMPONENT = "app.kubernetes.io/component"
+# What may run outside the TEE in the CoCo overlays: parts that hold ciphertext only
+# (docs/deploy.md, "High availability and recovery").
+CIPHERTEXT_ONLY = frozenset({"etcd", "redis", "redis-sentinel"})
+REDIS_COMPONENTS = ("redis", "redis-sentinel")
+# Who may open a connection to Redis or its Sentinels: the broker's own clients, the
+# servers and Sentinels among themselves (replication, monitoring), and KEDA's operator,
 # which logs in as the read-only ``keda`` ACL user to read queue lag.
 ALLOWED_REDIS_PEERS: list[Obj] = [
-    {
-        "podSelector": {
-            "matchLabels": {
-                "app.kubernetes.io/name": "trustserve",
-                "app.kubernetes.io/component": component,
-            }
-        }
-    }
-    for component in ("frontend", "worker")
+    {"podSelector": {"matchLabels": {"app.kubernetes.io/name": "trustserve", COMPONENT: component}}}
+    for component in ("frontend", "worker", *REDIS_COMPONENTS)
 ] + [
     {
         "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "keda"}},
@@ -88,11 +87,18 @@ def kms_trust_problems(objs: list[Obj]) -> list[str]:
 
 
 def runtime_class_problems(objs: list[Obj], runtime_class: str) -> list[str]:
-    return [
-        f"{name(o)} runs without runtimeClassName {runtime_class}"
-        for o, spec in workloads(objs)
-        if spec.get("runtimeClassName") != runtime_class
-    ]
+    """Every workload runs in the TEE's runtime class, except the ciphertext-only stores,
+    which run outside it (the cluster's default runtime)."""
+    problems = []
+    for o, spec in workloads(objs):
+        outside = pod_labels(o).get(COMPONENT) in CIPHERTEXT_ONLY
+        if not outside and spec.get("runtimeClassName") != runtime_class:
+            problems.append(f"{name(o)} runs without runtimeClassName {runtime_class}")
+        if outside and "runtimeClassName" in spec:
+            problems.append(
+                f"{name(o)} holds ciphertext only but runs in {spec['runtimeClassName']}"
+            )
+    return problems
 
 
 def container_security_problems(objs: list[Obj]) -> list[str]:
@@ -175,32 +181,103 @@ def _selects(selector: Obj, labels: dict[str, str]) -> bool:
 
 
 def redis_reachability_problems(objs: list[Obj]) -> list[str]:
-    """Every NetworkPolicy that admits traffic to Redis pods admits only the allowed peers."""
-    redis = [
-        pod_labels(o)
+    """Every NetworkPolicy that admits traffic to Redis or Sentinel pods admits only the
+    allowed peers, and one isolates each of them."""
+    redis = {
+        name(o): pod_labels(o)
         for o, _ in workloads(objs)
-        if pod_labels(o).get("app.kubernetes.io/component") == "redis"
-    ]
+        if pod_labels(o).get(COMPONENT) in REDIS_COMPONENTS
+    }
     if not redis:
         return ["no Redis workload found"]
     problems = []
-    isolated = False
+    isolated: set[str] = set()
     for pol in (o for o in objs if o["kind"] == "NetworkPolicy"):
         spec = pol["spec"]
-        if not any(_selects(spec.get("podSelector", {}), labels) for labels in redis):
+        selected = {
+            w for w, labels in redis.items() if _selects(spec.get("podSelector", {}), labels)
+        }
+        if not selected:
             continue
         if "Ingress" in spec.get("policyTypes", ["Ingress"]):
-            isolated = True
+            isolated |= selected
         for rule in spec.get("ingress", []):
             peers = rule.get("from")
             if not peers:
-                problems.append(f"{name(pol)} admits any source to Redis")
+                problems.append(f"{name(pol)} admits any source to {sorted(selected)}")
                 continue
             for peer in peers:
                 if peer not in ALLOWED_REDIS_PEERS:
-                    problems.append(f"{name(pol)} admits {peer} to Redis")
-    if not isolated:
-        problems.append("no NetworkPolicy isolates the Redis pods")
+                    problems.append(f"{name(pol)} admits {peer} to {sorted(selected)}")
+    problems += [f"no NetworkPolicy isolates {w}" for w in sorted(set(redis) - isolated)]
+    return problems
+
+
+def _strictly_selects(selector: Obj, labels: dict[str, str]) -> bool:
+    """``selector`` is plain matchLabels, non-empty, and matches ``labels``."""
+    wanted = selector.get("matchLabels", {})
+    return (
+        bool(wanted) and not selector.get("matchExpressions") and wanted.items() <= labels.items()
+    )
+
+
+def replication_problems(objs: list[Obj], component: str, replicas: int, keep: int) -> list[str]:
+    """``component`` runs as ``replicas`` pods of one workload, never two on one node
+    (required anti-affinity by hostname), and a PodDisruptionBudget keeps ``keep`` of them
+    through drains."""
+    found = [(o, s) for o, s in workloads(objs) if pod_labels(o).get(COMPONENT) == component]
+    if len(found) != 1:
+        return [f"{len(found)} workloads run {component}, not one"]
+    ((obj, spec),) = found
+    labels = pod_labels(obj)
+    problems = []
+    if obj["spec"].get("replicas", 1) != replicas:
+        problems.append(f"{name(obj)} runs {obj['spec'].get('replicas', 1)} pods, not {replicas}")
+    anti = spec.get("affinity", {}).get("podAntiAffinity", {})
+    if not any(
+        term.get("topologyKey") == "kubernetes.io/hostname"
+        and _strictly_selects(term.get("labelSelector", {}), labels)
+        for term in anti.get("requiredDuringSchedulingIgnoredDuringExecution", [])
+    ):
+        problems.append(f"{name(obj)} may put two of its pods on one node")
+    budgets = [
+        o["spec"]
+        for o in objs
+        if o["kind"] == "PodDisruptionBudget" and _strictly_selects(o["spec"]["selector"], labels)
+    ]
+    if [b.get("minAvailable") for b in budgets] != [keep]:
+        problems.append(f"{name(obj)}: disruption budgets {budgets}, not one minAvailable {keep}")
+    return problems
+
+
+def pod_urls(objs: list[Obj], component: str, scheme: str, port_name: str) -> list[str]:
+    """The URL of every pod of ``component``'s StatefulSet, by its stable DNS name."""
+    ((obj, spec),) = [
+        (o, s)
+        for o, s in workloads(objs)
+        if o["kind"] == "StatefulSet" and pod_labels(o).get(COMPONENT) == component
+    ]
+    ports = {p["name"]: p["containerPort"] for c in containers(spec) for p in c.get("ports", [])}
+    host = f"{obj['spec']['serviceName']}"
+    return [
+        f"{scheme}://{obj['metadata']['name']}-{n}.{host}:{ports[port_name]}"
+        for n in range(obj["spec"].get("replicas", 1))
+    ]
+
+
+def kms_client_problems(objs: list[Obj]) -> list[str]:
+    """Every container with --kms names every KMS replica (so it can move to the next)."""
+    replicas = set(pod_urls(objs, "kms", "https", "https"))
+    problems = []
+    for o, spec in workloads(objs):
+        for c in containers(spec):
+            args = c.get("args", [])
+            if "--kms" in args:
+                given = set(args[args.index("--kms") + 1].split(","))
+                if given != replicas:
+                    problems.append(
+                        f"{name(o)}/{c['name']}: --kms {sorted(given)}, not {sorted(replicas)}"
+                    )
     return problems
 
 

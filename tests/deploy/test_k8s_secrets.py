@@ -28,14 +28,15 @@ from tests.support import free_port
 from trustserve.broker.redis_streams import GROUP
 
 
-def _paths_read(c: dict[str, Any], broker_url: str) -> Iterator[str]:
-    """Every file path a container's command line, environment or broker URL names."""
+def _paths_read(c: dict[str, Any], *urls: str) -> Iterator[str]:
+    """Every file path a container's command line, environment, broker or state URL names."""
     yield from c.get("args", [])
     for env in c.get("env", []):
         yield env.get("value", "")
-    query = parse_qs(urlsplit(broker_url).query)
-    for key in ("ca", "password_file", "cert", "key"):
-        yield from query.get(key, [])
+    for url in urls:
+        query = parse_qs(urlsplit(url).query)
+        for key in ("ca", "password_file", "cert", "key"):
+            yield from query.get(key, [])
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -53,7 +54,8 @@ def test_every_secret_and_key_the_manifests_use_is_made(
         (c,) = find(objs, kind, workload)["spec"]["template"]["spec"]["containers"]
         used = 0
         broker = values.get(f"broker_url_{workload.removeprefix('trustserve-')}", "")
-        for path in _paths_read(c, broker):
+        state = values["kms_state"] if workload == "trustserve-kms" else ""
+        for path in _paths_read(c, broker, state):
             for mount, secret in mounts.items():
                 if path.startswith(mount + "/"):
                     assert path[len(mount) + 1 :] in secrets[secret], f"{workload}: {path}"
@@ -61,20 +63,54 @@ def test_every_secret_and_key_the_manifests_use_is_made(
         assert used or overlay == "sgx"  # the enclaves' files are named in their manifests
 
 
+def _names(secret: dict[str, bytes]) -> list[str]:
+    cert = x509.load_pem_x509_certificate(secret["tls.crt"])
+    sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    return list(sans.get_values_for_type(x509.DNSName))
+
+
+def _usages(secret: dict[str, bytes]) -> set[x509.ObjectIdentifier]:
+    cert = x509.load_pem_x509_certificate(secret["tls.crt"])
+    return set(cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value)
+
+
 def test_certificates_name_the_services_the_manifests_use(
     secrets: dict[str, dict[str, bytes]],
 ) -> None:
-    broker_host = urlsplit(target(render("dev"))["broker_url_worker"]).hostname
-    for secret, key, host in (
-        ("trustserve-redis-tls", "tls.crt", broker_host),
-        ("trustserve-redis-tls", "tls.crt", "trustserve-redis.trustserve.svc.cluster.local"),
-        ("trustserve-kms-tls", "tls.crt", "localhost"),
-        ("trustserve-kms-tls", "tls.crt", "trustserve-kms"),
-        ("trustserve-frontend-tls", "tls.crt", "serve.example.org"),
-    ):
-        cert = x509.load_pem_x509_certificate(secrets[secret][key])
-        sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-        assert host in sans.get_values_for_type(x509.DNSName), (secret, host)
+    objs = render("dev")
+    values = target(objs)
+    sentinels = urlsplit(values["broker_url_worker"]).netloc.split("@")[1].split(",")
+    assert len(sentinels) == 3
+    redis_names = _names(secrets["trustserve-redis-tls"])
+    for host in [s.rsplit(":", 1)[0] for s in sentinels] + [
+        "trustserve-redis.trustserve.svc.cluster.local",  # KEDA
+        "trustserve-redis-0.trustserve-redis-pods.trustserve.svc.cluster.local",
+        "trustserve-redis-1.trustserve-redis-pods.trustserve.svc.cluster.local",
+    ]:
+        assert host in redis_names, host
+    (worker,) = find(objs, "Deployment", "trustserve-worker")["spec"]["template"]["spec"][
+        "containers"
+    ]
+    kms_urls = worker["args"][worker["args"].index("--kms") + 1].split(",")
+    kms_names = _names(secrets["trustserve-kms-tls"])
+    for host in ["localhost", "trustserve-kms", *(urlsplit(u).hostname for u in kms_urls)]:
+        assert host in kms_names, host
+    etcd_names = _names(secrets["trustserve-etcd-tls"])
+    for member in urlsplit(values["kms_state"]).netloc.split(","):
+        assert member.rsplit(":", 1)[0] in etcd_names, member
+    # etcd members are servers and each other's clients; the KMS only a client of etcd
+    server, client = x509.ExtendedKeyUsageOID.SERVER_AUTH, x509.ExtendedKeyUsageOID.CLIENT_AUTH
+    assert _usages(secrets["trustserve-etcd-tls"]) == {server, client}
+    assert _usages(secrets["trustserve-etcd-client"]) == {client}
+    assert secrets["trustserve-etcd-client"]["ca.crt"] == secrets["trustserve-etcd-tls"]["ca.crt"]
+    # etcd has a CA of its own: no other certificate of the deployment opens it
+    assert secrets["trustserve-etcd-tls"]["ca.crt"] not in (
+        secrets["trustserve-ca"]["ca.pem"],
+        secrets["trustserve-redis-tls"]["ca.crt"],
+    )
+    cert = x509.load_pem_x509_certificate(secrets["trustserve-frontend-tls"]["tls.crt"])
+    sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert "serve.example.org" in sans.get_values_for_type(x509.DNSName)
 
 
 def test_the_script_refuses_to_replace_keys_in_use(tmp_path: Path) -> None:
