@@ -10,13 +10,15 @@ from __future__ import annotations
 import contextlib
 import logging
 import secrets
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
 from tests.attacks.kms_fixtures import https_server
 from tests.kms.conftest import MakeService
-from tests.support import tiny_manifest
+from tests.support import free_port, tiny_manifest
 from trustserve.attestation import EvidenceProvider, Policy
 from trustserve.crypto.rootkey import KeyFileProtector, create_key_file
 from trustserve.errors import ConfigError, Forbidden, Unavailable
@@ -97,3 +99,30 @@ def test_replica_urls_are_each_checked() -> None:
     for bad, problem in [(" , ", "no KMS URL"), ("https://a,ftp://b", "must start with https")]:
         with pytest.raises(ConfigError, match=problem):
             parse_kms_urls(bad)
+
+
+def test_threads_that_lose_the_same_replica_all_move_to_the_next_one(
+    make_service: MakeService, sim: EvidenceProvider, tmp_path: Path
+) -> None:
+    """A frontend or worker shares one client between threads: each that finds the current
+    replica gone moves on from that replica only, so the lot land on the next live one
+    rather than each advancing once more (and some coming round to the dead one again)."""
+    first, second = make_service(Policy.development()), make_service(Policy.development())
+    tls = issue_local_ca(tmp_path / "tls", ["127.0.0.1"])
+    trust = KmsTrust(first.state.identity_public_key())
+    threads, barrier = 8, threading.Barrier(8)
+    with contextlib.ExitStack() as running:
+        url_b = running.enter_context(https_server(create_app(first, sim), tls))
+        url_c = running.enter_context(https_server(create_app(second, sim), tls))
+        dead = f"https://127.0.0.1:{free_port()}"  # nothing listens: refused at once
+        with KmsClient(f"{dead},{url_b},{url_c}", ca_file=tls.ca, trust=trust) as client:
+            client._http.get(url_b + "/healthz")  # TLS and the pool warmed up
+
+            def one() -> str:
+                barrier.wait()
+                return str(client.attestation_bundle()["identity_public_key"])
+
+            with ThreadPoolExecutor(threads) as pool:
+                answers = list(pool.map(lambda _: one(), range(threads)))
+            assert client.url == url_b
+    assert len(set(answers)) == 1

@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import logging
 import ssl
+import threading
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -101,6 +102,7 @@ class KmsClient:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.urls = parse_kms_urls(base_url)
         self._current = 0
+        self._moving = threading.Lock()  # threads (a frontend's, a worker's) share the client
         self._http = httpx.Client(verify=verify, timeout=timeout, headers=headers)
 
     @property
@@ -124,7 +126,8 @@ class KmsClient:
         and with ``resend`` the request goes there (only for requests that may run twice:
         a release names a challenge of the replica that issued it)."""
         for tried in range(len(self.urls)):
-            url = self.url
+            replica = self._current
+            url = self.urls[replica]
             try:
                 response = self._http.request(method, url + path, json=body)
                 break
@@ -136,7 +139,7 @@ class KmsClient:
                 problem = f"KMS at {url} unreachable: {exc}"
             if len(self.urls) == 1:
                 raise Unavailable(problem)
-            self._current = (self._current + 1) % len(self.urls)
+            self._move_on(replica)
             log.warning("%s; moving to the KMS replica at %s", problem, self.url)
             if not resend or tried == len(self.urls) - 1:
                 raise Unavailable(f"{problem} (and {len(self.urls) - 1} other replica(s))")
@@ -148,6 +151,14 @@ class KmsClient:
                 message, code = response.text[:200], None
             raise error_class(code).from_message(f"KMS: {message}")
         return response.json()
+
+    def _move_on(self, failed: int) -> None:
+        """The replica after ``failed`` becomes current, unless another thread has already
+        moved on from it: threads that lost the same replica land on the same next one
+        (each moving once more could bring one round to the dead replica again)."""
+        with self._moving:
+            if self._current == failed:
+                self._current = (failed + 1) % len(self.urls)
 
     def kms_identity(self) -> bytes:
         """The identity key release answers must be signed with (resolved once)."""
