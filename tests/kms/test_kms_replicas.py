@@ -11,6 +11,7 @@ import contextlib
 import logging
 import secrets
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -25,7 +26,7 @@ from trustserve.errors import ConfigError, Forbidden, Unavailable
 from trustserve.keyrelease.client import KmsClient, parse_kms_urls
 from trustserve.keyrelease.protocol import model_digest
 from trustserve.keyrelease.trust import KmsTrust
-from trustserve.kms.app import create_app
+from trustserve.kms.app import admin_token, create_app
 from trustserve.kms.service import KmsService
 from trustserve.tls import issue_local_ca
 
@@ -126,3 +127,25 @@ def test_threads_that_lose_the_same_replica_all_move_to_the_next_one(
                 answers = list(pool.map(lambda _: one(), range(threads)))
             assert client.url == url_b
     assert len(set(answers)) == 1
+
+
+def test_management_moves_on_from_a_replica_it_could_not_reach(
+    make_service: MakeService, sim: EvidenceProvider, tmp_path: Path
+) -> None:
+    """A key provisioned or rotated is not sent twice, but a replica that refused the
+    connection never got it: ``model encrypt`` and rotation go to the next replica."""
+    service = make_service(Policy.development())
+    tls = issue_local_ca(tmp_path / "tls", ["127.0.0.1"])
+    with contextlib.ExitStack() as running:
+        live = running.enter_context(https_server(create_app(service, sim), tls))
+        dead = f"https://127.0.0.1:{free_port()}"
+        token = admin_token(service)
+        with KmsClient(f"{dead},{live}", ca_file=tls.ca, token=token) as client:
+            key_id, key = client.provision_model_key(tiny_manifest("m", "1"))
+            assert client.url == live
+            client._current = 0  # as if the client had started at the dead one again
+            before = {k.key_id for k in service.state.serving_keys(time.time()).keys}
+            rotated = client.rotate_serving_key()
+    assert service.model_key(key_id) == key
+    assert rotated["key_id"] not in before
+    assert rotated["key_id"] in {k.key_id for k in service.state.serving_keys(time.time()).keys}
