@@ -1,11 +1,11 @@
 """A KMS replica's host dies under sealed load (``kill -9``) and nobody notices.
 
-Every part is its own process with its own home, on its own loopback address where it
-listens: a 3-member etcd (the key state), three ``trustserve kms serve`` replicas on
-127.0.0.2-4, a TLS Redis, a frontend, and two worker hosts given all three KMS URLs.
-300 sealed requests (the SDK's default mode: each client verifies the KMS's attestation
-bundle through the frontend, then seals to the serving key) run while the replica every
-client talks to first is killed; workers renew their serving keys every second and
+Every part is its own process with its own home: a 3-member etcd (the key state), three
+``trustserve kms serve`` replicas, each on its own loopback address (127.0.0.2-4), a TLS
+Redis, two frontends and two worker hosts, each given all three KMS URLs. 300 sealed
+requests (the SDK's default mode: each client verifies the KMS's attestation bundle
+through a frontend, then seals to the serving key) run while the replica every part
+talks to first is killed; workers renew their serving keys every second and
 clients keep fetching fresh bundles, so both paths cross the dead replica. Then, with
 that replica still down, a new worker host with a fresh home gets its keys and serves.
 """
@@ -29,7 +29,7 @@ import pytest
 from tests.broker.redis_ha import wait_for
 from tests.broker.redis_server import RedisServer
 from tests.faults.load import start_worker, stop
-from tests.kms.etcd_cluster import EtcdCluster, etcd_cluster, etcd_replica
+from tests.kms.etcd_cluster import etcd_cluster, etcd_replica
 from tests.kms.test_kms_etcd_serve import kms_serve
 from tests.support import RunningStack, free_port, start_stack, write_tiny
 from trustserve.attestation import Policy
@@ -48,8 +48,6 @@ MOVED = "moving to the KMS replica at"
 @dataclass
 class Deployment:
     root: Path
-    etcd: EtcdCluster
-    store: Path
     archive: Path
     identity: str  # the KMS identity (base64) every part pins
     kms_urls: list[str]
@@ -73,11 +71,15 @@ class Deployment:
         return (self.root / f"{name}.log").read_text(errors="replace")
 
 
-FRONTEND, WORKERS, NEW_WORKER = "frontend", ("worker-a", "worker-b"), "worker-new"
+FRONTENDS, WORKERS, NEW_WORKER = (
+    ("frontend-a", "frontend-b"),
+    ("worker-a", "worker-b"),
+    "worker-new",
+)
 
 
 @pytest.fixture
-def deployment(tmp_path: Path) -> Iterator[tuple[Deployment, RunningStack]]:
+def deployment(tmp_path: Path) -> Iterator[tuple[Deployment, list[RunningStack]]]:
     key_file = tmp_path / "operator.key"  # the replicas still share the operator's secret
     create_key_file(key_file)
     with ExitStack() as running:
@@ -92,18 +94,27 @@ def deployment(tmp_path: Path) -> Iterator[tuple[Deployment, RunningStack]]:
         tls = issue_local_ca(tmp_path / "kms-tls", list(REPLICAS))
         ports = [free_port() for _ in REPLICAS]
         d = Deployment(
-            tmp_path, etcd, store, archive, identity,
+            tmp_path, archive, identity,
             [f"https://{h}:{p}" for h, p in zip(REPLICAS, ports, strict=True)], tls.ca,
             RedisServer(tmp_path / "redis"),
         )  # fmt: skip
-        # the release policy: sim evidence of the frontend's and the worker hosts' homes only
-        serving = [d.home(n) for n in (FRONTEND, *WORKERS, NEW_WORKER)]
+        # the release policy: sim evidence of the frontends' and worker hosts' homes only
+        serving = [d.home(n) for n in (*FRONTENDS, *WORKERS, NEW_WORKER)]
         policy = tmp_path / "release-policy.yaml"
         keys = tuple(platform_public_key(h).hex() for h in serving)
         policy.write_text(
             json.dumps(replace(Policy.development(), sim_platform_keys=keys).to_json())
         )
-        release = ("--policy", str(policy), "--provider", "sim")
+        # the frontends' address gets the fresh-bundle budget of frontends (docs/kms.md):
+        # both connect from 127.0.0.1, and one client's budget is less than two frontends use
+        release = (
+            "--policy",
+            str(policy),
+            "--provider",
+            "sim",
+            "--reserved-network",
+            "127.0.0.1/32",
+        )
         for i, (host, port) in enumerate(zip(REPLICAS, ports, strict=True)):
             home = d.home(f"kms{i}")
             replica = kms_serve(
@@ -118,12 +129,14 @@ def deployment(tmp_path: Path) -> Iterator[tuple[Deployment, RunningStack]]:
                 *d.kms_args(), "--key-refresh", "1",
             )  # fmt: skip
             running.callback(stop, d.workers[name])
-        frontend = start_stack(
-            d.home(FRONTEND), store, "--broker", d.redis.url(), "--workers", "0",
-            "--timeout", "60", *d.kms_args(), dev=False, ready_timeout=180,
-        )  # fmt: skip
-        running.callback(frontend.stop)
-        yield d, frontend
+        frontends = []
+        for name in FRONTENDS:
+            frontends.append(start_stack(
+                d.home(name), store, "--broker", d.redis.url(), "--workers", "0",
+                "--timeout", "60", *d.kms_args(), dev=False, ready_timeout=180,
+            ))  # fmt: skip
+            running.callback(frontends[-1].stop)
+        yield d, frontends
 
 
 def client_policy(d: Deployment) -> ClientPolicy:
@@ -133,7 +146,7 @@ def client_policy(d: Deployment) -> ClientPolicy:
         Policy.development(),
         sim_platform_keys=tuple(platform_public_key(d.root / f"kms{i}").hex() for i in range(3)),
     )
-    serving = (FRONTEND, *WORKERS, NEW_WORKER)
+    serving = (*FRONTENDS, *WORKERS, NEW_WORKER)
     workers = replace(
         Policy.default(),
         allow_simulated=True,
@@ -143,18 +156,19 @@ def client_policy(d: Deployment) -> ClientPolicy:
 
 
 class SealedLoad:
-    """``n`` sealed requests from ``concurrency`` threads; each thread starts a new client
+    """``n`` sealed requests from two threads per frontend; each thread starts a new client
     (a new verified bundle, fresh from the KMS) every ``per_client`` requests. Every
     request carries its own row, and only the right answer to that row counts."""
 
-    def __init__(self, frontend: RunningStack, policy: ClientPolicy, n: int) -> None:
-        self.frontend, self.policy, self.n = frontend, policy, n
-        self.per_client, self.concurrency = 10, 3
+    def __init__(self, frontends: list[RunningStack], policy: ClientPolicy, n: int) -> None:
+        self.policy, self.n, self.per_client = policy, n, 10
         self.answered = 0
         self.failed: Counter[str] = Counter()
         self._next = 0
         self._lock = threading.Lock()
-        self._threads = [threading.Thread(target=self._run) for _ in range(self.concurrency)]
+        self._threads = [
+            threading.Thread(target=self._run, args=(f,)) for f in frontends for _ in (1, 2)
+        ]
 
     def start(self) -> SealedLoad:
         for t in self._threads:
@@ -172,9 +186,9 @@ class SealedLoad:
             self._next += 1
             return self._next if self._next <= self.n else None
 
-    def _run(self) -> None:
+    def _run(self, frontend: RunningStack) -> None:
         while True:
-            with TrustserveClient(self.frontend.url, policy=self.policy, ca=self.frontend.ca) as c:
+            with TrustserveClient(frontend.url, policy=self.policy, ca=frontend.ca) as c:
                 for _ in range(self.per_client):
                     if (i := self._take()) is None:
                         return
@@ -198,11 +212,11 @@ class SealedLoad:
 
 
 def test_kill_9_of_a_kms_replica_under_sealed_load_fails_nothing(
-    deployment: tuple[Deployment, RunningStack],
+    deployment: tuple[Deployment, list[RunningStack]],
 ) -> None:
-    d, frontend = deployment
+    d, frontends = deployment
     policy = client_policy(d)
-    load = SealedLoad(frontend, policy, 300).start()
+    load = SealedLoad(frontends, policy, 300).start()
     wait_for("60 sealed answers", lambda: load.answered >= 60 or load.failed, 120)
     first = d.replicas[0]  # the URL every client tries first: all of them use it now
     first.kill()
@@ -213,10 +227,11 @@ def test_kill_9_of_a_kms_replica_under_sealed_load_fails_nothing(
           f"{load.answered} of 300 answered, failed {dict(load.failed)}")  # fmt: skip
     assert not load.failed, f"answered {load.answered}, failed: {dict(load.failed)}"
     assert load.answered == 300
-    # the dead replica was in use: the frontend (fresh bundles, which clients kept asking
+    # the dead replica was in use: each frontend (fresh bundles, which clients kept asking
     # for) and each worker (key renewals, every second) moved to the next one
     moved = f"{MOVED} {d.kms_urls[1]}"
-    assert moved in (d.root / FRONTEND / "stack.log").read_text()
+    for f in frontends:
+        assert moved in f.log.read_text(), f"{f.home.name} never moved off {d.kms_urls[0]}"
     for name in WORKERS:
         wait_for(f"{name} to renew its keys at {d.kms_urls[1]}", lambda n=name: moved in d.log(n))
 
@@ -236,7 +251,7 @@ def test_kill_9_of_a_kms_replica_under_sealed_load_fails_nothing(
         # ... and serves: the only worker left, it answers sealed requests
         for name in WORKERS:
             stop(d.workers[name])
-        with TrustserveClient(frontend.url, policy=policy, ca=frontend.ca) as c:
+        with TrustserveClient(frontends[1].url, policy=policy, ca=frontends[1].ca) as c:
             for i in range(5):
                 row = np.array([[i, 2.0 * i, 3.0, -1.0]], np.float32)
                 np.testing.assert_array_equal(c.infer("tiny", {"x": row})["y"], 2 * row + 1)
