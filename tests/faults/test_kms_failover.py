@@ -235,11 +235,15 @@ def test_kill_9_of_a_kms_replica_under_sealed_load_fails_nothing(
     for name in WORKERS:
         wait_for(f"{name} to renew its keys at {d.kms_urls[1]}", lambda n=name: moved in d.log(n))
 
-    # with that replica still down, a new worker host (a fresh home) gets its keys...
+    # with that replica still down, a new worker host (a fresh home) gets its keys; it
+    # pins no identity but takes it from a bundle its --kms-policy admits (fetched from
+    # the replicas, the dead one first)
+    kms_policy = d.root / "kms-policy.yaml"
+    kms_policy.write_text(json.dumps(policy.kms.to_json()))
+    kms = [*d.kms_args()[:4], "--kms-policy", str(kms_policy)]
     new = start_worker(
-        d.archive, d.redis.url(), d.root / NEW_WORKER, d.root / f"{NEW_WORKER}.log",
-        *d.kms_args(),
-    )  # fmt: skip
+        d.archive, d.redis.url(), d.root / NEW_WORKER, d.root / f"{NEW_WORKER}.log", *kms
+    )
     try:
         wait_for(
             "the new worker to be ready (or to exit)",
