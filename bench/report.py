@@ -287,6 +287,10 @@ def write_report(res: dict[str, Any], results_dir: Path, doc: Path) -> None:
                 f"(drop {100 * (g['fp32'] - g['int8']):.2f})",
             )
         )
+    if "redis_ha" in res:
+        from redis_failover import checks as redis_ha_checks
+
+        checks += redis_ha_checks(res["redis_ha"])
     lines += ["", "## Targets", "", "| figure | this run |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in checks]
     if res.get("startup"):

@@ -4,8 +4,9 @@
 
 Raw engines (ONNX Runtime, OpenVINO; FP32, INT8; batch sweep), served through the
 HTTPS frontend (FP32, INT8, sealed INT8, OHTTP INT8, INT8 over Redis; in-flight sweep), and the
-TorchServe 0.12 peer on the same INT8 model. Every throughput is also given as a
-ratio to raw ONNX Runtime INT8 at batch 16 from this same run. Writes
+TorchServe 0.12 peer on the same INT8 model; with Redis also what ``WAIT`` costs and how
+long a Redis primary's failover stops writes (``redis_failover.py``). Every throughput is
+also given as a ratio to raw ONNX Runtime INT8 at batch 16 from this same run. Writes
 bench/results/results.json, PNG plots and docs/benchmarks.md.
 """
 
@@ -338,6 +339,14 @@ def main() -> None:
             steps.append((f"round {k}: served INT8 over Redis", lambda k=k: served_redis(k)))
         if not args.skip_torchserve:
             steps.append((f"round {k}: TorchServe peer", lambda k=k: served_torchserve(k)))
+
+    if not args.skip_redis:
+
+        @add("Redis: the cost of WAIT, and a primary's failover")
+        def _redis_ha() -> None:
+            from redis_failover import measure
+
+            res["redis_ha"] = measure(rounds=args.rounds)
 
     @add("sealing latency")
     def _sealing() -> None:

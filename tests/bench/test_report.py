@@ -127,3 +127,23 @@ def test_the_report_has_the_ohttp_row_next_to_the_sealed_one(tmp_path: Path) -> 
     assert "| served OHTTP INT8 (HTTPS, RFC 9458) | 78.0 |" in text
     assert "| served OHTTP / served sealed (issue 24: ≥ 0.95) | 0.97 |" in text
     assert "0.50 ms vs 0.40 ms" in text
+
+
+def test_the_report_has_the_failover_time_and_the_cost_of_wait(tmp_path: Path) -> None:
+    res = results()
+    res["redis_ha"] = {
+        "down_after_ms": 5000,
+        "failover_s": [5.5, 4.5, 4.6],
+        "wait": {
+            "puts": 1000.0,
+            "set_p50_ms": 0.82,
+            "set_p99_ms": 1.6,
+            "wait_p50_ms": 1.39,
+            "wait_p99_ms": 7.7,
+        },
+    }
+    doc = tmp_path / "benchmarks.md"
+    write_report(res, tmp_path, doc)
+    text = doc.read_text()
+    assert "`--down-after-ms 5000` (issue 22) | 4.6 s (median of 3: 5.5, 4.5, 4.6) |" in text
+    assert "1.39 ms vs 0.82 ms (+0.57 ms; p99 7.7 vs 1.6 ms; 1000 puts each)" in text

@@ -142,9 +142,9 @@ class HaRedis:
 
     @classmethod
     @contextmanager
-    def running(cls, directory: Path) -> Iterator[HaRedis]:
+    def running(cls, directory: Path, down_after_ms: int = 2000) -> Iterator[HaRedis]:
         """Configured, started and healthy; every process stopped afterwards."""
-        setup = cls(directory)
+        setup = cls(directory, down_after_ms)
         setup.configure()
         setup.start_all()
         try:

@@ -111,10 +111,13 @@ def _right(answer: dict[str, object], row: list[float]) -> bool:
     return bool(outputs["y"] == [2 * v + 1 for v in row] and outputs["s"] == [sum(row)])
 
 
-def start_worker(archive: Path, broker: str, home: Path, log: Path) -> subprocess.Popen[bytes]:
-    """``trustserve worker`` as an operator would run it on another host."""
+def start_worker(
+    archive: Path, broker: str, home: Path, log: Path, *extra: str
+) -> subprocess.Popen[bytes]:
+    """``trustserve worker`` as an operator would run it on another host; ``extra``: more
+    of its options (``--kms ...``)."""
     args = [sys.executable, "-m", "trustserve.cli", "worker", "--archive", str(archive)]
-    args += ["--broker", broker, "--threads", "1", "--home", str(home)]
+    args += ["--broker", broker, "--threads", "1", "--home", str(home), *extra]
     with log.open("ab") as out:
         return subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=dict(os.environ))
 

@@ -25,8 +25,10 @@ __all__ = ["etcd"]  # the fixture
 SRC = Path(__file__).resolve().parents[2] / "src"
 
 
-def kms_command(home: Path, state: str, port: int, tls_dir: Path, *extra: str) -> list[str]:
-    """``trustserve kms serve`` on 127.0.0.1:``port`` with the state in ``state``."""
+def kms_command(
+    home: Path, state: str, port: int, tls_dir: Path, *extra: str, host: str = "127.0.0.1"
+) -> list[str]:
+    """``trustserve kms serve`` on ``host``:``port`` with the state in ``state``."""
     return [
         sys.executable,
         "-m",
@@ -35,6 +37,8 @@ def kms_command(home: Path, state: str, port: int, tls_dir: Path, *extra: str) -
         "serve",
         "--home",
         str(home),
+        "--host",
+        host,
         "--port",
         str(port),
         "--cert",
@@ -64,15 +68,16 @@ def kms_serve(
     tls_dir: Path,
     key_file: Path | None,
     extra: tuple[str, ...] = ("--allow-sim-any",),
+    host: str = "127.0.0.1",
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """A running replica (killed at the end); its output in ``home/kms.log``."""
+    """A running replica on ``host`` (killed at the end); its output in ``home/kms.log``."""
     home.mkdir(parents=True, exist_ok=True)
     env = kms_env(key_file)
-    command = kms_command(home, state, port, tls_dir, *extra)
+    command = kms_command(home, state, port, tls_dir, *extra, host=host)
     with (home / "kms.log").open("wb") as log:
         proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
     try:
-        wait_http(f"https://127.0.0.1:{port}/healthz", tls_dir / "ca.pem", proc)
+        wait_http(f"https://{host}:{port}/healthz", tls_dir / "ca.pem", proc)
         yield proc
     finally:
         if proc.poll() is None:

@@ -14,9 +14,10 @@ from __future__ import annotations
 import base64
 import logging
 import ssl
+import threading
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import httpx
@@ -45,6 +46,17 @@ from trustserve.keyrelease.protocol import (
 from trustserve.keyrelease.trust import NO_TRUST, KmsTrust
 
 log = logging.getLogger(__name__)
+
+
+# resend only what never reached the replica (``KmsClient._call``)
+UNSENT: Literal["unsent"] = "unsent"
+Resend = bool | Literal["unsent"]
+
+
+def _maybe_sent(exc: httpx.TransportError) -> bool:
+    """False only when the connection was never made (refused, no route, timed out while
+    connecting): then the replica cannot have seen the request."""
+    return not isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout)
 
 
 def parse_kms_urls(urls: str) -> list[str]:
@@ -101,6 +113,7 @@ class KmsClient:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.urls = parse_kms_urls(base_url)
         self._current = 0
+        self._moving = threading.Lock()  # threads (a frontend's, a worker's) share the client
         self._http = httpx.Client(verify=verify, timeout=timeout, headers=headers)
 
     @property
@@ -119,26 +132,31 @@ class KmsClient:
     ) -> None:
         self.close()
 
-    def _call(self, method: str, path: str, body: Any = None, resend: bool = True) -> Any:
+    def _call(self, method: str, path: str, body: Any = None, resend: Resend = True) -> Any:
         """One request; on a transport error the next replica (if any) becomes current,
-        and with ``resend`` the request goes there (only for requests that may run twice:
-        a release names a challenge of the replica that issued it)."""
+        and the request goes there with ``resend`` True (requests that may run twice),
+        or ``UNSENT`` if the replica was never reached (provisioning, rotation: not run
+        twice, but a refused connection sent nothing); never with False (a release names
+        a challenge of the replica that issued it)."""
         for tried in range(len(self.urls)):
-            url = self.url
+            replica = self._current
+            url = self.urls[replica]
             try:
                 response = self._http.request(method, url + path, json=body)
                 break
             except httpx.TransportError as exc:  # a certificate mismatch is not "unreachable"
                 from trustserve.cli_errors import transport_error
 
-                problem = f"KMS at {url}: {transport_error(exc)}"
+                problem, sent = f"KMS at {url}: {transport_error(exc)}", _maybe_sent(exc)
             except httpx.HTTPError as exc:
-                problem = f"KMS at {url} unreachable: {exc}"
+                problem, sent = f"KMS at {url} unreachable: {exc}", True
             if len(self.urls) == 1:
                 raise Unavailable(problem)
-            self._current = (self._current + 1) % len(self.urls)
+            self._move_on(replica)
             log.warning("%s; moving to the KMS replica at %s", problem, self.url)
-            if not resend or tried == len(self.urls) - 1:
+            if not (resend is True or (resend == UNSENT and not sent)):
+                raise Unavailable(f"{problem} (not sent again: it may have reached that replica)")
+            if tried == len(self.urls) - 1:
                 raise Unavailable(f"{problem} (and {len(self.urls) - 1} other replica(s))")
         if response.status_code >= 400:
             try:
@@ -148,6 +166,14 @@ class KmsClient:
                 message, code = response.text[:200], None
             raise error_class(code).from_message(f"KMS: {message}")
         return response.json()
+
+    def _move_on(self, failed: int) -> None:
+        """The replica after ``failed`` becomes current, unless another thread has already
+        moved on from it: threads that lost the same replica land on the same next one
+        (each moving once more could bring one round to the dead replica again)."""
+        with self._moving:
+            if self._current == failed:
+                self._current = (failed + 1) % len(self.urls)
 
     def kms_identity(self) -> bytes:
         """The identity key release answers must be signed with (resolved once)."""
@@ -230,13 +256,13 @@ class KmsClient:
         needed); 409 if that model version already has a key."""
         private, public = hpke.generate_keypair()
         body = {"manifest": manifest.to_json(), "public_key": b64(public)}
-        answer = self._call("POST", "/v1/keys/models", body, resend=False)
+        answer = self._call("POST", "/v1/keys/models", body, resend=UNSENT)
         key_id = str(answer["key_id"])
         sealed = base64.b64decode(answer["sealed"])
         return key_id, hpke.open(private, sealed, aad=key_id.encode(), info=PROVISION_INFO)
 
     def rotate_serving_key(self) -> dict[str, Any]:
-        key: dict[str, Any] = self._call("POST", "/v1/keys/serving/rotate", resend=False)
+        key: dict[str, Any] = self._call("POST", "/v1/keys/serving/rotate", resend=UNSENT)
         return key
 
 
