@@ -99,6 +99,11 @@ def test_a_replica_with_an_empty_disk_joins_by_attestation_and_serves_releases(
         with KmsClient(f"https://127.0.0.1:{port}", ca_file=tls.ca, trust=worker_policy) as kms:
             released = kms.release(sim, [key_id], {key_id: model_digest(manifest)})
         assert released[key_id] == key
+        # one management token for every replica of the shared state: the operator's copy
+        # from the first replica works at the joined one (which keeps it in its home too)
+        assert (joiner / "kms" / "admin.token").read_text().strip() == token
+        with KmsClient(f"https://127.0.0.1:{port}", ca_file=tls.ca, token=token) as owner:
+            owner.provision_model_key(tiny_manifest("m", "2"))
     assert not (joiner / "kms" / "root-key.json").exists()  # the key stayed in memory
     joins = [e for e in _audit(home) if e["event"] == "replica-join"]
     assert len(joins) == 1 and joins[0]["evidence_kind"] == "sim"

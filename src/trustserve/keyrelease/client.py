@@ -93,6 +93,9 @@ def parse_kms_url(url: str) -> str:
         raise ConfigError(f"KMS URL {url!r} is not a URL: {exc}") from None
 
 
+CONNECT_TIMEOUT = 5.0
+
+
 class KmsClient:
     def __init__(
         self,
@@ -114,7 +117,10 @@ class KmsClient:
         self.urls = parse_kms_urls(base_url)
         self._current = 0
         self._moving = threading.Lock()  # threads (a frontend's, a worker's) share the client
-        self._http = httpx.Client(verify=verify, timeout=timeout, headers=headers)
+        # a replica whose host vanished costs a caller the connect timeout before it
+        # moves on to the next: short, as for Redis
+        limits = httpx.Timeout(timeout, connect=min(CONNECT_TIMEOUT, timeout))
+        self._http = httpx.Client(verify=verify, timeout=limits, headers=headers)
 
     @property
     def url(self) -> str:

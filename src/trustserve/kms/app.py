@@ -56,7 +56,15 @@ MAX_BODY = 4 * 1024 * 1024
 
 
 def admin_token(service: KmsService) -> str:
-    return files.read_or_create_token(service.state.dir / "admin.token")
+    """The management token, in ``<home>/kms/admin.token`` for the operator; replicas of
+    one shared state all take the same one (each writes it to its own home)."""
+    path = service.state.dir / "admin.token"
+    shared = service.state.shared_admin_token()
+    if shared is None:
+        return files.read_or_create_token(path)
+    if not path.exists() or path.read_text().strip() != shared:
+        files.write_secret(path, shared.encode())
+    return shared
 
 
 async def read_body(request: Request, limit: int = MAX_BODY) -> bytes:

@@ -167,6 +167,22 @@ class KmsState:
     def where(self) -> str:
         return self._shared.store.where if self._shared is not None else str(self.path)
 
+    def shared_admin_token(self) -> str | None:
+        """The management token every replica of a shared state accepts (made, wrapped
+        under the root key, by the first replica that asks); None for a KMS on files,
+        whose token is the file ``admin.token`` alone."""
+        if self._shared is None:
+            return None
+
+        def change(state: dict[str, Any]) -> None:
+            if "admin_token" not in state:
+                token = secrets.token_urlsafe(32).encode()
+                state["admin_token"] = {"wrapped": self._wrap(token, "admin-token", "admin")}
+
+        if "admin_token" not in self.read():
+            self.update(change)
+        return self._unwrap(self.read()["admin_token"], "admin-token", "admin").decode()
+
     def _wrap(self, key: bytes, purpose: str, key_id: str) -> str:
         return b64(self._root.wrap(key, purpose, key_id))
 
