@@ -18,7 +18,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -62,13 +62,14 @@ class Block:
     background: bool = False
 
 
-def marked_blocks(path: Path) -> dict[str, Block]:
-    """The marked ```sh blocks of ``path`` by name."""
+def marked_blocks(path: Path, names: Collection[str] | None = None) -> dict[str, Block]:
+    """The marked ```sh blocks of ``path`` by name (only ``names``, if given: a document may
+    also mark blocks for another test's own reader)."""
     lines = path.read_text().splitlines()
     found: dict[str, Block] = {}
     for i, line in enumerate(lines):
         m = MARKER.match(line.strip())
-        if not m:
+        if not m or (names is not None and m[1] not in names):
             continue
         fence = lines[i + 1] if i + 1 < len(lines) else ""
         assert fence.strip() == "```sh", f"{path}:{i + 1}: marker not above a ```sh fence"
