@@ -119,7 +119,9 @@ class KmsClient:
     ) -> None:
         self.close()
 
-    def _call(self, method: str, path: str, body: Any = None, resend: bool = True) -> Any:
+    def _call(
+        self, method: str, path: str, body: Any = None, resend: bool = True, text: bool = False
+    ) -> Any:
         """One request; on a transport error the next replica (if any) becomes current,
         and with ``resend`` the request goes there (only for requests that may run twice:
         a release names a challenge of the replica that issued it)."""
@@ -147,7 +149,7 @@ class KmsClient:
             except (ValueError, AttributeError):
                 message, code = response.text[:200], None
             raise error_class(code).from_message(f"KMS: {message}")
-        return response.json()
+        return response.text if text else response.json()
 
     def kms_identity(self) -> bytes:
         """The identity key release answers must be signed with (resolved once)."""
@@ -200,6 +202,16 @@ class KmsClient:
         path = "/v1/attestation" + (f"?nonce={nonce}" if nonce is not None else "")
         bundle: dict[str, Any] = self._call("GET", path)
         return bundle
+
+    def log_checkpoint(self) -> str:
+        """The KMS's newest signed transparency checkpoint, cosignatures included (text)."""
+        text: str = self._call("GET", "/v1/log/checkpoint", text=True)
+        return text
+
+    def log_consistency(self, old: int, new: int) -> dict[str, Any]:
+        """The KMS's consistency proof between two sizes of its log (it proves itself)."""
+        answer: dict[str, Any] = self._call("GET", f"/v1/log/proof/consistency?old={old}&new={new}")
+        return answer
 
     def recovery_evidence(self, nonce: str) -> dict[str, Any]:
         """A recovering KMS's evidence for ``nonce`` (base64url), binding its recovery key."""

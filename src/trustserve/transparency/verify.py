@@ -214,3 +214,17 @@ def _relied_on(logged: list[tuple[int, dict[str, Any]]], relied: Relied) -> None
                 f"model {wanted[0]!s:.40} version {wanted[1]!s:.20} with digest "
                 f"{model.get('digest')} is not in the log",
             )
+
+
+def proof_needed(given: Any, store: CheckpointStore) -> tuple[int, int] | None:
+    """The (old, new) sizes whose consistency proof ``verify_transparency`` will ask for, for
+    a caller that must fetch it first (an async client); None if it will ask for none. Read
+    from the unverified field: ``verify_transparency`` then checks everything."""
+    try:
+        checkpoint = Checkpoint.from_text(note.parse(given["checkpoint"]).text)
+        stored = store.latest(checkpoint.origin)
+    except (TypeError, KeyError, TransparencyRefused):
+        return None
+    if stored is None or not 0 < stored.size < checkpoint.size:
+        return None
+    return stored.size, checkpoint.size
