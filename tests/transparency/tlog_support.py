@@ -9,6 +9,7 @@ so the client side is tested before the KMS produces it.
 from __future__ import annotations
 
 import base64
+import hashlib
 import time
 from typing import Any
 
@@ -28,9 +29,7 @@ def new_witness(name: str) -> Signer:
 
 
 def policy_entry(policy: dict[str, Any]) -> dict[str, Any]:
-    import hashlib
-
-    digest = hashlib.sha256(canonical(policy)).hexdigest()
+    digest = hashlib.sha256(canonical(policy)).hexdigest()  # the bytes the bundle binds
     return {"kind": "release-policy", "time": int(time.time()), "sha256": digest, "policy": policy}
 
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,7 +29,7 @@ from typing import Any
 from trustserve.crypto import merkle
 from trustserve.errors import AttestationRefused, TransparencyRefused
 from trustserve.transparency import note
-from trustserve.transparency.entries import encode
+from trustserve.transparency.entries import encode, policy_digest
 from trustserve.transparency.note import Checkpoint, Note
 from trustserve.transparency.origin import log_verifier
 from trustserve.transparency.store import CheckpointStore
@@ -186,7 +185,7 @@ def _latest(logged: list[tuple[int, dict[str, Any]]], kind: str) -> list[dict[st
 
 def _relied_on(logged: list[tuple[int, dict[str, Any]]], relied: Relied) -> None:
     policies = _latest(logged, "release-policy")
-    digest = hashlib.sha256(encode(relied.release_policy)).hexdigest()  # the bundle's bytes
+    digest = policy_digest(relied.release_policy)
     if not policies:
         raise _refuse("inclusion", "the bundle proves no release-policy entry of the log")
     latest = policies[0]
