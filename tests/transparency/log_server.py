@@ -64,6 +64,8 @@ def _handler(view: LogView) -> type[BaseHTTPRequestHandler]:
                 args = {k: int(v) for k, v in q.items()}
             except ValueError:
                 return self._bad("a query parameter is not a number")
+            if url.path == "/v1/attestation":  # only what `trustserve log` reads of it
+                return self._json({"identity_public_key": _b64(view.log.public)})
             if url.path == "/v1/log/checkpoint":
                 text = view.log.checkpoint(n, view.witnesses).encode()
                 return self._send(200, text, "text/plain; charset=utf-8")

@@ -99,13 +99,7 @@ def _checkpoint(identity: bytes, given: Any) -> tuple[Note, Checkpoint, str]:
 
 
 def _cosignatures(signed: Note, policy: WitnessPolicy) -> None:
-    good, bad = [], []
-    for witness in policy.witnesses:
-        try:
-            if note.verified_by(signed, [witness]):
-                good.append(witness.name)
-        except TransparencyRefused:
-            bad.append(witness.name)
+    good, bad = policy.cosigners(signed)
     if len(good) < policy.quorum:
         also = f"; a bad cosignature by {', '.join(bad)}" if bad else ""
         raise _refuse(

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from trustserve.errors import ConfigError, TransparencyRefused
+from trustserve.transparency import note
 from trustserve.transparency.note import COSIGNATURE_V1, Verifier
 
 SECTION = "transparency"
@@ -57,6 +58,18 @@ class WitnessPolicy:
         if not isinstance(quorum, int) or isinstance(quorum, bool):
             raise ConfigError(f"{SECTION}.quorum must be a whole number")
         return cls(witnesses, quorum)
+
+    def cosigners(self, signed: note.Note) -> tuple[list[str], list[str]]:
+        """(the named witnesses whose cosignature on ``signed`` verifies, those whose does
+        not); a witness that did not cosign is in neither."""
+        good, bad = [], []
+        for witness in self.witnesses:
+            try:
+                if note.verified_by(signed, [witness]):
+                    good.append(witness.name)
+            except TransparencyRefused:
+                bad.append(witness.name)
+        return good, bad
 
     def to_json(self) -> dict[str, Any]:
         return {"witnesses": [w.vkey() for w in self.witnesses], "quorum": self.quorum}
