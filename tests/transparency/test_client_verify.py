@@ -15,8 +15,8 @@ from tests.transparency.tlog_support import new_witness, policy_entry
 from trustserve.errors import AttestationRefused, ConfigError
 from trustserve.keyrelease.bundle import canonical
 from trustserve.transparency.entries import encode
+from trustserve.transparency.log import origin as log_origin
 from trustserve.transparency.note import ED25519, Signer
-from trustserve.transparency.origin import log_origin
 from trustserve.transparency.witness_policy import WitnessPolicy
 
 

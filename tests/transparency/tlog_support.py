@@ -20,8 +20,8 @@ from trustserve.crypto import merkle
 from trustserve.keyrelease.bundle import canonical
 from trustserve.transparency import note
 from trustserve.transparency.entries import encode
+from trustserve.transparency.log import origin as log_origin
 from trustserve.transparency.note import COSIGNATURE_V1, ED25519, Checkpoint, Signer
-from trustserve.transparency.origin import log_origin
 
 
 def new_witness(name: str) -> Signer:

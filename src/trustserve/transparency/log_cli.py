@@ -26,10 +26,10 @@ from trustserve.crypto import merkle
 from trustserve.errors import ConfigError, TransparencyRefused, Unavailable
 from trustserve.files import write_atomic
 from trustserve.transparency import note
+from trustserve.transparency.log import log_verifier
 from trustserve.transparency.log_check import first_difference, leaves_of, open_checkpoint
 from trustserve.transparency.log_reader import LogReader
 from trustserve.transparency.note import Checkpoint, Verifier
-from trustserve.transparency.origin import log_verifier
 from trustserve.transparency.witness_policy import WitnessPolicy
 
 SUMMARY = {

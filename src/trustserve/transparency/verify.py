@@ -30,8 +30,8 @@ from trustserve.crypto import merkle
 from trustserve.errors import AttestationRefused, TransparencyRefused
 from trustserve.transparency import note
 from trustserve.transparency.entries import encode, policy_digest
+from trustserve.transparency.log import log_verifier
 from trustserve.transparency.note import Checkpoint, Note
-from trustserve.transparency.origin import log_verifier
 from trustserve.transparency.store import CheckpointStore
 from trustserve.transparency.witness_policy import WitnessPolicy
 
