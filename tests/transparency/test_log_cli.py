@@ -151,3 +151,31 @@ def test_monitor_prints_each_new_entry_and_exits_on_a_fork(view: LogView, url: s
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_monitor_from_a_saved_checkpoint_waits_for_cosignatures_then_prints_what_is_new(
+    view: LogView, url: str, witness: Signer, tmp_path: Path
+) -> None:
+    saved = tmp_path / "seen.checkpoint"
+    assert run("verify", url, *_key(view), "--save", str(saved)).returncode == 0
+    view.log.append(policy_entry({"allow_debug": True}))
+    view.log.append(policy_entry({"allow_debug": False}))
+    view.witnesses = ()  # appended, not cosigned yet
+    checks = [*_key(view), "--witness", witness.verifier.vkey(), "--from", str(saved)]
+    proc = subprocess.Popen(
+        [*CLI, "monitor", url, *checks, "--interval", "0.1"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        assert proc.stdout is not None and proc.stderr is not None
+        assert "trying again" in proc.stderr.readline()
+        view.witnesses = (witness,)
+        lines = [proc.stdout.readline() for _ in range(3)]
+        assert "from size 12" in lines[0]
+        assert [line.split()[0] for line in lines[1:]] == ["12", "13"]
+    finally:
+        proc.kill()
+        proc.wait()

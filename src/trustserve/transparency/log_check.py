@@ -25,6 +25,10 @@ from trustserve.transparency.witness_policy import WitnessPolicy
 Consistency = Callable[[int, int], Sequence[bytes]]
 
 
+class NotCosigned(TransparencyRefused):
+    """A checkpoint signed by the log but not (yet) by a quorum of the named witnesses."""
+
+
 def open_checkpoint(
     signed: str, log_key: Verifier, witnesses: WitnessPolicy | None = None
 ) -> Checkpoint:
@@ -40,7 +44,7 @@ def open_checkpoint(
     if witnesses is not None:
         cosigned, _ = witnesses.cosigners(parsed)
         if len(cosigned) < witnesses.quorum:
-            raise TransparencyRefused(
+            raise NotCosigned(
                 f"{len(cosigned)} of the named witnesses cosigned the checkpoint of size "
                 f"{checkpoint.size}; {witnesses.quorum} are required"
             )

@@ -27,7 +27,12 @@ from trustserve.errors import ConfigError, TransparencyRefused, Unavailable
 from trustserve.files import write_atomic
 from trustserve.transparency import note
 from trustserve.transparency.log import log_verifier
-from trustserve.transparency.log_check import first_difference, leaves_of, open_checkpoint
+from trustserve.transparency.log_check import (
+    NotCosigned,
+    first_difference,
+    leaves_of,
+    open_checkpoint,
+)
 from trustserve.transparency.log_reader import LogReader
 from trustserve.transparency.note import Checkpoint, Verifier
 from trustserve.transparency.witness_policy import WitnessPolicy
@@ -180,23 +185,29 @@ def cmd_monitor(args: argparse.Namespace) -> int:
         witnesses = _witnesses(args)
         last = _trusted(args, key)
         leaves: list[bytes] = []
+        announced = False
         while True:
             try:
                 new = open_checkpoint(reader.checkpoint(), key, witnesses)
-                problem = _follow(reader, last, new, leaves)
-            except Unavailable as exc:
+                problem = _follow(reader, last, new, leaves, announced)
+            except (Unavailable, NotCosigned) as exc:  # a KMS restarting; cosignatures due
                 _say(f"{exc}; trying again")
                 time.sleep(args.interval)
                 continue
             if problem is not None:
                 print(problem, flush=True)
                 return 1
+            announced = True
             last = new
             time.sleep(args.interval)
 
 
 def _follow(
-    reader: LogReader, last: Checkpoint | None, new: Checkpoint, leaves: list[bytes]
+    reader: LogReader,
+    last: Checkpoint | None,
+    new: Checkpoint,
+    leaves: list[bytes],
+    announced: bool,
 ) -> str | None:
     """Check ``new`` against ``last`` and the entries, printing those after ``last``
     (``leaves``: those checked so far, extended here); what is wrong, or None."""
@@ -209,12 +220,12 @@ def _follow(
     problem = _bad_entry(reader, leaves, [c for c in (last, new) if c is not None])
     if problem is not None:
         return problem
-    if last is None:
-        print(f"following {new.origin} from size {new.size}", flush=True)
-        return None
-    for i, entry in enumerate(fresh, start):
-        if i >= last.size:
-            print(describe(i, entry), flush=True)
+    if not announced:
+        print(f"following {new.origin} from size {(last or new).size}", flush=True)
+    if last is not None:
+        for i, entry in enumerate(fresh, start):
+            if i >= last.size:
+                print(describe(i, entry), flush=True)
     return None
 
 
