@@ -14,7 +14,7 @@ import base64
 import inspect
 import json
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -49,9 +49,10 @@ class Frontend:
     log: TestLog
     witnesses: tuple[Signer, ...]
     size: int | None = None  # the checkpoint size served (None: the whole log)
+    cached: int | None = None  # the size of a cached bundle served without no-cache
     seen: list[str] = field(default_factory=list)
 
-    def bundle(self, nonce: bytes | None) -> dict[str, Any]:
+    def bundle(self, nonce: bytes | None, fresh: bool = True) -> dict[str, Any]:
         bundle = self.kms.attestation_bundle(make_provider("sim", self.home), nonce)
         payload = json.loads(base64.b64decode(bundle["serving_keys"]["payload"]))
         if not any(e["kind"] == "release-policy" for e in self.log.entries):
@@ -59,6 +60,7 @@ class Frontend:
             for key in payload["keys"]:
                 self.log.append(key_entry(key))
         size = self.log.size if self.size is None else self.size
+        size = size if fresh or self.cached is None else self.cached
         relied = list(range(min(size, 1 + len(payload["keys"]))))
         bundle["transparency"] = self.log.field(relied, size, self.witnesses)
         return self._bound(bundle, nonce)
@@ -84,7 +86,9 @@ class Frontend:
     def __call__(self, request: httpx.Request) -> httpx.Response:
         self.seen.append(f"{request.method} {request.url.path}")
         if request.url.path == "/v2/trustserve/attestation":
-            return httpx.Response(200, json=self.bundle(parse_nonce(request.url.params["nonce"])))
+            fresh = "no-cache" in request.headers.get("cache-control", "")
+            nonce = parse_nonce(request.url.params.get("nonce"))
+            return httpx.Response(200, json=self.bundle(nonce, fresh))
         if request.url.path == "/v2/transparency/consistency":
             old, new = int(request.url.params["old"]), int(request.url.params["new"])
             proof = [base64.b64encode(p).decode() for p in self.log.consistency(old, new)]
@@ -146,6 +150,22 @@ def test_a_rolled_back_log_is_refused_before_anything_is_sent(
         client.infer("tiny", {"x": np.zeros((1, 4), np.float32)})
     assert refused.value.claim == "transparency.rollback"
     assert not [s for s in frontend.seen if s.startswith("POST")]
+
+
+def test_a_frontends_cached_bundle_older_than_the_stored_checkpoint_is_fetched_fresh_once(
+    frontend: Frontend, tmp_path: Path
+) -> None:
+    policy = replace(_policy(frontend, tmp_path), send_nonce=False)
+    with _client(frontend, policy) as client:
+        client.verify()
+        frontend.log.append(policy_entry({"note": "later"}))
+        assert client.verify(refresh=True).checkpoint.size == 3  # type: ignore[union-attr]
+    frontend.cached = 2  # the frontend's cache predates what this client verified
+    frontend.seen.clear()
+    with _client(frontend, policy) as client:
+        target = client.verify()
+    assert target.checkpoint is not None and target.checkpoint.size == 3
+    assert frontend.seen.count("GET /v2/trustserve/attestation") == 2
 
 
 def test_a_checkpoint_lacking_cosignatures_is_refused_before_anything_is_sent(

@@ -27,7 +27,7 @@ from trustserve.client.messages import prepare as prepare
 from trustserve.client.messages import read_answer as read_answer
 from trustserve.client.verify import ClientPolicy, ServingTarget, new_nonce, verify
 from trustserve.crypto.sealing import ATTESTATION_PATH, TRANSPARENCY_CONSISTENCY_PATH
-from trustserve.errors import DeadlineExceeded, UnknownKeyId, UnknownOhttpKey
+from trustserve.errors import AttestationRefused, DeadlineExceeded, UnknownKeyId, UnknownOhttpKey
 from trustserve.keyrelease.bundle import encode_nonce
 from trustserve.transparency.routes import read_proof
 from trustserve.transparency.store import CheckpointStore
@@ -83,6 +83,12 @@ def _proof(response: httpx.Response, old: int, new: int) -> list[bytes]:
     if response.status_code != 200:
         raise _error(response)
     return read_proof(response.json(), old=old, new=new)
+
+
+def _older_than_stored(exc: AttestationRefused) -> bool:
+    """A checkpoint older than the one this client stored: a frontend's cached bundle may
+    predate it (without a nonce), so the bundle is fetched fresh once before refusing."""
+    return exc.claim == "transparency.rollback"
 
 
 def _tls(ca: Path | str | None) -> ssl.SSLContext | bool:
@@ -159,15 +165,22 @@ class TrustserveClient(_Base[httpx.Client]):
         """Fetch and verify the attestation bundle; nothing is sent before this succeeds."""
         target = self._usable(refresh)
         if target is None:
-            assert self.policy is not None
-            path, nonce = _bundle_request(self.policy)
-            r = self._http.get(path, headers=_fresh(refresh))
-            if r.status_code != 200:
-                raise _error(r)
-            target = self._target = verify(
-                r.json(), self.policy, nonce=nonce, consistency=self._consistency
-            )
+            try:
+                target = self._fetch(refresh)
+            except AttestationRefused as exc:
+                if refresh or not _older_than_stored(exc):
+                    raise
+                target = self._fetch(True)
+            self._target = target
         return target
+
+    def _fetch(self, refresh: bool) -> ServingTarget:
+        assert self.policy is not None
+        path, nonce = _bundle_request(self.policy)
+        r = self._http.get(path, headers=_fresh(refresh))
+        if r.status_code != 200:
+            raise _error(r)
+        return verify(r.json(), self.policy, nonce=nonce, consistency=self._consistency)
 
     def _consistency(self, old: int, new: int) -> list[bytes]:
         """The log's consistency proof, through the frontend (it proves itself)."""
@@ -258,17 +271,24 @@ class AsyncTrustserveClient(_Base[httpx.AsyncClient]):
     async def verify(self, refresh: bool = False) -> ServingTarget:
         target = self._usable(refresh)
         if target is None:
-            assert self.policy is not None
-            path, nonce = _bundle_request(self.policy)
-            r = await self._http.get(path, headers=_fresh(refresh))
-            if r.status_code != 200:
-                raise _error(r)
-            bundle = r.json()
-            proofs = await self._prefetch(bundle)
-            target = self._target = verify(
-                bundle, self.policy, nonce=nonce, consistency=lambda o, n: proofs[(o, n)]
-            )
+            try:
+                target = await self._fetch(refresh)
+            except AttestationRefused as exc:
+                if refresh or not _older_than_stored(exc):
+                    raise
+                target = await self._fetch(True)
+            self._target = target
         return target
+
+    async def _fetch(self, refresh: bool) -> ServingTarget:
+        assert self.policy is not None
+        path, nonce = _bundle_request(self.policy)
+        r = await self._http.get(path, headers=_fresh(refresh))
+        if r.status_code != 200:
+            raise _error(r)
+        bundle = r.json()
+        proofs = await self._prefetch(bundle)
+        return verify(bundle, self.policy, nonce=nonce, consistency=lambda o, n: proofs[(o, n)])
 
     async def _prefetch(self, bundle: Any) -> dict[tuple[int, int], list[bytes]]:
         """The consistency proof ``verify`` will need (it runs without I/O), fetched first."""
