@@ -105,11 +105,13 @@ def test_the_witness_policy_section_parses_and_refuses_what_it_cannot_use() -> N
     policy = WitnessPolicy.from_mapping({"witnesses": keys})
     assert policy.quorum == 2 and policy.to_json() == {"witnesses": keys, "quorum": 2}
     assert WitnessPolicy.from_mapping({"witnesses": keys, "quorum": 1}).quorum == 1
+    assert WitnessPolicy.from_mapping({"quorum": 0}).witnesses == ()  # written out only
     log_key = Signer("kms.test/log", ED25519, w1.private).verifier.vkey()
     bad = [
         {"witnesses": keys, "quorum": 3},
-        {"witnesses": keys, "quorum": 0},
+        {"witnesses": keys, "quorum": -1},
         {"witnesses": []},
+        {},
         {"witnesses": keys[:1] * 2},
         {"witnesses": keys, "quroum": 1},
         {"witnesses": [log_key]},
@@ -146,3 +148,14 @@ def test_any_growing_sequence_passes_and_any_fork_of_it_is_refused(
             s.check(s.field(log=fork), log=fork)
         wanted = "transparency.rollback" if fork.size < seen else "transparency.consistency"
         assert refused.value.claim == wanted
+
+
+def test_quorum_zero_checks_the_log_without_witnesses(tmp_path: Path) -> None:
+    s = setting(tmp_path)
+    s.policy = WitnessPolicy((), quorum=0)
+    assert s.check(s.log.field(s.indices)).size == 3  # no cosignature at all
+    s.log.append(policy_entry({"allow_debug": False}))
+    s.check(s.log.field(s.indices))
+    with pytest.raises(AttestationRefused) as refused:
+        s.check(s.log.field(s.indices, size=3))
+    assert refused.value.claim == "transparency.rollback"

@@ -8,7 +8,11 @@
       quorum: 2           # how many of them must cosign a checkpoint (default: all)
 
 Each witness key is a C2SP ``cosignature/v1`` verifier key (``trustserve witness init``
-prints one). The quorum is at least 1 and at most the number of witnesses named.
+prints one). The quorum is at most the number of witnesses named. ``quorum: 0`` (with or
+without witnesses, and only when written out) requires no cosignature: the client still
+checks the KMS's signature, its own history (rollback, fork) and the inclusion proofs, but
+a split view shown to it on first contact goes unseen (for a KMS without witnesses, such as
+a development stack's).
 """
 
 from __future__ import annotations
@@ -22,6 +26,10 @@ from trustserve.transparency.note import COSIGNATURE_V1, Verifier
 
 SECTION = "transparency"
 _KEYS = {"witnesses", "quorum"}
+_NONE = (
+    f"{SECTION}.witnesses must name at least one witness key "
+    "(or write quorum: 0 to check the log without witnesses)"
+)
 
 
 @dataclass(frozen=True)
@@ -30,11 +38,11 @@ class WitnessPolicy:
     quorum: int
 
     def __post_init__(self) -> None:
-        if not self.witnesses:
-            raise ConfigError(f"{SECTION}.witnesses must name at least one witness key")
-        if not 1 <= self.quorum <= len(self.witnesses):
+        if not self.witnesses and self.quorum != 0:
+            raise ConfigError(_NONE)
+        if not 0 <= self.quorum <= len(self.witnesses):
             raise ConfigError(
-                f"{SECTION}.quorum must be between 1 and the {len(self.witnesses)} "
+                f"{SECTION}.quorum must be between 0 and the {len(self.witnesses)} "
                 f"witness(es) named; got {self.quorum}"
             )
         names = [(w.name, w.key_id) for w in self.witnesses]
@@ -50,11 +58,15 @@ class WitnessPolicy:
             raise ConfigError(
                 f"unknown {SECTION} key(s) {', '.join(unknown)}; known: {', '.join(sorted(_KEYS))}"
             )
-        listed = raw.get("witnesses")
+        listed = raw.get("witnesses", [])
         if not isinstance(listed, list) or not all(isinstance(w, str) for w in listed):
             raise ConfigError(f"{SECTION}.witnesses must be a list of witness verifier keys")
         witnesses = tuple(_witness(text) for text in listed)
-        quorum = raw.get("quorum", len(witnesses))
+        quorum = raw.get("quorum")
+        if quorum is None:  # all of them; none only when written out (quorum: 0)
+            if not witnesses:
+                raise ConfigError(_NONE)
+            quorum = len(witnesses)
         if not isinstance(quorum, int) or isinstance(quorum, bool):
             raise ConfigError(f"{SECTION}.quorum must be a whole number")
         return cls(witnesses, quorum)
