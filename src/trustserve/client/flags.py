@@ -149,7 +149,7 @@ def open_client(args: argparse.Namespace) -> TrustserveClient:
             raise
         version = target.resolve(args.model, args.version)
         digest = target.digest(args.model, version) or "no archive digest pinned"
-        logged = f", log size {target.checkpoint.size} cosigned" if target.checkpoint else ""
+        logged = f", its log checked at size {target.checkpoint.size}" if target.checkpoint else ""
         print(
             f"trustserve: sealing for {args.model} version {version} ({digest}){how}, "
             f"KMS attested by {target.kms_claims.tee} evidence{logged}",
