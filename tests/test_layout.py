@@ -26,7 +26,7 @@ ALLOWED = {
     # outside the TEE (or in one, in standard mode only)
     "frontend": SHARED | {"keyrelease", "broker", "openapi"},
     "broker": {"top", "crypto"},
-    "client": SHARED | {"keyrelease"},
+    "client": SHARED | {"keyrelease", "transparency"},
     # the model owner's build tools, and what every zone may use
     "models": {"top"},
     "transparency": {"top", "crypto"},

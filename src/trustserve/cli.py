@@ -23,6 +23,7 @@ COMMAND_MODULES = (
     "trustserve.stack.redis_setup",
     "trustserve.stack.torchserve",
     "trustserve.transparency.cli",
+    "trustserve.transparency.log_cli",
 )
 
 # the commands whose start-up time users wait on: parsing them imports their module only

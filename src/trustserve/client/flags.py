@@ -14,6 +14,7 @@ import yaml
 from trustserve.attestation import Policy
 from trustserve.attestation.flags import add_verifier_arguments, verifier_sources
 from trustserve.cli_errors import LOCAL_CA
+from trustserve.client.policy_file import read_policy_file
 from trustserve.client.sdk import TrustserveClient
 from trustserve.client.verify import DEFAULT_MAX_BUNDLE_AGE_S, ClientPolicy
 from trustserve.errors import AttestationRefused, BadRequest, InvalidInput
@@ -33,7 +34,11 @@ def add_client_args(p: argparse.ArgumentParser, what: str, what_help: str) -> No
         help="seal as Oblivious HTTP (RFC 9458) to the attested key config, via the gateway URL",
     )
     p.add_argument("--ca", help="CA to verify the server (default $TRUSTSERVE_HOME/tls/ca.pem)")
-    p.add_argument("--policy", help="YAML policy the KMS evidence must satisfy")
+    p.add_argument(
+        "--policy",
+        help="YAML policy the KMS evidence must satisfy (with an optional transparency: "
+        "section: the witnesses that must cosign the KMS's log)",
+    )
     p.add_argument(
         "--allow-simulated",
         action="store_true",
@@ -76,8 +81,9 @@ def client_policy(args: argparse.Namespace) -> ClientPolicy:
             "proven to run in a TEE",
             file=sys.stderr,
         )
+    witnesses = None
     if args.policy:
-        kms = Policy.load(Path(args.policy))
+        kms, witnesses = read_policy_file(args.policy)
     elif args.allow_simulated:
         kms = Policy.development()
     else:
@@ -92,7 +98,13 @@ def client_policy(args: argparse.Namespace) -> ClientPolicy:
         pinned = Policy.from_mapping({"measurements": sets}).measurements
         workers = replace(workers, measurements=pinned)
     sources = verifier_sources(args)
-    return ClientPolicy(kms, workers, max_bundle_age_s=args.max_bundle_age, sources=sources)
+    return ClientPolicy(
+        kms,
+        workers,
+        max_bundle_age_s=args.max_bundle_age,
+        sources=sources,
+        transparency=witnesses,
+    )
 
 
 def server_ca(args: argparse.Namespace) -> Path | None:
@@ -137,9 +149,10 @@ def open_client(args: argparse.Namespace) -> TrustserveClient:
             raise
         version = target.resolve(args.model, args.version)
         digest = target.digest(args.model, version) or "no archive digest pinned"
+        logged = f", its log checked at size {target.checkpoint.size}" if target.checkpoint else ""
         print(
             f"trustserve: sealing for {args.model} version {version} ({digest}){how}, "
-            f"KMS attested by {target.kms_claims.tee} evidence",
+            f"KMS attested by {target.kms_claims.tee} evidence{logged}",
             file=sys.stderr,
         )
     return client

@@ -26,9 +26,12 @@ from trustserve.client.messages import _error
 from trustserve.client.messages import prepare as prepare
 from trustserve.client.messages import read_answer as read_answer
 from trustserve.client.verify import ClientPolicy, ServingTarget, new_nonce, verify
-from trustserve.crypto.sealing import ATTESTATION_PATH
-from trustserve.errors import DeadlineExceeded, UnknownKeyId, UnknownOhttpKey
+from trustserve.crypto.sealing import ATTESTATION_PATH, TRANSPARENCY_CONSISTENCY_PATH
+from trustserve.errors import AttestationRefused, DeadlineExceeded, UnknownKeyId, UnknownOhttpKey
 from trustserve.keyrelease.bundle import encode_nonce
+from trustserve.transparency.routes import read_proof
+from trustserve.transparency.store import CheckpointStore
+from trustserve.transparency.verify import proof_needed
 
 
 @dataclass(frozen=True)
@@ -69,6 +72,23 @@ def _bundle_request(policy: ClientPolicy) -> tuple[str, bytes | None]:
         return ATTESTATION_PATH, None
     nonce = new_nonce()
     return f"{ATTESTATION_PATH}?nonce={encode_nonce(nonce)}", nonce
+
+
+def _consistency_query(old: int, new: int) -> str:
+    """Where the frontend passes on the KMS log's consistency proof from ``old`` to ``new``."""
+    return f"{TRANSPARENCY_CONSISTENCY_PATH}?old={old}&new={new}"
+
+
+def _proof(response: httpx.Response, old: int, new: int) -> list[bytes]:
+    if response.status_code != 200:
+        raise _error(response)
+    return read_proof(response.json(), old=old, new=new)
+
+
+def _older_than_stored(exc: AttestationRefused) -> bool:
+    """A checkpoint older than the one this client stored: a frontend's cached bundle may
+    predate it (without a nonce), so the bundle is fetched fresh once before refusing."""
+    return exc.claim == "transparency.rollback"
 
 
 def _tls(ca: Path | str | None) -> ssl.SSLContext | bool:
@@ -145,13 +165,26 @@ class TrustserveClient(_Base[httpx.Client]):
         """Fetch and verify the attestation bundle; nothing is sent before this succeeds."""
         target = self._usable(refresh)
         if target is None:
-            assert self.policy is not None
-            path, nonce = _bundle_request(self.policy)
-            r = self._http.get(path, headers=_fresh(refresh))
-            if r.status_code != 200:
-                raise _error(r)
-            target = self._target = verify(r.json(), self.policy, nonce=nonce)
+            try:
+                target = self._fetch(refresh)
+            except AttestationRefused as exc:
+                if refresh or not _older_than_stored(exc):
+                    raise
+                target = self._fetch(True)
+            self._target = target
         return target
+
+    def _fetch(self, refresh: bool) -> ServingTarget:
+        assert self.policy is not None
+        path, nonce = _bundle_request(self.policy)
+        r = self._http.get(path, headers=_fresh(refresh))
+        if r.status_code != 200:
+            raise _error(r)
+        return verify(r.json(), self.policy, nonce=nonce, consistency=self._consistency)
+
+    def _consistency(self, old: int, new: int) -> list[bytes]:
+        """The log's consistency proof, through the frontend (it proves itself)."""
+        return _proof(self._http.get(_consistency_query(old, new)), old, new)
 
     def infer(self, model: str, inputs: Arrays, version: str | None = None) -> Arrays:
         answer: Arrays = self._send(model, version, inputs, None)
@@ -238,13 +271,35 @@ class AsyncTrustserveClient(_Base[httpx.AsyncClient]):
     async def verify(self, refresh: bool = False) -> ServingTarget:
         target = self._usable(refresh)
         if target is None:
-            assert self.policy is not None
-            path, nonce = _bundle_request(self.policy)
-            r = await self._http.get(path, headers=_fresh(refresh))
-            if r.status_code != 200:
-                raise _error(r)
-            target = self._target = verify(r.json(), self.policy, nonce=nonce)
+            try:
+                target = await self._fetch(refresh)
+            except AttestationRefused as exc:
+                if refresh or not _older_than_stored(exc):
+                    raise
+                target = await self._fetch(True)
+            self._target = target
         return target
+
+    async def _fetch(self, refresh: bool) -> ServingTarget:
+        assert self.policy is not None
+        path, nonce = _bundle_request(self.policy)
+        r = await self._http.get(path, headers=_fresh(refresh))
+        if r.status_code != 200:
+            raise _error(r)
+        bundle = r.json()
+        proofs = await self._prefetch(bundle)
+        return verify(bundle, self.policy, nonce=nonce, consistency=lambda o, n: proofs[(o, n)])
+
+    async def _prefetch(self, bundle: Any) -> dict[tuple[int, int], list[bytes]]:
+        """The consistency proof ``verify`` will need (it runs without I/O), fetched first."""
+        assert self.policy is not None
+        if self.policy.transparency is None or not isinstance(bundle, dict):
+            return {}
+        sizes = proof_needed(bundle.get("transparency"), CheckpointStore(self.policy.checkpoints))
+        if sizes is None:
+            return {}
+        response = await self._http.get(_consistency_query(*sizes))
+        return {sizes: _proof(response, *sizes)}
 
     async def infer(self, model: str, inputs: Arrays, version: str | None = None) -> Arrays:
         answer: Arrays = await self._send(model, version, inputs, None)

@@ -12,6 +12,13 @@
    to the current key's config, the one the attested KMS released for every client
    (``ServingTarget.attested_ohttp_config``).
 
+5. With a witness policy (``ClientPolicy.transparency``, the ``transparency:`` section of
+   the client's policy file), the bundle's transparency checkpoint and proofs
+   (``trustserve.transparency.verify``): signed by the KMS identity, cosigned by a quorum
+   of the client's witnesses, no rollback or fork from the largest checkpoint this client
+   stored, and the release policy, serving keys and models the logged ones. Without one
+   the log is not checked, and the client says so once.
+
 The model list then says which model versions an attested worker can serve; a
 sealed request names the version resolved from it (``ServingTarget.resolve``).
 """
@@ -19,6 +26,7 @@ sealed request names the version resolved from it (``ServingTarget.resolve``).
 from __future__ import annotations
 
 import base64
+import logging
 import os
 import time
 from dataclasses import dataclass, field, replace
@@ -29,7 +37,13 @@ from trustserve.attestation import Claims, Policy, VerifierSources
 from trustserve.client.rules import check_release_policy
 from trustserve.crypto.ohttp import KeyConfig
 from trustserve.errors import AttestationRefused, BadRequest, ConfigError
-from trustserve.keyrelease.bundle import NONCE_SIZE, verify_bundle
+from trustserve.keyrelease.bundle import NONCE_SIZE, VerifiedBundle, verify_bundle
+from trustserve.transparency.note import Checkpoint
+from trustserve.transparency.store import CheckpointStore
+from trustserve.transparency.verify import ConsistencyProof, Relied, verify_transparency
+from trustserve.transparency.witness_policy import WitnessPolicy
+
+log = logging.getLogger(__name__)
 
 CLOCK_SKEW_S = 30.0
 DEFAULT_MAX_BUNDLE_AGE_S = 300.0
@@ -43,13 +57,17 @@ class ClientPolicy:
     the oldest signed serving-key list accepted. ``send_nonce``: ask for evidence bound to a
     fresh nonce of this client (the frontend cannot replay an old bundle then).
     ``sources``: where sgx/tdx collateral for the KMS evidence comes from (the client's
-    collateral directory / PCCS)."""
+    collateral directory / PCCS). ``transparency``: which witnesses must cosign the KMS's
+    log checkpoint (None: the log is not checked); ``checkpoints``: where the largest
+    verified checkpoint per log is kept (default ``HOME/transparency``)."""
 
     kms: Policy
     workers: Policy = field(default_factory=Policy.default)
     max_bundle_age_s: float = DEFAULT_MAX_BUNDLE_AGE_S
     send_nonce: bool = True
     sources: VerifierSources = field(default_factory=VerifierSources)
+    transparency: WitnessPolicy | None = None
+    checkpoints: Path | None = None
 
     def __post_init__(self) -> None:
         if not 0 < self.max_bundle_age_s < float("inf"):
@@ -77,6 +95,7 @@ class ServingTarget:
     models: tuple[dict[str, Any], ...] = ()
     issued_at: float = 0.0
     ohttp_configs: tuple[KeyConfig, ...] = ()  # of every usable key, current first
+    checkpoint: Checkpoint | None = None  # the verified log checkpoint (None: not checked)
 
     @property
     def ohttp_config(self) -> KeyConfig | None:
@@ -158,12 +177,18 @@ def new_nonce() -> bytes:
 
 
 def verify(
-    bundle: Any, policy: ClientPolicy, now: float | None = None, nonce: bytes | None = None
+    bundle: Any,
+    policy: ClientPolicy,
+    now: float | None = None,
+    nonce: bytes | None = None,
+    consistency: ConsistencyProof | None = None,
 ) -> ServingTarget:
     """The current serving key if the bundle is trusted; else AttestationRefused/BadRequest.
 
     ``nonce``: the nonce this client sent with its request for the bundle (then the
     evidence must bind it); without one only the signed ``issued_at`` proves freshness.
+    ``consistency(old, new)``: fetches a consistency proof of the KMS's log (through the
+    frontend) when the policy checks the log and this client stored a smaller checkpoint.
     """
     now = time.time() if now is None else now
     checked = verify_bundle(bundle, policy.kms, now, policy.sources, nonce)
@@ -182,6 +207,7 @@ def verify(
         raise AttestationRefused("serving_keys", "every serving key in the bundle has expired")
     key = usable[0]
     configs = tuple(c for c in (_ohttp_config(k) for k in usable) if c is not None)
+    checkpoint = _check_log(bundle, checked, policy, consistency)
     return ServingTarget(
         str(key["key_id"]),
         base64.b64decode(key["public_key"]),
@@ -191,6 +217,43 @@ def verify(
         tuple(checked.models),
         checked.issued_at,
         configs,
+        checkpoint,
+    )
+
+
+_warned: list[bool] = []
+
+
+def _check_log(
+    bundle: dict[str, Any],
+    checked: VerifiedBundle,
+    policy: ClientPolicy,
+    consistency: ConsistencyProof | None,
+) -> Checkpoint | None:
+    """The KMS log's checkpoint, verified under the client's witness policy (None if the
+    policy names none: then the client warns, once per process, that it checks no log)."""
+    if policy.transparency is None:
+        if not _warned:
+            _warned.append(True)
+            log.warning(
+                "the KMS's transparency log is not checked (no transparency: section in the "
+                "client policy): a policy or key shown to this client only would go unseen"
+            )
+        return None
+    relied = Relied(checked.release_policy, checked.keys, checked.models)
+    return verify_transparency(
+        checked.identity_public_key,
+        bundle.get("transparency"),
+        policy.transparency,
+        CheckpointStore(policy.checkpoints),
+        consistency or _no_proof,
+        relied,
+    )
+
+
+def _no_proof(old: int, new: int) -> list[bytes]:
+    raise AttestationRefused(
+        "transparency.consistency", f"this client has no way to fetch a proof {old} -> {new}"
     )
 
 

@@ -34,6 +34,9 @@ from trustserve.errors import CannotOpenSealed
 
 CONTENT_TYPE = "application/trustserve-sealed"
 ATTESTATION_PATH = "/v2/trustserve/attestation"  # where a frontend serves the KMS bundle
+# where a frontend passes on the KMS's transparency log (untrusted: proofs check themselves)
+TRANSPARENCY_CHECKPOINT_PATH = "/v2/transparency/checkpoint"
+TRANSPARENCY_CONSISTENCY_PATH = "/v2/transparency/consistency"
 KEY_ID_HEADER = "Trustserve-Key-Id"
 REQUEST_INFO = b"trustserve sealed request v1"
 BODY_EXPORTER = b"trustserve sealed request body key"

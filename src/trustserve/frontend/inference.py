@@ -28,7 +28,12 @@ from starlette.routing import Route
 from trustserve import __version__
 from trustserve.broker.base import JobKind, JobMeta, Outcome
 from trustserve.crypto import ohttp
-from trustserve.crypto.sealing import ATTESTATION_PATH, KEY_ID_HEADER
+from trustserve.crypto.sealing import (
+    ATTESTATION_PATH,
+    KEY_ID_HEADER,
+    TRANSPARENCY_CHECKPOINT_PATH,
+    TRANSPARENCY_CONSISTENCY_PATH,
+)
 from trustserve.crypto.sealing import CONTENT_TYPE as SEALED_TYPE
 from trustserve.errors import (
     BadRequest,
@@ -46,6 +51,7 @@ from trustserve.frontend.dataplane import (
     verified,
 )
 from trustserve.frontend.jobs import JOBS_PATH, Jobs, wants_async
+from trustserve.frontend.keys import FrontendKeys
 from trustserve.frontend.registry import ModelEntry
 from trustserve.keyrelease.bundle import parse_nonce
 from trustserve.openapi import openapi_route
@@ -90,6 +96,8 @@ class InferenceApi:
             Route(ATTESTATION_PATH, self.attestation),
             Route(OHTTP_PATH, self.ohttp, methods=["POST"]),
             Route(OHTTP_KEYS_PATH, self.ohttp_keys),
+            Route(TRANSPARENCY_CHECKPOINT_PATH, self.log_checkpoint),
+            Route(TRANSPARENCY_CONSISTENCY_PATH, self.log_consistency),
             Route("/ping", self.ping),
             Route("/predictions/{model}", self.predict, methods=["POST"]),
             Route("/predictions/{model}/{version}", self.predict, methods=["POST"]),
@@ -129,6 +137,23 @@ class InferenceApi:
         refresh = "no-cache" in request.headers.get("cache-control", "")
         nonce = parse_nonce(request.query_params.get("nonce"))
         return json_response(await keys.bundle(refresh=refresh, nonce=nonce))
+
+    def _log_keys(self) -> FrontendKeys:
+        if self.plane.keys is None:
+            raise NotFound("this server runs without a key service: no transparency log")
+        return self.plane.keys
+
+    async def log_checkpoint(self, request: Request) -> Response:
+        """The KMS's newest signed checkpoint, unchanged: a client checks it itself."""
+        text = await self._log_keys().log_checkpoint()
+        return Response(text, media_type="text/plain; charset=utf-8")
+
+    async def log_consistency(self, request: Request) -> Response:
+        """The KMS's consistency proof between two sizes of its log, unchanged (it proves
+        itself); only the two sizes are checked here, so nothing else reaches the KMS."""
+        old = _size(request, "old")
+        new = _size(request, "new")
+        return json_response(await self._log_keys().log_consistency(old, new))
 
     async def ohttp_keys(self, request: Request) -> Response:
         """RFC 9540 discovery: the current serving keys' OHTTP key configs, current first.
@@ -272,3 +297,11 @@ def forward(kind: JobKind, outcome: Outcome) -> Response:
 
 def _forward_work(work: Work, outcome: Outcome) -> Response:
     return forward(work.kind, outcome)
+
+
+def _size(request: Request, name: str) -> int:
+    """A log size from the query: a decimal number (BadRequest naming it otherwise)."""
+    text = request.query_params.get(name)
+    if text is None or not text.isdigit() or len(text) > 19 or (len(text) > 1 and text[0] == "0"):
+        raise BadRequest(f"query parameter {name} must be a log size (a decimal number)")
+    return int(text)

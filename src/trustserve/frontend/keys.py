@@ -17,7 +17,7 @@ from typing import Any
 
 from trustserve.attestation import EvidenceProvider
 from trustserve.encoding import unb64
-from trustserve.errors import ConfigError, Unavailable
+from trustserve.errors import ConfigError, TrustserveError, Unavailable
 from trustserve.frontend.fresh_bundles import NonceBatcher
 from trustserve.keyrelease.client import KmsClient
 from trustserve.keyrelease.protocol import BROKER
@@ -51,6 +51,26 @@ class FrontendKeys:
             if age > BUNDLE_TTL_S or (refresh and age > MIN_REFRESH_S) or self._bundle is None:
                 self._bundle = (time.monotonic(), await self._fetch(None))
             return self._bundle[1]
+
+    async def log_checkpoint(self) -> str:
+        """The KMS's newest transparency checkpoint, passed on unchanged (it is signed)."""
+        text: str = await self._kms(self.client.log_checkpoint)
+        return text
+
+    async def log_consistency(self, old: int, new: int) -> dict[str, Any]:
+        """The KMS's consistency proof from ``old`` to ``new``, passed on unchanged."""
+        answer: dict[str, Any] = await self._kms(self.client.log_consistency, old, new)
+        return answer
+
+    async def _kms(self, call: Any, *args: Any) -> Any:
+        try:
+            return await asyncio.to_thread(call, *args)
+        except TrustserveError as exc:
+            if exc.status < 500:  # the KMS's own answer (a bound that was wrong): pass it on
+                raise
+            raise Unavailable(f"key service unavailable: {type(exc).__name__}") from None
+        except Exception as exc:
+            raise Unavailable(f"key service unavailable: {type(exc).__name__}") from None
 
     async def _fetch(self, nonce: str | None) -> dict[str, Any]:
         try:

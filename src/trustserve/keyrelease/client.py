@@ -138,7 +138,14 @@ class KmsClient:
     ) -> None:
         self.close()
 
-    def _call(self, method: str, path: str, body: Any = None, resend: Resend = True) -> Any:
+    def _call(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        resend: Resend = True,
+        text: bool = False,
+    ) -> Any:
         """One request; on a transport error the next replica (if any) becomes current,
         and the request goes there with ``resend`` True (requests that may run twice),
         or ``UNSENT`` if the replica was never reached (provisioning, rotation: not run
@@ -171,7 +178,7 @@ class KmsClient:
             except (ValueError, AttributeError):
                 message, code = response.text[:200], None
             raise error_class(code).from_message(f"KMS: {message}")
-        return response.json()
+        return response.text if text else response.json()
 
     def _move_on(self, failed: int) -> None:
         """The replica after ``failed`` becomes current, unless another thread has already
@@ -243,6 +250,16 @@ class KmsClient:
         answer: Any = self._call("POST", "/v1/replicas/join", body, resend=False)
         if not isinstance(answer, dict):
             raise Forbidden("the join answer is not a JSON object")
+        return answer
+
+    def log_checkpoint(self) -> str:
+        """The KMS's newest signed transparency checkpoint, cosignatures included (text)."""
+        text: str = self._call("GET", "/v1/log/checkpoint", text=True)
+        return text
+
+    def log_consistency(self, old: int, new: int) -> dict[str, Any]:
+        """The KMS's consistency proof between two sizes of its log (it proves itself)."""
+        answer: dict[str, Any] = self._call("GET", f"/v1/log/proof/consistency?old={old}&new={new}")
         return answer
 
     def recovery_evidence(self, nonce: str) -> dict[str, Any]:
