@@ -10,14 +10,20 @@ check the other against the KMS trust policy (``--peer-policy``), mutually:
 2. It takes a challenge (``POST /v1/challenge``), makes an ephemeral X25519 key pair and
    evidence whose report data is ::
 
-       SHA-512("trustserve-kms-join-v1\\0" || identity public key (32 bytes)
-               || joiner's public key (32 bytes) || challenge nonce (32 bytes))
+       SHA-512("trustserve-kms-join-v2\\0" || identity public key (32 bytes)
+               || joiner's public key (32 bytes) || challenge nonce (32 bytes)
+               || SHA-256(canonical release policy) || SHA-256(canonical peer policy))
 
-   and posts ``{"nonce", "public_key", "evidence"}`` to ``/v1/replicas/join``.
-3. The running replica checks the challenge, then the evidence under *its* policy; only
-   then does it HPKE-seal the root key to the joiner's key (the identity as associated
-   data) and sign ``nonce || public key || sealed`` with the identity key. Each grant and
-   each refusal goes into its audit log.
+   and posts ``{"nonce", "public_key", "evidence", "release_policy", "peer_policy"}``
+   (the policies it will enforce, as ``Policy.to_json``) to ``/v1/replicas/join``.
+3. The running replica checks the challenge, then the evidence under *its* policy, then
+   that the joiner's release and peer policies admit no more than its own
+   (``trustserve.attestation.policy.rules``: the joiner's command line and policy files
+   come from its host, which is untrusted, and the holder of the root key must be no
+   weaker than the one that gives it); only then does it HPKE-seal the root key to the
+   joiner's key (the identity as associated data) and sign
+   ``nonce || public key || sealed`` with the identity key. Each grant and each refusal
+   goes into its audit log.
 4. The joiner checks that signature with the attested identity, opens the root key, and
    opens the shared state with it: the state's identity must be the attested one, or the
    key is refused (so a host in the middle cannot hand it a root key of its own).
@@ -47,6 +53,7 @@ from trustserve.attestation import (
     VerifierSources,
     verify_evidence,
 )
+from trustserve.attestation.policy.rules import check_release_policy
 from trustserve.crypto import hpke
 from trustserve.crypto.keywrap import RootKey
 from trustserve.encoding import b64, unb64
@@ -58,7 +65,7 @@ from trustserve.errors import (
     TrustserveError,
     Unavailable,
 )
-from trustserve.keyrelease.bundle import NONCE_SIZE, encode_nonce, verify_bundle
+from trustserve.keyrelease.bundle import NONCE_SIZE, canonical, encode_nonce, verify_bundle
 from trustserve.keyrelease.client import KmsClient, parse_kms_urls
 from trustserve.kms import audit
 
@@ -66,15 +73,35 @@ if TYPE_CHECKING:
     from trustserve.kms.service import KmsService
 
 log = logging.getLogger("trustserve.kms")
-_DOMAIN = b"trustserve-kms-join-v1\0"
-JOIN_INFO = b"trustserve-kms-join-v1 root key"
+_DOMAIN = b"trustserve-kms-join-v2\0"
+JOIN_INFO = b"trustserve-kms-join-v2 root key"
 REFUSED = "replica join refused"
 NO_PEER_POLICY = "this KMS takes no replicas: it was started without --peer-policy"
+FIELDS = ("nonce", "public_key", "evidence", "release_policy", "peer_policy")
 
 
-def join_report_data(identity: bytes, public_key: bytes, nonce: bytes) -> bytes:
+def join_report_data(
+    identity: bytes,
+    public_key: bytes,
+    nonce: bytes,
+    release_policy: dict[str, Any],
+    peer_policy: dict[str, Any],
+) -> bytes:
     """What the joiner's evidence binds (every part fixed-length)."""
-    return hashlib.sha512(_DOMAIN + identity + public_key + nonce).digest()
+    policies = [hashlib.sha256(canonical(p)).digest() for p in (release_policy, peer_policy)]
+    return hashlib.sha512(b"".join([_DOMAIN, identity, public_key, nonce, *policies])).digest()
+
+
+def no_weaker(theirs: dict[str, Any], mine: Policy) -> None:
+    """Return if the policy ``theirs`` admits nothing ``mine`` does not; else
+    AttestationRefused naming the rule. A client leaves the choice of code to the KMS
+    when it names no measurements; here no measurements admit no code, so none may be
+    added."""
+    if not mine.measurements and Policy.from_mapping(theirs).measurements:
+        raise AttestationRefused(
+            "release_policy.measurements", "this KMS admits no code; the joiner would admit some"
+        )
+    check_release_policy(theirs, mine)
 
 
 def _signed_part(nonce: bytes, public_key: bytes, sealed: bytes) -> bytes:
@@ -94,10 +121,16 @@ class Joins:
     def grant(self, body: Any, peer: str) -> dict[str, Any]:
         """Check one join request; the sealed root key, or Forbidden (audited, with why)."""
         if not isinstance(body, dict):
-            raise BadRequest('body must be {"nonce", "public_key", "evidence"}')
+            raise BadRequest(f"body must be {{{', '.join(FIELDS)}}}")
         nonce = unb64(body.get("nonce"), "nonce")
         public_key = hpke.check_public_key(unb64(body.get("public_key"), "public_key"))
         evidence = Evidence.from_json(body.get("evidence"))
+        policies: dict[str, Any] = {n: body.get(n) for n in ("release_policy", "peer_policy")}
+        for name, value in policies.items():
+            try:
+                Policy.from_mapping(value)  # what is hashed below is a policy, nothing else
+            except ConfigError as exc:
+                raise BadRequest(f"{name} (the policy the joiner enforces): {exc}") from None
         if len(nonce) != NONCE_SIZE:
             raise BadRequest(f"nonce must be {NONCE_SIZE} bytes (a challenge of this KMS)")
         service, now = self.service, self.service.clock()
@@ -112,13 +145,20 @@ class Joins:
         if why is not None:
             self._refuse("nonce", why, who)
         identity = service.state.identity_public_key()
-        expected = join_report_data(identity, public_key, nonce)
+        expected = join_report_data(identity, public_key, nonce, **policies)
         try:
             claims = verify_evidence(evidence, expected, self.policy, now, service.sources)
         except AttestationRefused as exc:
             self._refuse(exc.claim, exc.detail, who)
         except BadRequest as exc:
             self._refuse("evidence", str(exc), who)
+        # attested code enforces what it is configured with, and its host configures it
+        for name, mine in (("release_policy", service.policy), ("peer_policy", self.policy)):
+            try:
+                no_weaker(policies[name], mine)
+            except AttestationRefused as exc:
+                rule = exc.claim.removeprefix("release_policy")
+                self._refuse(f"joiner_{name}{rule}", exc.detail, who)
         why = service.challenges.spend(nonce, now)
         if why is not None:
             self._refuse("nonce", why, who)
@@ -153,16 +193,18 @@ def join(
     urls: str,
     policy: Policy,
     provider: EvidenceProvider,
+    release: Policy,
     sources: VerifierSources | None = None,
     ca_file: Path | None = None,
 ) -> Joined:
-    """Ask the running replicas at ``urls`` in turn for the root key (see the module doc).
-    ConfigError naming each replica's answer when none grants it."""
+    """Ask the running replicas at ``urls`` in turn for the root key (see the module doc):
+    ``policy`` is this replica's peer policy, ``release`` its release policy (both sent,
+    bound by its evidence). ConfigError naming each replica's answer when none grants it."""
     problems = []
     for url in parse_kms_urls(urls):
         try:
             with KmsClient(url, ca_file=ca_file) as client:
-                return _join_at(client, policy, provider, sources or VerifierSources())
+                return _join_at(client, policy, provider, sources or VerifierSources(), release)
         except (Forbidden, Unavailable, BadRequest, ConfigError) as exc:
             problems.append(f"{url}: {exc}")
         except TrustserveError as exc:
@@ -171,7 +213,11 @@ def join(
 
 
 def _join_at(
-    client: KmsClient, policy: Policy, provider: EvidenceProvider, sources: VerifierSources
+    client: KmsClient,
+    policy: Policy,
+    provider: EvidenceProvider,
+    sources: VerifierSources,
+    release: Policy,
 ) -> Joined:
     own_nonce = os.urandom(NONCE_SIZE)
     bundle = client.attestation_bundle(encode_nonce(own_nonce))
@@ -182,8 +228,14 @@ def _join_at(
     identity = verified.identity_public_key
     challenge = client.challenge()
     private, public = hpke.generate_keypair()
-    evidence = provider.make(join_report_data(identity, public, challenge))
-    body = {"nonce": b64(challenge), "public_key": b64(public), "evidence": evidence.to_json()}
+    policies = {"release_policy": release.to_json(), "peer_policy": policy.to_json()}
+    evidence = provider.make(join_report_data(identity, public, challenge, **policies))
+    body = {
+        "nonce": b64(challenge),
+        "public_key": b64(public),
+        "evidence": evidence.to_json(),
+        **policies,
+    }
     answer = client.join(body)
     try:
         sealed = unb64(answer.get("sealed"), "sealed")
@@ -231,18 +283,23 @@ def peer_policy(args: Any) -> Policy | None:
 
 
 def join_from_args(
-    args: Any, provider: EvidenceProvider | None, sources: VerifierSources
+    args: Any,
+    peers: Policy | None,
+    release: Policy,
+    provider: EvidenceProvider | None,
+    sources: VerifierSources,
 ) -> Joined | None:
-    """The root key from ``--join`` (None without it); ConfigError for a flag it needs."""
+    """The root key from ``--join`` (None without it); ConfigError for a flag it needs.
+    ``peers`` and ``release``: the policies this replica will enforce, loaded once (the
+    running replica checks the very ones it is sent)."""
     if not args.join:
         return None
     if not args.state:
         raise ConfigError("--join needs --state (the replicas' shared store)")
-    policy = peer_policy(args)
-    if policy is None:
+    if peers is None:
         raise ConfigError("--join needs --peer-policy (what the running replica must prove)")
     if provider is None:
         raise ConfigError("--join needs --provider (this replica's own evidence)")
-    joined = join(args.join, policy, provider, sources, args.peer_ca)
+    joined = join(args.join, peers, provider, release, sources, args.peer_ca)
     log.info("joined the KMS replica at %s", joined.donor)
     return joined
