@@ -303,6 +303,12 @@ def _serve(args: argparse.Namespace) -> int:
     options = parse_options(args.attestation_option)
     provider = make_provider(args.provider, home, **options) if args.provider else None
     admits = join.peer_policy(args)  # read once: the one sent to the donor is the one enforced
+    if admits is not None and admits.allow_simulated:
+        _dev_warning(
+            f"the peer policy {args.peer_policy} hands the ROOT KEY to SIMULATED evidence of "
+            "its listed sim platform keys: whoever can read those homes obtains the root key "
+            "and every key under it"
+        )
     joined = join.join_from_args(args, admits, policy, provider, sources)
     service = KmsService(
         home,

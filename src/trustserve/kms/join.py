@@ -116,7 +116,7 @@ class Joins:
 
     def __init__(self, service: KmsService, policy: Policy | None) -> None:
         self.service = service
-        self.policy = policy
+        self.policy = None if policy is None else check_peer_policy(policy, "given")
 
     def grant(self, body: Any, peer: str) -> dict[str, Any]:
         """Check one join request; the sealed root key, or Forbidden (audited, with why)."""
@@ -270,14 +270,22 @@ def add_arguments(serve: Any) -> None:
 
 
 def peer_policy(args: Any) -> Policy | None:
+    """``--peer-policy`` (None without it); ConfigError for one that admits any sim key.
+    (``kms serve`` prints the development banner for one that lists sim keys.)"""
     if args.peer_policy is None:
         return None
-    policy = Policy.load(args.peer_policy)
-    if policy.allow_simulated:
-        log.warning(
-            "INSECURE, DEVELOPMENT ONLY: the peer policy %s accepts SIMULATED evidence: "
-            "whoever holds a listed sim platform key can receive the root key",
-            args.peer_policy,
+    return check_peer_policy(Policy.load(args.peer_policy), str(args.peer_policy))
+
+
+def check_peer_policy(policy: Policy, where: str) -> Policy:
+    """``policy``, unless it admits simulated evidence of ANY sim platform key (the sim
+    verifier's empty key list): then any process that reaches the KMS could sign such
+    evidence with a key of its own and receive the root key."""
+    if policy.allow_simulated and not policy.sim_platform_keys:
+        raise ConfigError(
+            f"the peer policy {where} admits SIMULATED evidence of any sim platform key: "
+            "any process could receive the root key; list the sim platform keys of the "
+            "homes that may hold it (sim_platform_keys)"
         )
     return policy
 
