@@ -93,6 +93,7 @@ def create_app(
     ``peers`` says whom a fresh bundle is metered to (default: the peer address);
     ``joins`` grants the root key to attested replicas (default: to none)."""
     peers = peers or Peers()
+    joins = joins or Joins(service, None)  # one, for its budget to hold across requests
     bearer = BearerToken(token or admin_token(service), "management needs a valid bearer token")
 
     def authorize(request: Request) -> None:
@@ -117,8 +118,8 @@ def create_app(
     async def join(request: Request) -> Response:
         body = await read_json(request)
         peer = request.client.host if request.client else ""
-        grants = joins or Joins(service, None)
-        return json_response(await run_in_threadpool(grants.grant, body, peer))
+        who = peers.requester(peer, request.headers)
+        return json_response(await run_in_threadpool(joins.grant, body, peer, who))
 
     async def serving_keys(request: Request) -> Response:
         return json_response({"keys": service.serving_public_keys()})

@@ -68,6 +68,8 @@ from trustserve.errors import (
 from trustserve.keyrelease.bundle import NONCE_SIZE, canonical, encode_nonce, verify_bundle
 from trustserve.keyrelease.client import KmsClient, parse_kms_urls
 from trustserve.kms import audit
+from trustserve.kms.budgets import FreshEvidenceBudgets, FreshEvidenceOptions
+from trustserve.kms.peers import Requester
 
 if TYPE_CHECKING:
     from trustserve.kms.service import KmsService
@@ -78,6 +80,9 @@ JOIN_INFO = b"trustserve-kms-join-v2 root key"
 REFUSED = "replica join refused"
 NO_PEER_POLICY = "this KMS takes no replicas: it was started without --peer-policy"
 FIELDS = ("nonce", "public_key", "evidence", "release_policy", "peer_policy")
+# replicas join rarely (when one starts), and each attempt costs an evidence verification
+# and an audit line: a few per client, a few a second in all
+JOIN_BUDGET = FreshEvidenceOptions(per_client_rate=0.1, per_client_burst=3, total_rate=2.0)
 
 
 def join_report_data(
@@ -114,12 +119,20 @@ def _signed_part(nonce: bytes, public_key: bytes, sealed: bytes) -> bytes:
 class Joins:
     """Grants the root key to replicas whose evidence meets ``policy`` (None: to nobody)."""
 
-    def __init__(self, service: KmsService, policy: Policy | None) -> None:
+    def __init__(
+        self,
+        service: KmsService,
+        policy: Policy | None,
+        budget: FreshEvidenceOptions = JOIN_BUDGET,
+    ) -> None:
         self.service = service
         self.policy = None if policy is None else check_peer_policy(policy, "given")
+        self.budgets = FreshEvidenceBudgets(budget, what="join attempts", advice="")
 
-    def grant(self, body: Any, peer: str) -> dict[str, Any]:
-        """Check one join request; the sealed root key, or Forbidden (audited, with why)."""
+    def grant(self, body: Any, peer: str, requester: Requester | None = None) -> dict[str, Any]:
+        """Check one join request; the sealed root key, or Forbidden (audited, with why).
+        Past the budget of ``requester`` (default: ``peer``), 429 or 503 before anything
+        is verified or audited."""
         if not isinstance(body, dict):
             raise BadRequest(f"body must be {{{', '.join(FIELDS)}}}")
         nonce = unb64(body.get("nonce"), "nonce")
@@ -133,6 +146,7 @@ class Joins:
                 raise BadRequest(f"{name} (the policy the joiner enforces): {exc}") from None
         if len(nonce) != NONCE_SIZE:
             raise BadRequest(f"nonce must be {NONCE_SIZE} bytes (a challenge of this KMS)")
+        self.budgets.take(requester or Requester(peer))
         service, now = self.service, self.service.clock()
         who = {
             "peer": peer,
