@@ -318,6 +318,7 @@ def _serve(args: argparse.Namespace) -> int:
         key_lease=args.key_lease,
         fresh_evidence=fresh,
         root=joined.root if joined else None,
+        state_version=joined.state_version if joined else 0,
         **_state_options(args),
     )
     if joined and service.state.identity_public_key() != joined.identity:

@@ -22,11 +22,14 @@ check the other against the KMS trust policy (``--peer-policy``), mutually:
    come from its host, which is untrusted, and the holder of the root key must be no
    weaker than the one that gives it); only then does it HPKE-seal the root key to the
    joiner's key (the identity as associated data) and sign
-   ``nonce || public key || sealed`` with the identity key. Each grant and each refusal
-   goes into its audit log.
+   ``nonce || public key || state version (8 bytes) || sealed`` with the identity key,
+   the state version being the latest it sees. Each grant and each refusal goes into
+   its audit log.
 4. The joiner checks that signature with the attested identity, opens the root key, and
    opens the shared state with it: the state's identity must be the attested one, or the
-   key is refused (so a host in the middle cannot hand it a root key of its own).
+   key is refused (so a host in the middle cannot hand it a root key of its own), and
+   its version at least the donor's (an empty disk has seen none: without this a host
+   could hand it the document from before a serving-key rotation).
 
 The joined replica keeps the root key in memory only: it joins again when it restarts.
 When no replica runs, the operator secret (if the first replica had one) or owner
@@ -109,8 +112,8 @@ def no_weaker(theirs: dict[str, Any], mine: Policy) -> None:
     check_release_policy(theirs, mine)
 
 
-def _signed_part(nonce: bytes, public_key: bytes, sealed: bytes) -> bytes:
-    return _DOMAIN + nonce + public_key + sealed
+def _signed_part(nonce: bytes, public_key: bytes, state_version: int, sealed: bytes) -> bytes:
+    return _DOMAIN + nonce + public_key + state_version.to_bytes(8, "big") + sealed
 
 
 # ---- the running replica's side ----
@@ -177,12 +180,14 @@ class Joins:
         if why is not None:
             self._refuse("nonce", why, who)
         sealed = service.state.root.seal_to(public_key, aad=identity, info=JOIN_INFO)
-        signature = service.state.identity_key().sign(_signed_part(nonce, public_key, sealed))
+        version = service.state.version()  # the joiner has seen none: it takes this one
+        signed = _signed_part(nonce, public_key, version, sealed)
+        signature = service.state.identity_key().sign(signed)
         service.audit.append(
             "replica-join", tee=claims.tee, measurements=claims.measurements, **who
         )
         log.warning("a KMS replica joined from %s (%s evidence)", peer, claims.tee)
-        return {"sealed": b64(sealed), "signature": b64(signature)}
+        return {"sealed": b64(sealed), "signature": b64(signature), "state_version": version}
 
     def _refuse(self, claim: str, detail: str, who: dict[str, Any]) -> NoReturn:
         detail = audit.bounded(detail)
@@ -196,11 +201,13 @@ class Joins:
 
 @dataclass(frozen=True)
 class Joined:
-    """What a joiner received: the root key and the identity it was attested under."""
+    """What a joiner received: the root key, the identity it was attested under, and the
+    state version the donor had seen (an older state is a rollback)."""
 
     root: RootKey
     identity: bytes
     donor: str
+    state_version: int
 
 
 def join(
@@ -254,13 +261,16 @@ def _join_at(
     try:
         sealed = unb64(answer.get("sealed"), "sealed")
         signature = unb64(answer.get("signature"), "signature")
+        version = answer.get("state_version")
+        if type(version) is not int or not 0 <= version < 2**63:
+            raise BadRequest("state_version must be a whole number")
         Ed25519PublicKey.from_public_bytes(identity).verify(
-            signature, _signed_part(challenge, public, sealed)
+            signature, _signed_part(challenge, public, version, sealed)
         )
     except (AttributeError, BadRequest, InvalidSignature):
         raise Forbidden("the join answer is not signed by the attested KMS identity") from None
     raw = hpke.open(private, sealed, aad=identity, info=JOIN_INFO)
-    return Joined(RootKey(raw), identity, client.url)
+    return Joined(RootKey(raw), identity, client.url, version)
 
 
 # ---- kms serve's options ----
