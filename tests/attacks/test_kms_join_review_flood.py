@@ -22,6 +22,7 @@ from trustserve.attestation import Policy
 from trustserve.crypto import hpke
 from trustserve.encoding import b64
 from trustserve.kms import join
+from trustserve.kms.budgets import FreshEvidenceBudgets
 
 ATTACKER = "198.51.100.66"
 FLOOD = 40
@@ -75,3 +76,20 @@ async def test_a_kms_taking_no_replicas_does_not_audit_a_flood(tmp_path: Path) -
     statuses, audited, elapsed = await _flood(tmp_path, with_peer_policy=False)
     assert audited <= _bound(elapsed), statuses
     assert 429 in statuses
+
+
+async def test_past_the_budget_nothing_in_the_body_is_parsed(tmp_path: Path) -> None:
+    """The policies in a join body are parsed (a TPM AK CA entry is X.509 parsing, and a
+    body may hold 4 MiB of them): past the budget, not even that."""
+    service = local_kms(tmp_path)
+    joins = join.Joins(service, Policy.development(service.home))
+    joins.budgets = FreshEvidenceBudgets(join.JOIN_BUDGET, clock=lambda: 0.0)  # no refill
+    heavy = {**_body(""), "release_policy": {"tpm_ak_ca_certs": ["not a certificate"]}}
+    async with http(service, ATTACKER, joins=joins) as c:
+        first = await c.post("/v1/replicas/join", json=heavy)
+        assert first.status_code == 400, first.text  # within the budget: parsed, refused
+        statuses = [
+            (await c.post("/v1/replicas/join", json=heavy)).status_code
+            for _ in range(join.JOIN_BUDGET.per_client_burst)
+        ]
+    assert statuses[-1] == 429, statuses

@@ -136,6 +136,7 @@ class Joins:
         """Check one join request; the sealed root key, or Forbidden (audited, with why).
         Past the budget of ``requester`` (default: ``peer``), 429 or 503 before anything
         is verified or audited."""
+        self.budgets.take(requester or Requester(peer))  # before any work on the body
         if not isinstance(body, dict):
             raise BadRequest(f"body must be {{{', '.join(FIELDS)}}}")
         nonce = unb64(body.get("nonce"), "nonce")
@@ -149,7 +150,6 @@ class Joins:
                 raise BadRequest(f"{name} (the policy the joiner enforces): {exc}") from None
         if len(nonce) != NONCE_SIZE:
             raise BadRequest(f"nonce must be {NONCE_SIZE} bytes (a challenge of this KMS)")
-        self.budgets.take(requester or Requester(peer))
         service, now = self.service, self.service.clock()
         who = {
             "peer": peer,
