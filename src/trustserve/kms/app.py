@@ -6,9 +6,11 @@ Public (attestation is the guard):
     GET  /v1/attestation        the attestation bundle (needs an evidence provider);
                                 ``?nonce=`` (32 bytes, base64url) for evidence bound to it
     GET  /v1/serving-keys       public serving keys, current first
-    POST /v1/replicas/join      {"nonce", "public_key", "evidence"} -> {"sealed", "signature"}:
+    POST /v1/replicas/join      {"nonce", "public_key", "evidence", "release_policy",
+                                "peer_policy"} -> {"sealed", "signature", "state_version"}:
                                 the root key, to a replica attested under --peer-policy
-                                (``trustserve.kms.join``)
+                                whose policies are no weaker (``trustserve.kms.join``;
+                                metered per client: 429/503)
     GET  /healthz
     GET  /openapi.json          the OpenAPI document of this API (trustserve/openapi/kms.yaml)
 Management (``Authorization: Bearer <token>``, the token in ``<home>/kms/admin.token``):
