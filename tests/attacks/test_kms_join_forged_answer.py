@@ -81,7 +81,8 @@ def peer_policy(tmp_path: Path, service: KmsService) -> Policy:
 
 def _join(relay: Relay, policy: Policy, tmp_path: Path) -> join.Joined:
     provider = make_provider("sim", tmp_path / "joiner")
-    return join._join_at(relay, policy, provider, VerifierSources())  # type: ignore[arg-type]
+    release = relay.service.policy  # the joiner releases as strictly as the running replica
+    return join._join_at(relay, policy, provider, VerifierSources(), release)  # type: ignore[arg-type]
 
 
 def test_a_root_key_from_a_host_in_the_middle_is_refused(

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from trustserve.attestation import Policy
-from trustserve.client.rules import _check_key, check_release_policy
+from trustserve.attestation.policy.rules import _check_key, check_release_policy
 from trustserve.errors import AttestationRefused
 
 

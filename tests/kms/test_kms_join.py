@@ -145,3 +145,20 @@ def test_a_kms_without_a_peer_policy_gives_the_root_key_to_no_one(
     assert [e["claim"] for e in _audit(home) if e["event"] == "replica-join-refused"] == [
         "peer_policy"
     ]
+
+
+def test_a_replica_whose_own_peer_policy_admits_more_gets_nothing(
+    etcd: EtcdCluster, tmp_path: Path, tls: TlsFiles, first: tuple[str, Path, Path]
+) -> None:
+    """kms1 is admitted, but its host gave it a peer policy that also admits a home of
+    the host's (tests/attacks/test_kms_join_review_policy_downgrade.py, in process)."""
+    url, home, _ = first
+    looser = _peer_policy(tmp_path / "looser.yaml", home, tmp_path / "kms1", tmp_path / "host")
+    joiner = tmp_path / "kms1"
+    command = kms_command(
+        joiner, etcd.url(), free_port(), tls.cert.parent, *_join_args(url, looser, tls)
+    )
+    done = subprocess.run(command, env=kms_env(None), capture_output=True, timeout=120)
+    assert done.returncode != 0 and "replica join refused" in done.stderr.decode()
+    refusals = [e["claim"] for e in _audit(home) if e["event"] == "replica-join-refused"]
+    assert refusals == ["joiner_peer_policy.sim_platform_keys"]

@@ -4,7 +4,7 @@
    release policy, the signed serving-key list, the model list and, when the client
    sent one, its nonce (``trustserve.keyrelease.bundle``).
 2. The release policy admits no worker ``ClientPolicy.workers`` would refuse
-   (``trustserve.client.rules``).
+   (``trustserve.attestation.policy.rules``).
 3. The signed key list is at most ``max_bundle_age_s`` old, so a key list replayed
    after a rotation stops working within that bound even without a nonce.
 4. Each usable key's OHTTP key config (``ohttp_key_id``, ``ohttp_key_config``, signed
@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from trustserve.attestation import Claims, Policy, VerifierSources
-from trustserve.client.rules import check_release_policy
+from trustserve.attestation.policy.rules import check_release_policy
 from trustserve.crypto.ohttp import KeyConfig
 from trustserve.errors import AttestationRefused, BadRequest, ConfigError
 from trustserve.keyrelease.bundle import NONCE_SIZE, VerifiedBundle, verify_bundle

@@ -6,9 +6,11 @@ Public (attestation is the guard):
     GET  /v1/attestation        the attestation bundle (needs an evidence provider);
                                 ``?nonce=`` (32 bytes, base64url) for evidence bound to it
     GET  /v1/serving-keys       public serving keys, current first
-    POST /v1/replicas/join      {"nonce", "public_key", "evidence"} -> {"sealed", "signature"}:
+    POST /v1/replicas/join      {"nonce", "public_key", "evidence", "release_policy",
+                                "peer_policy"} -> {"sealed", "signature", "state_version"}:
                                 the root key, to a replica attested under --peer-policy
-                                (``trustserve.kms.join``)
+                                whose policies are no weaker (``trustserve.kms.join``;
+                                metered per client: 429/503)
     GET  /healthz
     GET  /openapi.json          the OpenAPI document of this API (trustserve/openapi/kms.yaml)
 Management (``Authorization: Bearer <token>``, the token in ``<home>/kms/admin.token``):
@@ -101,6 +103,7 @@ def create_app(
     ``peers`` says whom a fresh bundle is metered to (default: the peer address);
     ``joins`` grants the root key to attested replicas (default: to none)."""
     peers = peers or Peers()
+    joins = joins or Joins(service, None)  # one, for its budget to hold across requests
     bearer = BearerToken(token or admin_token(service), "management needs a valid bearer token")
 
     def authorize(request: Request) -> None:
@@ -125,8 +128,8 @@ def create_app(
     async def join(request: Request) -> Response:
         body = await read_json(request)
         peer = request.client.host if request.client else ""
-        grants = joins or Joins(service, None)
-        return json_response(await run_in_threadpool(grants.grant, body, peer))
+        who = peers.requester(peer, request.headers)
+        return json_response(await run_in_threadpool(joins.grant, body, peer, who))
 
     async def serving_keys(request: Request) -> Response:
         return json_response({"keys": service.serving_public_keys()})

@@ -64,8 +64,13 @@ class FreshEvidenceOptions:
 
 @dataclass
 class FreshEvidenceBudgets:
+    """``what`` is metered (its name in the refusals), and ``advice`` for a client past
+    its own budget. Replica joins (evidence verified) are metered the same way."""
+
     options: FreshEvidenceOptions = field(default_factory=FreshEvidenceOptions)
     clock: Callable[[], float] = time.monotonic
+    what: str = "fresh bundles"
+    advice: str = ", or ask without a nonce"
 
     def __post_init__(self) -> None:
         o, now = self.options, self.clock()
@@ -82,21 +87,20 @@ class FreshEvidenceBudgets:
             if requester.reserved:
                 if not self._reserved.take(now):
                     raise Unavailable(
-                        "the reserved networks' fresh bundles are spent for now; retry",
+                        f"the reserved networks' {self.what} are spent for now; retry",
                         self._reserved.wait(now),
                     )
                 return
             bucket = self._bucket(requester.key, now)
             if not bucket.take(now):
                 raise TooManyRequests(
-                    f"too many fresh bundles for this client (at most "
-                    f"{self.options.per_client_rate:g} a second): retry later, or ask without "
-                    "a nonce",
+                    f"too many {self.what} for this client (at most "
+                    f"{self.options.per_client_rate:g} a second): retry later{self.advice}",
                     bucket.wait(now),
                 )
             if not self._total.take(now):
                 raise Unavailable(
-                    "too many fresh bundles asked for by all clients; retry",
+                    f"too many {self.what} asked for by all clients; retry",
                     self._total.wait(now),
                 )
 

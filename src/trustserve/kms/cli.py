@@ -302,7 +302,14 @@ def _serve(args: argparse.Namespace) -> int:
     policy = _policy(args, home)
     options = parse_options(args.attestation_option)
     provider = make_provider(args.provider, home, **options) if args.provider else None
-    joined = join.join_from_args(args, provider, sources)
+    admits = join.peer_policy(args)  # read once: the one sent to the donor is the one enforced
+    if admits is not None and admits.allow_simulated:
+        _dev_warning(
+            f"the peer policy {args.peer_policy} hands the ROOT KEY to SIMULATED evidence of "
+            "its listed sim platform keys: whoever can read those homes obtains the root key "
+            "and every key under it"
+        )
+    joined = join.join_from_args(args, admits, policy, provider, sources)
     service = KmsService(
         home,
         None if joined else local_protector(home),
@@ -311,6 +318,7 @@ def _serve(args: argparse.Namespace) -> int:
         key_lease=args.key_lease,
         fresh_evidence=fresh,
         root=joined.root if joined else None,
+        state_version=joined.state_version if joined else 0,
         **_state_options(args),
     )
     if joined and service.state.identity_public_key() != joined.identity:
@@ -323,7 +331,7 @@ def _serve(args: argparse.Namespace) -> int:
         ssl = server_tls_options(args.cert, args.key, layout.tls_dir(home))
     log.info("KMS on %s:%d (state in %s)", args.host, args.port, service.state.where)
     log.info("KMS identity (for --kms-identity): %s", b64(service.state.identity_public_key()))
-    joins = join.Joins(service, join.peer_policy(args))
+    joins = join.Joins(service, admits)
     app = create_app(service, provider, peers=peers, joins=joins)
     # the client address is decided in one place (Peers), not by uvicorn's own header rules
     uvicorn.run(app, host=args.host, port=args.port, proxy_headers=False, **ssl)

@@ -75,6 +75,7 @@ class KmsService:
         fresh_evidence: FreshEvidenceOptions | None = None,
         state_store: StateStore | None = None,
         root: RootKey | None = None,
+        state_version: int = 0,
     ) -> None:
         self.home = home
         self.policy = policy
@@ -91,7 +92,9 @@ class KmsService:
         # worker the KMS cannot reach (or no longer admits) keeps a rotated-out serving key
         self.key_lease = key_lease
         # state_store: the replicas' shared store (etcd); default the files under home
-        self.state = KmsState(home, protector, keystore, serving_key_lifetime, state_store, root)
+        self.state = KmsState(
+            home, protector, keystore, serving_key_lifetime, state_store, root, state_version
+        )
         self.audit = audit.AuditLog(self.state.dir, self.state.identity_key())
         self.challenges = Challenges(challenge_ttl)
         legacy = [k for k, v in self.state.model_keys().items() if not v.get("digest")]

@@ -71,17 +71,20 @@ class KmsState:
         serving_key_lifetime: float = 30 * DAY,
         store: StateStore | None = None,
         root: RootKey | None = None,
+        state_version: int = 0,
     ) -> None:
         """``protector`` unlocks the root key (the operator secret); a replica that joined
         a running one by attestation (``trustserve.kms.join``) has the ``root`` key instead,
-        and then needs a shared ``store``."""
+        and then needs a shared ``store`` whose document is at least ``state_version``
+        (what that replica had seen: this one has seen nothing)."""
         self.dir = kms_dir(home)
         self.path = self.dir / "state.json"
         self.lock_path = self.dir / "lock"
         self.lifetime = serving_key_lifetime
         self._shared: SealedState | None = None
         if store is not None:
-            self._open_shared(store, keystore or store.root_key_store(), protector, root)
+            keys = keystore or store.root_key_store()
+            self._open_shared(store, keys, protector, root, state_version)
             return
         if protector is None:
             raise ConfigError("a KMS on local files needs the operator secret for its root key")
@@ -100,6 +103,7 @@ class KmsState:
         keystore: KeyStore,
         protector: Protector | None,
         root: RootKey | None,
+        state_version: int = 0,
     ) -> None:
         """The state in a store shared by replicas: the first replica makes the root key
         and the document (by compare-and-set: if two start at once, one wins and the
@@ -109,6 +113,7 @@ class KmsState:
         if root is not None:
             self._root = root
             self._shared = SealedState(store, self._root, self.dir / "state-version")
+            self._shared.saw(state_version)  # an older document is a rollback
             if self._shared.current()[0] is None:
                 raise ConfigError(f"no KMS state in {store.where} to join")
             self._check_root()
@@ -127,6 +132,10 @@ class KmsState:
         self._shared = SealedState(store, self._root, self.dir / "state-version")
         self._shared.create(lambda: self._initial(time.time()))
         self._check_root()
+
+    def version(self) -> int:
+        """The latest state version (0 on local files), for a replica that joins."""
+        return self._shared.current()[1] if self._shared is not None else 0
 
     @property
     def root(self) -> RootKey:

@@ -87,6 +87,11 @@ class SealedState:
                 f"{self._seen_path} is unreadable (remove it to start over)"
             ) from None
 
+    def saw(self, version: int) -> None:
+        """Remember ``version`` as seen (e.g. the version the replica that gave this one
+        the root key had seen): an older document is refused from now on."""
+        self._saw(version)
+
     def _saw(self, version: int) -> None:
         with self._lock:  # request threads: the file must end with the highest
             if version > self.seen:

@@ -18,6 +18,9 @@ rule by rule, and anything this client cannot judge is refused (fail closed).
   ``sim_platform_keys`` an empty list means "any key", so an empty client list
   accepts any and a non-empty one refuses an empty release list.
 * any other key, or a key unknown to this client's policy version, is refused.
+
+A KMS judges a replica that joins it (``trustserve.kms.join``) by the same rules: the
+joiner's release and peer policies may admit no more than the KMS's own.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from trustserve.attestation import Policy
+from trustserve.attestation.policy.release import Policy
 from trustserve.errors import AttestationRefused, ConfigError
 
 EMPTY_MEANS_ANY = frozenset({"sim_platform_keys"})
