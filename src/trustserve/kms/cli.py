@@ -304,10 +304,12 @@ def _serve(args: argparse.Namespace) -> int:
     provider = make_provider(args.provider, home, **options) if args.provider else None
     admits = join.peer_policy(args)  # read once: the one sent to the donor is the one enforced
     if admits is not None and admits.allow_simulated:
+        listed = "its listed sim platform keys" if admits.sim_platform_keys else ""
+        which = listed or "ANY sim platform key (--peer-allow-sim-any)"
         _dev_warning(
             f"the peer policy {args.peer_policy} hands the ROOT KEY to SIMULATED evidence of "
-            "its listed sim platform keys: whoever can read those homes obtains the root key "
-            "and every key under it"
+            f"{which}: whoever can make such evidence obtains the root key and every key "
+            "under it"
         )
     joined = join.join_from_args(args, admits, policy, provider, sources)
     service = KmsService(
@@ -331,7 +333,7 @@ def _serve(args: argparse.Namespace) -> int:
         ssl = server_tls_options(args.cert, args.key, layout.tls_dir(home))
     log.info("KMS on %s:%d (state in %s)", args.host, args.port, service.state.where)
     log.info("KMS identity (for --kms-identity): %s", b64(service.state.identity_public_key()))
-    joins = join.Joins(service, admits)
+    joins = join.Joins(service, admits, allow_sim_any=args.peer_allow_sim_any)
     app = create_app(service, provider, peers=peers, joins=joins)
     # the client address is decided in one place (Peers), not by uvicorn's own header rules
     uvicorn.run(app, host=args.host, port=args.port, proxy_headers=False, **ssl)

@@ -127,9 +127,11 @@ class Joins:
         service: KmsService,
         policy: Policy | None,
         budget: FreshEvidenceOptions = JOIN_BUDGET,
+        allow_sim_any: bool = False,
     ) -> None:
         self.service = service
-        self.policy = None if policy is None else check_peer_policy(policy, "given")
+        checked = None if policy is None else check_peer_policy(policy, "given", allow_sim_any)
+        self.policy = checked
         self.budgets = FreshEvidenceBudgets(budget, what="join attempts", advice="")
 
     def grant(self, body: Any, peer: str, requester: Requester | None = None) -> dict[str, Any]:
@@ -291,6 +293,12 @@ def add_arguments(serve: Any) -> None:
         "and for being joined (without it this KMS gives the root key to no one)",
     )
     serve.add_argument("--peer-ca", type=Path, metavar="FILE", help="CA of the replicas' TLS")
+    serve.add_argument(
+        "--peer-allow-sim-any",
+        action="store_true",
+        help="development: let a --peer-policy admit SIMULATED evidence of any sim platform "
+        "key (any process that reaches the KMS receives the root key)",
+    )
 
 
 def peer_policy(args: Any) -> Policy | None:
@@ -298,14 +306,17 @@ def peer_policy(args: Any) -> Policy | None:
     (``kms serve`` prints the development banner for one that lists sim keys.)"""
     if args.peer_policy is None:
         return None
-    return check_peer_policy(Policy.load(args.peer_policy), str(args.peer_policy))
+    loaded = Policy.load(args.peer_policy)
+    return check_peer_policy(loaded, str(args.peer_policy), args.peer_allow_sim_any)
 
 
-def check_peer_policy(policy: Policy, where: str) -> Policy:
+def check_peer_policy(policy: Policy, where: str, allow_sim_any: bool = False) -> Policy:
     """``policy``, unless it admits simulated evidence of ANY sim platform key (the sim
     verifier's empty key list): then any process that reaches the KMS could sign such
-    evidence with a key of its own and receive the root key."""
-    if policy.allow_simulated and not policy.sim_platform_keys:
+    evidence with a key of its own and receive the root key. ``allow_sim_any`` (a
+    development cluster whose pods' sim keys are not known beforehand) takes it all the
+    same; ``kms serve`` says so loudly."""
+    if policy.allow_simulated and not policy.sim_platform_keys and not allow_sim_any:
         raise ConfigError(
             f"the peer policy {where} admits SIMULATED evidence of any sim platform key: "
             "any process could receive the root key; list the sim platform keys of the "
