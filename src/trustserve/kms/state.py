@@ -34,6 +34,8 @@ from trustserve.encoding import b64, unb64
 from trustserve.errors import BadRequest, ConfigError, Conflict, NotFound
 from trustserve.home import kms_dir as kms_dir  # where the KMS state lives under HOME
 from trustserve.kms.store import SealedState, StateStore
+from trustserve.transparency import entries
+from trustserve.transparency import log as tlog
 
 T = TypeVar("T")
 DAY = 86400.0
@@ -57,6 +59,24 @@ def _rotation(entries: list[dict[str, Any]], i: int) -> int:
     the counter was kept counts its keys from the oldest: ids differ all the same."""
     value = entries[i].get("rotation")
     return value if type(value) is int and value >= 0 else len(entries) - 1 - i
+
+
+def _serving_log_entry(e: dict[str, Any], now: float) -> dict[str, Any]:
+    """The log entry of serving key record ``e`` (its public half only)."""
+    rotation = e.get("rotation")
+    return entries.serving_key(
+        e["key_id"],
+        e["public_key"],
+        float(e["not_after"]),
+        rotation if type(rotation) is int else 0,
+        now,
+    )
+
+
+def _model_log_entry(key_id: str, m: dict[str, Any]) -> dict[str, Any]:
+    """The log entry of model key record ``m``: name, version, digest, id; never the key."""
+    created = float(m.get("created_at", time.time()))
+    return entries.model_key(m["model"], m["version"], m.get("digest"), key_id, created)
 
 
 class KmsState:
@@ -86,6 +106,7 @@ class KmsState:
             if not self.path.exists():
                 self._write(self._initial(time.time()))
         self._check_root()
+        self._ensure_log()
 
     def _open_shared(self, store: StateStore, keystore: KeyStore, protector: Protector) -> None:
         """The state in a store shared by replicas: the first replica makes the root key
@@ -101,6 +122,7 @@ class KmsState:
         self._shared = SealedState(store, self._root, self.dir / "state-version")
         self._shared.create(lambda: self._initial(time.time()))
         self._check_root()
+        self._ensure_log()
 
     # ---- plumbing ----
 
@@ -154,10 +176,29 @@ class KmsState:
                 "identity private key (the state was tampered with); refusing to start"
             )
 
+    def _ensure_log(self) -> None:
+        """A state made before the transparency log gets one, with an entry for each serving
+        key (oldest first) and model key it holds (in one write)."""
+        if "log" in self.read():
+            return
+
+        def change(state: dict[str, Any]) -> None:
+            if "log" in state:
+                return
+            tlog.section(state)
+            for e in reversed(state["serving"]):
+                tlog.append(state, _serving_log_entry(e, float(e.get("created_at", time.time()))))
+            models = sorted(state["models"].items(), key=lambda kv: kv[1].get("created_at", 0))
+            for key_id, m in models:
+                tlog.append(state, _model_log_entry(key_id, m))
+
+        self.update(change)
+
     def _initial(self, now: float) -> dict[str, Any]:
         identity = Ed25519PrivateKey.generate()
         identity_id = new_key_id("id")
         broker_id = new_key_id("brk")
+        serving = self._serving_entry(ServingKey.generate(now + self.lifetime), now, 0)
         return {
             "format": _FORMAT,
             "identity": {
@@ -165,12 +206,17 @@ class KmsState:
                 "public_key": b64(identity.public_key().public_bytes_raw()),
                 "wrapped": self._wrap(identity.private_bytes_raw(), "identity", identity_id),
             },
-            "serving": [self._serving_entry(ServingKey.generate(now + self.lifetime), now, 0)],
+            "serving": [serving],
             "broker": {
                 "key_id": broker_id,
                 "wrapped": self._wrap(new_broker_key(), "broker", broker_id),
             },
             "models": {},
+            "log": {
+                "entries": [_serving_log_entry(serving, now)],
+                "witnesses": {},
+                "cosigned": None,
+            },
         }
 
     def _serving_entry(self, key: ServingKey, now: float, rotation: int) -> dict[str, Any]:
@@ -252,6 +298,7 @@ class KmsState:
             previous["not_after"] = min(float(previous["not_after"]), now + grace)
             previous["rotation"] = rotation - 1
             state["serving"] = [self._serving_entry(key, now, rotation), previous]
+            tlog.append(state, _serving_log_entry(state["serving"][0], now))
             return key
 
         return self.update(change)
@@ -282,6 +329,7 @@ class KmsState:
                 "created_at": now,
                 "wrapped": wrapped,
             }
+            tlog.append(state, _model_log_entry(key_id, state["models"][key_id]))
             return key_id
 
         return self.update(change)
@@ -306,3 +354,12 @@ class KmsState:
             key_id: {k: v for k, v in entry.items() if k != "wrapped"}
             for key_id, entry in self.read()["models"].items()
         }
+
+    # ---- the transparency log (trustserve.transparency.log) ----
+
+    def log_view(self) -> tlog.LogView:
+        return tlog.LogView.of(self.read())
+
+    def append_log(self, entry: dict[str, Any]) -> int:
+        """Append ``entry`` alone (a change that is not a key: a policy, a recovery)."""
+        return self.update(lambda state: tlog.append(state, entry))
