@@ -36,7 +36,9 @@ from trustserve.kms.peers import Peers
 from trustserve.kms.service import KmsService
 from trustserve.kms.state import KmsState, kms_dir
 from trustserve.kms.tools import encrypt_model_file
+from trustserve.kms.witnesses import Witnesses, add_witness_arguments
 from trustserve.tls import server_tls_options
+from trustserve.transparency.log import log_verifier
 
 log = logging.getLogger("trustserve.kms")
 
@@ -136,7 +138,14 @@ def register(subparsers: Any) -> None:
         metavar="KEY=VALUE",
         help="provider option, repeatable",
     )
+    add_witness_arguments(serve)
     serve.set_defaults(func=_serve)
+
+    log_key = sub.add_parser(
+        "log-key", help="print the transparency log's verifier key (for `witness serve --log`)"
+    )
+    with_state(log_key)
+    log_key.set_defaults(func=_log_key)
 
     rotate = sub.add_parser("rotate-serving-key", help="make a new current serving key")
     with_state(rotate)
@@ -304,8 +313,11 @@ def _serve(args: argparse.Namespace) -> int:
         sources=sources,
         key_lease=args.key_lease,
         fresh_evidence=fresh,
+        witnesses=Witnesses.from_args(args),
         **_state_options(args),
     )
+    # a state older than what the witnesses cosigned refuses to start; then the policy
+    service.start_log(args.recovered_from_rollback)
     options = parse_options(args.attestation_option)
     provider = make_provider(args.provider, home, **options) if args.provider else None
     ssl: dict[str, Any] = {}
@@ -322,6 +334,12 @@ def _serve(args: argparse.Namespace) -> int:
 def _rotate(args: argparse.Namespace) -> int:
     service = _local_kms(_home(args), Policy.default(), **_state_options(args))
     print(json.dumps(service.rotate_serving_key(), indent=2))
+    return 0
+
+
+def _log_key(args: argparse.Namespace) -> int:
+    service = _local_kms(_home(args), Policy.default(), **_state_options(args))
+    print(log_verifier(service.state.identity_public_key()).vkey())
     return 0
 
 

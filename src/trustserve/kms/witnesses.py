@@ -76,6 +76,13 @@ class Witnesses:
                 f"--witness-quorum {self.quorum}: between 0 and the {len(self.configs)} witnesses"
             )
 
+    @classmethod
+    def from_args(cls, args: Any) -> Witnesses:
+        """From ``kms serve --witness URL=VKEY ... --witness-quorum K``."""
+        configs = [WitnessConfig.parse(w) for w in args.witness]
+        quorum = len(configs) if args.witness_quorum is None else args.witness_quorum
+        return cls(configs, quorum)
+
     def publish(self, state: KmsState, signer: Signer) -> list[Outcome]:
         """Submit the current checkpoint to every witness; keep what they cosign."""
         if not self.configs:
@@ -166,3 +173,27 @@ class Witnesses:
 def _keep(state: KmsState, name: str, size: int, root: bytes, line: str) -> None:
     now = time.time()
     state.update(lambda s: tlog.record_cosignature(s, name, size, root, line, now))
+
+
+def add_witness_arguments(serve: Any) -> None:
+    """``kms serve``'s witness options."""
+    serve.add_argument(
+        "--witness",
+        action="append",
+        default=[],
+        metavar="URL=VKEY",
+        help="a witness of the transparency log: the base URL of its add-checkpoint route "
+        "and its verifier key (`trustserve witness init` prints it), repeatable",
+    )
+    serve.add_argument(
+        "--witness-quorum",
+        type=int,
+        metavar="K",
+        help="how many witnesses should cosign each checkpoint; fewer is warned of (default: all)",
+    )
+    serve.add_argument(
+        "--recovered-from-rollback",
+        action="store_true",
+        help="start although a witness cosigned a larger log than this state holds (the "
+        "state was rolled back or lost; clients that saw the larger log refuse this one)",
+    )
