@@ -363,3 +363,7 @@ class KmsState:
     def append_log(self, entry: dict[str, Any]) -> int:
         """Append ``entry`` alone (a change that is not a key: a policy, a recovery)."""
         return self.update(lambda state: tlog.append(state, entry))
+
+    def log_recovery(self, threshold: int, shares_used: int) -> int:
+        """Log a recovery of the root key from ``shares_used`` owners' shares."""
+        return self.append_log(entries.recovery(threshold, shares_used, time.time()))
