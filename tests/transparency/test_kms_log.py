@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import threading
 import time
 from pathlib import Path
 
@@ -168,3 +169,31 @@ def test_a_restored_state_file_rolls_the_log_back_with_the_keys(tmp_path: Path) 
     assert kms.state.log_view().size == 2
     kms.state.path.write_bytes(old)
     assert kms.state.log_view().size == 1  # one document: the witnesses tell (test_tlog_*)
+
+
+def test_the_audit_head_is_committed_when_it_changed(tmp_path: Path) -> None:
+    kms = local_kms(tmp_path)
+    assert kms.commit_audit_head() is False  # an empty audit log: nothing to commit
+    kms.create_model_key(tiny_manifest())
+    assert kms.commit_audit_head() is True
+    assert kms.commit_audit_head() is False  # unchanged
+    entry = kms.state.log_view().entries[-1]
+    head = json.loads((kms.state.dir / "audit.head.json").read_text())
+    assert (entry["kind"], entry["seq"], entry["hash"]) == ("audit-head", 1, head["sha256"])
+
+
+def test_the_audit_head_thread_commits_at_its_interval(tmp_path: Path) -> None:
+    kms = local_kms(tmp_path)
+    kms.create_model_key(tiny_manifest())
+    stop = threading.Event()
+    thread = threading.Thread(target=kms.commit_audit_heads, args=(0.05, stop), daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 120
+        while _kinds(kms)[-1] != "audit-head":
+            assert time.monotonic() < deadline, "the audit head was never committed"
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        thread.join(timeout=60)
+    assert not thread.is_alive()

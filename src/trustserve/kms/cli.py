@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import sys
+import threading
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -318,6 +319,10 @@ def _serve(args: argparse.Namespace) -> int:
     )
     # a state older than what the witnesses cosigned refuses to start; then the policy
     service.start_log(args.recovered_from_rollback)
+    if args.audit_head_interval > 0:
+        stop = threading.Event()  # a daemon thread: ends with the server
+        heads = (args.audit_head_interval, stop)
+        threading.Thread(target=service.commit_audit_heads, args=heads, daemon=True).start()
     options = parse_options(args.attestation_option)
     provider = make_provider(args.provider, home, **options) if args.provider else None
     ssl: dict[str, Any] = {}

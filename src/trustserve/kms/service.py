@@ -190,6 +190,25 @@ class KmsService:
             self.publish_log()
         return appended
 
+    def commit_audit_head(self) -> bool:
+        """Log the audit log's head unless it is the one logged last (True if logged):
+        the audit log then cannot be rolled back past it unseen."""
+        seq, digest = self.audit.head()
+        last = tlog.latest(self.state.read(), "audit-head")
+        if seq == 0 or (last is not None and last[1].get("hash") == digest):
+            return False
+        self.state.append_log(entries.audit_head(seq, digest, self.clock()))
+        self.publish_log()
+        return True
+
+    def commit_audit_heads(self, interval: float, stop: threading.Event) -> None:
+        """``commit_audit_head`` every ``interval`` seconds until ``stop`` is set (a thread)."""
+        while not stop.wait(interval):
+            try:
+                self.commit_audit_head()
+            except Exception:  # a store or witness hiccup: try again next time
+                log.exception("committing the audit head to the transparency log failed")
+
     def start_log(self, recovered_from_rollback: bool = False) -> None:
         """At start-up: check the state against the witnesses (a rollback refuses to
         start), then log the release policy if it changed."""

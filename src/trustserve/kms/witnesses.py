@@ -176,7 +176,7 @@ def _keep(state: KmsState, name: str, size: int, root: bytes, line: str) -> None
 
 
 def add_witness_arguments(serve: Any) -> None:
-    """``kms serve``'s witness options."""
+    """``kms serve``'s transparency options (witnesses, the audit head, recovery)."""
     serve.add_argument(
         "--witness",
         action="append",
@@ -190,6 +190,14 @@ def add_witness_arguments(serve: Any) -> None:
         type=int,
         metavar="K",
         help="how many witnesses should cosign each checkpoint; fewer is warned of (default: all)",
+    )
+    serve.add_argument(
+        "--audit-head-interval",
+        type=float,
+        default=300.0,
+        metavar="SECONDS",
+        help="log the audit log's head in the transparency log this often, when it changed "
+        "(0: never; default %(default)s)",
     )
     serve.add_argument(
         "--recovered-from-rollback",
