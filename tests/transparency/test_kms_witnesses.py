@@ -5,7 +5,10 @@ witness that is down only warned of, and ``--witness`` options checked before an
 from __future__ import annotations
 
 import logging
+import os
 import re
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,7 +20,7 @@ from tests.attacks.tlog_fixtures import WitnessProcess, cosigners, start_witness
 from tests.support import free_port, tiny_manifest
 from trustserve.attestation import make_provider
 from trustserve.attestation.policy import Policy
-from trustserve.crypto.rootkey import KeyFileProtector, create_key_file
+from trustserve.crypto.rootkey import KEY_FILE_ENV, KeyFileProtector, create_key_file
 from trustserve.errors import ConfigError
 from trustserve.kms.service import KmsService
 from trustserve.kms.witnesses import WitnessConfig, Witnesses
@@ -109,3 +112,18 @@ def test_a_kms_without_witnesses_submits_nothing(tmp_path: Path) -> None:
     view = kms.state.log_view()
     assert [e["kind"] for e in view.entries] == ["serving-key", "release-policy"]
     assert view.witnesses == {} and view.cosignature_lines() == []
+
+
+def test_kms_log_key_prints_the_key_a_witness_is_given(tmp_path: Path) -> None:
+    key = tmp_path / "kms.key"
+    create_key_file(key)
+    home = tmp_path / "home"
+    kms = KmsService(home, KeyFileProtector(key), Policy.default())
+    printed = subprocess.run(
+        [sys.executable, "-m", "trustserve.cli", "kms", "log-key", "--home", str(home)],
+        env={**os.environ, KEY_FILE_ENV: str(key)},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    assert printed == log_verifier(kms.state.identity_public_key()).vkey()

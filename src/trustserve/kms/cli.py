@@ -319,6 +319,11 @@ def _serve(args: argparse.Namespace) -> int:
     )
     # a state older than what the witnesses cosigned refuses to start; then the policy
     service.start_log(args.recovered_from_rollback)
+    if not args.witness:
+        log.warning(
+            "no --witness: nobody cosigns this KMS's transparency log, and a rollback of "
+            "its state to an earlier copy is not detected (docs/transparency.md)"
+        )
     if args.audit_head_interval > 0:
         stop = threading.Event()  # a daemon thread: ends with the server
         heads = (args.audit_head_interval, stop)
