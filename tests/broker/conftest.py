@@ -62,9 +62,39 @@ async def redis_pair(tmp_path: Path, max_queue: int) -> AsyncIterator[BrokerPair
         server.stop()
 
 
+async def sharded_pair(tmp_path: Path, max_queue: int) -> AsyncIterator[BrokerPair]:
+    """Two real redis-servers as shards; the workers name them by another host name."""
+    from tests.broker.redis_server import RedisServer
+    from trustserve.broker import connect_job_source
+    from trustserve.broker.shards import ShardedBroker
+
+    servers = [RedisServer(tmp_path / f"redis{i}") for i in range(2)]
+    try:
+        for server in servers:
+            server.start()
+        url = " ".join(s.url(visibility_s="0.5") for s in servers)
+        worker_url = " ".join(s.url(host="127.0.0.1", visibility_s="0.5") for s in servers)
+        broker = await ShardedBroker.connect(url, max_queue=max_queue, max_deliveries=2)
+        sources: list[JobSource] = []
+
+        async def connect(queue: str) -> JobSource:
+            source = await connect_job_source(worker_url, queue)
+            sources.append(source)
+            return source
+
+        yield BrokerPair(broker, connect)
+        for s in sources:
+            await s.close()
+        await broker.close()
+    finally:
+        for server in servers:
+            server.stop()
+
+
 BROKERS: dict[str, Callable[[Path, int], AsyncIterator[BrokerPair]]] = {
     "embedded": embedded_pair,
     "redis": redis_pair,
+    "redis-sharded": sharded_pair,
 }
 
 

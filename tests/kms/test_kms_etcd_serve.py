@@ -25,17 +25,9 @@ __all__ = ["etcd"]  # the fixture
 SRC = Path(__file__).resolve().parents[2] / "src"
 
 
-@contextmanager
-def kms_serve(
-    home: Path, state: str, port: int, tls_dir: Path, key_file: Path
-) -> Iterator[subprocess.Popen[bytes]]:
-    home.mkdir(parents=True)
-    env = {
-        **os.environ,
-        KEY_FILE_ENV: str(key_file),
-        "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")]),
-    }
-    command = [
+def kms_command(home: Path, state: str, port: int, tls_dir: Path, *extra: str) -> list[str]:
+    """``trustserve kms serve`` on 127.0.0.1:``port`` with the state in ``state``."""
+    return [
         sys.executable,
         "-m",
         "trustserve.cli",
@@ -49,10 +41,34 @@ def kms_serve(
         str(tls_dir / "server.pem"),
         "--key",
         str(tls_dir / "server-key.pem"),
-        "--allow-sim-any",
         "--state",
         state,
+        *extra,
     ]
+
+
+def kms_env(key_file: Path | None) -> dict[str, str]:
+    """The environment of a KMS process: the operator secret only if ``key_file``."""
+    env = {k: v for k, v in os.environ.items() if k != KEY_FILE_ENV}
+    env["PYTHONPATH"] = os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")])
+    if key_file is not None:
+        env[KEY_FILE_ENV] = str(key_file)
+    return env
+
+
+@contextmanager
+def kms_serve(
+    home: Path,
+    state: str,
+    port: int,
+    tls_dir: Path,
+    key_file: Path | None,
+    extra: tuple[str, ...] = ("--allow-sim-any",),
+) -> Iterator[subprocess.Popen[bytes]]:
+    """A running replica (killed at the end); its output in ``home/kms.log``."""
+    home.mkdir(parents=True, exist_ok=True)
+    env = kms_env(key_file)
+    command = kms_command(home, state, port, tls_dir, *extra)
     with (home / "kms.log").open("wb") as log:
         proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
     try:

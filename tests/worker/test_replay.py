@@ -70,7 +70,7 @@ def test_a_nonce_past_its_expiry_may_be_used_again(store: SqliteNonceStore) -> N
 def test_the_store_follows_the_broker(tmp_path: Path) -> None:
     loop = asyncio.new_event_loop()
     try:
-        chosen = nonce_store("unix:/tmp/x.sock", tmp_path, loop)
+        chosen = nonce_store("unix:/tmp/x.sock", "m:1", tmp_path, loop)
         assert isinstance(chosen, SqliteNonceStore)
         assert (tmp_path / "run" / "nonces.db").exists()
     finally:
@@ -88,10 +88,39 @@ def redis(tmp_path: Path) -> Iterator[RedisServer]:
 async def test_workers_on_different_hosts_share_nonces_through_redis(redis: RedisServer) -> None:
     """A real redis-server (TLS, ACL): two workers' stores, as on two hosts."""
     loop = asyncio.get_running_loop()
-    a = ReplayGuard(nonce_store(redis.url(), Path("/nonexistent"), loop), WINDOW)
-    b = ReplayGuard(nonce_store(redis.url(), Path("/nonexistent"), loop), WINDOW)
+    a = ReplayGuard(nonce_store(redis.url(), "m:1", Path("/nonexistent"), loop), WINDOW)
+    b = ReplayGuard(nonce_store(redis.url(), "m:1", Path("/nonexistent"), loop), WINDOW)
     nonce, now = os.urandom(16), time.time()
     await asyncio.to_thread(a.check, now, nonce, now)  # as from the engine thread
     with pytest.raises(Replayed):
         await asyncio.to_thread(b.check, now, nonce, now)
     await asyncio.to_thread(b.check, now, os.urandom(16), now)
+
+
+async def test_a_replay_through_another_shard_is_caught(tmp_path: Path) -> None:
+    """Workers of one model spread over two Redis shards (``--broker-spread``), each naming
+    the shards its own way: a request replayed to the worker on the other shard is refused,
+    because every worker of a model keeps its nonces on the model's first shard."""
+    from trustserve.broker.shards import shard_of
+
+    servers = [RedisServer(tmp_path / f"redis{i}") for i in range(2)]
+    try:
+        for server in servers:
+            server.start()
+        loop = asyncio.get_running_loop()
+        queue = "m:1"
+        on_a = " ".join(s.url() for s in servers)
+        on_b = " ".join(s.url(host="127.0.0.1") for s in servers)
+        a = ReplayGuard(nonce_store(on_a, queue, Path("/nonexistent"), loop), WINDOW)
+        b = ReplayGuard(nonce_store(on_b, queue, Path("/nonexistent"), loop), WINDOW)
+        nonce, now = os.urandom(16), time.time()
+        await asyncio.to_thread(a.check, now, nonce, now)
+        with pytest.raises(Replayed):
+            await asyncio.to_thread(b.check, now, nonce, now)
+        first = shard_of(queue, 2)
+        for i, server in enumerate(servers):
+            with server.client() as c:
+                assert (c.pttl(f"trustserve:nonce:{nonce.hex()}") > 0) == (i == first)
+    finally:
+        for server in servers:
+            server.stop()

@@ -11,20 +11,27 @@ REDIS_SCHEMES = ("rediss://", "redis://", "rediss+sentinel://", "redis+sentinel:
 
 
 def is_redis_url(url: str) -> bool:
-    """Whether ``url`` names a Redis broker (one server, or Sentinels that name the primary)."""
-    return url.startswith(REDIS_SCHEMES)
+    """Whether ``url`` names a Redis broker: one server, Sentinels that name the primary, or
+    several such shards separated by white space (``trustserve.broker.shards``)."""
+    shards = url.split()
+    return bool(shards) and all(s.startswith(REDIS_SCHEMES) for s in shards)
 
 
-async def connect_job_source(url: str, queue: str) -> JobSource:
-    """The worker side of the broker at ``url`` (``unix:PATH`` or ``redis[s]://``)."""
+async def connect_job_source(url: str, queue: str, spread: int = 1) -> JobSource:
+    """The worker side of the broker at ``url`` (``unix:PATH`` or ``redis[s]://``; of
+    several Redis shards, the one that holds ``queue``, or with ``spread`` N the
+    least-manned of its first N)."""
     if url.startswith("unix:"):
         from trustserve.broker.embedded import SocketJobSource
 
         return await SocketJobSource.connect(Path(url.removeprefix("unix:")), queue)
     if is_redis_url(url):
         from trustserve.broker.redis import RedisStreamsBroker
+        from trustserve.broker.shards import join_shard
 
-        return await RedisStreamsBroker.connect(url, consumer_queue=queue)
+        return await RedisStreamsBroker.connect(
+            await join_shard(url, queue, spread), consumer_queue=queue
+        )
     raise ConfigError(
         f"unknown broker URL {url!r}: use unix:PATH, rediss://HOST:PORT or rediss+sentinel://HOSTS/SERVICE"
     )
@@ -45,14 +52,20 @@ async def open_broker(
         return embedded, f"unix:{socket}"
     if is_redis_url(url):
         from trustserve.broker.redis import RedisStreamsBroker
+        from trustserve.broker.shards import ShardedBroker, split_shards
 
+        if len(split_shards(url)) > 1:
+            sharded = await ShardedBroker.connect(
+                url, max_queue=max_queue, max_deliveries=max_deliveries
+            )
+            return sharded, url
         broker = await RedisStreamsBroker.connect(
             url, max_queue=max_queue, max_deliveries=max_deliveries
         )
         return broker, url
     raise ConfigError(
         f"unknown broker URL {url!r}: use rediss://HOST:PORT or "
-        "rediss+sentinel://HOSTS/SERVICE (or none: embedded)"
+        "rediss+sentinel://HOSTS/SERVICE, several separated by spaces (or none: embedded)"
     )
 
 

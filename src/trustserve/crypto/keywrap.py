@@ -12,6 +12,7 @@ import os
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from trustserve.crypto import hpke
 from trustserve.errors import ConfigError
 
 ROOT_KEY_SIZE = 32
@@ -22,12 +23,18 @@ _DOMAIN = b"trustserve-kms-wrap-v1\0"
 class RootKey:
     """The KMS key-encryption key. It only ever leaves this object wrapped."""
 
-    __slots__ = ("_aead",)
+    __slots__ = ("_aead", "_raw")
 
     def __init__(self, key: bytes) -> None:
         if len(key) != ROOT_KEY_SIZE:
             raise ConfigError(f"root key must be {ROOT_KEY_SIZE} bytes")
         self._aead = AESGCM(key)
+        self._raw = key
+
+    def seal_to(self, recipient: bytes, aad: bytes, info: bytes) -> bytes:
+        """The key HPKE-sealed to ``recipient`` (an attested replica joining this KMS):
+        the only way it leaves this object other than wrapped by the operator secret."""
+        return hpke.seal(recipient, self._raw, aad=aad, info=info)
 
     @classmethod
     def generate(cls) -> tuple[RootKey, bytes]:

@@ -185,13 +185,7 @@ class KmsClient:
         self, provider: EvidenceProvider, key_ids: list[str], archives: dict[str, str] | None
     ) -> tuple[Any, bytes, bytes]:
         """Challenge and release at one replica: (answer, private key, nonce)."""
-        challenge = self._call("POST", "/v1/challenge")
-        try:
-            nonce = unb64(challenge["nonce"], "nonce")
-        except (BadRequest, KeyError, TypeError):
-            raise Forbidden("KMS challenge is malformed") from None
-        if len(nonce) != NONCE_SIZE:
-            raise Forbidden("KMS challenge nonce has the wrong size")
+        nonce = self.challenge()
         private, request = make_request(nonce, provider, key_ids, archives)
         return self._call("POST", "/v1/release", request.to_json(), resend=False), private, nonce
 
@@ -200,6 +194,24 @@ class KmsClient:
         path = "/v1/attestation" + (f"?nonce={nonce}" if nonce is not None else "")
         bundle: dict[str, Any] = self._call("GET", path)
         return bundle
+
+    def challenge(self) -> bytes:
+        """A fresh challenge nonce of the current replica (for a release or a join)."""
+        answer = self._call("POST", "/v1/challenge")
+        try:
+            nonce = unb64(answer["nonce"], "nonce")
+        except (BadRequest, KeyError, TypeError):
+            raise Forbidden("KMS challenge is malformed") from None
+        if len(nonce) != NONCE_SIZE:
+            raise Forbidden("KMS challenge nonce has the wrong size")
+        return nonce
+
+    def join(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Ask the current replica for the root key (``trustserve.kms.join``)."""
+        answer: Any = self._call("POST", "/v1/replicas/join", body, resend=False)
+        if not isinstance(answer, dict):
+            raise Forbidden("the join answer is not a JSON object")
+        return answer
 
     def recovery_evidence(self, nonce: str) -> dict[str, Any]:
         """A recovering KMS's evidence for ``nonce`` (base64url), binding its recovery key."""

@@ -7,6 +7,9 @@ Public (attestation is the guard):
                                 ``?nonce=`` (32 bytes, base64url) for evidence bound to it
     GET  /v1/serving-keys       public serving keys, current first
     GET  /v1/log/...            the transparency log (``trustserve.kms.log_routes``)
+    POST /v1/replicas/join      {"nonce", "public_key", "evidence"} -> {"sealed", "signature"}:
+                                the root key, to a replica attested under --peer-policy
+                                (``trustserve.kms.join``)
     GET  /healthz
     GET  /openapi.json          the OpenAPI document of this API (trustserve/openapi/kms.yaml)
 Management (``Authorization: Bearer <token>``, the token in ``<home>/kms/admin.token``):
@@ -44,6 +47,7 @@ from trustserve.errors import (
 )
 from trustserve.keyrelease.bundle import parse_nonce
 from trustserve.keyrelease.protocol import PROVISION_INFO
+from trustserve.kms.join import Joins
 from trustserve.kms.log_routes import log_routes
 from trustserve.kms.peers import Peers
 from trustserve.kms.service import KmsService
@@ -85,9 +89,11 @@ def create_app(
     provider: EvidenceProvider | None = None,
     token: str | None = None,
     peers: Peers | None = None,
+    joins: Joins | None = None,
 ) -> Starlette:
     """The KMS ASGI app; ``token`` guards management (default: ``admin_token(service)``);
-    ``peers`` says whom a fresh bundle is metered to (default: the peer address)."""
+    ``peers`` says whom a fresh bundle is metered to (default: the peer address);
+    ``joins`` grants the root key to attested replicas (default: to none)."""
     peers = peers or Peers()
     bearer = BearerToken(token or admin_token(service), "management needs a valid bearer token")
 
@@ -109,6 +115,12 @@ def create_app(
         who = peers.requester(request.client.host if request.client else "", request.headers)
         bundle = await run_in_threadpool(service.attestation_bundle, provider, nonce, who)
         return json_response(bundle)
+
+    async def join(request: Request) -> Response:
+        body = await read_json(request)
+        peer = request.client.host if request.client else ""
+        grants = joins or Joins(service, None)
+        return json_response(await run_in_threadpool(grants.grant, body, peer))
 
     async def serving_keys(request: Request) -> Response:
         return json_response({"keys": service.serving_public_keys()})
@@ -150,6 +162,7 @@ def create_app(
         Route("/v1/release", release, methods=["POST"]),
         Route("/v1/attestation", attestation, methods=["GET"]),
         Route("/v1/serving-keys", serving_keys, methods=["GET"]),
+        Route("/v1/replicas/join", join, methods=["POST"]),
         Route("/v1/keys/models", create_model_key, methods=["POST"]),
         Route("/v1/keys/models", list_model_keys, methods=["GET"]),
         Route("/v1/keys/serving/rotate", rotate, methods=["POST"]),

@@ -12,7 +12,6 @@ import json
 import logging
 import os
 import sys
-import threading
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -30,14 +29,14 @@ from trustserve.keyrelease.bundle import verify_bundle
 from trustserve.keyrelease.client import KmsClient
 from trustserve.keyrelease.protocol import DEFAULT_LEASE
 from trustserve.keyrelease.trust import parse_identity
-from trustserve.kms import audit
+from trustserve.kms import audit, join
 from trustserve.kms.budgets import FreshEvidenceOptions
 from trustserve.kms.etcd_store import STATE_HELP, open_etcd_state
 from trustserve.kms.peers import Peers
 from trustserve.kms.service import KmsService
 from trustserve.kms.state import KmsState, kms_dir
 from trustserve.kms.tools import encrypt_model_file
-from trustserve.kms.witnesses import Witnesses, add_witness_arguments
+from trustserve.kms.witnesses import Witnesses, add_witness_arguments, start_transparency
 from trustserve.tls import server_tls_options
 from trustserve.transparency.log import log_verifier
 
@@ -91,6 +90,7 @@ def register(subparsers: Any) -> None:
     )
     PROVIDER.add_to(serve, "provider")  # the KMS's own evidence
     add_verifier_arguments(serve)
+    join.add_arguments(serve)
     fresh = FreshEvidenceOptions()
     serve.add_argument(
         "--fresh-bundle-rate",
@@ -308,34 +308,35 @@ def _serve(args: argparse.Namespace) -> int:
         total_rate=args.fresh_bundle_total,
     )
     peers = Peers.configured(args.trusted_proxy, args.client_header, args.reserved_network)
-    service = _local_kms(
+    policy = _policy(args, home)
+    options = parse_options(args.attestation_option)
+    provider = make_provider(args.provider, home, **options) if args.provider else None
+    joined = join.join_from_args(args, provider, sources)
+    service = KmsService(
         home,
-        _policy(args, home),
+        None if joined else local_protector(home),
+        policy,
         sources=sources,
         key_lease=args.key_lease,
         fresh_evidence=fresh,
+        root=joined.root if joined else None,
         witnesses=Witnesses.from_args(args),
         **_state_options(args),
     )
-    # a state older than what the witnesses cosigned refuses to start; then the policy
-    service.start_log(args.recovered_from_rollback)
-    if not args.witness:
-        log.warning(
-            "no --witness: nobody cosigns this KMS's transparency log, and a rollback of "
-            "its state to an earlier copy is not detected (docs/transparency.md)"
+    if joined and service.state.identity_public_key() != joined.identity:
+        raise ConfigError(
+            f"the state in {service.state.where} belongs to another KMS identity than the "
+            f"attested replica at {joined.donor}'s; refusing the key"
         )
-    if args.audit_head_interval > 0:
-        stop = threading.Event()  # a daemon thread: ends with the server
-        heads = (args.audit_head_interval, stop)
-        threading.Thread(target=service.commit_audit_heads, args=heads, daemon=True).start()
-    options = parse_options(args.attestation_option)
-    provider = make_provider(args.provider, home, **options) if args.provider else None
+    # a state older than what the witnesses cosigned refuses to start; then the policy
+    start_transparency(service, args)
     ssl: dict[str, Any] = {}
     if not args.insecure_http:
         ssl = server_tls_options(args.cert, args.key, layout.tls_dir(home))
     log.info("KMS on %s:%d (state in %s)", args.host, args.port, service.state.where)
     log.info("KMS identity (for --kms-identity): %s", b64(service.state.identity_public_key()))
-    app = create_app(service, provider, peers=peers)
+    joins = join.Joins(service, join.peer_policy(args))
+    app = create_app(service, provider, peers=peers, joins=joins)
     # the client address is decided in one place (Peers), not by uvicorn's own header rules
     uvicorn.run(app, host=args.host, port=args.port, proxy_headers=False, **ssl)
     return 0

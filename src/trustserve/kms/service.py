@@ -23,6 +23,7 @@ from trustserve.attestation import (
     verify_evidence,
 )
 from trustserve.crypto.keys import sign_serving_keys
+from trustserve.crypto.keywrap import RootKey
 from trustserve.crypto.rootkey import KeyStore, Protector, protector_from_env
 from trustserve.encoding import b64, unb64
 from trustserve.errors import (
@@ -65,7 +66,7 @@ class KmsService:
     def __init__(
         self,
         home: Path,
-        protector: Protector,
+        protector: Protector | None,
         policy: Policy,
         *,
         keystore: KeyStore | None = None,
@@ -77,6 +78,7 @@ class KmsService:
         sources: VerifierSources | None = None,
         fresh_evidence: FreshEvidenceOptions | None = None,
         state_store: StateStore | None = None,
+        root: RootKey | None = None,
         witnesses: Witnesses | None = None,
     ) -> None:
         self.home = home
@@ -95,7 +97,7 @@ class KmsService:
         # worker the KMS cannot reach (or no longer admits) keeps a rotated-out serving key
         self.key_lease = key_lease
         # state_store: the replicas' shared store (etcd); default the files under home
-        self.state = KmsState(home, protector, keystore, serving_key_lifetime, state_store)
+        self.state = KmsState(home, protector, keystore, serving_key_lifetime, state_store, root)
         self.audit = audit.AuditLog(self.state.dir, self.state.identity_key())
         self.challenges = Challenges(challenge_ttl)
         legacy = [k for k, v in self.state.model_keys().items() if not v.get("digest")]

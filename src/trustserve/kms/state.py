@@ -29,10 +29,12 @@ from trustserve import files
 from trustserve.archive import NAME_RE
 from trustserve.crypto import hpke, model_encryption
 from trustserve.crypto.keys import ServingKey, ServingKeySet, new_broker_key, new_key_id
+from trustserve.crypto.keywrap import RootKey
 from trustserve.crypto.rootkey import FileKeyStore, KeyStore, Protector, unlock
 from trustserve.encoding import b64, unb64
 from trustserve.errors import BadRequest, ConfigError, Conflict, NotFound
 from trustserve.home import kms_dir as kms_dir  # where the KMS state lives under HOME
+from trustserve.kms import logged
 from trustserve.kms.store import SealedState, StateStore
 from trustserve.transparency import entries
 from trustserve.transparency import log as tlog
@@ -61,43 +63,31 @@ def _rotation(entries: list[dict[str, Any]], i: int) -> int:
     return value if type(value) is int and value >= 0 else len(entries) - 1 - i
 
 
-def _serving_log_entry(e: dict[str, Any], now: float) -> dict[str, Any]:
-    """The log entry of serving key record ``e`` (its public half only)."""
-    rotation = e.get("rotation")
-    return entries.serving_key(
-        e["key_id"],
-        e["public_key"],
-        float(e["not_after"]),
-        rotation if type(rotation) is int else 0,
-        now,
-    )
-
-
-def _model_log_entry(key_id: str, m: dict[str, Any]) -> dict[str, Any]:
-    """The log entry of model key record ``m``: name, version, digest, id; never the key."""
-    created = float(m.get("created_at", time.time()))
-    return entries.model_key(m["model"], m["version"], m.get("digest"), key_id, created)
-
-
 class KmsState:
     """Keys under the root key. Every read sees the file as it is now (other writers included)."""
 
     def __init__(
         self,
         home: Path,
-        protector: Protector,
+        protector: Protector | None,
         keystore: KeyStore | None = None,
         serving_key_lifetime: float = 30 * DAY,
         store: StateStore | None = None,
+        root: RootKey | None = None,
     ) -> None:
+        """``protector`` unlocks the root key (the operator secret); a replica that joined
+        a running one by attestation (``trustserve.kms.join``) has the ``root`` key instead,
+        and then needs a shared ``store``."""
         self.dir = kms_dir(home)
         self.path = self.dir / "state.json"
         self.lock_path = self.dir / "lock"
         self.lifetime = serving_key_lifetime
         self._shared: SealedState | None = None
         if store is not None:
-            self._open_shared(store, keystore or store.root_key_store(), protector)
+            self._open_shared(store, keystore or store.root_key_store(), protector, root)
             return
+        if protector is None:
+            raise ConfigError("a KMS on local files needs the operator secret for its root key")
         store_ = keystore or FileKeyStore(self.dir / "root-key.json")
         with self.locked():
             if self.path.exists() and store_.load() is None:
@@ -108,11 +98,31 @@ class KmsState:
         self._check_root()
         self._ensure_log()
 
-    def _open_shared(self, store: StateStore, keystore: KeyStore, protector: Protector) -> None:
+    def _open_shared(
+        self,
+        store: StateStore,
+        keystore: KeyStore,
+        protector: Protector | None,
+        root: RootKey | None,
+    ) -> None:
         """The state in a store shared by replicas: the first replica makes the root key
         and the document (by compare-and-set: if two start at once, one wins and the
-        other takes the winner's)."""
+        other takes the winner's); a joined replica brings the root key and must find
+        the document there."""
         self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if root is not None:
+            self._root = root
+            self._shared = SealedState(store, self._root, self.dir / "state-version")
+            if self._shared.current()[0] is None:
+                raise ConfigError(f"no KMS state in {store.where} to join")
+            self._check_root()
+            self._ensure_log()
+            return
+        if protector is None:
+            raise ConfigError(
+                "the KMS needs the operator secret to unlock its root key, or --join to "
+                "receive it from a running replica"
+            )
         if keystore.load() is None and store.load()[0] is not None:
             raise ConfigError(f"KMS state in {store.where} exists but its root key is missing")
         try:
@@ -123,6 +133,11 @@ class KmsState:
         self._shared.create(lambda: self._initial(time.time()))
         self._check_root()
         self._ensure_log()
+
+    @property
+    def root(self) -> RootKey:
+        """The root key, for sealing it to a replica that joins (``trustserve.kms.join``)."""
+        return self._root
 
     # ---- plumbing ----
 
@@ -177,22 +192,9 @@ class KmsState:
             )
 
     def _ensure_log(self) -> None:
-        """A state made before the transparency log gets one, with an entry for each serving
-        key (oldest first) and model key it holds (in one write)."""
-        if "log" in self.read():
-            return
-
-        def change(state: dict[str, Any]) -> None:
-            if "log" in state:
-                return
-            tlog.section(state)
-            for e in reversed(state["serving"]):
-                tlog.append(state, _serving_log_entry(e, float(e.get("created_at", time.time()))))
-            models = sorted(state["models"].items(), key=lambda kv: kv[1].get("created_at", 0))
-            for key_id, m in models:
-                tlog.append(state, _model_log_entry(key_id, m))
-
-        self.update(change)
+        """A state made before the transparency log gets one (``logged.backfill``)."""
+        if "log" not in self.read():
+            self.update(logged.backfill)
 
     def _initial(self, now: float) -> dict[str, Any]:
         identity = Ed25519PrivateKey.generate()
@@ -213,7 +215,7 @@ class KmsState:
             },
             "models": {},
             "log": {
-                "entries": [_serving_log_entry(serving, now)],
+                "entries": [logged.serving_entry(serving, now)],
                 "witnesses": {},
                 "cosigned": None,
             },
@@ -298,7 +300,7 @@ class KmsState:
             previous["not_after"] = min(float(previous["not_after"]), now + grace)
             previous["rotation"] = rotation - 1
             state["serving"] = [self._serving_entry(key, now, rotation), previous]
-            tlog.append(state, _serving_log_entry(state["serving"][0], now))
+            tlog.append(state, logged.serving_entry(state["serving"][0], now))
             return key
 
         return self.update(change)
@@ -329,7 +331,7 @@ class KmsState:
                 "created_at": now,
                 "wrapped": wrapped,
             }
-            tlog.append(state, _model_log_entry(key_id, state["models"][key_id]))
+            tlog.append(state, logged.model_entry(key_id, state["models"][key_id]))
             return key_id
 
         return self.update(change)

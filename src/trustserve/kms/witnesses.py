@@ -16,7 +16,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
@@ -26,6 +26,9 @@ from trustserve.transparency import log as tlog
 from trustserve.transparency import note
 from trustserve.transparency.note import Signer, Verifier
 from trustserve.transparency.witness import submission
+
+if TYPE_CHECKING:
+    from trustserve.kms.service import KmsService
 
 log = logging.getLogger("trustserve.kms")
 TIMEOUT = 10.0
@@ -205,3 +208,17 @@ def add_witness_arguments(serve: Any) -> None:
         help="start although a witness cosigned a larger log than this state holds (the "
         "state was rolled back or lost; clients that saw the larger log refuse this one)",
     )
+
+
+def start_transparency(service: KmsService, args: Any) -> None:
+    """``kms serve``: the start-up check against the witnesses, the release policy, and
+    the audit head committed every ``--audit-head-interval`` seconds (a daemon thread)."""
+    service.start_log(args.recovered_from_rollback)
+    if not args.witness:
+        log.warning(
+            "no --witness: nobody cosigns this KMS's transparency log, and a rollback of "
+            "its state to an earlier copy is not detected (docs/transparency.md)"
+        )
+    if args.audit_head_interval > 0:
+        heads = (args.audit_head_interval, threading.Event())
+        threading.Thread(target=service.commit_audit_heads, args=heads, daemon=True).start()

@@ -134,7 +134,8 @@ class Settings:
         None,
         flag=Flag(
             "--broker",
-            "rediss://HOST:PORT/?... (or rediss+sentinel://HOSTS/SERVICE?...) to scale out",
+            "rediss://HOST:PORT/?... (or rediss+sentinel://HOSTS/SERVICE?...) to scale out; "
+            "several, separated by spaces, shard the models over them (same order everywhere)",
         ),
         key="broker.url",
         parse=text,

@@ -31,6 +31,7 @@ WORKER_FLAGS = (
     "attestation",
     "attestation_options",
     "replay_window",
+    "broker_spread",
     "key_refresh",
     "collateral_dir",
     "pccs_url",

@@ -222,7 +222,10 @@ class Stack:
         if self.settings.broker_url is not None:
             from trustserve.broker.redis import RedisStreamsBroker
             from trustserve.broker.redis_jobs import RedisJobStore
+            from trustserve.broker.shards import ShardedBroker
 
+            if isinstance(self._plain_broker, ShardedBroker):
+                return self._plain_broker.job_store()
             if isinstance(self._plain_broker, RedisStreamsBroker):
                 broker = self._plain_broker
                 replicas = 1 if broker.config.sentinels else 0

@@ -96,12 +96,12 @@ async def serve(opts: WorkerOptions) -> int:
     del plaintext
     t_engine = time.monotonic()
     queue = queue_name(manifest.name, manifest.version)
-    source: JobSource = await connect_job_source(opts.broker, queue)
+    source: JobSource = await connect_job_source(opts.broker, queue, opts.broker_spread)
     if keys.broker is not None:
         source = DecryptingJobSource(source, keys.broker)
     sealed = None
     if keys.serving is not None:
-        nonces = nonce_store(opts.broker, home, asyncio.get_running_loop())
+        nonces = nonce_store(opts.broker, queue, home, asyncio.get_running_loop())
         sealed = SealedReader(keys, ReplayGuard(nonces, opts.replay_window), manifest)
     log.info(
         "worker %d ready: %s, %s, %d threads (archive read %.2f s, keys + decrypt %.2f s, "

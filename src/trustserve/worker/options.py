@@ -40,7 +40,8 @@ class WorkerOptions:
         None,
         flag=Flag(
             "--broker",
-            "unix:PATH (embedded), rediss://HOST:PORT/?... or rediss+sentinel://HOSTS/SERVICE?...",
+            "unix:PATH (embedded), rediss://HOST:PORT/?... or rediss+sentinel://HOSTS/SERVICE?...; "
+            "Redis shards separated by spaces, in the frontends' order",
         ),
     )
     engine: str = option(
@@ -132,6 +133,17 @@ class WorkerOptions:
             "starts its workers alongside its embedded KMS and sets it)",
             {"type": float},
         ),
+    )
+    broker_spread: int = option(
+        1,
+        flag=Flag(
+            "--broker-spread",
+            "join the least-manned of the queue's first N Redis shards (N > 1: a model "
+            "hotter than one Redis primary, docs/redis.md)",
+            {"type": int},
+        ),
+        key="broker.spread",
+        parse=integer,
     )
     replay_window: float = option(
         300.0,

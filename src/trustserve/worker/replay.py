@@ -119,8 +119,14 @@ class RedisNonceStore:
             raise Unavailable("the nonce store (Redis) is unreachable; retry") from None
 
 
-def nonce_store(broker_url: str, home: Path, loop: asyncio.AbstractEventLoop) -> NonceStore:
-    """Redis when the broker is Redis (workers may be on many hosts), else a file on this host."""
+def nonce_store(
+    broker_url: str, queue: str, home: Path, loop: asyncio.AbstractEventLoop
+) -> NonceStore:
+    """Redis when the broker is Redis (workers may be on many hosts): the shard of ``queue``
+    (a sealed request is bound to its model, so its model's workers are the ones to ask),
+    else a file on this host."""
     if is_redis_url(broker_url):
-        return RedisNonceStore(broker_url, loop)
+        from trustserve.broker.shards import shard_url
+
+        return RedisNonceStore(shard_url(broker_url, queue), loop)
     return SqliteNonceStore(run_dir(home) / "nonces.db")
