@@ -58,9 +58,10 @@ from trustserve.errors import (
     TrustserveError,
     Unavailable,
 )
-from trustserve.keyrelease.bundle import NONCE_SIZE, encode_nonce, verify_bundle
+from trustserve.keyrelease.bundle import NONCE_SIZE, canonical, encode_nonce, verify_bundle
 from trustserve.keyrelease.client import KmsClient, parse_kms_urls
 from trustserve.kms import audit
+from trustserve.transparency import entries
 
 if TYPE_CHECKING:
     from trustserve.kms.service import KmsService
@@ -90,6 +91,8 @@ class Joins:
     def __init__(self, service: KmsService, policy: Policy | None) -> None:
         self.service = service
         self.policy = policy
+        if policy is not None:  # whom the root key may go to is public (transparency log)
+            service.log_policy("kms-trust-policy", policy.to_json())
 
     def grant(self, body: Any, peer: str) -> dict[str, Any]:
         """Check one join request; the sealed root key, or Forbidden (audited, with why)."""
@@ -127,6 +130,9 @@ class Joins:
         service.audit.append(
             "replica-join", tee=claims.tee, measurements=claims.measurements, **who
         )
+        measured = canonical(claims.measurements).decode() if claims.measurements else None
+        service.state.append_log(entries.replica_joined(evidence.kind, measured, peer, now))
+        service.publish_log()
         log.warning("a KMS replica joined from %s (%s evidence)", peer, claims.tee)
         return {"sealed": b64(sealed), "signature": b64(signature)}
 

@@ -170,11 +170,15 @@ class KmsService:
 
     def log_release_policy(self) -> bool:
         """Log the release policy in force unless it is the newest one logged (True if so)."""
-        policy = self.policy.to_json()
+        return self.log_policy("release-policy", self.policy.to_json())
+
+    def log_policy(self, kind: str, policy: dict[str, Any]) -> bool:
+        """Log ``policy`` as a ``kind`` entry (``release-policy``, ``kms-trust-policy``)
+        unless it is the newest one of that kind logged; True if it was logged now."""
         digest = entries.policy_digest(policy)
 
         def logged(state: dict[str, Any]) -> bool:
-            last = tlog.latest(state, "release-policy")
+            last = tlog.latest(state, kind)
             return last is not None and last[1].get("sha256") == digest
 
         if logged(self.state.read()):  # the common case: no write at all
@@ -183,12 +187,13 @@ class KmsService:
         def change(state: dict[str, Any]) -> bool:
             if logged(state):
                 return False
-            tlog.append(state, entries.release_policy(policy, self.clock()))
+            build = entries.release_policy if kind == "release-policy" else entries.kms_trust_policy
+            tlog.append(state, build(policy, self.clock()))
             return True
 
         appended = self.state.update(change)
         if appended:
-            log.info("transparency log: release policy %s logged", digest[:16])
+            log.info("transparency log: %s %s logged", kind, digest[:16])
             self.publish_log()
         return appended
 
