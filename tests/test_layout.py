@@ -20,9 +20,10 @@ ALLOWED = {
     # inside the TEE
     "worker": SHARED | {"engines", "keyrelease", "broker"},
     "engines": {"top"},
-    "kms": SHARED | {"keyrelease", "openapi"},
+    "kms": SHARED | {"keyrelease", "openapi", "transparency"},
     # both sides of key release: the requester's code must not carry the server
-    "keyrelease": SHARED,
+    # (transparency/: the log's formats and checks, which a bundle's verifier runs)
+    "keyrelease": SHARED | {"transparency"},
     # outside the TEE (or in one, in standard mode only)
     "frontend": SHARED | {"keyrelease", "broker", "openapi"},
     "broker": {"top", "crypto"},

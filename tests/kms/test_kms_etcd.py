@@ -113,6 +113,10 @@ def test_no_acknowledged_key_is_lost_when_the_etcd_leader_is_killed(
     for key_id, key in made.items():
         assert fresh.model_key(key_id) == key
     assert set(fresh.state.model_keys()) == set(made)
+    # each key's transparency-log entry went in with it, once (a write applied again after
+    # a lost answer would log it twice)
+    logged = [e["key_id"] for e in fresh.state.log_view().entries if e["kind"] == "model-key"]
+    assert sorted(logged) == sorted(made)
 
 
 def _race(replicas: list[KmsService], version: str) -> list[str | Exception]:

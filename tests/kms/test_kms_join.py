@@ -16,6 +16,7 @@ from contextlib import ExitStack
 from dataclasses import replace
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.kms.etcd_cluster import EtcdCluster, etcd
@@ -107,6 +108,14 @@ def test_a_replica_with_an_empty_disk_joins_by_attestation_and_serves_releases(
     assert not (joiner / "kms" / "root-key.json").exists()  # the key stayed in memory
     joins = [e for e in _audit(home) if e["event"] == "replica-join"]
     assert len(joins) == 1 and joins[0]["evidence_kind"] == "sim"
+    # the peer policy and the join are in the transparency log, for anyone to see
+    signed = httpx.get(f"{url}/v1/log/checkpoint", verify=str(tls.ca)).text
+    size = int(signed.split("\n")[1])
+    page = httpx.get(f"{url}/v1/log/entries?start=0&end={size}", verify=str(tls.ca)).json()
+    logged = {row["entry"]["kind"]: row["entry"] for row in page["entries"]}
+    assert logged["kms-trust-policy"]["policy"] == Policy.load(policy).to_json()
+    assert logged["replica-joined"]["evidence_kind"] == "sim"
+    assert logged["replica-joined"]["peer"] == "127.0.0.1"
 
 
 def test_a_replica_the_peer_policy_does_not_admit_gets_nothing_and_is_audited(

@@ -108,6 +108,9 @@ def test_two_of_three_owners_recover_a_kms_whose_disks_and_secret_are_gone(
         audit = (new_home / "kms" / "audit.jsonl").read_text().splitlines()
         events = [json.loads(line) for line in audit]
         assert [(e["event"], e["threshold"]) for e in events] == [("root-key-recovered", 2)]
+        state = json.loads((new_home / "kms" / "state.json").read_text())
+        logged = state["log"]["entries"][-1]  # the transparency log says so too
+        assert (logged["kind"], logged["threshold"], logged["shares_used"]) == ("recovery", 2, 2)
     finally:
         if recovering.poll() is None:
             recovering.terminate()

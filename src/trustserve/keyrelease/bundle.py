@@ -2,7 +2,8 @@
 
 ``{"version": 2, "identity_public_key": b64 (Ed25519, raw), "evidence": {...},
 "serving_keys": {"payload", "signature"}, "release_policy": {...},
-"models": [{"name", "version", "digest"}], "nonce": b64url | null}``
+"models": [{"name", "version", "digest"}], "nonce": b64url | null,
+"transparency": {"checkpoint", "entries"} (optional)}``
 
 * ``evidence`` is the KMS's own evidence; its 64-byte report data is ::
 
@@ -10,6 +11,12 @@
             || SHA-256(canonical JSON of release_policy)
             || SHA-256(serving_keys payload, the exact signed bytes)
             || SHA-256(canonical JSON of models)
+            || nonce (32 bytes, or nothing))
+
+  and, for a bundle with ``transparency``, ::
+
+    SHA-512("trustserve-kms-bundle-v2+tlog\\0" || the same four parts
+            || SHA-256(the checkpoint's text: origin, size and root lines)
             || nonce (32 bytes, or nothing))
 
   so one piece of evidence binds the identity key, the policy that decides which
@@ -31,6 +38,12 @@
   of their nonces (``nonce`` is then that root) and gives each client its
   inclusion proof; the client recomputes the root from its own nonce. The root
   commits to the client's fresh nonce, so the evidence was made after it.
+* ``transparency`` (docs/transparency.md): the KMS's log checkpoint as a signed note (its
+  identity's signature, then the witnesses' cosignatures) and the entries a client relies
+  on, each with its inclusion proof against that checkpoint. The evidence binds the
+  checkpoint's text (so its root, hence every proven entry), in its own domain: the field
+  cannot be removed or swapped for another checkpoint without the evidence failing.
+  Cosignatures are not bound: each authenticates itself, and they accrue after the fact.
 """
 
 from __future__ import annotations
@@ -47,12 +60,14 @@ from trustserve.attestation import Claims, Evidence, Policy, VerifierSources, ve
 from trustserve.crypto import merkle
 from trustserve.crypto.keys import verify_serving_keys
 from trustserve.encoding import unb64
-from trustserve.errors import AttestationRefused, BadRequest
+from trustserve.errors import AttestationRefused, BadRequest, TransparencyRefused
+from trustserve.transparency import note
 
 FORMAT = 2
 NONCE_SIZE = 32
 MAX_BATCH = 4096  # client nonces one frontend binds into one piece of evidence
 _DOMAIN = b"trustserve-kms-bundle-v2\0"
+_TLOG_DOMAIN = b"trustserve-kms-bundle-v2+tlog\0"
 
 
 def canonical(value: Any) -> bytes:
@@ -65,16 +80,32 @@ def bundle_report_data(
     serving_keys_payload: bytes,
     models: list[dict[str, Any]],
     nonce: bytes | None = None,
+    checkpoint: str | None = None,
 ) -> bytes:
+    """``checkpoint``: the text of the transparency checkpoint the bundle carries (if any)."""
     parts = [
-        _DOMAIN,
+        _DOMAIN if checkpoint is None else _TLOG_DOMAIN,
         identity_public_key,
         hashlib.sha256(canonical(release_policy)).digest(),
         hashlib.sha256(serving_keys_payload).digest(),
         hashlib.sha256(canonical(models)).digest(),
-        nonce or b"",
     ]
+    if checkpoint is not None:
+        parts.append(hashlib.sha256(checkpoint.encode()).digest())
+    parts.append(nonce or b"")
     return hashlib.sha512(b"".join(parts)).digest()
+
+
+def checkpoint_text(transparency: Any) -> str | None:
+    """The checkpoint text a bundle's ``transparency`` field carries (None without one)."""
+    if transparency is None:
+        return None
+    if not isinstance(transparency, dict) or not isinstance(transparency.get("checkpoint"), str):
+        raise BadRequest("attestation bundle: transparency.checkpoint must be a signed note")
+    try:
+        return note.parse(transparency["checkpoint"]).text
+    except TransparencyRefused as exc:
+        raise BadRequest(f"attestation bundle: transparency.checkpoint: {exc}") from None
 
 
 def encode_nonce(nonce: bytes) -> str:
@@ -111,6 +142,7 @@ class VerifiedBundle:
     release_policy: dict[str, Any]
     models: list[dict[str, Any]]
     nonce: bytes | None
+    transparency: dict[str, Any] | None = None  # bound by the evidence (its checkpoint text)
 
 
 def verify_bundle(
@@ -145,8 +177,10 @@ def verify_bundle(
     if not isinstance(signed, dict):
         raise BadRequest("attestation bundle: serving_keys missing")
     payload = unb64(signed.get("payload"), "serving_keys payload")
+    transparency = bundle.get("transparency")
+    checkpoint = checkpoint_text(transparency)
     # the evidence first: it says whose identity and which key list this is
-    expected = bundle_report_data(identity, release_policy, payload, models, bound)
+    expected = bundle_report_data(identity, release_policy, payload, models, bound, checkpoint)
     evidence = Evidence.from_json(bundle.get("evidence"))
     claims = verify_evidence(evidence, expected, policy, now, sources or VerifierSources())
     body = verify_serving_keys(identity, signed)
@@ -156,7 +190,14 @@ def verify_bundle(
     if not math.isfinite(issued_at):
         raise BadRequest("signed serving keys: issued_at is not a finite number")
     return VerifiedBundle(
-        claims, identity, list(body["keys"]), float(issued_at), release_policy, models, bound
+        claims,
+        identity,
+        list(body["keys"]),
+        float(issued_at),
+        release_policy,
+        models,
+        bound,
+        transparency,
     )
 
 

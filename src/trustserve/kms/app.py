@@ -6,6 +6,7 @@ Public (attestation is the guard):
     GET  /v1/attestation        the attestation bundle (needs an evidence provider);
                                 ``?nonce=`` (32 bytes, base64url) for evidence bound to it
     GET  /v1/serving-keys       public serving keys, current first
+    GET  /v1/log/...            the transparency log (``trustserve.kms.log_routes``)
     POST /v1/replicas/join      {"nonce", "public_key", "evidence", "release_policy",
                                 "peer_policy"} -> {"sealed", "signature", "state_version"}:
                                 the root key, to a replica attested under --peer-policy
@@ -49,6 +50,7 @@ from trustserve.errors import (
 from trustserve.keyrelease.bundle import parse_nonce
 from trustserve.keyrelease.protocol import PROVISION_INFO
 from trustserve.kms.join import Joins
+from trustserve.kms.log_routes import log_routes
 from trustserve.kms.peers import Peers
 from trustserve.kms.service import KmsService
 from trustserve.openapi import openapi_route
@@ -176,6 +178,7 @@ def create_app(
         Route("/v1/keys/models", list_model_keys, methods=["GET"]),
         Route("/v1/keys/serving/rotate", rotate, methods=["POST"]),
         Route("/healthz", healthz, methods=["GET"]),
+        *log_routes(service),
         openapi_route("kms"),
     ]
     return Starlette(

@@ -98,6 +98,11 @@ class AuditLog:
             }
             files.write_secret(self.head_path, json.dumps(head).encode())
 
+    def head(self) -> tuple[int, str]:
+        """(seq, SHA-256 hex) of the last line; (0, GENESIS) for an empty log."""
+        with file_lock(self.lock_path):
+            return self._head()
+
     def _head(self) -> tuple[int, str]:
         if not self.head_path.exists():
             return 0, GENESIS

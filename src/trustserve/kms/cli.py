@@ -36,7 +36,9 @@ from trustserve.kms.peers import Peers
 from trustserve.kms.service import KmsService
 from trustserve.kms.state import KmsState, kms_dir
 from trustserve.kms.tools import encrypt_model_file
+from trustserve.kms.witnesses import Witnesses, add_witness_arguments, start_transparency
 from trustserve.tls import server_tls_options
+from trustserve.transparency.log import log_verifier
 
 log = logging.getLogger("trustserve.kms")
 
@@ -137,7 +139,14 @@ def register(subparsers: Any) -> None:
         metavar="KEY=VALUE",
         help="provider option, repeatable",
     )
+    add_witness_arguments(serve)
     serve.set_defaults(func=_serve)
+
+    log_key = sub.add_parser(
+        "log-key", help="print the transparency log's verifier key (for `witness serve --log`)"
+    )
+    with_state(log_key)
+    log_key.set_defaults(func=_log_key)
 
     rotate = sub.add_parser("rotate-serving-key", help="make a new current serving key")
     with_state(rotate)
@@ -321,6 +330,7 @@ def _serve(args: argparse.Namespace) -> int:
         fresh_evidence=fresh,
         root=joined.root if joined else None,
         state_version=joined.state_version if joined else 0,
+        witnesses=Witnesses.from_args(args),
         **_state_options(args),
     )
     if joined and service.state.identity_public_key() != joined.identity:
@@ -328,6 +338,8 @@ def _serve(args: argparse.Namespace) -> int:
             f"the state in {service.state.where} belongs to another KMS identity than the "
             f"attested replica at {joined.donor}'s; refusing the key"
         )
+    # a state older than what the witnesses cosigned refuses to start; then the policy
+    start_transparency(service, args)
     ssl: dict[str, Any] = {}
     if not args.insecure_http:
         ssl = server_tls_options(args.cert, args.key, layout.tls_dir(home))
@@ -343,6 +355,12 @@ def _serve(args: argparse.Namespace) -> int:
 def _rotate(args: argparse.Namespace) -> int:
     service = _local_kms(_home(args), Policy.default(), **_state_options(args))
     print(json.dumps(service.rotate_serving_key(), indent=2))
+    return 0
+
+
+def _log_key(args: argparse.Namespace) -> int:
+    service = _local_kms(_home(args), Policy.default(), **_state_options(args))
+    print(log_verifier(service.state.identity_public_key()).vkey())
     return 0
 
 

@@ -73,6 +73,7 @@ from trustserve.keyrelease.client import KmsClient, parse_kms_urls
 from trustserve.kms import audit
 from trustserve.kms.budgets import FreshEvidenceBudgets, FreshEvidenceOptions
 from trustserve.kms.peers import Requester
+from trustserve.transparency import entries
 
 if TYPE_CHECKING:
     from trustserve.kms.service import KmsService
@@ -133,6 +134,8 @@ class Joins:
         checked = None if policy is None else check_peer_policy(policy, "given", allow_sim_any)
         self.policy = checked
         self.budgets = FreshEvidenceBudgets(budget, what="join attempts", advice="")
+        if checked is not None:  # whom the root key may go to is public (transparency log)
+            service.log_policy("kms-trust-policy", checked.to_json())
 
     def grant(self, body: Any, peer: str, requester: Requester | None = None) -> dict[str, Any]:
         """Check one join request; the sealed root key, or Forbidden (audited, with why).
@@ -188,6 +191,9 @@ class Joins:
         service.audit.append(
             "replica-join", tee=claims.tee, measurements=claims.measurements, **who
         )
+        measured = canonical(claims.measurements).decode() if claims.measurements else None
+        service.state.append_log(entries.replica_joined(evidence.kind, measured, peer, now))
+        service.publish_log()
         log.warning("a KMS replica joined from %s (%s evidence)", peer, claims.tee)
         return {"sealed": b64(sealed), "signature": b64(signature), "state_version": version}
 

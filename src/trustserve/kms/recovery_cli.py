@@ -168,6 +168,7 @@ def _recover(args: argparse.Namespace) -> int:
         audit.AuditLog(state.dir, state.identity_key()).append(
             "root-key-recovered", threshold=recovery.threshold, split=recovery.identifier
         )
+        state.log_recovery(recovery.threshold, recovery.threshold)  # the transparency log
         log.warning("root key recovered and wrapped under the new operator secret")
         if server is not None:
             server.should_exit = True

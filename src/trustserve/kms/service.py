@@ -46,12 +46,16 @@ from trustserve.keyrelease.protocol import (
 )
 from trustserve.kms import audit
 from trustserve.kms.budgets import FreshEvidenceBudgets, FreshEvidenceOptions
-from trustserve.kms.bundle import make_bundle, model_list
+from trustserve.kms.bundle import make_bundle, model_list, transparency_field
 from trustserve.kms.challenges import Challenges
 from trustserve.kms.peers import Requester
 from trustserve.kms.release import seal_keys
 from trustserve.kms.state import DAY, KmsState
 from trustserve.kms.store import StateStore
+from trustserve.kms.witnesses import Witnesses
+from trustserve.transparency import entries
+from trustserve.transparency import log as tlog
+from trustserve.transparency.note import Signer
 
 log = logging.getLogger("trustserve.kms")
 REFUSED = "key release refused"
@@ -76,8 +80,10 @@ class KmsService:
         state_store: StateStore | None = None,
         root: RootKey | None = None,
         state_version: int = 0,
+        witnesses: Witnesses | None = None,
     ) -> None:
         self.home = home
+        self.witnesses = witnesses or Witnesses([], 0)
         self.policy = policy
         # where sgx/tdx collateral comes from: the KMS's configuration, never the requester
         self.sources = sources or VerifierSources()
@@ -133,6 +139,7 @@ class KmsService:
             self.audit.append("model-key-refused", reason=str(exc), **what)
             raise
         self.audit.append("model-key-created", key_id=key_id, **what)
+        self.publish_log()
         return key_id
 
     def provision_model_key(self, manifest: Manifest) -> tuple[str, bytes]:
@@ -152,7 +159,71 @@ class KmsService:
         self.audit.append("serving-key-rotated", key_id=key.key_id)
         with self._bundle_lock:
             self._bundle_cache = None
+        self.publish_log()
         return key.public_json()
+
+    # ---- the transparency log (trustserve.transparency.log, kms.witnesses) ----
+
+    def log_signer(self) -> Signer:
+        return tlog.log_signer(self.state.identity_key())
+
+    def publish_log(self) -> None:
+        """Submit the current checkpoint to the witnesses (after each append)."""
+        self.witnesses.publish(self.state, self.log_signer())
+
+    def log_release_policy(self) -> bool:
+        """Log the release policy in force unless it is the newest one logged (True if so)."""
+        return self.log_policy("release-policy", self.policy.to_json())
+
+    def log_policy(self, kind: str, policy: dict[str, Any]) -> bool:
+        """Log ``policy`` as a ``kind`` entry (``release-policy``, ``kms-trust-policy``)
+        unless it is the newest one of that kind logged; True if it was logged now."""
+        digest = entries.policy_digest(policy)
+
+        def logged(state: dict[str, Any]) -> bool:
+            last = tlog.latest(state, kind)
+            return last is not None and last[1].get("sha256") == digest
+
+        if logged(self.state.read()):  # the common case: no write at all
+            return False
+
+        def change(state: dict[str, Any]) -> bool:
+            if logged(state):
+                return False
+            build = entries.release_policy if kind == "release-policy" else entries.kms_trust_policy
+            tlog.append(state, build(policy, self.clock()))
+            return True
+
+        appended = self.state.update(change)
+        if appended:
+            log.info("transparency log: %s %s logged", kind, digest[:16])
+            self.publish_log()
+        return appended
+
+    def commit_audit_head(self) -> bool:
+        """Log the audit log's head unless it is the one logged last (True if logged):
+        the audit log then cannot be rolled back past it unseen."""
+        seq, digest = self.audit.head()
+        last = tlog.latest(self.state.read(), "audit-head")
+        if seq == 0 or (last is not None and last[1].get("hash") == digest):
+            return False
+        self.state.append_log(entries.audit_head(seq, digest, self.clock()))
+        self.publish_log()
+        return True
+
+    def commit_audit_heads(self, interval: float, stop: threading.Event) -> None:
+        """``commit_audit_head`` every ``interval`` seconds until ``stop`` is set (a thread)."""
+        while not stop.wait(interval):
+            try:
+                self.commit_audit_head()
+            except Exception:  # a store or witness hiccup: try again next time
+                log.exception("committing the audit head to the transparency log failed")
+
+    def start_log(self, recovered_from_rollback: bool = False) -> None:
+        """At start-up: check the state against the witnesses (a rollback refuses to
+        start), then log the release policy if it changed."""
+        self.witnesses.check_startup(self.state, self.log_signer(), recovered_from_rollback)
+        self.log_release_policy()
 
     # ---- release (worker side) ----
 
@@ -252,13 +323,19 @@ class KmsService:
         policy = self.policy.to_json()
         keys = self.state.serving_keys(now, private=False)
         models = model_list(self.state.model_keys())
-        what = canonical([provider.name, [k.public_json() for k in keys.keys], models])
+        self.log_release_policy()  # the policy a bundle names is always a logged one
+        view, signer = self.state.log_view(), tlog.log_signer(identity)
+        ids = [k.key_id for k in keys.keys]
+        tlog_field = transparency_field(view, signer, entries.policy_digest(policy), ids)
+        checkpoint = view.checkpoint().text()
+        what = canonical([provider.name, [k.public_json() for k in keys.keys], models, checkpoint])
 
         def fresh() -> dict[str, Any]:
             signed = sign_serving_keys(identity, keys, now)
             payload = unb64(signed["payload"], "payload")
-            data = bundle_report_data(public, policy, payload, models, nonce)
-            return make_bundle(public, provider.make(data), signed, policy, models, nonce)
+            data = bundle_report_data(public, policy, payload, models, nonce, checkpoint)
+            evidence = provider.make(data)
+            return make_bundle(public, evidence, signed, policy, models, nonce, tlog_field)
 
         if nonce is not None:
             self.fresh_evidence.take(requester or Requester(""))
@@ -267,7 +344,9 @@ class KmsService:
             cached = self._bundle_cache
             if cached is None or now - cached[0] > BUNDLE_EVIDENCE_TTL or cached[1] != what:
                 self._bundle_cache = cached = (now, what, fresh())
-            return cached[2]
+            # the same checkpoint, with the cosignatures collected since (not bound: each
+            # verifies on its own)
+            return {**cached[2], "transparency": tlog_field}
 
     def verify_audit(self) -> audit.AuditReport:
         """The audit log checked against this KMS's own identity (its private key's half)."""

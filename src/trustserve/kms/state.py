@@ -34,7 +34,10 @@ from trustserve.crypto.rootkey import FileKeyStore, KeyStore, Protector, unlock
 from trustserve.encoding import b64, unb64
 from trustserve.errors import BadRequest, ConfigError, Conflict, NotFound
 from trustserve.home import kms_dir as kms_dir  # where the KMS state lives under HOME
+from trustserve.kms import logged
 from trustserve.kms.store import SealedState, StateStore
+from trustserve.transparency import entries
+from trustserve.transparency import log as tlog
 
 T = TypeVar("T")
 DAY = 86400.0
@@ -96,6 +99,7 @@ class KmsState:
             if not self.path.exists():
                 self._write(self._initial(time.time()))
         self._check_root()
+        self._ensure_log()
 
     def _open_shared(
         self,
@@ -117,6 +121,7 @@ class KmsState:
             if self._shared.current()[0] is None:
                 raise ConfigError(f"no KMS state in {store.where} to join")
             self._check_root()
+            self._ensure_log()
             return
         if protector is None:
             raise ConfigError(
@@ -132,6 +137,7 @@ class KmsState:
         self._shared = SealedState(store, self._root, self.dir / "state-version")
         self._shared.create(lambda: self._initial(time.time()))
         self._check_root()
+        self._ensure_log()
 
     def version(self) -> int:
         """The latest state version (0 on local files), for a replica that joins."""
@@ -210,10 +216,16 @@ class KmsState:
                 "identity private key (the state was tampered with); refusing to start"
             )
 
+    def _ensure_log(self) -> None:
+        """A state made before the transparency log gets one (``logged.backfill``)."""
+        if "log" not in self.read():
+            self.update(logged.backfill)
+
     def _initial(self, now: float) -> dict[str, Any]:
         identity = Ed25519PrivateKey.generate()
         identity_id = new_key_id("id")
         broker_id = new_key_id("brk")
+        serving = self._serving_entry(ServingKey.generate(now + self.lifetime), now, 0)
         return {
             "format": _FORMAT,
             "identity": {
@@ -221,12 +233,17 @@ class KmsState:
                 "public_key": b64(identity.public_key().public_bytes_raw()),
                 "wrapped": self._wrap(identity.private_bytes_raw(), "identity", identity_id),
             },
-            "serving": [self._serving_entry(ServingKey.generate(now + self.lifetime), now, 0)],
+            "serving": [serving],
             "broker": {
                 "key_id": broker_id,
                 "wrapped": self._wrap(new_broker_key(), "broker", broker_id),
             },
             "models": {},
+            "log": {
+                "entries": [logged.serving_entry(serving, now)],
+                "witnesses": {},
+                "cosigned": None,
+            },
         }
 
     def _serving_entry(self, key: ServingKey, now: float, rotation: int) -> dict[str, Any]:
@@ -308,6 +325,7 @@ class KmsState:
             previous["not_after"] = min(float(previous["not_after"]), now + grace)
             previous["rotation"] = rotation - 1
             state["serving"] = [self._serving_entry(key, now, rotation), previous]
+            tlog.append(state, logged.serving_entry(state["serving"][0], now))
             return key
 
         return self.update(change)
@@ -338,6 +356,7 @@ class KmsState:
                 "created_at": now,
                 "wrapped": wrapped,
             }
+            tlog.append(state, logged.model_entry(key_id, state["models"][key_id]))
             return key_id
 
         return self.update(change)
@@ -362,3 +381,16 @@ class KmsState:
             key_id: {k: v for k, v in entry.items() if k != "wrapped"}
             for key_id, entry in self.read()["models"].items()
         }
+
+    # ---- the transparency log (trustserve.transparency.log) ----
+
+    def log_view(self) -> tlog.LogView:
+        return tlog.LogView.of(self.read())
+
+    def append_log(self, entry: dict[str, Any]) -> int:
+        """Append ``entry`` alone (a change that is not a key: a policy, a recovery)."""
+        return self.update(lambda state: tlog.append(state, entry))
+
+    def log_recovery(self, threshold: int, shares_used: int) -> int:
+        """Log a recovery of the root key from ``shares_used`` owners' shares."""
+        return self.append_log(entries.recovery(threshold, shares_used, time.time()))
