@@ -43,9 +43,18 @@ def _any_sim(path: Path) -> Path:
 
 
 def test_kms_serve_refuses_a_peer_policy_admitting_any_sim_key(tmp_path: Path) -> None:
-    args = argparse.Namespace(peer_policy=_any_sim(tmp_path / "peer.yaml"))
+    args = argparse.Namespace(
+        peer_policy=_any_sim(tmp_path / "peer.yaml"), peer_allow_sim_any=False
+    )
     with pytest.raises(ConfigError, match="any sim platform key"):
         join.peer_policy(args)
+
+
+def test_only_the_explicit_development_flag_takes_such_a_peer_policy(tmp_path: Path) -> None:
+    """``--peer-allow-sim-any`` (the dev overlay, whose pods make their sim keys at start)."""
+    args = argparse.Namespace(peer_policy=_any_sim(tmp_path / "peer.yaml"), peer_allow_sim_any=True)
+    policy = join.peer_policy(args)
+    assert policy is not None and policy.allow_simulated and not policy.sim_platform_keys
 
 
 def test_no_kms_hands_its_root_key_to_a_stranger_s_sim_evidence(
