@@ -125,6 +125,37 @@ def _extends(reader: LogReader, old: Checkpoint, new: Checkpoint) -> str | None:
     return None
 
 
+LEAVES = ".leaves"  # beside a --save checkpoint: its entries' leaf hashes, one per line
+
+
+def _kept_copy(
+    args: argparse.Namespace, trusted: Checkpoint | None, leaves: list[bytes]
+) -> str | None:
+    """With the leaf hashes ``--save`` kept beside the ``--from`` checkpoint (and which that
+    checkpoint proves), the first entry now served otherwise than then (None if none, or
+    no such copy). A log rewritten and signed again proves no prefix of itself, so only a
+    kept copy can name its first edited entry."""
+    if trusted is None or not args.from_file:
+        return None
+    path = Path(args.from_file + LEAVES)
+    try:
+        kept = [bytes.fromhex(line) for line in path.read_text().split()]
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{path} is unreadable: {exc}") from None
+    if len(kept) != trusted.size or (kept and merkle.root(kept) != trusted.root):
+        _say(f"WARNING: {path} is not the log of the --from checkpoint; not used")
+        return None
+    for index, (then, now) in enumerate(zip(kept, leaves, strict=False)):
+        if then != now:
+            return (
+                f"EDITED: entry {index} is not what it was when {args.from_file} was saved "
+                f"(the first bad entry of the log is {index}; entries 0..{index - 1} match)"
+            )
+    return None
+
+
 def _bad_entry(reader: LogReader, leaves: list[bytes], refs: list[Checkpoint]) -> str | None:
     for ref in refs:
         bad = first_difference(leaves, ref, reader.consistency)
@@ -165,15 +196,20 @@ def cmd_verify(args: argparse.Namespace) -> int:
             _say("WARNING: no trusted checkpoint (--from): this history is trusted on first use")
         else:
             problem = _extends(reader, trusted, current)
+        leaves: list[bytes] = []
         if problem is None or problem.startswith("FORK"):  # a fork: find the edited entry
             leaves = leaves_of(reader.entries(0, current.size)) if current.size else []
             refs = [c for c in (trusted, current) if c is not None and c.size <= len(leaves)]
-            problem = _bad_entry(reader, leaves, refs) or problem
+            problem = (
+                _kept_copy(args, trusted, leaves) or _bad_entry(reader, leaves, refs) or problem
+            )
         if problem is not None:
             print(problem, flush=True)
             return 1
         if args.save:
             write_atomic(Path(args.save), signed.encode())
+            kept = "".join(leaf.hex() + "\n" for leaf in leaves)
+            write_atomic(Path(args.save + LEAVES), kept.encode())
     since = "" if trusted is None else f", consistent with the trusted size {trusted.size}"
     print(f"verified: {current.origin} has {current.size} entries{since}")
     return 0
@@ -257,7 +293,12 @@ def register(sub: Any) -> None:
     verify = commands.add_parser("verify", help="check the whole log; name its first bad entry")
     _common(verify)
     _checks(verify)
-    verify.add_argument("--save", metavar="FILE", help="write the verified checkpoint here")
+    verify.add_argument(
+        "--save",
+        metavar="FILE",
+        help="write the verified checkpoint here, and FILE.leaves (its entries' leaf "
+        "hashes, with which a later --from FILE names an edited entry)",
+    )
     verify.set_defaults(func=cmd_verify)
     monitor = commands.add_parser("monitor", help="follow the log, print each new entry")
     _common(monitor)
