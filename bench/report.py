@@ -291,6 +291,10 @@ def write_report(res: dict[str, Any], results_dir: Path, doc: Path) -> None:
         from redis_failover import checks as redis_ha_checks
 
         checks += redis_ha_checks(res["redis_ha"])
+    if "transparency" in res:
+        from transparency_cost import checks as transparency_checks
+
+        checks += transparency_checks(res["transparency"])
     lines += ["", "## Targets", "", "| figure | this run |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in checks]
     if res.get("startup"):

@@ -5,7 +5,8 @@
 Raw engines (ONNX Runtime, OpenVINO; FP32, INT8; batch sweep), served through the
 HTTPS frontend (FP32, INT8, sealed INT8, OHTTP INT8, INT8 over Redis; in-flight sweep), and the
 TorchServe 0.12 peer on the same INT8 model; with Redis also what ``WAIT`` costs and how
-long a Redis primary's failover stops writes (``redis_failover.py``). Every throughput is
+long a Redis primary's failover stops writes (``redis_failover.py``); what checking the KMS's
+transparency log costs a sealed request (``transparency_cost.py``). Every throughput is
 also given as a ratio to raw ONNX Runtime INT8 at batch 16 from this same run. Writes
 bench/results/results.json, PNG plots and docs/benchmarks.md.
 """
@@ -347,6 +348,12 @@ def main() -> None:
             from redis_failover import measure
 
             res["redis_ha"] = measure(rounds=args.rounds)
+
+    @add("transparency: a sealed request's p50 with the KMS log checked and not")
+    def _transparency() -> None:
+        from transparency_cost import measure as transparency_cost
+
+        res["transparency"] = transparency_cost(rounds=args.rounds)
 
     @add("sealing latency")
     def _sealing() -> None:

@@ -147,3 +147,19 @@ def test_the_report_has_the_failover_time_and_the_cost_of_wait(tmp_path: Path) -
     text = doc.read_text()
     assert "`--down-after-ms 5000` (issue 22) | 4.6 s (median of 3: 5.5, 4.5, 4.6) |" in text
     assert "1.39 ms vs 0.82 ms (+0.57 ms; p99 7.7 vs 1.6 ms; 1000 puts each)" in text
+
+
+def test_the_report_has_the_sealed_p50_with_and_without_the_log_checked(tmp_path: Path) -> None:
+    res = results()
+    res["transparency"] = {
+        "plain_p50_ms": 7.69,
+        "logged_p50_ms": 7.46,
+        "ratio": 7.46 / 7.69,
+        "rounds": 3,
+        "requests": 200,
+    }
+    doc = tmp_path / "benchmarks.md"
+    write_report(res, tmp_path, doc)
+    text = doc.read_text()
+    assert "KMS log checked / not (issue 23: unchanged within noise) | 7.46 ms / 7.69 ms" in text
+    assert "(ratio 0.970; 3 rounds of 200 each)" in text
