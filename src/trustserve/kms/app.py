@@ -51,7 +51,7 @@ from trustserve.keyrelease.bundle import parse_nonce
 from trustserve.keyrelease.protocol import PROVISION_INFO
 from trustserve.kms.join import Joins
 from trustserve.kms.log_routes import log_routes
-from trustserve.kms.peers import Peers
+from trustserve.kms.peers import Peers, Requester
 from trustserve.kms.service import KmsService
 from trustserve.openapi import openapi_route
 from trustserve.responses import BearerToken, handle_error, handle_http_error, json_response
@@ -130,7 +130,8 @@ def create_app(
     async def join(request: Request) -> Response:
         body = await read_json(request)
         peer = request.client.host if request.client else ""
-        who = peers.requester(peer, request.headers)
+        # metered per client; the reserved networks' budget is the frontends' bundles'
+        who = Requester(peers.requester(peer, request.headers).key)
         return json_response(await run_in_threadpool(joins.grant, body, peer, who))
 
     async def serving_keys(request: Request) -> Response:
