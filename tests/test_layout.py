@@ -25,7 +25,8 @@ ALLOWED = {
     # (transparency/: the log's formats and checks, which a bundle's verifier runs)
     "keyrelease": SHARED | {"transparency"},
     # outside the TEE (or in one, in standard mode only)
-    "frontend": SHARED | {"keyrelease", "broker", "openapi"},
+    # (transparency/: the form of the KMS's checkpoint, read for metrics, never trusted)
+    "frontend": SHARED | {"keyrelease", "broker", "openapi", "transparency"},
     "broker": {"top", "crypto"},
     "client": SHARED | {"keyrelease", "transparency"},
     # the model owner's build tools, and what every zone may use

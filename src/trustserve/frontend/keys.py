@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Callable
 from typing import Any
 
 from trustserve.attestation import EvidenceProvider
@@ -28,11 +29,18 @@ MIN_REFRESH_S = 0.5  # a refresh asked for by a client reaches the KMS at most t
 
 
 class FrontendKeys:
-    def __init__(self, client: KmsClient, provider: EvidenceProvider) -> None:
+    def __init__(
+        self,
+        client: KmsClient,
+        provider: EvidenceProvider,
+        on_bundle: Callable[[dict[str, Any]], None] | None = None,
+    ) -> None:
+        """``on_bundle``: told of every bundle got from the KMS (metrics: ``log_metrics``)."""
         if client.trust is None:
             raise ConfigError(NO_TRUST)
         self.client = client
         self.provider = provider
+        self._on_bundle = on_bundle
         self._bundle: tuple[float, dict[str, Any]] | None = None
         self._lock = asyncio.Lock()
         self._fresh = NonceBatcher(self._fetch)
@@ -74,9 +82,12 @@ class FrontendKeys:
 
     async def _fetch(self, nonce: str | None) -> dict[str, Any]:
         try:
-            return await asyncio.to_thread(self.client.attestation_bundle, nonce)
+            bundle: dict[str, Any] = await asyncio.to_thread(self.client.attestation_bundle, nonce)
         except Exception as exc:  # the KMS unreachable or failing: say so, 503
             raise Unavailable(f"key service unavailable: {type(exc).__name__}") from None
+        if self._on_bundle is not None:
+            self._on_bundle(bundle)
+        return bundle
 
     async def serving_key_ids(self, expect: str | None = None) -> list[str]:
         """Key ids the KMS currently signs (current first); unverified: only for routing hints.

@@ -9,12 +9,14 @@ wait only (measured from the enqueue time it carries in the clear), and a worker
 durations are capped at the request's own latency, which contains them. Every label
 value is bounded: models are registered ones only (``unknown`` otherwise), an error
 code is one of ``trustserve.errors`` (``other`` otherwise), a refresh result one of
-``KEY_REFRESH_RESULTS``. The gauges (workers, queue depth) are sampled at scrape.
+``KEY_REFRESH_RESULTS``. The gauges (workers, queue depth) are sampled at scrape. The
+KMS's log size and cosignature age come from its bundles (``log_metrics``, no labels).
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -24,6 +26,7 @@ from starlette.responses import Response
 
 from trustserve.broker.base import KEY_REFRESH_RESULTS, Broker, OutcomeMeta
 from trustserve.errors import TrustserveError, error_class
+from trustserve.frontend.log_metrics import KmsLogFigures
 from trustserve.frontend.registry import ModelEntry
 
 _LATENCY = (
@@ -46,9 +49,12 @@ def code_label(code: str | None) -> str:
 
 
 class Metrics:
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
+        # the KMS's log as its bundles show it (``log_metrics``): fed by ``FrontendKeys``
+        self.kms_log = KmsLogFigures(clock)
+        r.register(self.kms_log)
 
         def seconds(name: str, doc: str) -> Histogram:
             return Histogram(name, doc, _MV, buckets=_LATENCY, registry=r)

@@ -186,7 +186,7 @@ class Stack:
         trust = replace(self.settings.worker, kms_identity=identity, kms_policy=policy).kms_trust()
         client = KmsClient(kms_url, ca_file=s.kms_ca, trust=trust)
         provider = make_provider(s.attestation, s.home, **s.attestation_options)
-        self.keys = FrontendKeys(client, provider)
+        self.keys = FrontendKeys(client, provider, on_bundle=self.metrics.kms_log.seen)
         self._broker_key = await self.keys.broker_key()
         self.broker = EncryptingBroker(self.broker, self._broker_key)
 
