@@ -19,6 +19,7 @@ COMMAND_MODULES = (
     "trustserve.models.cli",
     "trustserve.attestation.cli",
     "trustserve.kms.cli",
+    "trustserve.kms.declare",
     "trustserve.client.cli",
     "trustserve.stack.redis_setup",
     "trustserve.stack.torchserve",

@@ -13,7 +13,9 @@ verified, its claims; it exits 0 accepted, 1 refused, 2 unusable input.
 Every source adds one measurement set (``trustserve.attestation.policy.reference_values``);
 ``--base`` starts from an existing policy (its other settings and sets are kept).
 The result is loaded back with ``Policy.from_mapping`` before it is written, so the
-command never writes a policy the KMS would refuse to load.
+command never writes a policy the KMS would refuse to load. ``--declare-to KMS_URL``
+also appends each set it built (with ``--declare-digest``, the image's digest) to that
+KMS's transparency log (``trustserve.kms.declare``).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import dataclasses
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -40,9 +43,10 @@ from trustserve.errors import AttestationRefused, BadRequest, ConfigError
 from trustserve.home import HOME_HELP, home_or_default
 
 
-def register(subparsers: Any) -> None:
+def register(subparsers: Any) -> dict[str, Any]:
     _register_evidence(subparsers)
-    _register_policy(subparsers)
+    # ``policy`` is extended by the KMS's ``--declare-to`` (``trustserve.kms.declare``)
+    return {"policy": _register_policy(subparsers)}
 
 
 def _register_evidence(subparsers: Any) -> None:
@@ -174,8 +178,8 @@ def _print(claims: Claims | None, verdict: dict[str, Any]) -> None:
     print(json.dumps(out, indent=2))
 
 
-def _register_policy(subparsers: Any) -> None:
-    p = subparsers.add_parser(
+def _register_policy(subparsers: Any) -> argparse.ArgumentParser:
+    p: argparse.ArgumentParser = subparsers.add_parser(
         "policy", help="write a release policy from sigstructs, quotes, measurements, TPM evidence"
     )
     p.add_argument("-o", "--output", type=Path, help="policy YAML to write (default: stdout)")
@@ -237,6 +241,7 @@ def _register_policy(subparsers: Any) -> None:
     )
     p.add_argument("--max-evidence-age", type=float, help="seconds (default 300)")
     p.set_defaults(func=_policy)
+    return p
 
 
 def measurement_sets(args: argparse.Namespace) -> tuple[list[ref.Set], list[str]]:
@@ -279,7 +284,8 @@ def measurement_sets(args: argparse.Namespace) -> tuple[list[ref.Set], list[str]
     return sets, aks
 
 
-def build_policy(args: argparse.Namespace) -> dict[str, Any]:
+def build_policy(args: argparse.Namespace) -> tuple[dict[str, Any], list[ref.Set]]:
+    """The policy to write, and the measurement sets the arguments named (not --base's)."""
     sets, aks = measurement_sets(args)
     if not sets:
         raise ConfigError(
@@ -304,7 +310,7 @@ def build_policy(args: argparse.Namespace) -> dict[str, Any]:
         pinned = policy.setdefault("tpm_ak_names", [])
         pinned += [ak for ak in aks if ak not in pinned]
     Policy.from_mapping(policy)  # the KMS must be able to load what we write
-    return {k: v for k, v in policy.items() if v not in ([], None)}
+    return {k: v for k, v in policy.items() if v not in ([], None)}, sets
 
 
 class _Dumper(yaml.SafeDumper):
@@ -320,11 +326,18 @@ _Dumper.add_representer(str, _str)
 
 
 def _policy(args: argparse.Namespace) -> int:
-    text = yaml.dump(build_policy(args), Dumper=_Dumper, sort_keys=False, width=100)
+    policy, sets = build_policy(args)
+    # an extension (``--declare-to``) checks its arguments now and acts once it is written
+    built: Callable[[argparse.Namespace, list[ref.Set]], Callable[[], None]] | None
+    built = getattr(args, "policy_built", None)
+    then = built(args, sets) if built is not None else (lambda: None)
+    text = yaml.dump(policy, Dumper=_Dumper, sort_keys=False, width=100)
     if args.output is None:
         sys.stdout.write(text)
+        then()
         return 0
     files.write_atomic(args.output, text.encode())
+    then()
     count = text.count("tee:")
     print(f"wrote {args.output} ({count} measurement set{'s' * (count != 1)})", file=sys.stderr)
     if args.sgx_quote or args.tdx_quote:

@@ -284,6 +284,11 @@ class KmsClient:
         sealed = base64.b64decode(answer["sealed"])
         return key_id, hpke.open(private, sealed, aad=key_id.encode(), info=PROVISION_INFO)
 
+    def declare_release(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Log a ``release-declared`` entry (``trustserve.kms.declare``): ``{index, size}``."""
+        answer: dict[str, Any] = self._call("POST", "/v1/log/declare", body, resend=UNSENT)
+        return answer
+
     def rotate_serving_key(self) -> dict[str, Any]:
         key: dict[str, Any] = self._call("POST", "/v1/keys/serving/rotate", resend=UNSENT)
         return key

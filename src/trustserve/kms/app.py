@@ -20,6 +20,8 @@ Management (``Authorization: Bearer <token>``, the token in ``<home>/kms/admin.t
                                 model version has one: existing keys are never returned)
     GET  /v1/keys/models        public metadata of every model key
     POST /v1/keys/serving/rotate -> the new current serving key (public)
+    POST /v1/log/declare        {"digest"?, "measurement"?, "note"?} -> {"index", "size"}:
+                                a ``release-declared`` log entry (``trustserve.kms.declare``)
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ from trustserve.errors import (
 )
 from trustserve.keyrelease.bundle import parse_nonce
 from trustserve.keyrelease.protocol import PROVISION_INFO
+from trustserve.kms import declare
 from trustserve.kms.join import Joins
 from trustserve.kms.log_routes import log_routes
 from trustserve.kms.peers import Peers, Requester
@@ -166,6 +169,15 @@ def create_app(
         authorize(request)
         return json_response(await run_in_threadpool(service.rotate_serving_key))
 
+    async def declare_release(request: Request) -> Response:
+        authorize(request)
+        body = await read_body(request, declare.MAX_BODY)
+        try:
+            fields = declare.parse_declaration(orjson.loads(body))
+        except orjson.JSONDecodeError:
+            raise BadRequest("request body is not valid JSON") from None
+        return json_response(await run_in_threadpool(service.declare_release, fields))
+
     async def healthz(request: Request) -> Response:
         return json_response({"status": "ok"})
 
@@ -178,6 +190,7 @@ def create_app(
         Route("/v1/keys/models", create_model_key, methods=["POST"]),
         Route("/v1/keys/models", list_model_keys, methods=["GET"]),
         Route("/v1/keys/serving/rotate", rotate, methods=["POST"]),
+        Route("/v1/log/declare", declare_release, methods=["POST"]),
         Route("/healthz", healthz, methods=["GET"]),
         *log_routes(service),
         openapi_route("kms"),

@@ -200,6 +200,18 @@ class KmsService:
             self.publish_log()
         return appended
 
+    def declare_release(self, fields: dict[str, Any]) -> dict[str, int]:
+        """Append a ``release-declared`` entry of ``fields`` (``kms.declare``) in one state
+        write and publish it to the witnesses: its index and the log's size after it."""
+        entry = entries.release_declared(self.clock(), **fields)
+        index, size = self.state.update(
+            lambda state: (tlog.append(state, entry), len(tlog.section(state)["entries"]))
+        )
+        self.audit.append("release-declared", index=index, digest=fields.get("digest"))
+        log.info("transparency log: release declared at index %d", index)
+        self.publish_log()
+        return {"index": index, "size": size}
+
     def commit_audit_head(self) -> bool:
         """Log the audit log's head unless it is the one logged last (True if logged):
         the audit log then cannot be rolled back past it unseen."""

@@ -79,10 +79,16 @@ def recovery(threshold: int, shares_used: int, now: float) -> dict[str, Any]:
 
 
 def release_declared(
-    now: float, digest: str | None = None, measurement: str | None = None
+    now: float,
+    digest: str | None = None,
+    measurement: dict[str, Any] | None = None,
+    note: str | None = None,
 ) -> dict[str, Any]:
-    fields = {k: v for k, v in (("digest", digest), ("measurement", measurement)) if v is not None}
-    if not fields:
+    """A release the operator declares: an image ``digest`` (``sha256:<hex>``) and/or a
+    ``measurement`` set as a release policy lists it (``{tee, ...}``), with a ``note``."""
+    named = (("digest", digest), ("measurement", measurement), ("note", note))
+    fields = {k: v for k, v in named if v is not None}
+    if digest is None and measurement is None:
         raise ValueError("a declared release names a digest or a measurement")
     return _entry("release-declared", now, **fields)
 

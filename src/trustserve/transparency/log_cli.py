@@ -44,7 +44,7 @@ SUMMARY = {
     "model-key": ("name", "version", "digest", "key_id"),
     "replica-joined": ("evidence_kind", "measurement", "peer"),
     "recovery": ("threshold", "shares_used"),
-    "release-declared": ("digest", "measurement"),
+    "release-declared": ("digest", "measurement", "note"),
     "audit-head": ("seq", "hash"),
 }
 
@@ -64,6 +64,10 @@ def describe(index: int, entry: dict[str, Any]) -> str:
 
 
 def _short(value: Any) -> str:
+    if isinstance(value, dict) and "tee" in value:  # a measurement set: its TEE, first value
+        rest = [(k, v) for k, v in value.items() if k != "tee"]
+        first = f"{rest[0][0]}={_short(rest[0][1])}" if rest else ""
+        return f"{value['tee']}({first}{',...' * (len(rest) > 1)})"
     text = str(value)
     return text if len(text) <= 24 else text[:16] + "..."
 

@@ -255,7 +255,12 @@ def _positive(raw: dict[str, Any], key: str, default: float) -> float:
 
 
 def _measurement_set(index: int, raw: Any) -> MeasurementSet:
-    where = f"measurements[{index}]"
+    return measurement_set(raw, f"measurements[{index}]")
+
+
+def measurement_set(raw: Any, where: str) -> MeasurementSet:
+    """One measurement set as a policy lists it (``{tee, ...}``); ConfigError naming
+    ``where`` and the field if it is not acceptable."""
     if not isinstance(raw, dict):
         raise ConfigError(f"{where} must be a mapping")
     tee = raw.get("tee")
