@@ -27,7 +27,6 @@ from trustserve import home as layout
 from trustserve.attestation.policy.release import measurement_set
 from trustserve.errors import BadRequest, ConfigError
 from trustserve.home import HOME_HELP, home_or_default
-from trustserve.keyrelease.client import KmsClient
 
 MAX_BODY = 16 * 1024
 MAX_NOTE = 200
@@ -132,6 +131,8 @@ def send_declarations(args: argparse.Namespace, bodies: list[dict[str, Any]]) ->
     except OSError as exc:
         raise ConfigError(f"--token-file {token_file}: {exc.strerror}") from None
     ca = layout.trusted_ca(home, args.ca)
+    from trustserve.keyrelease.client import KmsClient  # only for --declare-to
+
     with KmsClient(args.declare_to, ca_file=ca, token=token) as client:
         for body in bodies:
             answer = client.declare_release(body)

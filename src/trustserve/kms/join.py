@@ -69,13 +69,13 @@ from trustserve.errors import (
     Unavailable,
 )
 from trustserve.keyrelease.bundle import NONCE_SIZE, canonical, encode_nonce, verify_bundle
-from trustserve.keyrelease.client import KmsClient, parse_kms_urls
 from trustserve.kms import audit
 from trustserve.kms.budgets import FreshEvidenceBudgets, FreshEvidenceOptions
 from trustserve.kms.peers import Requester
 from trustserve.transparency import entries
 
 if TYPE_CHECKING:
+    from trustserve.keyrelease.client import KmsClient
     from trustserve.kms.service import KmsService
 
 log = logging.getLogger("trustserve.kms")
@@ -230,6 +230,8 @@ def join(
     ``policy`` is this replica's peer policy, ``release`` its release policy (both sent,
     bound by its evidence). ConfigError naming each replica's answer when none grants it."""
     problems = []
+    from trustserve.keyrelease.client import KmsClient, parse_kms_urls  # not in kms serve's app
+
     for url in parse_kms_urls(urls):
         try:
             with KmsClient(url, ca_file=ca_file) as client:

@@ -16,9 +16,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
-
-import httpx
+from typing import Any, Protocol
 
 from trustserve.errors import ConfigError, TransparencyRefused
 from trustserve.kms.state import KmsState
@@ -26,9 +24,6 @@ from trustserve.transparency import log as tlog
 from trustserve.transparency import note
 from trustserve.transparency.note import Signer, Verifier
 from trustserve.transparency.witness import submission
-
-if TYPE_CHECKING:
-    from trustserve.kms.service import KmsService
 
 log = logging.getLogger("trustserve.kms")
 TIMEOUT = 10.0
@@ -104,6 +99,8 @@ class Witnesses:
         return outcomes
 
     def _submit(self, state: KmsState, signer: Signer, config: WitnessConfig) -> Outcome:
+        import httpx  # only when a witness is asked: the KMS app starts without it
+
         name = config.verifier.name
         view = state.log_view()
         old = view.witnesses.get(name, 0)
@@ -210,7 +207,15 @@ def add_witness_arguments(serve: Any) -> None:
     )
 
 
-def start_transparency(service: KmsService, args: Any) -> None:
+class LogKeeper(Protocol):
+    """What ``start_transparency`` needs of the KMS (``KmsService``)."""
+
+    def start_log(self, recovered_from_rollback: bool = False) -> None: ...
+
+    def commit_audit_heads(self, interval: float, stop: threading.Event) -> None: ...
+
+
+def start_transparency(service: LogKeeper, args: Any) -> None:
     """``kms serve``: the start-up check against the witnesses, the release policy, and
     the audit head committed every ``--audit-head-interval`` seconds (a daemon thread)."""
     service.start_log(args.recovered_from_rollback)
