@@ -19,14 +19,16 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from tests.attacks.join_fixtures import service, sim_policy
 from trustserve.attestation import Policy, VerifierSources, make_provider
 from trustserve.crypto.keywrap import RootKey
-from trustserve.crypto.rootkey import KeyFileProtector, create_key_file
 from trustserve.encoding import b64, unb64
 from trustserve.errors import BadRequest, Forbidden
 from trustserve.keyrelease.bundle import parse_nonce
 from trustserve.kms import join
 from trustserve.kms.service import KmsService
+
+__all__ = ["service"]  # the fixture
 
 
 class Relay:
@@ -60,23 +62,9 @@ class Relay:
 
 
 @pytest.fixture
-def service(tmp_path: Path) -> KmsService:
-    """The running replica (its operator secret a fresh key file)."""
-    key_file = tmp_path / "operator.key"
-    create_key_file(key_file)
-    home = tmp_path / "kms0"
-    return KmsService(home, KeyFileProtector(key_file), Policy.development(home))
-
-
-@pytest.fixture
 def peer_policy(tmp_path: Path, service: KmsService) -> Policy:
     """Admits the sim evidence of the running replica's home and the joiner's."""
-    keys = [
-        *Policy.development(service.home).sim_platform_keys,
-        *Policy.development(tmp_path / "joiner").sim_platform_keys,
-    ]
-    own = Policy.development(service.home).to_json()
-    return Policy.from_mapping({**own, "sim_platform_keys": keys})
+    return sim_policy(service.home, tmp_path / "joiner")
 
 
 def _join(relay: Relay, policy: Policy, tmp_path: Path) -> join.Joined:

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.attacks.join_fixtures import service, sim_policy
 from tests.attacks.test_kms_join_forged_answer import Relay
 from trustserve.attestation import Policy, VerifierSources, make_provider
 from trustserve.crypto import hpke
@@ -32,24 +33,13 @@ from trustserve.errors import BadRequest, Forbidden
 from trustserve.kms import join
 from trustserve.kms.service import KmsService
 
-
-@pytest.fixture
-def service(tmp_path: Path) -> KmsService:
-    """The running replica: it releases to sim evidence of its own home only."""
-    key_file = tmp_path / "operator.key"
-    create_key_file(key_file)
-    home = tmp_path / "kms0"
-    return KmsService(home, KeyFileProtector(key_file), Policy.development(home))
+__all__ = ["service"]  # the fixture
 
 
 @pytest.fixture
 def strict(tmp_path: Path, service: KmsService) -> Policy:
     """The deployment's peer policy: the donor's and the genuine joiner's sim keys."""
-    keys = (
-        *Policy.development(service.home).sim_platform_keys,
-        *Policy.development(tmp_path / "joiner").sim_platform_keys,
-    )
-    return replace(Policy.development(service.home), sim_platform_keys=keys)
+    return sim_policy(service.home, tmp_path / "joiner")
 
 
 def _refusals(service: KmsService) -> list[str]:
@@ -117,13 +107,7 @@ def test_a_joiner_may_not_name_code_where_the_donor_names_none(tmp_path: Path) -
     create_key_file(key_file)
     home = tmp_path / "kms0"
     donor = KmsService(home, KeyFileProtector(key_file), Policy.default())
-    strict = replace(
-        Policy.development(home),
-        sim_platform_keys=(
-            *Policy.development(home).sim_platform_keys,
-            *Policy.development(tmp_path / "joiner").sim_platform_keys,
-        ),
-    )
+    strict = sim_policy(home, tmp_path / "joiner")
     hosts_image = {
         "tee": "tdx",
         **{k: os.urandom(48).hex() for k in ("mrtd", "rtmr1", "rtmr2", "rtmr3")},

@@ -13,11 +13,11 @@ store is the host's copy of it (``HostsCopy``).
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
+from tests.attacks.join_fixtures import sim_policy
 from tests.attacks.test_kms_join_forged_answer import Relay
 from trustserve.attestation import Policy, VerifierSources, make_provider
 from trustserve.crypto.rootkey import FileKeyStore, KeyFileProtector, KeyStore, create_key_file
@@ -59,13 +59,7 @@ def test_a_joiner_refuses_a_state_older_than_the_donor_s(tmp_path: Path) -> None
     revoked = donor.serving_public_keys()[0]["key_id"]
     donor.rotate_serving_key()  # e.g. the old serving key leaked
 
-    peer = replace(
-        Policy.development(home),
-        sim_platform_keys=(
-            *Policy.development(home).sim_platform_keys,
-            *Policy.development(tmp_path / "kms1").sim_platform_keys,
-        ),
-    )
+    peer = sim_policy(home, tmp_path / "kms1")
     relay = Relay(donor, forge=False)
     relay.policy = peer
     provider = make_provider("sim", tmp_path / "kms1")

@@ -19,22 +19,16 @@ from pathlib import Path
 
 import pytest
 
+from tests.attacks.join_fixtures import service
 from tests.attacks.test_kms_join_forged_answer import Relay
 from tests.kms.test_kms_etcd_serve import kms_env
 from tests.support import free_port
 from trustserve.attestation import Policy, VerifierSources, make_provider
-from trustserve.crypto.rootkey import KeyFileProtector, create_key_file
 from trustserve.errors import ConfigError
 from trustserve.kms import join
 from trustserve.kms.service import KmsService
 
-
-@pytest.fixture
-def service(tmp_path: Path) -> KmsService:
-    key_file = tmp_path / "operator.key"
-    create_key_file(key_file)
-    home = tmp_path / "kms0"
-    return KmsService(home, KeyFileProtector(key_file), Policy.development(home))
+__all__ = ["service"]  # the fixture
 
 
 def _any_sim(path: Path) -> Path:

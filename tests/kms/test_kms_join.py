@@ -13,12 +13,12 @@ import json
 import subprocess
 from collections.abc import Iterator
 from contextlib import ExitStack
-from dataclasses import replace
 from pathlib import Path
 
 import httpx
 import pytest
 
+from tests.attacks.join_fixtures import sim_policy
 from tests.kms.etcd_cluster import EtcdCluster, etcd
 from tests.kms.test_kms_etcd_serve import kms_command, kms_env, kms_serve
 from tests.support import free_port, tiny_manifest
@@ -34,9 +34,7 @@ __all__ = ["etcd"]  # the fixture
 
 def _peer_policy(path: Path, *homes: Path) -> Path:
     """A KMS trust policy admitting the sim evidence of ``homes`` only."""
-    keys = tuple(k for h in homes for k in Policy.development(h).sim_platform_keys)
-    policy = replace(Policy.development(homes[0]), sim_platform_keys=keys)
-    path.write_text(json.dumps(policy.to_json()))
+    path.write_text(json.dumps(sim_policy(*homes).to_json()))
     return path
 
 
