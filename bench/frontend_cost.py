@@ -197,6 +197,41 @@ def cheap_round(
     return out
 
 
+def cheap_cost(rounds: int, seconds: float, threads: int, in_flight: int) -> dict[str, Any]:
+    """`make bench`'s frontend-cost row: the cheap model served, binary v2 and sealed, CPU ms
+    per request of each process (medians over ``rounds`` stacks, one started per round)."""
+    args = argparse.Namespace(
+        seconds=seconds, threads=threads, in_flight=in_flight, profile=None, cheap=True
+    )
+    cheap = cheap_archive(RESULTS / "run" / "cheap")
+    got = [cheap_round("new", None, k, args, cheap) for k in range(1, rounds + 1)]
+    out: dict[str, Any] = {"rounds": rounds, "seconds": seconds}
+    for what in ("standard", "sealed"):
+        out[what] = {
+            key: statistics.median(g[what][key] for g in got)
+            for key in ("frontend_ms_per_req", "workers_ms_per_req", "client_ms_per_req", "img_s")
+        }
+        out[what]["frontend_ms_per_round"] = [g[what]["frontend_ms_per_req"] for g in got]
+    return out
+
+
+def checks(cost: dict[str, Any]) -> list[tuple[str, str]]:
+    """Rows of the report's targets table."""
+    out = []
+    for what, label in (("standard", "binary v2"), ("sealed", "sealed")):
+        c = cost[what]
+        per = ", ".join(f"{x:.2f}" for x in c["frontend_ms_per_round"])
+        out.append(
+            (
+                f"CPU ms per request, cheap model, {label}, {cost['rounds']} rounds of "
+                f"{cost['seconds']:.0f} s (`bench/frontend_cost.py`): frontend / workers / client",
+                f"{c['frontend_ms_per_req']:.2f} (rounds {per}) / {c['workers_ms_per_req']:.2f}"
+                f" / {c['client_ms_per_req']:.2f}; {c['img_s']:.0f} req/s",
+            )
+        )
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--old-src", help="src/ of the old checkout, run side by side")

@@ -188,7 +188,11 @@ def plots(res: dict[str, Any], out: Path) -> list[str]:
 
 
 def write_report(res: dict[str, Any], results_dir: Path, doc: Path) -> None:
+    from targets import rows as issue25_rows
+    from targets import step_checks
+
     base = _find(res["raw"], "raw onnxruntime INT8")
+    issue25 = issue25_rows(res)  # from the per-round rows, before they are merged
     res = {**res, "served": merge_repeats(res["served"])}
     lines = [
         "# Benchmarks",
@@ -287,16 +291,10 @@ def write_report(res: dict[str, Any], results_dir: Path, doc: Path) -> None:
                 f"(drop {100 * (g['fp32'] - g['int8']):.2f})",
             )
         )
-    if "redis_ha" in res:
-        from redis_failover import checks as redis_ha_checks
-
-        checks += redis_ha_checks(res["redis_ha"])
-    if "transparency" in res:
-        from transparency_cost import checks as transparency_checks
-
-        checks += transparency_checks(res["transparency"])
+    checks += step_checks(res)
     lines += ["", "## Targets", "", "| figure | this run |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in checks]
+    lines += ["", *issue25]
     if res.get("startup"):
         lines += [
             "",

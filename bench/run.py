@@ -355,6 +355,12 @@ def main() -> None:
 
         res["transparency"] = transparency_cost(rounds=args.rounds)
 
+    @add("frontend cost: CPU per request on a near-free model")
+    def _frontend_cost() -> None:
+        from frontend_cost import cheap_cost
+
+        res["frontend_cost"] = cheap_cost(args.rounds, 8, t, inflight)
+
     @add("sealing latency")
     def _sealing() -> None:
         res["sealing"] = sealing_latency()
