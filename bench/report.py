@@ -295,6 +295,11 @@ def write_report(res: dict[str, Any], results_dir: Path, doc: Path) -> None:
         from transparency_cost import checks as transparency_checks
 
         checks += transparency_checks(res["transparency"])
+    if res.get("jpeg", {}).get("rounds"):
+        from report_jpeg import checks as jpeg_checks
+        from report_jpeg import section as jpeg_section
+
+        checks += jpeg_checks(res["jpeg"])
     lines += ["", "## Targets", "", "| figure | this run |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in checks]
     if res.get("startup"):
@@ -341,6 +346,8 @@ def write_report(res: dict[str, Any], results_dir: Path, doc: Path) -> None:
             f"{r['client_cpu']:.0%} |"
             for r in res["inflight_sweep"]
         ]
+    if res.get("jpeg", {}).get("rounds"):
+        lines += jpeg_section(res["jpeg"])
     if res.get("failures"):
         lines += ["", "## Steps that failed in this run", ""]
         lines += [f"* {f['step']}: `{f['error']}`" for f in res["failures"]]
