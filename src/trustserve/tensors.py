@@ -191,9 +191,7 @@ def _bytes_elements(data: memoryview, shape: tuple[int, ...], where: str) -> Arr
     count = math.prod(shape)
     items: list[bytes] = []
     pos = 0
-    while pos < len(data) and len(items) < count:
-        if pos + _LEN > len(data):
-            break
+    while pos + _LEN <= len(data) and len(items) < count:
         n = int.from_bytes(data[pos : pos + _LEN], "little")
         if pos + _LEN + n > len(data):
             break
