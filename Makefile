@@ -12,6 +12,8 @@ DEBS += openjdk-17-jre-headless
 DEBS += etcd-server etcd-client
 # Node for the OHTTP interop test (tests/interop/ohttp_node: @hpke/core and bhttp-js).
 DEBS += nodejs npm
+# libjpeg-turbo's TurboJPEG API, for PyTurboJPEG in the bench's decoder comparison (bench/jpeg_path.py)
+DEBS += libturbojpeg0
 
 .PHONY: up test lint bench soak venv debs clean
 

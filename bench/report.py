@@ -339,6 +339,10 @@ def write_report(res: dict[str, Any], results_dir: Path, doc: Path) -> None:
             f"{r['client_cpu']:.0%} |"
             for r in res["inflight_sweep"]
         ]
+    if res.get("jpeg", {}).get("rounds"):
+        from report_jpeg import section as jpeg_section
+
+        lines += jpeg_section(res["jpeg"])
     if res.get("failures"):
         lines += ["", "## Steps that failed in this run", ""]
         lines += [f"* {f['step']}: `{f['error']}`" for f in res["failures"]]

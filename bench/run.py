@@ -20,6 +20,7 @@ import platform
 import tempfile
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,7 @@ from common import (
     v2_binary_body,
     v2_request,
 )
+from jpeg_path import JpegBench
 from loadgen import LoadResult, build_request
 from ohttp_pair import worker_cost
 from report import write_report
@@ -334,8 +336,12 @@ def main() -> None:
                 )
                 up["peak_rss_bytes"] = stack_peak_rss_bytes()
 
+    jpeg = JpegBench(models, threads=t, seconds=secs, in_flight=inflight,
+                     redis=not args.skip_redis, torchserve=not args.skip_torchserve)  # fmt: skip
+    steps.append(("JPEG decoders (issue 25)", jpeg.run_decoders))
     for k in range(1, args.rounds + 1):  # interleaved: one noisy minute hits one round only
         steps.append((f"round {k}: served INT8 + sealed + OHTTP", lambda k=k: served_int8(k)))
+        steps.append((f"round {k}: JPEG in, plain/sealed/Redis/TorchServe", partial(jpeg.round, k)))
         if not args.skip_redis:
             steps.append((f"round {k}: served INT8 over Redis", lambda k=k: served_redis(k)))
         if not args.skip_torchserve:
@@ -384,6 +390,7 @@ def main() -> None:
         except Exception as exc:  # one broken configuration must not void the rest
             tqdm.write(f"   failed: {exc!r}")
             res.setdefault("failures", []).append({"step": name, "error": repr(exc)[:300]})
+    res["jpeg"] = jpeg.result()
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "results.json").write_text(json.dumps(res, indent=2))
     write_report(res, RESULTS, ROOT / "docs" / "benchmarks.md")

@@ -152,4 +152,8 @@ def step_checks(res: dict[str, Any]) -> list[tuple[str, str]]:
         from frontend_cost import checks as frontend_checks
 
         out += frontend_checks(res["frontend_cost"])
+    if res.get("jpeg", {}).get("rounds"):
+        from report_jpeg import checks as jpeg_checks
+
+        out += jpeg_checks(res["jpeg"])
     return out

@@ -40,7 +40,12 @@ def ensure_venv() -> Path:
 
 @contextmanager
 def torchserve(
-    onnx_model: Path, work: Path, port: int, threads: int, workers: int
+    onnx_model: Path,
+    work: Path,
+    port: int,
+    threads: int,
+    workers: int,
+    handler: Path = HERE / "torchserve_handler.py",
 ) -> Iterator[str]:
     bin_dir = ensure_venv()
     shutil.rmtree(work, ignore_errors=True)
@@ -51,7 +56,7 @@ def torchserve(
         [
             str(bin_dir / "torch-model-archiver"), "--model-name", "resnet50", "--version", "1.0",
             "--serialized-file", str(work / "model.onnx"),
-            "--handler", str(HERE / "torchserve_handler.py"),
+            "--handler", str(handler),
             "--export-path", str(store), "--force",
         ],
         check=True,

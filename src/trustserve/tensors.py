@@ -24,6 +24,10 @@ MAX_ELEMENTS = 2**31  # per tensor, counting a 0 dimension as 1 (numpy refuses s
 JSON_SLACK_VALUES = 4096  # JSON values a request may carry besides its tensor elements
 _DTYPES = {k: np.dtype(v) for k, v in DATATYPES.items()}
 _NAMES = {v: k for k, v in _DTYPES.items()}
+# v2 BYTES: encoded images for a model with image preprocessing (binary data only: each
+# element a 4-byte little-endian length, then its bytes); the worker decodes them.
+BYTES = "BYTES"
+_LEN = 4
 
 
 @dataclass
@@ -51,6 +55,8 @@ class InferRequest:
 
 
 def datatype_of(array: Array) -> str:
+    if array.dtype == object:
+        return BYTES
     try:
         return _NAMES[array.dtype]
     except KeyError:
@@ -109,11 +115,7 @@ def check_input_header(
     if spec is None:
         names = sorted(s.name for s in manifest.inputs)
         raise InvalidInput(f"unknown input(s) ['{name}']; model '{manifest.name}' takes {names}")
-    if dtype_name != spec.datatype:
-        raise InvalidInput(
-            f"input '{name}': datatype {dtype_name} given, model expects {spec.datatype}"
-        )
-    _check_shape(name, shape, spec)
+    _check_type_and_shape(name, dtype_name, shape, spec, manifest)
     if shape and not 1 <= shape[0] <= manifest.max_batch_size:
         raise InvalidInput(f"batch size {shape[0]} is outside 1..{manifest.max_batch_size}")
 
@@ -141,9 +143,9 @@ def _tensors(
             raise InvalidInput(f"{where}[{i}] must be an object with a string 'name'")
         name = raw["name"]
         dtype_name = raw.get("datatype")
-        if dtype_name not in _DTYPES:
+        if dtype_name not in _DTYPES and dtype_name != BYTES:
             raise InvalidInput(f"{where} '{name}': datatype {dtype_name!r} is not supported")
-        dtype = _DTYPES[dtype_name]
+        dtype = _DTYPES.get(dtype_name, np.dtype(object))
         shape = _shape(raw.get("shape"), f"{where} '{name}'")
         if manifest is not None:
             check_input_header(name, dtype_name, shape, manifest)
@@ -152,7 +154,15 @@ def _tensors(
         if not isinstance(params, dict):
             raise InvalidInput(f"{where} '{name}': parameters must be an object")
         size = params.get("binary_data_size")
-        if size is not None:
+        if dtype_name == BYTES:
+            if not isinstance(size, int) or not 0 <= size <= len(binary) - offset:
+                raise InvalidInput(
+                    f"{where} '{name}': BYTES go as binary data, with a binary_data_size "
+                    f"within the {len(binary) - offset} bytes after the JSON"
+                )
+            array = _bytes_elements(binary[offset : offset + size], shape, f"{where} '{name}'")
+            offset += size
+        elif size is not None:
             if not isinstance(size, int) or size < 0:
                 raise InvalidInput(f"{where} '{name}': binary_data_size must be an integer")
             if size != count * dtype.itemsize:
@@ -173,6 +183,38 @@ def _tensors(
             raise InvalidInput(f"{where} '{name}' has neither 'data' nor binary_data_size")
         out.append(Tensor(name, dtype_name, shape, array))
     return out, offset
+
+
+def _bytes_elements(data: memoryview, shape: tuple[int, ...], where: str) -> Array:
+    """BYTES binary data: ``prod(shape)`` elements, each a 4-byte little-endian length and
+    that many bytes, exactly filling ``data``."""
+    count = math.prod(shape)
+    items: list[bytes] = []
+    pos = 0
+    while pos + _LEN <= len(data) and len(items) < count:
+        n = int.from_bytes(data[pos : pos + _LEN], "little")
+        if pos + _LEN + n > len(data):
+            break
+        items.append(bytes(data[pos + _LEN : pos + _LEN + n]))
+        pos += _LEN + n
+    if len(items) != count or pos != len(data):
+        raise InvalidInput(
+            f"{where}: BYTES data is not {count} length-prefixed elements "
+            f"(4-byte little-endian lengths) filling its {len(data)} bytes"
+        )
+    array = np.empty(count, dtype=object)
+    array[:] = items
+    return array.reshape(shape)
+
+
+def bytes_data(array: Array) -> bytes:
+    """An object array of ``bytes`` as BYTES binary data."""
+    parts = []
+    for item in array.reshape(-1):
+        if not isinstance(item, bytes):
+            raise InvalidInput(f"BYTES elements must be bytes, not {type(item).__name__}")
+        parts += [len(item).to_bytes(_LEN, "little"), item]
+    return b"".join(parts)
 
 
 def array_from_values(data: Any, dtype: np.dtype[Any], shape: tuple[int, ...], where: str) -> Array:
@@ -260,12 +302,7 @@ def check_against(request: InferRequest, manifest: Manifest) -> None:
         raise InvalidInput(f"missing input(s) {sorted(missing)} for model '{manifest.name}'")
     batch: int | None = None
     for t in request.inputs:
-        spec = specs[t.name]
-        if t.datatype != spec.datatype:
-            raise InvalidInput(
-                f"input '{t.name}': datatype {t.datatype} given, model expects {spec.datatype}"
-            )
-        _check_shape(t.name, t.shape, spec)
+        _check_type_and_shape(t.name, t.datatype, t.shape, specs[t.name], manifest)
         if batch is not None and t.shape[0] != batch:
             raise InvalidInput("all inputs must have the same batch size")
         batch = t.shape[0]
@@ -276,6 +313,23 @@ def check_against(request: InferRequest, manifest: Manifest) -> None:
         for out in request.outputs:
             if out.name not in names:
                 raise InvalidInput(f"unknown output '{out.name}'; model has {sorted(names)}")
+
+
+def _check_type_and_shape(
+    name: str, datatype: str, shape: tuple[int, ...], spec: TensorSpec, manifest: Manifest
+) -> None:
+    if datatype == BYTES and manifest.preprocessing is not None and len(manifest.inputs) == 1:
+        if len(shape) not in (1, 2) or shape[1:] not in ((), (1,)):
+            raise InvalidInput(
+                f"input '{name}': BYTES shape {list(shape)} is not [N] or [N, 1] (N images)"
+            )
+        return
+    if datatype != spec.datatype:
+        takes = "" if datatype != BYTES else f" (model '{manifest.name}' takes no images)"
+        raise InvalidInput(
+            f"input '{name}': datatype {datatype} given, model expects {spec.datatype}{takes}"
+        )
+    _check_shape(name, shape, spec)
 
 
 def _check_shape(name: str, shape: tuple[int, ...], spec: TensorSpec) -> None:
@@ -329,7 +383,9 @@ def encode_tensors(
             array = np.ascontiguousarray(t.data)
             # a view, not a copy: the body below is the one copy of the tensor's bytes
             raw = (
-                array.tobytes() if array.dtype == object else array.reshape(-1).view(np.uint8).data
+                bytes_data(array)
+                if array.dtype == object
+                else array.reshape(-1).view(np.uint8).data
             )
             entry["parameters"] = {"binary_data_size": len(raw)}
             chunks.append(raw)

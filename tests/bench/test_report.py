@@ -202,3 +202,74 @@ def test_the_issue_25_table_judges_each_target_and_names_what_was_not_measured(
     assert "raw batch-1 at the engine threads (ms) | +12.3 | ≤ +3 | +2.0 | met |" in section
     assert "`bench/frontend_cost.py`) | ~1.65 | ≤ 0.8 | 0.75 | met |" in section
     assert "0.75 (rounds 0.70, 0.75, 0.90) / 0.70 / 0.40; 400 req/s" in text
+
+
+def jpeg_point(img_s: float, raw: float) -> dict[str, Any]:
+    return {
+        "img_s": img_s,
+        "p50_ms": 400.0,
+        "p99_ms": 900.0,
+        "errors": 0,
+        "client_cpu": 0.01,
+        "adjacent_raw": raw,
+        "ratio": img_s / raw,
+    }
+
+
+def jpeg_results(torchserve: bool = True) -> dict[str, Any]:
+    rounds = []
+    for k, (plain, sealed, redis, ts) in enumerate(
+        ((90, 85, 80, 70), (45, 44, 40, 50), (92, 86, 81, 72)), 1
+    ):
+        r: dict[str, Any] = {
+            "round": k,
+            "plain": jpeg_point(plain, 100),
+            "sealed": jpeg_point(sealed, 100),
+            "redis": jpeg_point(redis, 100),
+        }
+        if torchserve:
+            r["torchserve"] = jpeg_point(ts, 100)
+        rounds.append(r)
+    decoder = {"decode_ms": 0.9, "decode_preprocess_ms": 3.6, "max_abs_diff_vs_pillow": 0.0}
+    return {
+        "model": "resnet50 INT8",
+        "threads": 2,
+        "seconds": 1,
+        "in_flight": 32,
+        "rounds": rounds,
+        "ratio": {
+            "plain": 0.90,
+            "sealed": 0.85,
+            "redis": 0.80,
+            "torchserve": 0.70 if torchserve else None,
+        },
+        "sealed_vs_torchserve": 1.19 if torchserve else None,
+        "decoders": {
+            "pillow": {"version": "13.0.0", **decoder},
+            "simplejpeg": {"version": "1.9.0", **decoder, "decode_ms": 0.8},
+        },
+        "jpeg_bytes": {"count": 32, "min": 31332, "median": 38056.5, "max": 47740},
+    }
+
+
+def test_the_report_has_the_jpeg_rows_and_targets(tmp_path: Path) -> None:
+    doc = tmp_path / "benchmarks.md"
+    write_report({**results(), "jpeg": jpeg_results()}, tmp_path, doc)
+    text = doc.read_text()
+    assert "## Images as images: JPEG in, resnet50 INT8 (issue 25)" in text
+    assert "31.3 / 38.1 / 47.7 KB" in text
+    assert (
+        "| served sealed JPEG (HPKE to the worker) | 85.0 | 400 | 900 | 0 | 100.0 | 0.85 |" in text
+    )
+    assert "| TorchServe 0.12 + PIL/ORT handler (plain HTTP) | 70.0 |" in text
+    assert "| JPEG served / adjacent raw JPEG (issue 25) | 0.90 (3 rounds) |" in text
+    assert "| JPEG sealed / TorchServe's JPEG path (issue 25) | 1.19 |" in text
+    assert "| simplejpeg | 1.9.0 | 0.80 | 3.60 | 0 |" in text
+
+
+def test_without_torchserve_the_jpeg_section_has_no_torchserve_row(tmp_path: Path) -> None:
+    doc = tmp_path / "benchmarks.md"
+    write_report({**results(), "jpeg": jpeg_results(torchserve=False)}, tmp_path, doc)
+    text = doc.read_text()
+    assert "| served JPEG over Redis Streams (TLS+ACL) | 80.0 |" in text
+    assert "PIL/ORT handler" not in text and "TorchServe's JPEG path" not in text

@@ -241,3 +241,26 @@ def test_a_torchserve_job_with_more_rows_than_the_model_batches_is_answered_400(
     assert f"outside 1..{MANIFEST.max_batch_size}" in out.payload.decode()
     full = decode(job(JobKind.TORCHSERVE, orjson.dumps(rows[1:])), MANIFEST, None)
     assert isinstance(full, Decoded) and full.rows == MANIFEST.max_batch_size
+
+
+def test_a_v2_bytes_job_is_decoded_in_the_worker_as_a_torchserve_image_is() -> None:
+    from functools import partial
+
+    from trustserve.imaging import preprocess_image
+    from trustserve.models.calibration import synthetic_image
+
+    manifest = tiny_manifest(
+        inputs=[{"name": "input", "datatype": "FP32", "shape": [-1, 3, 16, 16]}],
+        preprocessing={"resize": 20, "crop": 16},
+    )
+    assert manifest.preprocessing is not None
+    pre = partial(preprocess_image, pre=manifest.preprocessing)
+    jpegs = np.empty(2, dtype=object)
+    jpegs[:] = [synthetic_image(7), synthetic_image(8)]
+    body, head_len = encode_binary({}, "inputs", [Tensor("input", "BYTES", (2,), jpegs)])
+    got = decode(job(JobKind.V2, body, JobMeta(header_length=head_len)), manifest, pre)
+    assert isinstance(got, Decoded) and got.rows == 2
+    alone = decode(job(JobKind.TORCHSERVE, jpegs[1]), manifest, pre)
+    assert isinstance(alone, Decoded)
+    assert got.inputs["input"].shape == (2, 3, 16, 16)
+    np.testing.assert_array_equal(got.inputs["input"][1:], alone.inputs["input"])
