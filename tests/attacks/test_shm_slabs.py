@@ -8,7 +8,7 @@ holds; a slab is reclaimed when its worker's connection drops and the job is ret
 from a fresh slab; a job whose deadline passed keeps its slab until its worker is done;
 bodies that do not fit, or a full pool, go through the socket; the memory is not in
 /dev/shm, not readable by other users, read-only and unshrinkable for workers; a worker
-and a frontend that decided differently about clear local jobs do not work together.
+that would seal local jobs refuses a frontend that sends them in clear (a downgrade).
 
 Real parts throughout: the embedded broker on a Unix socket, real worker job sources,
 a real memfd. The forger is a small broker written for the test, speaking the protocol.
@@ -270,4 +270,19 @@ async def test_a_worker_that_decided_otherwise_about_clear_jobs_does_not_start(
 ) -> None:
     _, sock = broker
     with pytest.raises(ConfigError, match="in clear but this worker takes them under the"):
-        await SocketJobSource.connect(sock, Q, clear=False)
+        await SocketJobSource.connect(sock, Q, clear=False)  # a downgrade: refused
+
+
+async def test_a_clear_worker_follows_a_frontend_that_seals(tmp_path: Path) -> None:
+    b = EmbeddedBroker(clear_jobs=False)
+    sock = tmp_path / "run" / "broker.sock"
+    await b.serve_workers(sock)
+    worker = await SocketJobSource.connect(sock, Q, clear=True)
+    j = job(body(1000, 20))
+    submitted = asyncio.create_task(b.submit(j))
+    (taken,) = await worker.take(Q, 1, 0)
+    assert not worker.clear and type(taken.payload) is bytes  # copied out, then opened
+    await worker.answer(taken, Outcome(j.id, 200, b"ok"))
+    await submitted
+    await worker.close()
+    await b.close()

@@ -44,6 +44,14 @@ async def connect_job_source(
     )
 
 
+def takes_clear(source: JobSource) -> bool:
+    """Whether ``source`` hands over local jobs in clear (the worker's decision and its
+    frontend's both): then no broker-key decryption is wrapped around it."""
+    from trustserve.broker.embedded import SocketJobSource
+
+    return isinstance(source, SocketJobSource) and source.clear
+
+
 async def open_broker(
     url: str | None, socket: Path, max_queue: int, max_deliveries: int, clear: bool = False
 ) -> tuple[Broker, str]:

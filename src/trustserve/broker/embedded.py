@@ -278,9 +278,10 @@ class EmbeddedBroker:
 class SocketJobSource:
     """A worker process's side of the embedded broker.
 
-    ``clear``: this worker takes local jobs in clear (the frontend must have decided so
-    too) and so reads a body in shared memory where it is, a zero-copy view. Otherwise
-    the shared memory is not trusted: each body is copied out before anything reads it.
+    ``clear``: this worker takes local jobs in clear (its own decision and the frontend's,
+    told in the welcome) and so reads a body in shared memory where it is, a zero-copy
+    view. Otherwise the shared memory is not trusted: each body is copied out before
+    anything reads it, and the worker opens it with the broker key.
     """
 
     def __init__(
@@ -293,7 +294,7 @@ class SocketJobSource:
         self._reader = reader
         self._writer = writer
         self._slabs = slabs
-        self._clear = clear
+        self.clear = clear
 
     @classmethod
     async def connect(
@@ -306,17 +307,24 @@ class SocketJobSource:
                 raise ConnectionError("the embedded broker did not accept this worker")
             slabs = parse_welcome(welcome, fds)
             fds = []
-            if welcome.get("clear", False) is not clear:
+            sends_clear = welcome.get("clear", False) is True
+            if sends_clear and not clear:  # a downgrade: refused (docs/security.md)
                 raise ConfigError(
-                    f"the frontend sends local jobs {_mode(welcome.get('clear') is True)} but "
-                    f"this worker takes them {_mode(clear)}: start both with the same "
-                    "attestation provider"
+                    "the frontend sends local jobs in clear but this worker takes them under "
+                    "the broker key: start both with the same attestation provider"
                 )
+            clear = clear and sends_clear  # a frontend that seals is followed
         except BaseException:
             for fd in fds:
                 os.close(fd)
             sock.close()
             raise
+        if slabs is not None:
+            log.info(
+                "worker %d reads job bodies from shared memory (%d slabs of %d KiB), %s",
+                os.getpid(), slabs.slabs, slabs.slab_bytes >> 10,
+                "in place, in clear" if clear else "copied out, under the broker key",
+            )  # fmt: skip
         # the broker counts this worker from here on
         reader, writer = await asyncio.open_unix_connection(sock=sock, limit=1 << 20)
         return cls(reader, writer, slabs, clear)
@@ -344,7 +352,7 @@ class SocketJobSource:
             raise ValueError("a job has both a body and a shared-memory reference")
         view = self._slabs.body(ref)
         # a view is read in place: np.frombuffer and the decryptions take it as they take bytes
-        return view if self._clear else bytes(view)  # type: ignore[return-value]
+        return view if self.clear else bytes(view)  # type: ignore[return-value]
 
     async def _refuse(self, meta: dict[str, object], why: str) -> None:
         """A job whose reference is not one this worker can read: answered, never read."""
@@ -369,7 +377,3 @@ class SocketJobSource:
         self._writer.close()
         with contextlib.suppress(ConnectionError):
             await self._writer.wait_closed()
-
-
-def _mode(clear: bool) -> str:
-    return "in clear" if clear else "under the broker key"
