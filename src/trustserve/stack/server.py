@@ -193,7 +193,7 @@ class Stack:
         self.keys = FrontendKeys(client, provider, on_bundle=self.metrics.kms_log.seen)
         self._broker_key = await self.keys.broker_key()
         if self._local_clear:  # one memory domain: docs/security.md, "Local jobs and ..."
-            log.info("local jobs are not sealed under the broker key: they stay in one memory domain")
+            log.info("local jobs are not sealed under the broker key: one memory domain")
             return
         self.broker = EncryptingBroker(self.broker, self._broker_key)
 
