@@ -203,6 +203,26 @@ async def test_a_job_past_its_deadline_keeps_its_slab_while_its_worker_reads(
     await worker.close()
 
 
+async def test_only_v2_and_sealed_bodies_are_read_in_place(
+    broker: tuple[EmbeddedBroker, Path],
+) -> None:
+    """A TorchServe body is read with bytes' own methods (an image sent to a model without
+    preprocessing is a 400 naming it, not a 500 from a view without ``startswith``)."""
+    b, sock = broker
+    worker = await SocketJobSource.connect(sock, Q, clear=True)
+    kinds = [JobKind.V2, JobKind.SEALED, JobKind.TORCHSERVE, JobKind.OHTTP]
+    jobs = [Job(uuid.uuid4().hex, Q, k, body(2000, 30), time.time() + 60) for k in kinds]
+    submitted = [asyncio.create_task(b.submit(j)) for j in jobs]
+    await until(lambda: len(b._queue(Q).jobs) == len(jobs))
+    taken = await worker.take(Q, len(jobs), 0)
+    assert [type(t.payload) for t in taken] == [memoryview, memoryview, bytes, bytes]
+    assert [bytes(t.payload) for t in taken] == [j.payload for j in jobs]
+    for t in taken:
+        await worker.answer(t, Outcome(t.id, 200, b"ok"))
+    await asyncio.gather(*submitted)
+    await worker.close()
+
+
 # -- the socket stays the fallback ----------------------------------------------------
 
 

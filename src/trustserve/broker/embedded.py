@@ -23,7 +23,7 @@ from collections import deque
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from trustserve.broker.base import Job, Outcome, OutcomeMeta, broker_failure
+from trustserve.broker.base import Job, JobKind, Outcome, OutcomeMeta, broker_failure
 from trustserve.broker.slabs import SlabPool, SlabView, handshake, parse_welcome, send_with_fd
 from trustserve.broker.wire import (
     frame,
@@ -38,6 +38,9 @@ from trustserve.errors import BrokerTampered, ConfigError, DeadlineExceeded, Una
 
 log = logging.getLogger(__name__)
 POLL_S = 1.0
+# the kinds whose readers take a memoryview as they take bytes (tensors, the sealing's AEAD);
+# TorchServe bodies and OHTTP messages are read with bytes' own methods: copied out
+_READ_IN_PLACE = (JobKind.V2.value, JobKind.SEALED.value)
 
 
 @dataclass
@@ -338,21 +341,23 @@ class SocketJobSource:
             meta, payload = await read_frame(self._reader)
             if "slab" in meta:
                 try:
-                    payload = self._body(meta.pop("slab"), payload)
+                    payload = self._body(meta.pop("slab"), payload, meta.get("kind"))
                 except ValueError as exc:
                     await self._refuse(meta, str(exc))
                     continue
             jobs.append(job_from(meta, payload))
         return jobs
 
-    def _body(self, ref: object, payload: bytes) -> bytes:
+    def _body(self, ref: object, payload: bytes, kind: object) -> bytes:
         if self._slabs is None:
             raise ValueError("a job names shared memory this worker was never given")
         if payload:
             raise ValueError("a job has both a body and a shared-memory reference")
         view = self._slabs.body(ref)
-        # a view is read in place: np.frombuffer and the decryptions take it as they take bytes
-        return view if self.clear else bytes(view)  # type: ignore[return-value]
+        if self.clear and kind in _READ_IN_PLACE:
+            # read in place: np.frombuffer and the sealed request's decryption take a view
+            return view  # type: ignore[return-value]
+        return bytes(view)  # not trusted memory, or a kind read with bytes' own methods
 
     async def _refuse(self, meta: dict[str, object], why: str) -> None:
         """A job whose reference is not one this worker can read: answered, never read."""
