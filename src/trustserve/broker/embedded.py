@@ -8,7 +8,8 @@ its jobs go back to the head of the queue, up to ``max_deliveries`` times.
 A worker that asks for it in its hello gets the broker's shared memory with its
 welcome (``broker/slabs.py``): bodies that fit a slab travel as references to it.
 The welcome also says whether this frontend sends local jobs in clear (``clear``,
-``attestation.registry.clear_local_jobs``); a worker that decided otherwise stops.
+``attestation.registry.clear_local_jobs``): a worker that would take them in clear
+follows a frontend that seals them; one that would seal them refuses one that does not.
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ class EmbeddedBroker:
     ) -> None:
         self.max_queue = max_queue
         self.max_deliveries = max_deliveries
-        self.clear_jobs = clear_jobs  # told to workers: they check it is their decision too
+        self.clear_jobs = clear_jobs  # told to workers in their welcome
         self.shared_memory = shared_memory
         self.pool: SlabPool | None = None
         self._queues: dict[str, _Queue] = {}
@@ -234,8 +235,8 @@ class EmbeddedBroker:
                 else:
                     log.warning("worker connection sent %r out of turn; closing it", op)
                     return
-        except (asyncio.IncompleteReadError, ConnectionError, ValueError, KeyError):
-            pass
+        except (asyncio.IncompleteReadError, OSError, ValueError, KeyError):
+            pass  # OSError: also a welcome whose descriptor could not be sent
         finally:
             if pending is not None:
                 pending.cancel()
@@ -308,8 +309,8 @@ class SocketJobSource:
         try:
             if welcome.get("op") != "welcome":
                 raise ConnectionError("the embedded broker did not accept this worker")
-            slabs = parse_welcome(welcome, fds)
-            fds = []
+            owned, fds = fds, []  # parse_welcome closes what it does not keep
+            slabs = parse_welcome(welcome, owned)
             sends_clear = welcome.get("clear", False) is True
             if sends_clear and not clear:  # a downgrade: refused (docs/security.md)
                 raise ConfigError(
