@@ -27,6 +27,20 @@ PROVIDERS = {
     "sgx": "trustserve.attestation.providers.gramine:provider",
 }
 
+# Providers whose frontend and workers on one host are processes in one protected memory
+# domain (a confidential VM's encrypted guest memory; the simulated platform stands in for
+# one; a plain TPM host trusts its kernel with all memory anyway). Not sgx: each Gramine
+# enclave is its own domain and memory they share is the host's. docs/security.md
+# ("Local jobs and the broker key").
+ONE_MEMORY_DOMAIN = frozenset({"sim", "tpm", "tdx", "sev-snp"})
+
+
+def clear_local_jobs(provider: str) -> bool:
+    """Whether jobs between a frontend and its workers on one host (the embedded broker) go
+    in clear: only where they never leave one protected memory domain. Any provider not
+    known to be such (sgx, a future one): False, the broker key stays on."""
+    return provider in ONE_MEMORY_DOMAIN
+
 
 def _load(ref: str) -> Any:
     module, _, attr = ref.partition(":")

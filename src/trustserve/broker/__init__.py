@@ -17,14 +17,21 @@ def is_redis_url(url: str) -> bool:
     return bool(shards) and all(s.startswith(REDIS_SCHEMES) for s in shards)
 
 
-async def connect_job_source(url: str, queue: str, spread: int = 1) -> JobSource:
+def is_local(url: str) -> bool:
+    """Whether a worker's broker URL is the embedded broker on this host."""
+    return url.startswith("unix:")
+
+
+async def connect_job_source(
+    url: str, queue: str, spread: int = 1, clear: bool = False
+) -> JobSource:
     """The worker side of the broker at ``url`` (``unix:PATH`` or ``redis[s]://``; of
     several Redis shards, the one that holds ``queue``, or with ``spread`` N the
-    least-manned of its first N)."""
-    if url.startswith("unix:"):
+    least-manned of its first N). ``clear``: local jobs come in clear (embedded only)."""
+    if is_local(url):
         from trustserve.broker.embedded import SocketJobSource
 
-        return await SocketJobSource.connect(Path(url.removeprefix("unix:")), queue)
+        return await SocketJobSource.connect(Path(url.removeprefix("unix:")), queue, clear)
     if is_redis_url(url):
         from trustserve.broker.redis import RedisStreamsBroker
         from trustserve.broker.shards import join_shard
@@ -37,17 +44,26 @@ async def connect_job_source(url: str, queue: str, spread: int = 1) -> JobSource
     )
 
 
+def takes_clear(source: JobSource) -> bool:
+    """Whether ``source`` hands over local jobs in clear (the worker's decision and its
+    frontend's both): then no broker-key decryption is wrapped around it."""
+    from trustserve.broker.embedded import SocketJobSource
+
+    return isinstance(source, SocketJobSource) and source.clear
+
+
 async def open_broker(
-    url: str | None, socket: Path, max_queue: int, max_deliveries: int
+    url: str | None, socket: Path, max_queue: int, max_deliveries: int, clear: bool = False
 ) -> tuple[Broker, str]:
     """The frontend side of the broker, and the URL its workers connect to.
 
-    ``url`` None is the embedded broker, reached by local workers over ``socket``.
+    ``url`` None is the embedded broker, reached by local workers over ``socket``, its
+    jobs in clear if ``clear`` (``attestation.registry.clear_local_jobs``).
     """
     if url is None:
         from trustserve.broker.embedded import EmbeddedBroker
 
-        embedded = EmbeddedBroker(max_queue, max_deliveries)
+        embedded = EmbeddedBroker(max_queue, max_deliveries, clear_jobs=clear)
         await embedded.serve_workers(socket)
         return embedded, f"unix:{socket}"
     if is_redis_url(url):

@@ -26,6 +26,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp
 
 from trustserve.attestation import make_provider
+from trustserve.attestation.registry import clear_local_jobs
 from trustserve.broker import Broker, open_broker
 from trustserve.broker.encrypted import EncryptingBroker
 from trustserve.encoding import b64
@@ -67,6 +68,7 @@ class Stack:
         self.broker: Broker
         self.keys: FrontendKeys | None = None
         self._broker_key: bytes | None = None  # once released by the KMS
+        self._local_clear = False  # embedded jobs in clear (clear_local_jobs)
         self._tls_files: TlsFiles
         self._kms_server: Server | None = None
         self._kms_task: asyncio.Task[None] | None = None
@@ -170,9 +172,11 @@ class Stack:
     async def _open_broker(self) -> str:
         """Opens the broker; returns the URL workers reach it at."""
         s = self.settings
+        clear = s.broker_url is None and clear_local_jobs(s.attestation)
         self.broker, worker_url = await open_broker(
-            s.broker_url, s.run_dir / "broker.sock", s.max_queue, s.max_deliveries
+            s.broker_url, s.run_dir / "broker.sock", s.max_queue, s.max_deliveries, clear
         )
+        self._local_clear = clear
         self._plain_broker = self.broker  # before EncryptingBroker wraps it
         return worker_url
 
@@ -188,6 +192,9 @@ class Stack:
         provider = make_provider(s.attestation, s.home, **s.attestation_options)
         self.keys = FrontendKeys(client, provider, on_bundle=self.metrics.kms_log.seen)
         self._broker_key = await self.keys.broker_key()
+        if self._local_clear:  # one memory domain: docs/security.md, "Local jobs and ..."
+            log.info("local jobs are not sealed under the broker key: one memory domain")
+            return
         self.broker = EncryptingBroker(self.broker, self._broker_key)
 
     async def _start_workers(self, worker_url: str, kms_url: str | None) -> None:

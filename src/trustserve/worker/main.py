@@ -17,8 +17,8 @@ from collections.abc import Callable
 from typing import Any
 
 from trustserve import archive
-from trustserve.attestation.registry import parse_options
-from trustserve.broker import JobSource, connect_job_source
+from trustserve.attestation.registry import clear_local_jobs, parse_options
+from trustserve.broker import JobSource, connect_job_source, is_local, takes_clear
 from trustserve.broker.base import queue_name
 from trustserve.broker.encrypted import DecryptingJobSource
 from trustserve.engines import engine_factory
@@ -96,8 +96,9 @@ async def serve(opts: WorkerOptions) -> int:
     del plaintext
     t_engine = time.monotonic()
     queue = queue_name(manifest.name, manifest.version)
-    source: JobSource = await connect_job_source(opts.broker, queue, opts.broker_spread)
-    if keys.broker is not None:
+    clear = is_local(opts.broker) and clear_local_jobs(opts.attestation)
+    source: JobSource = await connect_job_source(opts.broker, queue, opts.broker_spread, clear)
+    if keys.broker is not None and not takes_clear(source):
         source = DecryptingJobSource(source, keys.broker)
     sealed = None
     if keys.serving is not None:
