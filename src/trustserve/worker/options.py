@@ -56,6 +56,18 @@ class WorkerOptions:
         key="worker.threads",
         parse=integer,
     )
+    lone_threads: int | None = option(
+        None,
+        flag=Flag(
+            "--lone-threads",
+            "engine threads for a small batch while no other worker on this host is busy "
+            "(a second engine session per worker; 0: off)",
+            {"type": int},
+        ),
+        key="worker.lone_threads",
+        parse=integer,
+        default_text="the host's cores",
+    )
     home: Path | None = option(
         None,
         flag=Flag("--home", "state directory", {"type": Path}),
