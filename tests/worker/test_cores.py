@@ -110,9 +110,9 @@ def batch(rows: int) -> Tensors:
 
 def test_a_lone_small_batch_runs_wide_and_the_rest_narrow(tmp_path: Path) -> None:
     narrow, wide = Recording("onnxruntime"), Recording("onnxruntime")
-    engine = LoneWide(narrow, HostCores(tmp_path / "cores.lock"))
+    engine = LoneWide(narrow, HostCores(tmp_path / "cores.lock"), runnable=lambda: 1)
     engine.infer(batch(1))  # the wide session is not built yet
-    engine.widen(wide)
+    engine.widen(wide, 2)
     engine.infer(batch(1))
     engine.infer(batch(LONE_MAX_ROWS))
     engine.infer(batch(LONE_MAX_ROWS + 1))  # a large batch is load: narrow
@@ -126,3 +126,25 @@ def test_a_lone_small_batch_runs_wide_and_the_rest_narrow(tmp_path: Path) -> Non
     assert wide.rows == [1, LONE_MAX_ROWS, 2]
     assert narrow.rows == [1, LONE_MAX_ROWS + 1, 1]
     assert (engine.wide_runs, engine.narrow_runs) == (3, 3)
+
+
+def test_a_host_busy_with_other_programs_runs_narrow(tmp_path: Path) -> None:
+    """Two threads on cores other processes hold run slower than one: narrow then."""
+    narrow, wide = Recording("onnxruntime"), Recording("onnxruntime")
+    runnable = [1]
+    engine = LoneWide(narrow, HostCores(tmp_path / "cores.lock"), runnable=lambda: runnable[0])
+    engine.widen(wide, engine.host_cores)
+    engine.infer(batch(1))
+    runnable[0] = 2  # one more thread waking for a moment: still wide
+    engine.infer(batch(1))
+    runnable[0] = 3  # more than that: the cores are taken
+    engine.infer(batch(1))
+    runnable[0] = 0  # the kernel does not say
+    engine.infer(batch(1))
+    assert (len(wide.rows), len(narrow.rows)) == (3, 1)
+
+
+def test_the_runnable_count_includes_the_caller() -> None:
+    from trustserve.worker.cores import runnable_threads
+
+    assert runnable_threads() >= 1

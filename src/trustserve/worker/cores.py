@@ -18,6 +18,13 @@ cleaned up. A worker claims before it looks: two workers starting at once both s
 other and both run narrow, never both wide. A wide run that a sibling joins midway
 shares the cores for the rest of that one run (at most ``LONE_MAX_ROWS`` rows).
 
+Other programs on the host count too: a wide run also needs the cores free of them. An
+intra-op thread that loses its core to another process holds every other thread at the
+next barrier, so on an oversubscribed host two threads run a batch slower than one
+(measured: 171 ms against 85 ms at load 8 on 2 cores, docs/performance.md). The kernel's
+count of runnable threads (``/proc/loadavg``, read in about 40 µs, this thread included)
+must leave the wide session its cores, give or take one thread waking for a moment.
+
 Workers on one host share the budget when they share a home (the stack's, or
 ``--home`` for workers over Redis started by hand on one host); workers with separate
 homes do not see each other.
@@ -30,7 +37,7 @@ import errno
 import fcntl
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from trustserve.engines.base import Engine, Tensors
@@ -43,6 +50,16 @@ _BUSY_ELSEWHERE = (errno.EACCES, errno.EAGAIN)
 def host_cores() -> int:
     """The cores this process may run on."""
     return len(os.sched_getaffinity(0))
+
+
+def runnable_threads() -> int:
+    """Threads running or waiting for a core on this host now, the caller included (0: the
+    kernel does not say, and nothing holds a lone batch back)."""
+    try:
+        with open("/proc/loadavg", "rb") as f:
+            return int(f.read().split()[3].split(b"/")[0])
+    except (OSError, IndexError, ValueError):
+        return 0
 
 
 class HostCores:
@@ -92,8 +109,17 @@ class LoneWide:
     while the wide one builds.
     """
 
-    def __init__(self, narrow: Engine, cores: HostCores, max_rows: int = LONE_MAX_ROWS) -> None:
+    def __init__(
+        self,
+        narrow: Engine,
+        cores: HostCores,
+        max_rows: int = LONE_MAX_ROWS,
+        runnable: Callable[[], int] = runnable_threads,
+    ) -> None:
         self.name = narrow.name
+        self.runnable = runnable
+        self.threads = 0  # the wide session's, once it is built
+        self.host_cores = host_cores()
         self.narrow = narrow
         self.wide: Engine | None = None
         self.cores = cores
@@ -101,11 +127,22 @@ class LoneWide:
         self.wide_runs = 0
         self.narrow_runs = 0
 
-    def widen(self, wide: Engine) -> None:
-        self.wide = wide
+    def widen(self, wide: Engine, threads: int) -> None:
+        self.wide, self.threads = wide, threads
+
+    def room(self) -> bool:
+        """The host has cores for the wide session: besides this thread, at most one more
+        runnable than its cores leave over."""
+        others = self.runnable() - 1
+        return others <= self.host_cores - self.threads + 1
 
     def pick(self, rows: int) -> Engine:
-        if self.wide is not None and rows <= self.max_rows and not self.cores.others_busy():
+        if (
+            self.wide is not None
+            and rows <= self.max_rows
+            and not self.cores.others_busy()
+            and self.room()
+        ):
             self.wide_runs += 1
             return self.wide
         self.narrow_runs += 1

@@ -71,7 +71,7 @@ async def widen(
 ) -> None:
     """Builds the wide session; a worker whose wide session fails to build stays narrow."""
     try:
-        shared.widen(await asyncio.to_thread(factory, plaintext, manifest, n))
+        shared.widen(await asyncio.to_thread(factory, plaintext, manifest, n), n)
     except Exception as exc:  # an engine's own errors too: the narrow session still serves
         log.warning(
             "worker %d stays at its --threads: the wide session failed: %s", os.getpid(), exc
