@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import random
+import re
 import statistics
 from typing import Any
 
@@ -63,11 +64,19 @@ def main() -> None:
                 assert r.errors == 0, r.errors
                 figure = r.percentile(50) if n == 1 else r.rps
                 got[mode].setdefault(f"{n} in flight", []).append(figure)
+                got[mode].setdefault(f"{n} in flight requests", []).append(r.requests)
                 line[f"{mode} {n}"] = round(figure, 1)
             print(line, flush=True)
         print(
             {k: f"{rss_mib(s.process.pid):.0f} MiB RSS under the stack" for k, s in stacks.items()}
         )
+    # each worker logs its counts as it stops; the 32-in-flight batches are all narrow
+    runs = re.findall(r"ran (\d+) batches wide, (\d+) narrow", new.log.read_text())
+    single = sum(got["new"]["1 in flight requests"])
+    print(
+        f"new stack: {sum(int(w) for w, _ in runs)} batches wide, "
+        f"{sum(int(n) for _, n in runs)} narrow; {single:.0f} requests at 1 in flight"
+    )
     o, w = got["old"], got["new"]
     med = statistics.median
     print(

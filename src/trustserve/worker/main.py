@@ -161,6 +161,12 @@ async def serve(opts: WorkerOptions) -> int:
         refresher.cancel()
         if shared is not None:
             widening.cancel()
+            log.info(
+                "worker %d ran %d batches wide, %d narrow",
+                os.getpid(),
+                shared.wide_runs,
+                shared.narrow_runs,
+            )
         with contextlib.suppress(ConnectionError):
             await source.close()
     return 0
