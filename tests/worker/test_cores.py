@@ -148,3 +148,10 @@ def test_the_runnable_count_includes_the_caller() -> None:
     from trustserve.worker.cores import runnable_threads
 
     assert runnable_threads() >= 1
+
+
+def test_trimming_the_heap_is_harmless() -> None:
+    from trustserve.worker.cores import trim_heap
+
+    trim_heap()
+    trim_heap()

@@ -33,7 +33,7 @@ from trustserve.errors import (
 )
 from trustserve.home import default_home, run_dir, trusted_ca
 from trustserve.logs import setup as setup_logging
-from trustserve.worker.cores import HostCores, LoneWide, host_cores
+from trustserve.worker.cores import HostCores, LoneWide, host_cores, trim_heap
 from trustserve.worker.exits import EXIT_UNSERVABLE, UNSERVABLE
 from trustserve.worker.keys import KeyRing, key_ring
 from trustserve.worker.loop import WorkerLoop
@@ -71,7 +71,10 @@ async def widen(
 ) -> None:
     """Builds the wide session; a worker whose wide session fails to build stays narrow."""
     try:
-        shared.widen(await asyncio.to_thread(factory, plaintext, manifest, n), n)
+        wide = await asyncio.to_thread(factory, plaintext, manifest, n)
+        del plaintext  # the last reference: the model's bytes go before the trim
+        shared.widen(wide, n)
+        trim_heap()
     except Exception as exc:  # an engine's own errors too: the narrow session still serves
         log.warning(
             "worker %d stays at its --threads: the wide session failed: %s", os.getpid(), exc
