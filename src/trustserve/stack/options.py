@@ -24,6 +24,7 @@ WORKER_FLAGS = (
     "home",
     "engine",
     "threads",
+    "lone_threads",
     "kms",
     "kms_ca",
     "kms_identity",

@@ -7,6 +7,7 @@ with the answer in standard mode): a clock read or two per job, nothing more.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -66,7 +67,9 @@ class WorkerLoop:
         preprocess: Callable[[bytes], Any] | None = None,
         sealed: SealedReader | None = None,
         refreshes: Callable[[], dict[str, int] | None] | None = None,
+        busy: Callable[[], contextlib.AbstractContextManager[None]] = contextlib.nullcontext,
     ) -> None:
+        self.busy = busy  # held from a take until its answers are sent (worker/cores.py)
         self.sealed = sealed
         self.refreshes = refreshes  # key refresh counts to report (KeyRing.drain_refreshes)
         self.source = source
@@ -92,7 +95,8 @@ class WorkerLoop:
                 jobs = take.result()
                 window.taken(len(jobs))
                 if jobs:
-                    await self.process(jobs)
+                    with self.busy():
+                        await self.process(jobs)
         finally:
             stopping.cancel()
             self._executor.shutdown(wait=False)

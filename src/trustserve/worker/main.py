@@ -22,6 +22,7 @@ from trustserve.broker import JobSource, connect_job_source, is_local, takes_cle
 from trustserve.broker.base import queue_name
 from trustserve.broker.encrypted import DecryptingJobSource
 from trustserve.engines import engine_factory
+from trustserve.engines.base import Engine, EngineFactory
 from trustserve.errors import (
     ArchiveError,
     ConfigError,
@@ -30,8 +31,9 @@ from trustserve.errors import (
     TrustserveError,
     Unavailable,
 )
-from trustserve.home import default_home, trusted_ca
+from trustserve.home import default_home, run_dir, trusted_ca
 from trustserve.logs import setup as setup_logging
+from trustserve.worker.cores import HostCores, LoneWide, host_cores, trim_heap
 from trustserve.worker.exits import EXIT_UNSERVABLE, UNSERVABLE
 from trustserve.worker.keys import KeyRing, key_ring
 from trustserve.worker.loop import WorkerLoop
@@ -64,6 +66,23 @@ def obtain(keys: KeyRing, model: archive.ModelArchive, wait_s: float) -> bytes:
             time.sleep(0.05)
 
 
+async def widen(
+    shared: LoneWide, factory: EngineFactory, plaintext: bytes, manifest: archive.Manifest, n: int
+) -> None:
+    """Builds the wide session; a worker whose wide session fails to build stays narrow."""
+    try:
+        wide = await asyncio.to_thread(factory, plaintext, manifest, n)
+        del plaintext  # the last reference: the model's bytes go before the trim
+        shared.widen(wide, n)
+        trim_heap()
+    except Exception as exc:  # an engine's own errors too: the narrow session still serves
+        log.warning(
+            "worker %d stays at its --threads: the wide session failed: %s", os.getpid(), exc
+        )
+    else:
+        log.info("worker %d: a lone batch now runs on %d threads", os.getpid(), n)
+
+
 async def serve(opts: WorkerOptions) -> int:
     if opts.archive is None or opts.broker is None:
         raise ConfigError("a worker needs --archive and --broker")
@@ -92,9 +111,15 @@ async def serve(opts: WorkerOptions) -> int:
     )
     t_keys = time.monotonic()
     del model  # the ciphertext: not held while the engine builds its copy (peak RSS)
-    engine = factory(plaintext, manifest, opts.threads)
-    del plaintext
+    engine: Engine = factory(plaintext, manifest, opts.threads)
     t_engine = time.monotonic()
+    lone = host_cores() if opts.lone_threads is None else opts.lone_threads
+    shared: LoneWide | None = None
+    if lone > opts.threads:  # the wide session builds while the narrow one answers
+        shared = LoneWide(engine, HostCores(run_dir(home) / "cores.lock"))
+        engine = shared
+        widening = asyncio.create_task(widen(shared, factory, plaintext, manifest, lone))
+    del plaintext
     queue = queue_name(manifest.name, manifest.version)
     clear = is_local(opts.broker) and clear_local_jobs(opts.attestation)
     source: JobSource = await connect_job_source(opts.broker, queue, opts.broker_spread, clear)
@@ -105,12 +130,13 @@ async def serve(opts: WorkerOptions) -> int:
         nonces = nonce_store(opts.broker, queue, home, asyncio.get_running_loop())
         sealed = SealedReader(keys, ReplayGuard(nonces, opts.replay_window), manifest)
     log.info(
-        "worker %d ready: %s, %s, %d threads (archive read %.2f s, keys + decrypt %.2f s, "
+        "worker %d ready: %s, %s, %d threads, %s (archive read %.2f s, keys + decrypt %.2f s, "
         "engine load %.2f s)",
         os.getpid(),
         queue,
         opts.engine,
         opts.threads,
+        f"{lone} while alone on the host" if shared else "lone-threads off",
         t_read - t0,
         t_keys - t_read,
         t_engine - t_keys,
@@ -120,7 +146,14 @@ async def serve(opts: WorkerOptions) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     worker = WorkerLoop(
-        source, queue, manifest, engine, preprocessor(manifest), sealed, keys.drain_refreshes
+        source,
+        queue,
+        manifest,
+        engine,
+        preprocessor(manifest),
+        sealed,
+        keys.drain_refreshes,
+        shared.cores.busy if shared else contextlib.nullcontext,
     )
     refresher = asyncio.create_task(keys.keep_fresh(stop))
     try:
@@ -130,6 +163,14 @@ async def serve(opts: WorkerOptions) -> int:
         return 1
     finally:
         refresher.cancel()
+        if shared is not None:
+            widening.cancel()
+            log.info(
+                "worker %d ran %d batches wide, %d narrow",
+                os.getpid(),
+                shared.wide_runs,
+                shared.narrow_runs,
+            )
         with contextlib.suppress(ConnectionError):
             await source.close()
     return 0

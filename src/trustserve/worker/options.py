@@ -11,6 +11,7 @@ variable; adding an option here is the only change needed for every path.
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import Iterable
 from dataclasses import MISSING, dataclass, fields
 from pathlib import Path
@@ -55,6 +56,21 @@ class WorkerOptions:
         flag=Flag("--threads", "engine threads per worker", {"type": int}),
         key="worker.threads",
         parse=integer,
+    )
+    lone_threads: int | None = option(
+        None,
+        flag=Flag(
+            "--lone-threads",
+            "engine threads for a small batch while no other worker on this host is busy "
+            "(a second engine session per worker; 0: off)",
+            {"type": int},
+        ),
+        key="worker.lone_threads",
+        parse=integer,
+        default_text="the host's cores",
+        show=lambda value, _stack: (
+            f"{len(os.sched_getaffinity(0))} (the host's cores)" if value is None else value
+        ),
     )
     home: Path | None = option(
         None,
