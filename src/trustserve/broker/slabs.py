@@ -152,6 +152,8 @@ def handshake(path: Path, hello: bytes) -> tuple[socket.socket, dict[str, Any], 
                 raise ConnectionError("the embedded broker's welcome is too large")
             chunk, got, _flags, _ = socket.recv_fds(sock, 1 << 16, 1)
             fds += got
+            for fd in got:  # recv_fds leaves them inheritable: no child gets the pool
+                os.set_inheritable(fd, False)
             if not chunk:
                 raise ConnectionError("the embedded broker closed the connection")
             data += chunk
