@@ -245,7 +245,9 @@ def _check_budget(body: bytes, header_length: str | None, manifest: Manifest) ->
             head = body[: max(int(header_length), 0)]  # binary data after it is not JSON
         except ValueError:
             return  # split_body refuses the header length
-    if head.count(b",") > budget:
+    # a shared-memory view (local jobs read in place) has no count(): counted as bytes
+    commas = head.count(b",") if isinstance(head, bytes) else bytes(head).count(b",")
+    if commas > budget:
         raise InvalidInput(
             f"request holds more values than model '{manifest.name}' takes "
             f"(at most {manifest.max_batch_size} rows)"

@@ -2,8 +2,9 @@
 
 The frontend owns one anonymous memory file (``memfd``: never in /dev/shm, mode 0600,
 sealed so it can neither grow nor shrink, so no worker can make the frontend's own
-mapping fault), cut into ``slabs`` fixed slabs. Each worker that asks for it gets a
-read-only descriptor of it once, with its welcome over its Unix socket (SCM_RIGHTS).
+mapping fault, and against every write but the frontend's own mapping's), cut into
+``slabs`` fixed slabs. Each worker that asks for it gets a read-only descriptor of it
+once, with its welcome over its Unix socket (SCM_RIGHTS).
 
 A job whose body fits a free slab is written there once and travels as a reference
 ``[slab, length]`` in its frame head; the worker reads it through its read-only
@@ -30,6 +31,7 @@ log = logging.getLogger(__name__)
 
 SLAB_BYTES = 1 << 20  # a 224x224x3 FP32 v2 body (602 KB) fits with room to spare
 SLABS = 64  # memory is taken only as slabs are first written
+_SEAL_FUTURE_WRITE = getattr(fcntl, "F_SEAL_FUTURE_WRITE", 0x0010)  # linux/fcntl.h
 
 
 class SlabPool:
@@ -40,12 +42,16 @@ class SlabPool:
         try:
             os.fchmod(fd, 0o600)
             os.ftruncate(fd, slabs * slab_bytes)
-            seals = fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_SEAL
-            fcntl.fcntl(fd, fcntl.F_ADD_SEALS, seals)
             self._map = mmap.mmap(fd, slabs * slab_bytes)
+            # this mapping writes on; no descriptor a worker reopens through /proc can
+            # write (its user may open a 0600 file), nor any new mapping (Linux 5.1)
+            seals = fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | _SEAL_FUTURE_WRITE
+            fcntl.fcntl(fd, fcntl.F_ADD_SEALS, seals | fcntl.F_SEAL_SEAL)
             # what workers get: the same memory, opened read-only, so they cannot write a slab
             self.reader_fd = os.open(f"/proc/self/fd/{fd}", os.O_RDONLY | os.O_CLOEXEC)
         except BaseException:
+            if hasattr(self, "_map"):
+                self._map.close()
             os.close(fd)
             raise
         self._fd = fd
@@ -152,6 +158,8 @@ def handshake(path: Path, hello: bytes) -> tuple[socket.socket, dict[str, Any], 
                 raise ConnectionError("the embedded broker's welcome is too large")
             chunk, got, _flags, _ = socket.recv_fds(sock, 1 << 16, 1)
             fds += got
+            for fd in got:  # recv_fds leaves them inheritable: no child gets the pool
+                os.set_inheritable(fd, False)
             if not chunk:
                 raise ConnectionError("the embedded broker closed the connection")
             data += chunk

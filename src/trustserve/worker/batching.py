@@ -104,7 +104,10 @@ def _read(
     preprocess: Callable[[bytes], Any] | None,
 ) -> Decoded:
     if kind is JobKind.V2:
-        request = parse_request(body, None if header_length is None else str(header_length))
+        # with the manifest: shapes and sizes checked from the header before any element is read
+        request = parse_request(
+            body, None if header_length is None else str(header_length), manifest
+        )
         check_against(request, manifest)
         inputs = {
             t.name: _images(t.data, preprocess) if t.datatype == BYTES else t.data
