@@ -26,6 +26,9 @@ from trustserve.errors import InvalidInput
 FORMATS = ("JPEG", "PNG")
 # 40 megapixels decode to 120 MB of RGB; anything larger is refused before decoding.
 MAX_PIXELS = 40_000_000
+# All the images of one request together (v2 BYTES carries up to max_batch_size of them):
+# without it, 1,024 small JPEGs of 40 MP each would hold a worker's engine for minutes.
+MAX_REQUEST_PIXELS = 256_000_000
 
 
 def preprocess_image(
@@ -34,6 +37,28 @@ def preprocess_image(
     """Decode one JPEG/PNG image and return it as float32 ``[3, crop, crop]``."""
     img = decode_image(data, short_side=pre.resize, max_pixels=max_pixels)
     return image_to_tensor(img, pre)
+
+
+def check_request_pixels(images: list[bytes], *, limit: int | None = None) -> None:
+    """Refuse, before decoding any, images whose headers add up to more than ``limit``
+    pixels. Reading a header decodes nothing; an image without one is left for
+    ``decode_image`` to refuse."""
+    limit = MAX_REQUEST_PIXELS if limit is None else limit
+    total = 0
+    for image in images:
+        try:
+            with Image.open(io.BytesIO(image), formats=FORMATS) as img:
+                width, height = img.size
+        except (Image.DecompressionBombWarning, Image.DecompressionBombError):
+            width, height = MAX_PIXELS + 1, 1
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError):
+            continue
+        total += width * height
+        if total > limit:
+            raise InvalidInput(
+                f"the {len(images)} images of this request have over {limit} pixels "
+                "together; send them in smaller requests"
+            )
 
 
 def decode_image(data: bytes, *, short_side: int = 0, max_pixels: int = MAX_PIXELS) -> Image.Image:

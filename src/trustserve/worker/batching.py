@@ -132,8 +132,12 @@ IMAGE_MAGIC = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff")  # PNG, JPEG
 def _images(encoded: Any, preprocess: Callable[[bytes], Any] | None) -> Any:
     """v2 BYTES, one encoded image per row (check_against allowed them: the model has image
     preprocessing), decoded and preprocessed here, inside the TEE, as a TorchServe body is."""
+    from trustserve.imaging import check_request_pixels
+
     assert preprocess is not None
-    return np.stack([preprocess(image) for image in encoded.reshape(-1)])
+    images = [bytes(image) for image in encoded.reshape(-1)]
+    check_request_pixels(images)  # all of them, before any is decoded
+    return np.stack([preprocess(image) for image in images])
 
 
 def _torchserve_inputs(
