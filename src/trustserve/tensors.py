@@ -160,7 +160,7 @@ def _tensors(
                     f"{where} '{name}': BYTES go as binary data, with a binary_data_size "
                     f"within the {len(binary) - offset} bytes after the JSON"
                 )
-            array = _bytes_elements(binary[offset : offset + size], shape, f"{where} '{name}'")
+            array = bytes_elements(binary[offset : offset + size], shape, f"{where} '{name}'")
             offset += size
         elif size is not None:
             if not isinstance(size, int) or size < 0:
@@ -185,7 +185,7 @@ def _tensors(
     return out, offset
 
 
-def _bytes_elements(data: memoryview, shape: tuple[int, ...], where: str) -> Array:
+def bytes_elements(data: memoryview, shape: tuple[int, ...], where: str) -> Array:
     """BYTES binary data: ``prod(shape)`` elements, each a 4-byte little-endian length and
     that many bytes, exactly filling ``data``."""
     count = math.prod(shape)

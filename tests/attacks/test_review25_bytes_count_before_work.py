@@ -40,13 +40,13 @@ ELEMENTS = 50_000
 def read_counts(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """How many elements each BYTES tensor the parser reads claims."""
     counts: list[int] = []
-    real = tensors._bytes_elements
+    real = tensors.bytes_elements
 
     def spy(data: memoryview, shape: tuple[int, ...], where: str) -> Any:
         counts.append(int(np.prod(shape)))
         return real(data, shape, where)
 
-    monkeypatch.setattr(tensors, "_bytes_elements", spy)
+    monkeypatch.setattr(tensors, "bytes_elements", spy)
     return counts
 
 

@@ -9,12 +9,15 @@ run locally on the same JPEG (|served - local| <= 1e-5, FP32).
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import numpy as np
 import onnx
 import pytest
+import tritonclient.grpc as triton
 from onnx import TensorProto, helper
+from tritonclient.utils import InferenceServerException
 
 from tests.support import RunningStack, start_stack, tiny_manifest, write_tiny
 from trustserve import archive
@@ -115,3 +118,31 @@ def test_bytes_that_are_not_an_image_are_a_clear_400(stack: RunningStack) -> Non
     r = v2_bytes(stack, "means", np.array([b"\xff\xd8\xff not a jpeg"], dtype=object))
     assert r.status_code == 400
     assert "image does not decode" in r.text
+
+
+def grpc_bytes(stack: RunningStack, model: str, images: np.ndarray, name: str = "input") -> Any:
+    client = triton.InferenceServerClient(
+        f"localhost:{stack.grpc_port}", ssl=True, root_certificates=str(stack.ca)
+    )
+    try:
+        tensor = triton.InferInput(name, list(images.shape), "BYTES")
+        tensor.set_data_from_numpy(images)
+        return client.infer(model, [tensor])
+    finally:
+        client.close()
+
+
+def test_jpegs_as_grpc_bytes_are_decoded_by_the_worker(stack: RunningStack) -> None:
+    """tritonclient sends BYTES in raw_input_contents, each element length-prefixed."""
+    images = jpegs(int(np.random.default_rng().integers(1 << 30)), 31)
+    answer = grpc_bytes(stack, "means", images)
+    np.testing.assert_allclose(answer.as_numpy("means"), expected(images), atol=ATOL)
+
+
+def test_grpc_bytes_to_a_model_that_takes_no_images_or_not_images_are_clear_errors(
+    stack: RunningStack,
+) -> None:
+    with pytest.raises(InferenceServerException, match="model 'tiny' takes no images"):
+        grpc_bytes(stack, "tiny", jpegs(1), name="x")
+    with pytest.raises(InferenceServerException, match="image does not decode"):
+        grpc_bytes(stack, "means", np.array([b"\xff\xd8\xff not a jpeg"], dtype=object))

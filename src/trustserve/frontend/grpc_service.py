@@ -35,11 +35,13 @@ from trustserve.frontend.dataplane import PARSE_INLINE_BYTES, DataPlane, Work
 from trustserve.frontend.grpc_v2 import grpc_predict_v2_pb2 as pb
 from trustserve.frontend.registry import ModelEntry
 from trustserve.tensors import (
+    BYTES,
     Array,
     InferRequest,
     RequestedOutput,
     Tensor,
     array_from_values,
+    bytes_elements,
     check_input_header,
     parse_response,
 )
@@ -173,10 +175,12 @@ def _typed(tensor: pb.ModelInferRequest.InferInputTensor) -> Array:
 def _raw(tensor: pb.ModelInferRequest.InferInputTensor, raw: bytes, i: int) -> Array:
     """``raw_input_contents[i]``, the bytes of one input, read in place as an array."""
     shape = tuple(tensor.shape)
-    if tensor.datatype not in DATATYPES:
+    if tensor.datatype not in DATATYPES and tensor.datatype != BYTES:
         raise InvalidInput(f"inputs '{tensor.name}': datatype {tensor.datatype!r} is not supported")
     if any(d < 0 for d in shape):
         raise InvalidInput(f"inputs '{tensor.name}': shape must be a list of non-negative integers")
+    if tensor.datatype == BYTES:  # encoded images, as v2 binary data: the worker decodes them
+        return bytes_elements(memoryview(raw), shape, f"input '{tensor.name}'")
     dtype = np.dtype(DATATYPES[tensor.datatype])
     need = math.prod(shape) * dtype.itemsize
     if len(raw) != need:
