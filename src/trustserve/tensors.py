@@ -17,6 +17,7 @@ import orjson
 
 from trustserve.archive import DATATYPES, Manifest, TensorSpec
 from trustserve.errors import InvalidInput
+from trustserve.tensor_bytes import BYTES, bytes_data, bytes_elements
 
 Array = npt.NDArray[Any]
 MAX_RANK = 8
@@ -24,10 +25,6 @@ MAX_ELEMENTS = 2**31  # per tensor, counting a 0 dimension as 1 (numpy refuses s
 JSON_SLACK_VALUES = 4096  # JSON values a request may carry besides its tensor elements
 _DTYPES = {k: np.dtype(v) for k, v in DATATYPES.items()}
 _NAMES = {v: k for k, v in _DTYPES.items()}
-# v2 BYTES: encoded images for a model with image preprocessing (binary data only: each
-# element a 4-byte little-endian length, then its bytes); the worker decodes them.
-BYTES = "BYTES"
-_LEN = 4
 
 
 @dataclass
@@ -183,38 +180,6 @@ def _tensors(
             raise InvalidInput(f"{where} '{name}' has neither 'data' nor binary_data_size")
         out.append(Tensor(name, dtype_name, shape, array))
     return out, offset
-
-
-def bytes_elements(data: memoryview, shape: tuple[int, ...], where: str) -> Array:
-    """BYTES binary data: ``prod(shape)`` elements, each a 4-byte little-endian length and
-    that many bytes, exactly filling ``data``."""
-    count = math.prod(shape)
-    items: list[bytes] = []
-    pos = 0
-    while pos + _LEN <= len(data) and len(items) < count:
-        n = int.from_bytes(data[pos : pos + _LEN], "little")
-        if pos + _LEN + n > len(data):
-            break
-        items.append(bytes(data[pos + _LEN : pos + _LEN + n]))
-        pos += _LEN + n
-    if len(items) != count or pos != len(data):
-        raise InvalidInput(
-            f"{where}: BYTES data is not {count} length-prefixed elements "
-            f"(4-byte little-endian lengths) filling its {len(data)} bytes"
-        )
-    array = np.empty(count, dtype=object)
-    array[:] = items
-    return array.reshape(shape)
-
-
-def bytes_data(array: Array) -> bytes:
-    """An object array of ``bytes`` as BYTES binary data."""
-    parts = []
-    for item in array.reshape(-1):
-        if not isinstance(item, bytes):
-            raise InvalidInput(f"BYTES elements must be bytes, not {type(item).__name__}")
-        parts += [len(item).to_bytes(_LEN, "little"), item]
-    return b"".join(parts)
 
 
 def array_from_values(data: Any, dtype: np.dtype[Any], shape: tuple[int, ...], where: str) -> Array:

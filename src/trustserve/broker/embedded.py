@@ -24,7 +24,6 @@ from collections import deque
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from trustserve.archive import MAX_BATCH_SIZE
 from trustserve.broker.base import Job, JobKind, Outcome, OutcomeMeta, broker_failure
 from trustserve.broker.slabs import SlabPool, SlabView, handshake, parse_welcome, send_with_fd
 from trustserve.broker.wire import (
@@ -35,6 +34,7 @@ from trustserve.broker.wire import (
     outcome_from,
     outcome_meta,
     read_frame,
+    take_bounds,
 )
 from trustserve.errors import BrokerTampered, ConfigError, DeadlineExceeded, Unavailable
 
@@ -224,7 +224,7 @@ class EmbeddedBroker:
                 meta, payload = await read_frame(reader)
                 op = meta.get("op")
                 if op == "take" and (pending is None or pending.done()):
-                    max_items, delay = _take_bounds(meta)
+                    max_items, delay = take_bounds(meta)
                     pending = asyncio.create_task(
                         self._take_for(cid, queue, max_items, delay, writer, held)
                     )
@@ -277,23 +277,6 @@ class EmbeddedBroker:
                 parts.append(frame({**job_meta(job), "slab": [slab, len(job.payload)]}))
         writer.writelines(parts)
         await writer.drain()
-
-
-MAX_TAKE_DELAY_S = 3600.0
-
-
-def _take_bounds(meta: dict[str, object]) -> tuple[int, float]:
-    """A take's batch size and delay, as a worker sends them (an int 1..MAX_BATCH_SIZE, a
-    finite delay of 0..an hour); ValueError otherwise: a NaN delay would be a timer that
-    fires at once in the frontend's event loop, again and again."""
-    max_items, delay = meta.get("max"), meta.get("delay")
-    if type(max_items) is not int or not 1 <= max_items <= MAX_BATCH_SIZE:
-        raise ValueError("a take's max is not a batch size")
-    if isinstance(delay, bool) or not isinstance(delay, int | float):
-        raise ValueError("a take's delay is not a number")
-    if not 0 <= delay <= MAX_TAKE_DELAY_S:  # NaN compares False
-        raise ValueError("a take's delay is not a finite number of seconds")
-    return max_items, float(delay)
 
 
 class SocketJobSource:

@@ -12,6 +12,7 @@ from typing import Any
 
 import orjson
 
+from trustserve.archive import MAX_BATCH_SIZE
 from trustserve.broker.base import Job, JobKind, JobMeta, Outcome, OutcomeMeta
 
 _HEAD = struct.Struct(">II")
@@ -104,3 +105,20 @@ def outcome_from(meta: dict[str, Any], payload: bytes) -> Outcome:
         )
     except (KeyError, TypeError) as exc:
         raise ValueError(f"not an outcome: {exc!r}") from None
+
+
+MAX_TAKE_DELAY_S = 3600.0
+
+
+def take_bounds(meta: dict[str, object]) -> tuple[int, float]:
+    """A take's batch size and delay, as a worker sends them (an int 1..MAX_BATCH_SIZE, a
+    finite delay of 0..an hour); ValueError otherwise: a NaN delay would be a timer that
+    fires at once in the frontend's event loop, again and again."""
+    max_items, delay = meta.get("max"), meta.get("delay")
+    if type(max_items) is not int or not 1 <= max_items <= MAX_BATCH_SIZE:
+        raise ValueError("a take's max is not a batch size")
+    if isinstance(delay, bool) or not isinstance(delay, int | float):
+        raise ValueError("a take's delay is not a number")
+    if not 0 <= delay <= MAX_TAKE_DELAY_S:  # NaN compares False
+        raise ValueError("a take's delay is not a finite number of seconds")
+    return max_items, float(delay)

@@ -34,14 +34,13 @@ from trustserve.errors import InvalidInput, TrustserveError, error_class
 from trustserve.frontend.dataplane import PARSE_INLINE_BYTES, DataPlane, Work
 from trustserve.frontend.grpc_v2 import grpc_predict_v2_pb2 as pb
 from trustserve.frontend.registry import ModelEntry
+from trustserve.tensor_bytes import BYTES, bytes_elements
 from trustserve.tensors import (
-    BYTES,
     Array,
     InferRequest,
     RequestedOutput,
     Tensor,
     array_from_values,
-    bytes_elements,
     check_input_header,
     parse_response,
 )

@@ -23,8 +23,8 @@ from trustserve.archive import DATATYPES, Manifest
 from trustserve.broker.base import Job, JobKind, Outcome, OutcomeMeta
 from trustserve.engines.base import Tensors
 from trustserve.errors import InvalidInput, TrustserveError, UnknownKeyId
+from trustserve.tensor_bytes import BYTES
 from trustserve.tensors import (
-    BYTES,
     RequestedOutput,
     Tensor,
     check_against,
