@@ -158,13 +158,17 @@ def _handler(relay: Relay) -> type[BaseHTTPRequestHandler]:
         do_PUT = do_DELETE = do_PATCH = do_GET
 
         def _refuse(self, status: int, message: str) -> None:
-            self.close_connection = True  # a body left unread must not be taken for a request
-            self._answer(status, "text/plain; charset=utf-8", message.encode())
+            # A body left unread must not be taken for a request, so the connection ends
+            # here; saying so in the answer keeps the client from sending its next request
+            # on it (it would find the connection closed under it).
+            self._answer(status, "text/plain; charset=utf-8", message.encode(), close=True)
 
-        def _answer(self, status: int, media: str, body: bytes) -> None:
+        def _answer(self, status: int, media: str, body: bytes, close: bool = False) -> None:
             self.send_response(status)
             self.send_header("Content-Type", media)
             self.send_header("Content-Length", str(len(body)))
+            if close:
+                self.send_header("Connection", "close")  # also sets close_connection
             self.end_headers()
             self.wfile.write(body)
 
