@@ -135,13 +135,13 @@ def low_load_latency(res: dict[str, Any]) -> str:
     if one is None or b1 is None or not b1.get("img_s"):
         return "-"
     raw_ms = 1000 / b1["img_s"]
-    text = f"{one['p50_ms']:.1f} ms vs {raw_ms:.1f} ms (+{one['p50_ms'] - raw_ms:.1f} ms)"
+    text = f"{one['p50_ms']:.1f} ms vs {raw_ms:.1f} ms ({one['p50_ms'] - raw_ms:+.1f} ms)"
     single = res.get("batch1_one_thread_img_s")
     if single:
         one_ms = 1000 / single
         text += (
             f"; raw batch-1 at 1 thread (what each default worker runs) {one_ms:.1f} ms"
-            f" (+{one['p50_ms'] - one_ms:.1f} ms)"
+            f" ({one['p50_ms'] - one_ms:+.1f} ms)"
         )
     return text
 
