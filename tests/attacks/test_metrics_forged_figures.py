@@ -155,6 +155,7 @@ async def test_made_up_error_codes_become_one_label(
         {"queue_ms": -1},
         {"preprocess_ms": "1"},
         {"batch_first": 1},
+        {"wide": "yes"},
     ],
 )
 def test_figures_no_worker_sends_are_refused(meta: dict[str, object]) -> None:

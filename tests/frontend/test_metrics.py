@@ -45,6 +45,15 @@ def test_a_batch_is_counted_once_however_many_requests_ran_in_it() -> None:
     assert abs(value(metrics, "trustserve_queue_seconds_sum") - 0.006) < 1e-9
 
 
+def test_wide_batches_are_counted_once_each_and_narrow_ones_not() -> None:
+    metrics = Metrics()
+    for first, wide in ((True, True), (False, False), (True, False)):
+        meta = OutcomeMeta(inference_ms=4.0, batch_size=1, batch_first=first, wide=wide)
+        metrics.observe("tiny", "1", "v2", 200, 0.010, meta)
+    assert value(metrics, "trustserve_wide_batches_total") == 1
+    assert value(metrics, "trustserve_batch_size_count") == 2
+
+
 def test_errors_count_by_code_whoever_answered() -> None:
     metrics = Metrics()
     metrics.observe("tiny", "1", "v2", 400, 0.01, OutcomeMeta("invalid_input"))  # the worker

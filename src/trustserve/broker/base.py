@@ -99,8 +99,10 @@ class OutcomeMeta:
     a sealed answer only the client can open. The rest is the worker's figures for
     metrics (docs/observability.md): its queue wait and preprocessing time; the
     engine time and rows of the batch it ran in (``batch_first`` on one answer per
-    batch, so each batch is counted once); ``key_refreshes``, the worker's serving-key
-    refreshes by result (``KEY_REFRESH_RESULTS``) since its previous answer.
+    batch, so each batch is counted once), and whether that batch ran on the wide
+    session, every core of the host (``wide``, worker/cores.py); ``key_refreshes``,
+    the worker's serving-key refreshes by result (``KEY_REFRESH_RESULTS``) since its
+    previous answer.
 
     ``from_json`` bounds every number (in plaintext mode the broker can write them):
     ``batch_size`` 1..``MAX_BATCH_SIZE``, ``header_length`` within a frame, durations
@@ -116,6 +118,7 @@ class OutcomeMeta:
     preprocess_ms: float | None = None
     batch_first: bool = False
     key_refreshes: dict[str, int] | None = None
+    wide: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if v is not None and v is not False}
@@ -134,6 +137,7 @@ class OutcomeMeta:
             _ms(raw, "preprocess_ms"),
             bool(_field(raw, "batch_first", bool)),
             _refreshes(_field(raw, "key_refreshes", dict)),
+            bool(_field(raw, "wide", bool)),
         )
 
 

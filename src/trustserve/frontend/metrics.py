@@ -81,6 +81,12 @@ class Metrics:
         self.batch = Histogram(
             "trustserve_batch_size", "Rows per engine run", _MV, buckets=_BATCH, registry=r
         )
+        self.wide = Counter(
+            "trustserve_wide_batches",
+            "Engine runs on the wide session: a lone batch given every core of the host",
+            _MV,
+            registry=r,
+        )
         self.key_refreshes = Counter(
             "trustserve_key_refreshes",
             "Workers' serving-key refreshes by result (ok, failed, refused)",
@@ -140,6 +146,8 @@ class Metrics:
                     min(seconds, meta.inference_ms / 1000)
                 )
                 self.batch.labels(model, version).observe(meta.batch_size or 1)
+                if meta.wide:
+                    self.wide.labels(model, version).inc()
         for result, n in (meta.key_refreshes or {}).items():
             if result in KEY_REFRESH_RESULTS:
                 self.key_refreshes.labels(model, version, result).inc(n)

@@ -139,6 +139,7 @@ class LoneWide:
         self.max_rows = max_rows
         self.wide_runs = 0
         self.narrow_runs = 0
+        self.last_wide = False  # the last batch's session (one engine thread picks, reads)
 
     def widen(self, wide: Engine, threads: int) -> None:
         self.wide, self.threads = wide, threads
@@ -157,8 +158,10 @@ class LoneWide:
             and self.room()
         ):
             self.wide_runs += 1
+            self.last_wide = True
             return self.wide
         self.narrow_runs += 1
+        self.last_wide = False
         return self.narrow
 
     def infer(self, inputs: Tensors) -> Tensors:

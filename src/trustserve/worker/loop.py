@@ -28,6 +28,7 @@ from trustserve.worker.batching import (
     plan,
     split,
 )
+from trustserve.worker.cores import LoneWide
 from trustserve.worker.sealed import SealedReader
 
 log = logging.getLogger(__name__)
@@ -126,6 +127,7 @@ class WorkerLoop:
                 continue
             infer_ms = (time.perf_counter() - start) * 1000
             rows = sum(d.rows for d in run)
+            wide = isinstance(self.engine, LoneWide) and self.engine.last_wide
             for i, (d, out) in enumerate(zip(run, split(run, outputs), strict=True)):
                 figures = OutcomeMeta(
                     inference_ms=infer_ms,
@@ -133,6 +135,7 @@ class WorkerLoop:
                     batch_size=rows,
                     preprocess_ms=prep_ms[d.job.id],
                     batch_first=i == 0,
+                    wide=wide and i == 0,
                 )
                 await self._send(d.job, self._answer(d, out, figures))
 
