@@ -34,11 +34,18 @@ async def connect_job_source(
         return await SocketJobSource.connect(Path(url.removeprefix("unix:")), queue, clear)
     if is_redis_url(url):
         from trustserve.broker.redis import RedisStreamsBroker
-        from trustserve.broker.shards import join_shard
+        from trustserve.broker.shards import check_position, join_shard, split_shards
 
-        return await RedisStreamsBroker.connect(
-            await join_shard(url, queue, spread), consumer_queue=queue
-        )
+        shards = split_shards(url)
+        joined = await join_shard(url, queue, spread)
+        source = await RedisStreamsBroker.connect(joined, consumer_queue=queue)
+        if len(shards) > 1:
+            try:
+                await check_position(source.client, source.keys, shards.index(joined))
+            except BaseException:
+                await source.close()
+                raise
+        return source
     raise ConfigError(
         f"unknown broker URL {url!r}: use unix:PATH, rediss://HOST:PORT or rediss+sentinel://HOSTS/SERVICE"
     )

@@ -69,6 +69,10 @@ class Keys:
     def reply(self, frontend: str) -> str:
         return f"{self.prefix}:r:{frontend}"
 
+    def shard(self) -> str:
+        """The position in the broker option's shard list this server holds (shards.py)."""
+        return f"{self.prefix}:shard"
+
 
 class RedisSide:
     """What both sides share: the client, the key names and the reclaim of stale jobs."""

@@ -13,7 +13,9 @@ A queue (``model:version``) maps to a shard by rendezvous hashing over the shard
 different ACL users, with different certificates, so their URLs differ. Every
 frontend and every worker must therefore list the same shards in the same order.
 Adding a shard at the end moves only the queues the new shard wins (about 1/n of
-them); removing or reordering shards moves others, so drain first. Async job records
+them); removing or reordering shards moves others, so drain first. Each server keeps
+the position the first process gave it (``check_position``), and a process whose list
+puts it elsewhere is refused. Async job records
 go to the shard chosen by their job id the same way; a worker's nonces (the replay
 guard) go to its queue's first shard, which is enough because a sealed request is
 bound to its model (``crypto.sealing``).
@@ -29,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import random
 import secrets
 import time
@@ -39,9 +42,13 @@ from trustserve.broker.base import Job, Outcome
 from trustserve.errors import ConfigError
 
 if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
     from trustserve.broker.redis import RedisStreamsBroker
     from trustserve.broker.redis_jobs import RedisJobStore
+    from trustserve.broker.redis_streams import Keys
 
+log = logging.getLogger(__name__)
 MAX_SHARDS = 256
 
 
@@ -76,6 +83,33 @@ def shard_url(url: str, queue: str) -> str:
     """The URL, among the broker option's shards, that holds ``queue`` (its first)."""
     shards = split_shards(url)
     return shards[shard_of(queue, len(shards))]
+
+
+async def check_position(client: Redis, keys: Keys, position: int) -> None:
+    """Marks the server ``client`` reaches as the shard at ``position`` of the broker
+    option, if no process has yet; refuses (ConfigError) when an earlier one marked it at
+    another position. Lists in another order would not strand jobs (frontends follow the
+    workers) but would quietly split a model's replay guard over two servers and send
+    async job records to the wrong one (docs/redis.md). A server that cannot be asked now
+    (unreachable, or an ACL without SET on the key) is only warned about."""
+    from redis import exceptions as rx
+
+    key = keys.shard()
+    try:
+        held = await client.set(key, str(position), nx=True, get=True)
+    except (rx.ConnectionError, rx.TimeoutError, rx.NoPermissionError) as exc:
+        log.warning("could not check the position of shard %d: %s", position, exc)
+        return
+    if held is None:
+        return
+    text = held.decode() if isinstance(held, bytes) else str(held)
+    if text != str(position):
+        raise ConfigError(
+            f"the broker option's shard at position {position} is the server other trustserve "
+            f"processes list at position {text}: every frontend and worker must list the "
+            "shards in the same order (after draining a deliberate reorder, delete the "
+            f"'{key}' key on each server; docs/redis.md)"
+        )
 
 
 async def join_shard(url: str, queue: str, spread: int = 1) -> str:
@@ -139,12 +173,13 @@ class ShardedBroker:
 
         opened: list[RedisStreamsBroker] = []
         try:
-            for shard in split_shards(url):
+            for position, shard in enumerate(split_shards(url)):
                 opened.append(
                     await RedisStreamsBroker.connect(
                         shard, max_queue=max_queue, max_deliveries=max_deliveries
                     )
                 )
+                await check_position(opened[-1].client, opened[-1].keys, position)
         except BaseException:
             await asyncio.gather(*(b.close() for b in opened))
             raise
