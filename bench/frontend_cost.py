@@ -14,11 +14,16 @@ collapsed stacks plus a summary of the hottest frames there.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
+import socket
+import ssl
 import statistics
 import subprocess
 import sys
+import tempfile
+import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -126,6 +131,58 @@ def measure(stack: RunningStack, what: str, request: Any, args: Any, tag: str) -
     }
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def floors() -> list[str]:
+    """The bare servers this machine can run (granian only if the bench extras put it in)."""
+    return ["uvicorn", *(["granian"] if importlib.util.find_spec("granian") else [])]
+
+
+def bare(server: str, request: bytes, args: Any) -> dict[str, Any]:
+    """``bare_server.py`` under the same load as the frontend: its CPU ms per request; then
+    one request at a time: the p50 of an HTTPS round trip of the same body that does nothing."""
+    port = free_port()
+    with tempfile.TemporaryDirectory() as tls:
+        proc = subprocess.Popen(
+            [sys.executable, str(Path(__file__).with_name("bare_server.py")),
+             "--port", str(port), "--tls", tls, "--server", server],
+        )  # fmt: skip
+        try:
+            ctx = ready(port, Path(tls) / "ca.pem", proc)
+            before = cpu_s(proc.pid)
+            r = load("127.0.0.1", port, request, args.in_flight, args.seconds, ctx)
+            spent = cpu_s(proc.pid) - before
+            alone = load("127.0.0.1", port, request, 1, args.seconds / 2, ctx)
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+    done = max(1, r.requests + int(r.rps * 4))  # over warm-up + run, as measure() counts
+    return {
+        "ms_per_req": spent / done * 1000,
+        "img_s": r.rps,
+        "errors": r.errors + alone.errors,
+        "p50_alone_ms": alone.percentile(50),
+    }
+
+
+def ready(port: int, ca: Path, proc: subprocess.Popen[bytes]) -> ssl.SSLContext:
+    """The client context once the server takes a TLS connection (its CA is written first)."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            ctx = ssl.create_default_context(cafile=str(ca))
+            with socket.create_connection(("127.0.0.1", port), timeout=2) as sock:
+                ctx.wrap_socket(sock, server_hostname="localhost").close()
+            return ctx
+        except (OSError, ssl.SSLError):
+            time.sleep(0.1)
+    raise RuntimeError(f"bare_server.py ({port}) did not start")
+
+
 def cheap_archive(out: Path) -> Path:
     """``resnet50`` version ``cheap``: resnet50's input and output shapes, a mean and one
     matrix product in between, so a served run measures what serving costs, not the model."""
@@ -192,8 +249,13 @@ def cheap_round(
         count = int(out["standard"]["img_s"] * (args.seconds + 4) * 1.5) + 2 * args.in_flight
         pool = sealed_requests(s, "resnet50", count)
         out["sealed"] = measure(s, "sealed", iter(pool), args, f"{name}{k}")
+        request = v2_request(s, "resnet50")
+        alone = load("127.0.0.1", s.port, request, 1, args.seconds / 2, tls_context(s))
+        out["standard"]["p50_alone_ms"] = alone.percentile(50)
     for what in ("standard", "sealed"):
         out[what]["ratio"] = float("nan")
+    if name == "new":  # the floor under the frontend, in the same round
+        out["floor"] = {server: bare(server, request, args) for server in floors()}
     return out
 
 
@@ -212,6 +274,15 @@ def cheap_cost(rounds: int, seconds: float, threads: int, in_flight: int) -> dic
             for key in ("frontend_ms_per_req", "workers_ms_per_req", "client_ms_per_req", "img_s")
         }
         out[what]["frontend_ms_per_round"] = [g[what]["frontend_ms_per_req"] for g in got]
+    out["floor"] = {
+        server: statistics.median(g["floor"][server]["ms_per_req"] for g in got)
+        for server in got[0]["floor"]
+    }
+    out["standard_p50_alone_ms"] = statistics.median(g["standard"]["p50_alone_ms"] for g in got)
+    out["floor_p50_alone_ms"] = {
+        server: statistics.median(g["floor"][server]["p50_alone_ms"] for g in got)
+        for server in got[0]["floor"]
+    }
     return out
 
 
@@ -227,6 +298,28 @@ def checks(cost: dict[str, Any]) -> list[tuple[str, str]]:
                 f"{cost['seconds']:.0f} s (`bench/frontend_cost.py`): frontend / workers / client",
                 f"{c['frontend_ms_per_req']:.2f} (rounds {per}) / {c['workers_ms_per_req']:.2f}"
                 f" / {c['client_ms_per_req']:.2f}; {c['img_s']:.0f} req/s",
+            )
+        )
+    floor = cost.get("floor")
+    if floor:
+        names = ", ".join(f"{k} {v:.2f}" for k, v in floor.items())
+        own = cost["standard"]["frontend_ms_per_req"] - floor["uvicorn"]
+        out.append(
+            (
+                "the floor under it: CPU ms per request of a bare HTTPS server that only reads "
+                "the body, same requests, load and rounds (`bench/bare_server.py`; uvicorn is "
+                "the stack's own server)",
+                f"{names}; the frontend above uvicorn's floor: {own:.2f}",
+            )
+        )
+        alone = ", ".join(f"{k} {v:.1f}" for k, v in cost["floor_p50_alone_ms"].items())
+        alone += f"; the stack serving the cheap model: {cost['standard_p50_alone_ms']:.1f}"
+        out.append(
+            (
+                "the floor under the p50 gap at 1 in flight: p50 ms of the same 602 KB binary v2 "
+                "request, one at a time, to that bare server (a round trip that does no work), "
+                "and to the stack",
+                alone,
             )
         )
     return out
@@ -278,6 +371,14 @@ def main() -> None:
                 f"{med('workers_ms_per_req'):.2f} | {med('client_ms_per_req'):.2f} | "
                 f"{med('img_s'):.0f} |"
             )
+    for server in floors():
+        got = [r["floor"][server] for r in rows if "floor" in r]
+        if got:
+            ms = statistics.median(g["ms_per_req"] for g in got)
+            alone = statistics.median(g["p50_alone_ms"] for g in got)
+            print(f"floor, bare {server}: {ms:.2f} ms/req (rounds "
+                  + ", ".join(f"{g['ms_per_req']:.2f}" for g in got)
+                  + f"); p50 one at a time {alone:.1f} ms")  # fmt: skip
 
 
 if __name__ == "__main__":
