@@ -6,6 +6,9 @@ difference between the two is what trustserve's own layers cost.
 
     python bare_server.py --port P --tls DIR [--server uvicorn|granian]
 
+``running(server)`` starts it in a child process for a bench and gives its port, the client
+TLS context and its pid.
+
 ``uvicorn``: the stack's own server (``trustserve.stack.http.http_server``: httptools,
 uvloop, the stack's TLS options). ``granian``: a server whose TLS, HTTP parsing and body
 reads are in Rust (granian's embedded server on the same uvloop), to see how much of the
@@ -15,7 +18,14 @@ floor a change of server would take away.
 from __future__ import annotations
 
 import argparse
+import socket
+import ssl
+import subprocess
 import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +51,38 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     status = 200 if body else 400
     await send({"type": "http.response.start", "status": status, "headers": HEADERS})
     await send({"type": "http.response.body", "body": ANSWER})
+
+
+@contextmanager
+def running(server: str) -> Iterator[tuple[int, ssl.SSLContext, int]]:
+    """This server in a child process, on a free port with a new local CA: (port, client
+    context, pid) once it takes a TLS connection; stopped on leaving."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])
+    with tempfile.TemporaryDirectory() as tls:
+        proc = subprocess.Popen(
+            [sys.executable, __file__, "--port", str(port), "--tls", tls, "--server", server]
+        )
+        try:
+            yield port, _ready(port, Path(tls) / "ca.pem", proc), proc.pid
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+
+
+def _ready(port: int, ca: Path, proc: subprocess.Popen[bytes]) -> ssl.SSLContext:
+    """The client context once the server takes a TLS connection (its CA is written first)."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            ctx = ssl.create_default_context(cafile=str(ca))
+            with socket.create_connection(("127.0.0.1", port), timeout=2) as sock:
+                ctx.wrap_socket(sock, server_hostname="localhost").close()
+            return ctx
+        except (OSError, ssl.SSLError):
+            time.sleep(0.1)
+    raise RuntimeError(f"bare_server.py ({port}) did not start")
 
 
 def main() -> None:

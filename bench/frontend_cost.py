@@ -17,19 +17,16 @@ import argparse
 import importlib.util
 import json
 import os
-import socket
-import ssl
 import statistics
 import subprocess
 import sys
-import tempfile
-import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from bare_server import running
 from common import (
     RESULTS,
     demo_models,
@@ -131,12 +128,6 @@ def measure(stack: RunningStack, what: str, request: Any, args: Any, tag: str) -
     }
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def floors() -> list[str]:
     """The bare servers this machine can run (granian only if the bench extras put it in)."""
     return ["uvicorn", *(["granian"] if importlib.util.find_spec("granian") else [])]
@@ -145,21 +136,11 @@ def floors() -> list[str]:
 def bare(server: str, request: bytes, args: Any) -> dict[str, Any]:
     """``bare_server.py`` under the same load as the frontend: its CPU ms per request; then
     one request at a time: the p50 of an HTTPS round trip of the same body that does nothing."""
-    port = free_port()
-    with tempfile.TemporaryDirectory() as tls:
-        proc = subprocess.Popen(
-            [sys.executable, str(Path(__file__).with_name("bare_server.py")),
-             "--port", str(port), "--tls", tls, "--server", server],
-        )  # fmt: skip
-        try:
-            ctx = ready(port, Path(tls) / "ca.pem", proc)
-            before = cpu_s(proc.pid)
-            r = load("127.0.0.1", port, request, args.in_flight, args.seconds, ctx)
-            spent = cpu_s(proc.pid) - before
-            alone = load("127.0.0.1", port, request, 1, args.seconds / 2, ctx)
-        finally:
-            proc.terminate()
-            proc.wait(timeout=30)
+    with running(server) as (port, ctx, pid):
+        before = cpu_s(pid)
+        r = load("127.0.0.1", port, request, args.in_flight, args.seconds, ctx)
+        spent = cpu_s(pid) - before
+        alone = load("127.0.0.1", port, request, 1, args.seconds / 2, ctx)
     done = max(1, r.requests + int(r.rps * 4))  # over warm-up + run, as measure() counts
     return {
         "ms_per_req": spent / done * 1000,
@@ -167,20 +148,6 @@ def bare(server: str, request: bytes, args: Any) -> dict[str, Any]:
         "errors": r.errors + alone.errors,
         "p50_alone_ms": alone.percentile(50),
     }
-
-
-def ready(port: int, ca: Path, proc: subprocess.Popen[bytes]) -> ssl.SSLContext:
-    """The client context once the server takes a TLS connection (its CA is written first)."""
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and proc.poll() is None:
-        try:
-            ctx = ssl.create_default_context(cafile=str(ca))
-            with socket.create_connection(("127.0.0.1", port), timeout=2) as sock:
-                ctx.wrap_socket(sock, server_hostname="localhost").close()
-            return ctx
-        except (OSError, ssl.SSLError):
-            time.sleep(0.1)
-    raise RuntimeError(f"bare_server.py ({port}) did not start")
 
 
 def cheap_archive(out: Path) -> Path:

@@ -15,14 +15,10 @@ from __future__ import annotations
 import argparse
 import http.client
 import statistics
-import subprocess
-import sys
-import tempfile
 import time
-from pathlib import Path
 
+from bare_server import running
 from common import IMAGE, v2_binary_body
-from frontend_cost import free_port, ready
 
 
 def main() -> None:
@@ -36,30 +32,20 @@ def main() -> None:
         "Inference-Header-Content-Length": str(hlen),
         "Content-Type": "application/octet-stream",
     }
-    port = free_port()
-    with tempfile.TemporaryDirectory() as tls:
-        proc = subprocess.Popen(
-            [sys.executable, str(Path(__file__).with_name("bare_server.py")),
-             "--port", str(port), "--tls", tls, "--server", args.server],
-        )  # fmt: skip
-        try:
-            ctx = ready(port, Path(tls) / "ca.pem", proc)
-            conn = http.client.HTTPSConnection("localhost", port, context=ctx)
-            times: dict[float, list[float]] = {0.0: [], args.gap_ms: []}
-            for i in range(args.requests + 20):
-                gap = args.gap_ms if i % 2 else 0.0
-                time.sleep(gap / 1000)
-                t0 = time.perf_counter()
-                conn.request("POST", "/v2/models/m/infer", body, headers)
-                answer = conn.getresponse()
-                answer.read()
-                if answer.status != 200:
-                    raise SystemExit(f"bare server answered {answer.status}")
-                if i >= 20:  # warm-up
-                    times[gap].append((time.perf_counter() - t0) * 1000)
-        finally:
-            proc.terminate()
-            proc.wait(timeout=30)
+    times: dict[float, list[float]] = {0.0: [], args.gap_ms: []}
+    with running(args.server) as (port, ctx, _):
+        conn = http.client.HTTPSConnection("localhost", port, context=ctx)
+        for i in range(args.requests + 20):
+            gap = args.gap_ms if i % 2 else 0.0
+            time.sleep(gap / 1000)
+            t0 = time.perf_counter()
+            conn.request("POST", "/v2/models/m/infer", body, headers)
+            answer = conn.getresponse()
+            answer.read()
+            if answer.status != 200:
+                raise SystemExit(f"bare server answered {answer.status}")
+            if i >= 20:  # warm-up
+                times[gap].append((time.perf_counter() - t0) * 1000)
     for gap, got in times.items():
         got.sort()
         print(
